@@ -1,0 +1,87 @@
+"""Named exceptions raised by harmonize.
+
+Every error a user can cause by passing bad input derives from :class:`HarmonizeError`, so a
+notebook or a job can catch them all at once; each message says what to do next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HarmonizeError",
+    "InvalidDatetimeError",
+    "InvalidBBoxError",
+    "UnknownCollectionError",
+    "UnknownProviderError",
+    "UnknownBandError",
+    "ServerUnreachableError",
+    "EmptySearchError",
+    "MissingAssetError",
+    "AssetReadError",
+    "NoOverlapError",
+    "CRSMismatchError",
+    "WorldError",
+]
+
+
+class HarmonizeError(Exception):
+    """Base class of every error harmonize raises for bad input or an unusable environment."""
+
+
+class InvalidDatetimeError(HarmonizeError, ValueError):
+    """A datetime or datetime range is malformed or reversed."""
+
+
+class InvalidBBoxError(HarmonizeError, ValueError):
+    """A bounding box is out of order or out of the valid longitude/latitude range."""
+
+
+class UnknownCollectionError(HarmonizeError, KeyError):
+    """A STAC collection id that no provider profile knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownProviderError(HarmonizeError, KeyError):
+    """A provider name that has no profile."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownBandError(HarmonizeError, KeyError):
+    """A band name that is not canonical or that the items do not carry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ServerUnreachableError(HarmonizeError, ConnectionError):
+    """A STAC API could not be reached, even after retries."""
+
+
+class EmptySearchError(HarmonizeError, LookupError):
+    """A search that the caller required to find items found none."""
+
+
+class MissingAssetError(HarmonizeError, KeyError):
+    """An item lacks an asset that the requested bands need."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class AssetReadError(HarmonizeError, OSError):
+    """An asset exists in the metadata but its file cannot be read."""
+
+
+class NoOverlapError(HarmonizeError, ValueError):
+    """The requested area does not intersect the items' footprints."""
+
+
+class CRSMismatchError(HarmonizeError, ValueError):
+    """Inputs carry different or missing coordinate reference systems."""
+
+
+class WorldError(HarmonizeError):
+    """A simulated world directory is missing, incomplete or was made by another version."""
