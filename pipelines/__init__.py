@@ -1,0 +1,1 @@
+"""Runnable harmonize jobs: each a function plus ``python -m pipelines.<stage>``."""
