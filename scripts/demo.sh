@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# From a fresh clone to the demo running on the embedded simulated archive.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+export MPLBACKEND=Agg
+harmonize demo "${1:-demo-out}"
