@@ -20,6 +20,7 @@ __all__ = [
     "NoOverlapError",
     "CRSMismatchError",
     "WorldError",
+    "ModelError",
 ]
 
 
@@ -85,3 +86,7 @@ class CRSMismatchError(HarmonizeError, ValueError):
 
 class WorldError(HarmonizeError):
     """A simulated world directory is missing, incomplete or was made by another version."""
+
+
+class ModelError(HarmonizeError, ValueError):
+    """A model, model package, checkpoint or model input is unusable (wrong shape, NaN, corrupt)."""
