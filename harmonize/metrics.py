@@ -1,0 +1,278 @@
+"""Image-quality metrics of harmonized reflectance against a reference, on valid pixels only.
+
+All functions take numpy arrays of reflectance shaped ``[bands, y, x]`` or ``[n, bands, y, x]``
+(a batch of patches) and an optional boolean ``mask`` shaped ``[y, x]`` or ``[n, y, x]`` that is
+``True`` where a pixel is valid. Pixels that are NaN in either image are invalid as well.
+
+Conventions
+-----------
+- ``data_range`` (PSNR, SSIM) defaults to 1.0: reflectance is on a 0-1 scale, so an RMSE of 0.01
+  reflectance is a PSNR of 40 dB.
+- SAM is the mean spectral angle in degrees over valid pixels (0 for identical spectra; blind to
+  a per-pixel brightness scale).
+- ERGAS is ``100 * ratio * sqrt(mean_b (RMSE_b / mean_b)^2)`` with ``ratio`` the ratio of the
+  high to the low pixel size (10 m / 30 m = 1/3 by default), ``mean_b`` the reference's mean.
+- NRMSE is the RMSE divided by the reference's mean (per band, and over all bands together).
+- NDVI agreement uses the red and nir bands (``(nir - red) / (nir + red)``): mean absolute error
+  and Pearson r over valid pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from harmonize.bands import REFLECTANCE_BANDS
+
+__all__ = [
+    "psnr",
+    "ssim",
+    "sam",
+    "ergas",
+    "rmse",
+    "nrmse",
+    "ndvi",
+    "ndvi_agreement",
+    "evaluate",
+    "evaluate_table",
+]
+
+
+def _prepare(pred: Any, target: Any, mask: Any | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return float64 ``[n, b, y, x]`` arrays and a ``[n, y, x]`` validity mask."""
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction {p.shape} and target {t.shape} differ in shape")
+    if p.ndim == 3:
+        p, t = p[None], t[None]
+    if p.ndim != 4:
+        raise ValueError(f"expected [bands, y, x] or [n, bands, y, x], got {p.shape}")
+    valid = np.isfinite(p).all(axis=1) & np.isfinite(t).all(axis=1)
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.ndim == 2:
+            m = m[None]
+        valid &= np.broadcast_to(m, valid.shape)
+    return p, t, valid
+
+
+def _pixels(p: np.ndarray, t: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Valid pixels as ``[pixels, bands]``."""
+    pp = np.moveaxis(p, 1, -1)[valid]
+    tt = np.moveaxis(t, 1, -1)[valid]
+    return pp, tt
+
+
+def _psnr_from_mse(mse: np.ndarray | float, data_range: float) -> np.ndarray | float:
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(data_range**2 / np.asarray(mse))
+
+
+def rmse(pred: Any, target: Any, mask: Any | None = None) -> np.ndarray:
+    """Per-band root-mean-square error over valid pixels (``[bands]``)."""
+    pp, tt = _pixels(*_prepare(pred, target, mask))
+    if len(pp) == 0:
+        return np.full(pp.shape[1], np.nan)
+    return np.sqrt(np.mean((pp - tt) ** 2, axis=0))
+
+
+def nrmse(pred: Any, target: Any, mask: Any | None = None) -> tuple[np.ndarray, float]:
+    """RMSE divided by the reference mean: ``(per band [bands], all bands together)``."""
+    pp, tt = _pixels(*_prepare(pred, target, mask))
+    if len(pp) == 0:
+        return np.full(pp.shape[1], np.nan), float("nan")
+    per_band = np.sqrt(np.mean((pp - tt) ** 2, axis=0)) / np.mean(tt, axis=0)
+    overall = float(np.sqrt(np.mean((pp - tt) ** 2)) / np.mean(tt))
+    return per_band, overall
+
+
+def psnr(pred: Any, target: Any, mask: Any | None = None, *, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB over all bands of the valid pixels (inf if identical)."""
+    pp, tt = _pixels(*_prepare(pred, target, mask))
+    if len(pp) == 0:
+        return float("nan")
+    return float(_psnr_from_mse(np.mean((pp - tt) ** 2), data_range))
+
+
+def ssim(
+    pred: Any, target: Any, mask: Any | None = None, *, data_range: float = 1.0, per_band: bool = False
+) -> float | np.ndarray:
+    """Structural similarity (scikit-image, 7x7 uniform window) averaged over valid pixels.
+
+    Each band of each image is scored separately; invalid pixels are set to the reference's
+    valid mean in both images before windows are formed (so a window touching the mask edge sees
+    a flat fill, identical in both), and the SSIM map is averaged over valid pixels at least 3
+    pixels from the image border (without a mask this equals scikit-image's mean SSIM).
+
+    Returns
+    -------
+    float or ndarray
+        The mean over bands, or one value per band with ``per_band=True``.
+    """
+    from skimage.metrics import structural_similarity
+
+    p, t, valid = _prepare(pred, target, mask)
+    n, b = p.shape[:2]
+    sums = np.zeros(b)
+    count = 0
+    win = min(7, *(s - (1 - s % 2) for s in p.shape[2:]))
+    if win < 3:
+        raise ValueError(f"images of {p.shape[2:]} pixels are too small for SSIM")
+    pad = (win - 1) // 2
+    # Like scikit-image's mean SSIM, leave out the border where the window is incomplete.
+    interior = np.zeros(p.shape[2:], dtype=bool)
+    interior[pad : p.shape[2] - pad, pad : p.shape[3] - pad] = True
+    for i in range(n):
+        v = valid[i]
+        scored = v & interior
+        if not scored.any():
+            continue
+        count += int(scored.sum())
+        for j in range(b):
+            fill = t[i, j][v].mean()
+            pi = np.where(v, p[i, j], fill)
+            ti = np.where(v, t[i, j], fill)
+            _, smap = structural_similarity(pi, ti, data_range=data_range, win_size=win, full=True)
+            sums[j] += smap[scored].sum()
+    if count == 0:
+        out = np.full(b, np.nan)
+    else:
+        out = sums / count
+    return out if per_band else float(out.mean())
+
+
+def sam(pred: Any, target: Any, mask: Any | None = None) -> float:
+    """Mean spectral angle (degrees) between predicted and reference spectra of valid pixels.
+
+    Uses ``2 * atan2(|a - b|, |a + b|)`` of the unit spectra, exact (0) for identical spectra.
+    Pixels where either spectrum is all zero are skipped.
+    """
+    pp, tt = _pixels(*_prepare(pred, target, mask))
+    na = np.linalg.norm(pp, axis=1)
+    nb = np.linalg.norm(tt, axis=1)
+    ok = (na > 0) & (nb > 0)
+    if not ok.any():
+        return float("nan")
+    a = pp[ok] / na[ok, None]
+    b = tt[ok] / nb[ok, None]
+    ang = 2.0 * np.arctan2(np.linalg.norm(a - b, axis=1), np.linalg.norm(a + b, axis=1))
+    return float(np.degrees(ang).mean())
+
+
+def ergas(pred: Any, target: Any, mask: Any | None = None, *, ratio: float = 10.0 / 30.0) -> float:
+    """ERGAS: ``100 * ratio * sqrt(mean over bands of (RMSE_b / mean_b) ** 2)`` (lower is better).
+
+    Parameters
+    ----------
+    ratio
+        High-resolution pixel size over low-resolution pixel size (10 m / 30 m by default).
+    """
+    per_band, _ = nrmse(pred, target, mask)
+    return float(100.0 * ratio * np.sqrt(np.mean(per_band**2)))
+
+
+def ndvi(red: Any, nir: Any) -> np.ndarray:
+    """NDVI ``(nir - red) / (nir + red)``; NaN where the denominator is 0."""
+    red = np.asarray(red, dtype=np.float64)
+    nir = np.asarray(nir, dtype=np.float64)
+    den = nir + red
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den != 0, (nir - red) / den, np.nan)
+
+
+def ndvi_agreement(
+    pred: Any,
+    target: Any,
+    mask: Any | None = None,
+    *,
+    bands: Sequence[str] = REFLECTANCE_BANDS,
+) -> dict[str, float]:
+    """NDVI mean absolute error and Pearson r between prediction and reference (valid pixels)."""
+    p, t, valid = _prepare(pred, target, mask)
+    r, n = list(bands).index("red"), list(bands).index("nir")
+    a = ndvi(p[:, r], p[:, n])[valid]
+    b = ndvi(t[:, r], t[:, n])[valid]
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) == 0:
+        return {"ndvi_mae": float("nan"), "ndvi_r": float("nan")}
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        corr = 1.0 if np.array_equal(a, b) else float("nan")
+    else:
+        corr = float(np.corrcoef(a, b)[0, 1])
+    return {"ndvi_mae": float(np.abs(a - b).mean()), "ndvi_r": corr}
+
+
+def evaluate(
+    pred: Any,
+    target: Any,
+    mask: Any | None = None,
+    *,
+    bands: Sequence[str] = REFLECTANCE_BANDS,
+    data_range: float = 1.0,
+    ratio: float = 10.0 / 30.0,
+    with_ssim: bool = True,
+) -> dict[str, float]:
+    """All metrics in one flat dict: overall values plus ``<metric>_<band>`` per band.
+
+    Keys: ``psnr ssim sam ergas rmse nrmse mae bias ndvi_mae ndvi_r n_valid`` and, per band,
+    ``psnr_<band> ssim_<band> rmse_<band> nrmse_<band> mae_<band> bias_<band>``.
+    """
+    p, t, valid = _prepare(pred, target, mask)
+    bands = list(bands)
+    if len(bands) != p.shape[1]:
+        raise ValueError(f"{len(bands)} band names for {p.shape[1]} bands")
+    pp, tt = _pixels(p, t, valid)
+    out: dict[str, float] = {"n_valid": float(len(pp))}
+    if len(pp) == 0:
+        return {**out, **{k: float("nan") for k in ("psnr", "ssim", "sam", "ergas", "rmse", "nrmse",
+                                                    "mae", "bias", "ndvi_mae", "ndvi_r")}}
+    err = pp - tt
+    mse_b = np.mean(err**2, axis=0)
+    rmse_b = np.sqrt(mse_b)
+    nrmse_b, nrmse_all = nrmse(p, t, valid)
+    out["psnr"] = float(_psnr_from_mse(mse_b.mean(), data_range))
+    ssim_b = ssim(p, t, valid, data_range=data_range, per_band=True) if with_ssim else None
+    out["ssim"] = float(np.mean(ssim_b)) if ssim_b is not None else float("nan")
+    out["sam"] = sam(p, t, valid)
+    out["ergas"] = float(100.0 * ratio * np.sqrt(np.mean(nrmse_b**2)))
+    out["rmse"] = float(np.sqrt(mse_b.mean()))
+    out["nrmse"] = nrmse_all
+    out["mae"] = float(np.abs(err).mean())
+    out["bias"] = float(err.mean())
+    if "red" in bands and "nir" in bands:
+        out.update(ndvi_agreement(p, t, valid, bands=bands))
+    for j, name in enumerate(bands):
+        out[f"psnr_{name}"] = float(_psnr_from_mse(mse_b[j], data_range))
+        if ssim_b is not None:
+            out[f"ssim_{name}"] = float(ssim_b[j])
+        out[f"rmse_{name}"] = float(rmse_b[j])
+        out[f"nrmse_{name}"] = float(nrmse_b[j])
+        out[f"mae_{name}"] = float(np.abs(err[:, j]).mean())
+        out[f"bias_{name}"] = float(err[:, j].mean())
+    return out
+
+
+def evaluate_table(
+    pred: Any,
+    target: Any,
+    mask: Any | None = None,
+    *,
+    bands: Sequence[str] = REFLECTANCE_BANDS,
+    data_range: float = 1.0,
+    ratio: float = 10.0 / 30.0,
+):  # noqa: ANN201 - pandas is imported lazily
+    """The per-band metrics of :func:`evaluate` as a DataFrame: one row per band plus ``"all"``.
+
+    Columns ``psnr ssim rmse nrmse mae bias``; the ``"all"`` row adds ``sam ergas ndvi_mae ndvi_r``.
+    """
+    import pandas as pd
+
+    res = evaluate(pred, target, mask, bands=bands, data_range=data_range, ratio=ratio)
+    cols = ["psnr", "ssim", "rmse", "nrmse", "mae", "bias"]
+    rows = {b: {c: res.get(f"{c}_{b}", np.nan) for c in cols} for b in bands}
+    rows["all"] = {c: res[c] for c in cols + ["sam", "ergas", "ndvi_mae", "ndvi_r"] if c in res}
+    return pd.DataFrame.from_dict(rows, orient="index")
