@@ -1,0 +1,535 @@
+"""Writers for harmonized outputs: Zarr v3 cubes, Cloud-Optimized GeoTIFFs and STAC items.
+
+Outputs are meant to be searched like the inputs they came from: every writer keeps the CRS
+(``spatial_ref`` coordinate, rioxarray convention) and :func:`stac_item_for_output` describes
+the files with the projection, raster and processing extensions plus ``derived_from`` links to
+the source items.
+
+Writes are safe to repeat: :func:`write_zarr` builds a new store under a temporary name and
+renames it into place (or writes one region of an existing store), :func:`write_cogs` writes
+each file under a temporary name and renames it, so a job killed midway never leaves a
+half-written output under a final name.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pystac
+import xarray as xr
+
+from harmonize.bands import BANDS
+from harmonize.errors import CRSMismatchError, HarmonizeError
+
+__all__ = [
+    "write_zarr",
+    "write_cogs",
+    "stac_item_for_output",
+    "write_stac_items",
+    "PROCESSING_EXTENSION",
+    "COG_MEDIA_TYPE",
+    "ZARR_MEDIA_TYPE",
+]
+
+log = logging.getLogger(__name__)
+
+PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+COG_MEDIA_TYPE = str(pystac.MediaType.COG)
+ZARR_MEDIA_TYPE = "application/vnd+zarr"
+
+ZarrMode = Literal["w-", "w", "a", "r+"]
+
+
+# --------------------------------------------------------------------------------------------
+# Zarr
+# --------------------------------------------------------------------------------------------
+def _require_crs(ds: xr.Dataset) -> None:
+    if ds.rio.crs is None:
+        raise CRSMismatchError(
+            "the dataset carries no CRS; write one first with ds.rio.write_crs(...) "
+            "(cubes from harmonize.cube.load_cube and super_resolve already carry it)"
+        )
+
+
+def _is_local(path: str | os.PathLike[str]) -> bool:
+    s = os.fspath(path)
+    return "://" not in s or s.startswith("file://")
+
+
+def _local_path(path: str | os.PathLike[str]) -> Path:
+    s = os.fspath(path)
+    return Path(s[len("file://") :] if s.startswith("file://") else s)
+
+
+def _prepare_for_zarr(ds: xr.Dataset) -> xr.Dataset:
+    """Chunked encoding, CRS kept as a coordinate, no stale encodings from the source."""
+    ds = ds.copy()
+    if "spatial_ref" in ds.coords:
+        # xarray leaves a grid-mapping variable out of every ``coordinates`` attribute; naming
+        # it globally makes ``xr.open_zarr(...)`` read it back as a coordinate so ``.rio.crs``
+        # works without ``decode_coords="all"``.
+        ds.attrs["coordinates"] = "spatial_ref"
+    for name, var in ds.variables.items():
+        keep = {k: v for k, v in var.encoding.items() if k in ("dtype", "_FillValue", "units", "calendar")}
+        if var.chunks is not None:
+            keep["chunks"] = tuple(c[0] for c in var.chunks)
+        if var.dtype.kind == "U":
+            # zarr v3 has no spec for fixed-width unicode; the variable-length string is stable
+            ds[name] = var.astype(object) if name in ds.data_vars else var
+            if name in ds.coords:
+                ds = ds.assign_coords({name: var.astype(object)})
+        ds[name].encoding = keep
+    return ds
+
+
+def write_zarr(
+    ds: xr.Dataset,
+    path: str | os.PathLike[str],
+    *,
+    mode: ZarrMode = "w-",
+    region: Mapping[str, slice] | Literal["auto"] | None = None,
+    compute: bool = True,
+) -> Path | str:
+    """Write a dataset to a Zarr v3 store, keeping its CRS and chunking.
+
+    Parameters
+    ----------
+    ds
+        Dataset with a CRS (``ds.rio.crs``); dask-backed variables are written chunk by chunk
+        and their chunks become the store's chunks.
+    path
+        Local directory or fsspec URL of the store.
+    mode
+        ``"w-"`` create, failing if the store exists; ``"w"`` replace an existing store;
+        ``"a"`` append along ``time`` (or add variables) to an existing store; ``"r+"`` write
+        ``region`` of an existing store. For ``"w-"`` and ``"w"`` on local paths the store is
+        written under a temporary name beside ``path`` and renamed into place only once
+        complete, so readers never see a half-written store.
+    region
+        With ``mode="r+"`` (the default when ``region`` is given): the slice of every dimension
+        to write, or ``"auto"`` to infer it from the coordinates. Writes of disjoint regions are
+        independent, which makes a tiled job idempotent and resumable.
+    compute
+        Write now (default). With ``False`` only the metadata is written and the dask delayed
+        object that writes the data is returned in its place (no atomic rename then).
+
+    Returns
+    -------
+    pathlib.Path or str
+        The path of the store written.
+
+    Raises
+    ------
+    CRSMismatchError
+        When ``ds`` has no CRS.
+    HarmonizeError
+        When ``mode="w-"`` and the store exists, or ``mode`` is unknown.
+    """
+    _require_crs(ds)
+    with warnings.catch_warnings():
+        # consolidated metadata is not in the v3 spec yet; xarray and zarr-python read it fine
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        return _write_zarr(ds, path, mode=mode, region=region, compute=compute)
+
+
+def _write_zarr(
+    ds: xr.Dataset,
+    path: str | os.PathLike[str],
+    *,
+    mode: ZarrMode,
+    region: Mapping[str, slice] | Literal["auto"] | None,
+    compute: bool,
+) -> Any:
+    if mode not in ("w-", "w", "a", "r+"):
+        raise HarmonizeError(f"unknown Zarr write mode {mode!r}; use 'w-', 'w', 'a' or 'r+'")
+    out = _prepare_for_zarr(ds)
+    if region is not None:
+        if mode not in ("r+", "a"):
+            mode = "r+"
+        # variables without a dimension of the region (the CRS scalar) are already in the store
+        drop = [n for n, v in out.variables.items() if region != "auto" and not set(v.dims) & set(region)]
+        out = out.drop_vars(drop)
+        out.attrs = {}
+        result = out.to_zarr(path, mode=mode, region=region, zarr_format=3, consolidated=False, compute=compute)
+        _consolidate(path)
+        return result if not compute else _ret(path)
+    if mode == "a":
+        exists = _is_local(path) and _local_path(path).exists()
+        kwargs: dict[str, Any] = {"append_dim": "time"} if exists and "time" in out.dims else {}
+        out.to_zarr(path, mode="a" if exists else "w-", zarr_format=3, consolidated=True, **kwargs)
+        return _ret(path)
+    if mode == "r+":
+        raise HarmonizeError("mode='r+' needs a region; pass region=... or 'auto'")
+    if not _is_local(path) or not compute:
+        result = out.to_zarr(path, mode=mode, zarr_format=3, consolidated=True, compute=compute)
+        return result if not compute else _ret(path)
+
+    final = _local_path(path)
+    if final.exists() and mode == "w-":
+        raise HarmonizeError(f"{final} exists; pass mode='w' to replace it or choose another path")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        out.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=True)
+        if final.exists():
+            trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            final.rename(trash)
+            tmp.rename(final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("wrote Zarr store %s (%s)", final, ", ".join(map(str, ds.data_vars)))
+    return final
+
+
+def _ret(path: str | os.PathLike[str]) -> Path | str:
+    return _local_path(path) if _is_local(path) else os.fspath(path)
+
+
+def _consolidate(path: str | os.PathLike[str]) -> None:
+    import zarr
+
+    try:
+        zarr.consolidate_metadata(os.fspath(path))
+    except Exception:  # pragma: no cover - consolidation is an optimisation only
+        log.debug("could not consolidate %s", path, exc_info=True)
+
+
+# --------------------------------------------------------------------------------------------
+# COG
+# --------------------------------------------------------------------------------------------
+def _default_bands(ds: xr.Dataset) -> list[str]:
+    return [n for n, v in ds.data_vars.items() if {"y", "x"} <= set(v.dims) and v.dtype.kind == "f"]
+
+
+def _time_label(ds: xr.Dataset, i: int) -> str:
+    if "item_id" in ds.coords and "time" in ds["item_id"].dims:
+        return str(ds["item_id"].values[i])
+    t = pd.Timestamp(ds["time"].values[i])
+    return t.strftime("%Y%m%dT%H%M%S")
+
+
+def write_cogs(
+    ds: xr.Dataset,
+    out_dir: str | os.PathLike[str],
+    *,
+    bands: Sequence[str] | None = None,
+    suffix: str = "_hz",
+    blocksize: int = 512,
+    overwrite: bool = True,
+) -> list[Path]:
+    """Write one multi-band Cloud-Optimized GeoTIFF per date.
+
+    Parameters
+    ----------
+    ds
+        Dataset on ``(time, y, x)`` (or ``(y, x)``) with a CRS.
+    out_dir
+        Directory for the files, created if missing. Each file is named after the date's
+        ``item_id`` coordinate when present (``<item_id><suffix>.tif``), else its timestamp.
+    bands
+        Variables to write, in band order; default every floating-point variable on ``(y, x)``.
+        Band descriptions carry the variable names; nodata is NaN.
+    suffix
+        Appended to the file stem.
+    blocksize
+        Internal tile size of the COG.
+    overwrite
+        Replace existing files (default); with ``False`` an existing file is kept and skipped,
+        which makes a rerun of an interrupted job cheap.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files, one per date, in time order.
+
+    Raises
+    ------
+    CRSMismatchError
+        When ``ds`` has no CRS.
+    UnknownBandError
+        When a requested band is not in ``ds``.
+    """
+    from harmonize.errors import UnknownBandError
+
+    _require_crs(ds)
+    names = list(bands) if bands is not None else _default_bands(ds)
+    missing = [b for b in names if b not in ds.data_vars]
+    if missing:
+        raise UnknownBandError(f"bands {missing} are not in the dataset; it has {list(ds.data_vars)}")
+    if not names:
+        raise HarmonizeError("no floating-point (y, x) variables to write; pass bands=[...]")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timed = "time" in ds.dims
+    n = ds.sizes["time"] if timed else 1
+    crs = ds.rio.crs
+    paths: list[Path] = []
+    for i in range(n):
+        one = ds.isel(time=i) if timed else ds
+        stem = _time_label(ds, i) if timed else "harmonized"
+        target = out / f"{stem}{suffix}.tif"
+        paths.append(target)
+        if target.exists() and not overwrite:
+            log.info("keeping existing %s", target)
+            continue
+        arr = (
+            xr.concat([one[b].astype("float32") for b in names], dim="band", coords="minimal", compat="override")
+            .assign_coords(band=np.arange(1, len(names) + 1))
+            .transpose("band", "y", "x")
+        )
+        arr = arr.drop_vars([c for c in arr.coords if c not in ("band", "y", "x", "spatial_ref")])
+        arr.attrs = {"long_name": tuple(names)}  # band descriptions
+        arr = arr.rio.write_crs(crs).rio.write_nodata(np.nan)
+        tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            arr.compute().rio.to_raster(
+                tmp,
+                driver="COG",
+                compress="DEFLATE",
+                predictor="FLOATING_POINT",
+                blocksize=blocksize,
+                overviews="AUTO",
+                resampling="average",
+            )
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("wrote COG %s", target)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# STAC
+# --------------------------------------------------------------------------------------------
+def _bbox_wgs84(ds: xr.Dataset) -> tuple[list[float], dict[str, Any]]:
+    from pyproj import Transformer
+    from shapely.geometry import Polygon, mapping
+
+    left, bottom, right, top = ds.rio.bounds()
+    tr = Transformer.from_crs(ds.rio.crs, "EPSG:4326", always_xy=True)
+    n = 21  # densify the edges so a reprojected footprint stays faithful
+    xs = np.concatenate([np.linspace(left, right, n), np.full(n, right), np.linspace(right, left, n), np.full(n, left)])
+    ys = np.concatenate([np.full(n, bottom), np.linspace(bottom, top, n), np.full(n, top), np.linspace(top, bottom, n)])
+    lon, lat = tr.transform(xs, ys)
+    poly = Polygon(zip(lon, lat, strict=True)).simplify(0)
+    # GeoJSON wants lists, shapely's mapping gives tuples
+    return [float(v) for v in poly.bounds], json.loads(json.dumps(mapping(poly)))
+
+
+def _derived_links(derived_from: Iterable[str | pystac.Item]) -> list[pystac.Link]:
+    links = []
+    for src in derived_from:
+        if isinstance(src, pystac.Item):
+            href = src.get_self_href() or f"{src.id}.json"
+            title = src.id
+        else:
+            href, title = str(src), str(src).rstrip("/").rsplit("/", 1)[-1]
+        links.append(pystac.Link("derived_from", href, media_type=pystac.MediaType.GEOJSON, title=title))
+    return links
+
+
+def _raster_bands(ds: xr.Dataset, names: Sequence[str]) -> list[dict[str, Any]]:
+    out = []
+    for name in names:
+        var = ds[name]
+        entry: dict[str, Any] = {"name": name, "data_type": str(np.dtype(var.dtype)), "nodata": "nan"}
+        base = name.removesuffix("_std")
+        if base in BANDS:
+            entry["unit"] = "1"  # reflectance, dimensionless
+            if BANDS[base].sentinel2_wavelength:
+                entry["description"] = (
+                    f"{'standard deviation of ' if name.endswith('_std') else ''}"
+                    f"Sentinel-2-like {base} reflectance (MSI {BANDS[base].sentinel2})"
+                )
+        out.append(entry)
+    return out
+
+
+def stac_item_for_output(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    ds: xr.Dataset,
+    *,
+    derived_from: Iterable[str | pystac.Item] = (),
+    software: Mapping[str, str] | None = None,
+    item_id: str | None = None,
+    bands: Sequence[str] | None = None,
+    collection: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+) -> pystac.Item:
+    """Describe output files as a STAC item, searchable like the inputs.
+
+    Parameters
+    ----------
+    paths
+        One file or store (COG or Zarr) or several (one asset each) holding ``ds``.
+    ds
+        The dataset written (its CRS, grid, time and variables describe the item).
+    derived_from
+        Source items (``pystac.Item``) or their hrefs; each becomes a ``derived_from`` link.
+    software
+        ``processing:software`` mapping, e.g. ``{"harmonize": "0.1.0"}``; defaults to the
+        installed harmonize version.
+    item_id
+        Item id; default the first file's stem.
+    bands
+        Variables the assets hold (``raster:bands``); default every float variable on (y, x).
+    collection
+        Collection id to set on the item.
+    properties
+        Extra properties.
+
+    Returns
+    -------
+    pystac.Item
+        With ``proj:*`` fields, ``processing:software``, assets carrying ``raster:bands`` and
+        ``derived_from`` links; its datetime is the single time of ``ds`` or a
+        ``start_datetime``/``end_datetime`` range.
+    """
+    from pystac.extensions.projection import ProjectionExtension
+
+    _require_crs(ds)
+    files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not files:
+        raise HarmonizeError("stac_item_for_output needs at least one output path")
+    if software is None:
+        from importlib.metadata import version
+
+        software = {"harmonize": version("harmonize")}
+    names = list(bands) if bands is not None else _default_bands(ds)
+    bbox, geometry = _bbox_wgs84(ds)
+    props: dict[str, Any] = {"processing:software": dict(software)}
+    if "time" in ds.coords:
+        times = pd.DatetimeIndex(np.atleast_1d(ds["time"].values))
+        start, end = times.min().to_pydatetime(), times.max().to_pydatetime()
+    else:
+        start = end = _dt.datetime.now(_dt.timezone.utc)
+    start, end = (t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc) for t in (start, end))
+    dt_single = start if start == end else None
+    if dt_single is None:
+        props["start_datetime"] = pystac.utils.datetime_to_str(start)
+        props["end_datetime"] = pystac.utils.datetime_to_str(end)
+    props.update(properties or {})
+    first = Path(os.fspath(files[0]))
+    item = pystac.Item(
+        id=item_id or first.name.removesuffix(".tif").removesuffix(".zarr"),
+        geometry=geometry,
+        bbox=bbox,
+        datetime=dt_single,
+        properties=props,
+        collection=collection,
+    )
+    item.stac_extensions.append(PROCESSING_EXTENSION)
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    crs = ds.rio.crs
+    epsg = crs.to_epsg()
+    if epsg is not None:
+        proj.code = f"EPSG:{epsg}"
+    else:
+        proj.wkt2 = crs.to_wkt()
+    proj.shape = [int(ds.sizes["y"]), int(ds.sizes["x"])]
+    proj.transform = list(ds.rio.transform())[:6]
+    proj.bbox = list(ds.rio.bounds())
+    raster_bands = _raster_bands(ds, names)
+    for f in files:
+        p = Path(os.fspath(f))
+        is_zarr = p.suffix == ".zarr" or p.is_dir()
+        key = "data" if len(files) == 1 else p.stem
+        href = os.fspath(f) if "://" in os.fspath(f) else p.resolve().as_uri()
+        asset = pystac.Asset(
+            href=href,
+            media_type=ZARR_MEDIA_TYPE if is_zarr else COG_MEDIA_TYPE,
+            roles=["data"],
+            title="harmonized Sentinel-2-like reflectance",
+            extra_fields={"raster:bands": raster_bands},
+        )
+        item.add_asset(key, asset)
+    raster_ext = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+    if raster_ext not in item.stac_extensions:
+        item.stac_extensions.append(raster_ext)
+    for link in _derived_links(derived_from):
+        item.add_link(link)
+    return item
+
+
+def write_stac_items(
+    paths: Sequence[str | os.PathLike[str]],
+    ds: xr.Dataset,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    derived_from: Mapping[str, Sequence[str | pystac.Item]] | Sequence[str | pystac.Item] | None = None,
+    software: Mapping[str, str] | None = None,
+    collection: str | None = None,
+) -> list[pystac.Item]:
+    """Write one STAC item JSON per output file written by :func:`write_cogs`.
+
+    Parameters
+    ----------
+    paths
+        One file per date of ``ds``, in time order (what :func:`write_cogs` returns); a single
+        Zarr store gets one item covering the whole time range.
+    ds
+        The dataset the files hold.
+    out_dir
+        Where the ``<id>.json`` files go; default beside each file.
+    derived_from
+        Per-file sources: a mapping from item id (the ``item_id`` time coordinate) to its
+        sources, or one list shared by all files. Default: the ``item_id`` of each date.
+    software
+        ``processing:software`` (see :func:`stac_item_for_output`).
+    collection
+        Collection id to set on every item.
+
+    Returns
+    -------
+    list of pystac.Item
+        The items written, with their self hrefs set.
+    """
+    files = list(paths)
+    single_store = len(files) == 1 and ("time" not in ds.dims or ds.sizes["time"] != 1) and (
+        Path(os.fspath(files[0])).suffix == ".zarr" or Path(os.fspath(files[0])).is_dir()
+    )
+    items: list[pystac.Item] = []
+    if single_store:
+        pieces: list[tuple[str | os.PathLike[str], xr.Dataset, str | None]] = [(files[0], ds, None)]
+    else:
+        n = ds.sizes.get("time", 1)
+        if len(files) != n:
+            raise HarmonizeError(f"{len(files)} files for {n} dates; pass one file per date in time order")
+        pieces = [
+            (f, ds.isel(time=i) if "time" in ds.dims else ds, _time_label(ds, i) if "time" in ds.dims else None)
+            for i, f in enumerate(files)
+        ]
+    for f, one, label in pieces:
+        if derived_from is None:
+            ids = one["item_id"].values if "item_id" in one.coords else []
+            sources: Sequence[str | pystac.Item] = [str(v) for v in np.atleast_1d(ids)]
+        elif isinstance(derived_from, Mapping):
+            sources = list(derived_from.get(label or "", []))
+        else:
+            sources = list(derived_from)
+        item = stac_item_for_output(f, one, derived_from=sources, software=software, collection=collection)
+        p = Path(os.fspath(f))
+        target_dir = Path(out_dir) if out_dir is not None else p.parent
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / f"{item.id}.json"
+        item.set_self_href(str(target.resolve()))
+        tmp = target.with_name(f".{target.name}.tmp")
+        item.save_object(include_self_link=True, dest_href=str(tmp))
+        tmp.replace(target)
+        items.append(item)
+    return items
