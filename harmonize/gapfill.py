@@ -1,0 +1,475 @@
+"""Gap-filling of irregular, cloud-gapped time series onto a regular time axis.
+
+Four per-pixel methods, all vectorised over pixels with numpy (one kernel call fills a whole
+dask block ``(y, x, time)``; time must be one chunk):
+
+``linear``
+    Linear interpolation in time between the nearest clear observations before and after.
+``whittaker``
+    Whittaker smoother (Eilers 2003) on a daily grid: minimise ``|W (y - z)|^2 + lmbda |D2 z|^2``
+    with weight 0 on days without observation. The pentadiagonal system differs per pixel only on
+    its diagonal, so it is solved for all pixels at once by a banded Cholesky factorisation.
+``harmonic``
+    Least-squares harmonic regression ``a0 + sum_k b_k cos(2 pi k t / P) + c_k sin(...)`` per pixel
+    (weighted normal equations, batched solve).
+``rbf``
+    FORCE-style ensemble of Gaussian kernel smoothers (sigmas 8, 16, 32 days), each estimate
+    weighted by the data density under its kernel, so narrow kernels dominate where data are dense
+    and wide kernels bridge the gaps.
+
+Whatever the method, an output step is left NaN when the clear observations before and after it
+are more than ``max_gap`` apart, or, before the first / after the last observation, when it lies
+more than ``max_gap / 2`` from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import sparse
+from scipy.stats import norm
+
+from harmonize.errors import HarmonizeError
+
+__all__ = ["gap_fill", "regular_time_axis", "METHODS", "TimeSeriesError", "fill_pixels"]
+
+log = logging.getLogger(__name__)
+
+Method = Literal["linear", "whittaker", "harmonic", "rbf"]
+METHODS: tuple[str, ...] = ("linear", "whittaker", "harmonic", "rbf")
+
+DAY_NS = 86_400 * 10**9
+# Pixels processed per vectorised batch inside one dask block: bounds the float64 temporaries
+# (a few arrays of batch x n_times) to some tens of MB whatever the block size.
+_BATCH = 8192
+
+
+class TimeSeriesError(HarmonizeError, ValueError):
+    """A time series cannot be fused, gap-filled or composited as asked (bad method or axis)."""
+
+
+@dataclass(frozen=True)
+class _Params:
+    method: str
+    max_gap: float
+    lmbda: float
+    n_harmonics: int
+    period: float
+    sigmas: tuple[float, ...]
+    rbf_cutoff: float
+
+
+# --------------------------------------------------------------------------------------------
+# time axis helpers
+
+
+def _to_days(times: Any, origin: np.datetime64) -> np.ndarray:
+    t = np.asarray(times, dtype="datetime64[ns]")
+    return (t - origin).astype("int64") / DAY_NS
+
+
+def _as_days(value: str | float | int | pd.Timedelta | np.timedelta64) -> float:
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    try:
+        return pd.Timedelta(value) / pd.Timedelta("1D")
+    except (ValueError, TypeError) as exc:
+        raise TimeSeriesError(
+            f"Cannot read {value!r} as a duration; give days as a number or a string like '45D'."
+        ) from exc
+
+
+def regular_time_axis(
+    times: Any, *, freq: str = "5D", start: Any = None, end: Any = None
+) -> pd.DatetimeIndex:
+    """The regular output axis of :func:`gap_fill`.
+
+    Parameters
+    ----------
+    times
+        Observation times (anything ``numpy.datetime64`` accepts).
+    freq
+        pandas frequency string (``"5D"``, ``"1D"``, ``"MS"`` …).
+    start, end
+        Bounds of the axis; default the first and last observation day (floored to the day).
+
+    Returns
+    -------
+    pandas.DatetimeIndex
+    """
+    t = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]"))
+    if start is None:
+        if len(t) == 0:
+            raise TimeSeriesError("The series has no time steps; pass start and end explicitly.")
+        start = t.min().floor("D")
+    if end is None:
+        if len(t) == 0:
+            raise TimeSeriesError("The series has no time steps; pass start and end explicitly.")
+        end = t.max().floor("D")
+    try:
+        axis = pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=freq)
+    except ValueError as exc:
+        raise TimeSeriesError(f"Cannot build a time axis with freq={freq!r}: {exc}") from exc
+    if len(axis) == 0:
+        raise TimeSeriesError(
+            f"The output time axis from {start} to {end} with freq={freq!r} is empty; "
+            "check that start <= end."
+        )
+    return axis
+
+
+# --------------------------------------------------------------------------------------------
+# numpy kernels on (pixels, time)
+
+
+def _bracketing(valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Index of the last valid observation at or before, and first at or after, each output time.
+
+    Returns ``ip, inn`` of shape ``(n, m)``, with -1 / ``T`` where there is none.
+    """
+    n, T = valid.shape
+    idx = np.arange(T)
+    prev_acc = np.maximum.accumulate(np.where(valid, idx, -1), axis=1)
+    next_acc = np.minimum.accumulate(np.where(valid, idx, T)[:, ::-1], axis=1)[:, ::-1]
+    kp = np.searchsorted(t_obs, t_out, side="right") - 1
+    kn = np.searchsorted(t_obs, t_out, side="left")
+    ip = np.where(kp >= 0, prev_acc[:, np.clip(kp, 0, T - 1)], -1)
+    inn = np.where(kn < T, next_acc[:, np.clip(kn, 0, T - 1)], T)
+    return ip, inn
+
+
+def _gap_ok(ip: np.ndarray, inn: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, max_gap: float) -> np.ndarray:
+    T = t_obs.size
+    has_p = ip >= 0
+    has_n = inn < T
+    tp = np.where(has_p, t_obs[np.clip(ip, 0, T - 1)], np.nan)
+    tn = np.where(has_n, t_obs[np.clip(inn, 0, T - 1)], np.nan)
+    with np.errstate(invalid="ignore"):
+        inside = has_p & has_n & (tn - tp <= max_gap)
+        before = ~has_p & has_n & (tn - t_out <= max_gap / 2)
+        after = has_p & ~has_n & (t_out - tp <= max_gap / 2)
+    return inside | before | after
+
+
+def _linear(y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, ip, inn) -> np.ndarray:
+    T = t_obs.size
+    has_p = ip >= 0
+    has_n = inn < T
+    ipc = np.clip(ip, 0, T - 1)
+    inc = np.clip(inn, 0, T - 1)
+    yp = np.take_along_axis(y, ipc, axis=1)
+    yn = np.take_along_axis(y, inc, axis=1)
+    tp = t_obs[ipc]
+    tn = t_obs[inc]
+    span = tn - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(span > 0, (t_out - tp) / np.where(span > 0, span, 1.0), 0.0)
+    out = yp + w * (yn - yp)
+    # Before the first / after the last observation hold the nearest value (max_gap masks later).
+    out = np.where(has_p & ~has_n, yp, out)
+    out = np.where(~has_p & has_n, yn, out)
+    return np.where(has_p | has_n, out, np.nan)
+
+
+def _second_difference_bands(length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Diagonal, first and second off-diagonals of ``D2' D2`` for a series of ``length``."""
+    d2 = sparse.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(length - 2, length))
+    p = (d2.T @ d2).todia()
+    return p.diagonal(0), p.diagonal(1), p.diagonal(2)
+
+
+def _pentadiagonal_cholesky_solve(
+    diag: np.ndarray, off1: np.ndarray, off2: np.ndarray, rhs: np.ndarray
+) -> np.ndarray:
+    """Solve ``A x = rhs`` for many symmetric positive-definite pentadiagonal systems at once.
+
+    ``diag`` and ``rhs`` are ``(n, L)`` (one system per row); ``off1`` (``L-1``) and ``off2``
+    (``L-2``) are shared by all systems. Banded Cholesky ``A = L L'``, loop over ``L`` with
+    vector operations over ``n``.
+    """
+    n, L = diag.shape
+    l0 = np.empty((n, L))  # L[i, i]
+    l1 = np.zeros((n, L))  # L[i, i-1]
+    l2 = np.zeros((n, L))  # L[i, i-2]
+    for i in range(L):
+        if i >= 2:
+            l2[:, i] = off2[i - 2] / l0[:, i - 2]
+        if i >= 1:
+            l1[:, i] = (off1[i - 1] - l2[:, i] * l1[:, i - 1]) / l0[:, i - 1]
+        l0[:, i] = np.sqrt(diag[:, i] - l1[:, i] ** 2 - l2[:, i] ** 2)
+    z = np.empty((n, L))
+    for i in range(L):
+        acc = rhs[:, i].copy()
+        if i >= 1:
+            acc -= l1[:, i] * z[:, i - 1]
+        if i >= 2:
+            acc -= l2[:, i] * z[:, i - 2]
+        z[:, i] = acc / l0[:, i]
+    x = np.empty((n, L))
+    for i in range(L - 1, -1, -1):
+        acc = z[:, i].copy()
+        if i + 1 < L:
+            acc -= l1[:, i + 1] * x[:, i + 1]
+        if i + 2 < L:
+            acc -= l2[:, i + 2] * x[:, i + 2]
+        x[:, i] = acc / l0[:, i]
+    return x
+
+
+def _whittaker(y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, lmbda: float) -> np.ndarray:
+    # Daily grid covering observations and output; observations snap to their nearest day.
+    t0 = np.floor(min(t_obs.min(), t_out.min()))
+    t1 = np.ceil(max(t_obs.max(), t_out.max()))
+    length = int(t1 - t0) + 1
+    if length < 3:
+        return _linear(y, valid, t_obs, t_out, *_bracketing(valid, t_obs, t_out))
+    day = np.rint(t_obs - t0).astype(int)
+    onehot = np.zeros((t_obs.size, length))
+    onehot[np.arange(t_obs.size), day] = 1.0
+    v = valid.astype(float)
+    w = v @ onehot  # observations per day
+    b = np.where(valid, y, 0.0) @ onehot
+    n_days = (w > 0).sum(axis=1)
+    # Fewer than two observed days leaves the smoother singular: fit a constant instead
+    # (mean of what is there; an unobserved pixel is masked later by the gap rule).
+    few = n_days < 2
+    if few.any():
+        mean = np.where(w[few].sum(1) > 0, b[few].sum(1) / np.maximum(w[few].sum(1), 1), 0.0)
+        w[few] = 1.0
+        b[few] = mean[:, None]
+    p0, p1, p2 = _second_difference_bands(length)
+    z = _pentadiagonal_cholesky_solve(w + lmbda * p0[None, :], lmbda * p1, lmbda * p2, b)
+    # Sample the daily solution at the output times (linear between days).
+    pos = np.clip(t_out - t0, 0, length - 1)
+    i0 = np.clip(np.floor(pos).astype(int), 0, length - 2)
+    frac = pos - i0
+    out = z[:, i0] * (1 - frac) + z[:, i0 + 1] * frac
+    return out
+
+
+def _harmonic(
+    y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, n_harmonics: int, period: float
+) -> np.ndarray:
+    def design(t: np.ndarray) -> np.ndarray:
+        cols = [np.ones_like(t)]
+        for k in range(1, n_harmonics + 1):
+            ang = 2 * np.pi * k * t / period
+            cols += [np.cos(ang), np.sin(ang)]
+        return np.stack(cols, axis=-1)
+
+    x_obs = design(t_obs)  # (T, p)
+    p = x_obs.shape[1]
+    v = valid.astype(float)
+    gram = (v @ (x_obs[:, :, None] * x_obs[:, None, :]).reshape(t_obs.size, p * p)).reshape(-1, p, p)
+    rhs = np.where(valid, y, 0.0) @ x_obs
+    enough = valid.sum(axis=1) >= p
+    # Tiny ridge keeps nearly collinear designs (observations bunched in time) solvable.
+    scale = np.maximum(np.trace(gram, axis1=1, axis2=2) / p, 1.0)
+    gram = gram + 1e-9 * scale[:, None, None] * np.eye(p)
+    gram[~enough] = np.eye(p)
+    coef = np.linalg.solve(gram, rhs[..., None])[..., 0]
+    out = coef @ design(t_out).T
+    out[~enough] = np.nan
+    return out
+
+
+def _rbf(
+    y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, sigmas: Sequence[float], cutoff: float
+) -> np.ndarray:
+    half_width = norm.ppf(0.5 + cutoff / 2)
+    dt = t_out[:, None] - t_obs[None, :]  # (m, T)
+    v = valid.astype(float)
+    y0 = np.where(valid, y, 0.0)
+    num = np.zeros((y.shape[0], t_out.size))
+    den = np.zeros_like(num)
+    for s in sigmas:
+        k = np.exp(-0.5 * (dt / s) ** 2) * (np.abs(dt) <= half_width * s)
+        kw = v @ k.T  # kernel mass of the observations under it
+        est = np.divide(y0 @ k.T, kw, out=np.zeros_like(kw), where=kw > 0)
+        # Weight: data density under the kernel (observations per day, kernel-weighted).
+        avail = kw / (s * np.sqrt(2 * np.pi))
+        num += avail * est
+        den += avail
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def fill_pixels(values: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, params: _Params) -> np.ndarray:
+    """Fill ``values`` ``(n_pixels, n_times)`` observed at ``t_obs`` (days, sorted) onto ``t_out``.
+
+    The numpy kernel behind :func:`gap_fill`; returns float32 ``(n_pixels, len(t_out))``.
+    """
+    y = values.astype(np.float64)
+    valid = np.isfinite(y)
+    ip, inn = _bracketing(valid, t_obs, t_out)
+    ok = _gap_ok(ip, inn, t_obs, t_out, params.max_gap)
+    if params.method == "linear":
+        out = _linear(y, valid, t_obs, t_out, ip, inn)
+    elif params.method == "whittaker":
+        out = _whittaker(y, valid, t_obs, t_out, params.lmbda)
+    elif params.method == "harmonic":
+        out = _harmonic(y, valid, t_obs, t_out, params.n_harmonics, params.period)
+    else:
+        out = _rbf(y, valid, t_obs, t_out, params.sigmas, params.rbf_cutoff)
+    return np.where(ok, out, np.nan).astype(np.float32)
+
+
+def _fill_block(block: np.ndarray, *, t_obs: np.ndarray, t_out: np.ndarray, params: _Params) -> np.ndarray:
+    lead = block.shape[:-1]
+    flat = block.reshape(-1, block.shape[-1])
+    out = np.empty((flat.shape[0], t_out.size), dtype=np.float32)
+    for s in range(0, flat.shape[0], _BATCH):
+        out[s : s + _BATCH] = fill_pixels(flat[s : s + _BATCH], t_obs, t_out, params)
+    return out.reshape(*lead, t_out.size)
+
+
+# --------------------------------------------------------------------------------------------
+# xarray front
+
+
+def _time_whole(da: xr.DataArray) -> xr.DataArray:
+    if da.chunks is None:
+        return da
+    if len(da.chunksizes.get("time", ())) <= 1:
+        return da
+    spatial = {d: "auto" for d in da.dims if d != "time"}
+    return da.chunk({"time": -1, **spatial})
+
+
+def _fill_dataarray(
+    da: xr.DataArray, t_obs: np.ndarray, t_out: np.ndarray, axis: pd.DatetimeIndex, params: _Params
+) -> xr.DataArray:
+    dims = da.dims
+    da = _time_whole(da.astype(np.float32))
+    time_coords = [c for c, v in da.coords.items() if "time" in v.dims]
+    da = da.drop_vars(time_coords)
+    out = xr.apply_ufunc(
+        _fill_block,
+        da,
+        input_core_dims=[["time"]],
+        output_core_dims=[["_time_out"]],
+        dask="parallelized",
+        output_dtypes=[np.float32],
+        dask_gufunc_kwargs={"output_sizes": {"_time_out": t_out.size}},
+        kwargs={"t_obs": t_obs, "t_out": t_out, "params": params},
+        keep_attrs=True,
+    )
+    out = out.rename({"_time_out": "time"}).assign_coords(time=axis).transpose(*dims)
+    return out
+
+
+def gap_fill(
+    obj: xr.DataArray | xr.Dataset,
+    *,
+    method: Method = "linear",
+    freq: str = "5D",
+    max_gap: str | float | pd.Timedelta = "45D",
+    start: Any = None,
+    end: Any = None,
+    lmbda: float = 1000.0,
+    n_harmonics: int = 3,
+    period: float = 365.25,
+    sigmas: Sequence[float] = (8.0, 16.0, 32.0),
+    rbf_cutoff: float = 0.95,
+) -> xr.DataArray | xr.Dataset:
+    """Fill a cloud-gapped cube onto a regular time axis, pixel by pixel.
+
+    Parameters
+    ----------
+    obj
+        A DataArray (e.g. NDVI) or a Dataset of bands with a ``time`` dimension, NaN where there
+        is no clear observation. A Dataset's boolean ``clear`` variable, if present, masks every
+        band first and is then dropped. Same-day duplicates (fused sensors) are allowed.
+    method
+        ``"linear"``, ``"whittaker"``, ``"harmonic"`` or ``"rbf"`` (see the module docstring).
+    freq
+        Step of the output axis (pandas frequency, default ``"5D"``).
+    max_gap
+        Longest span between clear observations that is bridged (``"45D"`` or days as a
+        number); beyond the first / last observation, half of it.
+    start, end
+        Output axis bounds (default: first and last observation day). All observations are used,
+        also those outside ``[start, end]``.
+    lmbda
+        Whittaker smoothing parameter on a daily grid. The smoother passes periods longer than
+        about ``2 pi lmbda**0.25`` days (about 35 d for the default 1000).
+    n_harmonics, period
+        Harmonic regression modes and the base period in days.
+    sigmas, rbf_cutoff
+        RBF kernel widths in days and the kernel mass kept (0.95 truncates at +-1.96 sigma).
+
+    Returns
+    -------
+    xarray.DataArray or xarray.Dataset
+        Same type as ``obj``: float32 on the regular ``time`` axis, other coordinates (CRS
+        included) kept, time-indexed coordinates (``sensor``, ``platform``) dropped. ``n_obs``
+        (int32, ``(y, x)``), the number of clear observations per pixel, is a coordinate of a
+        DataArray result and a data variable of a Dataset result (observations where every
+        filled band is finite). Lazy when the input is dask-backed: time is rechunked into one
+        chunk and each spatial block is filled independently.
+
+    Raises
+    ------
+    TimeSeriesError
+        Unknown method, no ``time`` dimension, empty axis, unreadable ``max_gap``.
+    """
+    if method not in METHODS:
+        raise TimeSeriesError(f"Unknown gap-fill method {method!r}; choose one of {METHODS}.")
+    if "time" not in obj.dims:
+        raise TimeSeriesError(f"gap_fill needs a 'time' dimension; the input has {tuple(obj.dims)}.")
+    if n_harmonics < 1:
+        raise TimeSeriesError("n_harmonics must be at least 1.")
+    if not sigmas or min(sigmas) <= 0:
+        raise TimeSeriesError("sigmas must be positive kernel widths in days, e.g. (8, 16, 32).")
+    params = _Params(
+        method=method,
+        max_gap=_as_days(max_gap),
+        lmbda=float(lmbda),
+        n_harmonics=int(n_harmonics),
+        period=float(period),
+        sigmas=tuple(float(s) for s in sigmas),
+        rbf_cutoff=float(rbf_cutoff),
+    )
+    obj = obj.sortby("time")
+    axis = regular_time_axis(obj["time"].values, freq=freq, start=start, end=end)
+    origin = np.datetime64(axis[0].to_datetime64(), "ns")
+    t_obs = _to_days(obj["time"].values, origin)
+    t_out = _to_days(axis.values, origin)
+    log.debug("gap_fill %s: %d observations -> %d steps", method, t_obs.size, t_out.size)
+    attrs = {"gap_fill_method": method, "gap_fill_freq": freq, "gap_fill_max_gap_days": params.max_gap}
+
+    if isinstance(obj, xr.DataArray):
+        n_obs = obj.notnull().sum("time").astype(np.int32)
+        n_obs = n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")
+        out = _fill_dataarray(obj, t_obs, t_out, axis, params)
+        out.attrs = {**obj.attrs, **attrs}
+        return out.assign_coords(n_obs=n_obs)
+
+    ds = obj
+    clear = ds["clear"] if "clear" in ds.data_vars else None
+    names = [
+        str(k)
+        for k, v in ds.data_vars.items()
+        if k != "clear" and "time" in v.dims and np.issubdtype(v.dtype, np.number)
+    ]
+    if not names:
+        raise TimeSeriesError("The Dataset has no numeric variable with a 'time' dimension to fill.")
+    filled = {}
+    valid = None
+    for name in names:
+        var = ds[name] if clear is None else ds[name].where(clear)
+        ok = var.notnull()
+        valid = ok if valid is None else valid & ok
+        filled[name] = _fill_dataarray(var, t_obs, t_out, axis, params)
+    assert valid is not None
+    n_obs = valid.sum("time").astype(np.int32)
+    n_obs = n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")
+    others = {k: v for k, v in ds.data_vars.items() if "time" not in v.dims}
+    out = xr.Dataset({**filled, "n_obs": n_obs, **others}, attrs={**ds.attrs, **attrs})
+    return out
