@@ -448,11 +448,11 @@ def estimate_shifts(
 
 
 def _shift_block(block: np.ndarray, shift: tuple[float, float], order: int) -> np.ndarray:
-    """Resample one (y, x) block so that ``out(p) = block(p + shift)``, NaN-aware."""
+    """Resample one (y, x) block so that ``out(p) = block(p - shift)``, NaN-aware."""
     ok = np.isfinite(block)
     filled = np.where(ok, block, 0.0)
-    out = ndimage.shift(filled, (-shift[0], -shift[1]), order=order, mode="nearest")
-    w = ndimage.shift(ok.astype("float32"), (-shift[0], -shift[1]), order=1, mode="constant", cval=0)
+    out = ndimage.shift(filled, shift, order=order, mode="nearest")
+    w = ndimage.shift(ok.astype("float32"), shift, order=1, mode="constant", cval=0)
     return np.where(w > 0.999, out, np.nan).astype(block.dtype)
 
 
@@ -520,7 +520,7 @@ def _with_shift_coords(ds: xr.Dataset, shifts: pd.DataFrame) -> xr.Dataset:
     moving = tab["flagged"].notna().to_numpy()
     sx = np.where(moving, tab["dx"].to_numpy(dtype="float64", na_value=np.nan), _time_coord(ds, "shift_x", 0.0))
     sy = np.where(moving, tab["dy"].to_numpy(dtype="float64", na_value=np.nan), _time_coord(ds, "shift_y", 0.0))
-    flagged = tab["flagged"].fillna(False).to_numpy(dtype=bool)
+    flagged = tab["flagged"].to_numpy(dtype=object, na_value=False).astype(bool)
     quality = tab["quality"].to_numpy(dtype="float64", na_value=np.nan)
     return ds.assign_coords(
         shift_x=("time", sx.astype("float64")),

@@ -114,7 +114,8 @@ def clear_fraction(
         If the ``clear`` variable is missing.
     """
     _require(ds, clear)
-    valid = valid_mask(ds, bands)
+    has_float = any(np.issubdtype(v.dtype, np.floating) for v in ds.data_vars.values())
+    valid = valid_mask(ds, bands) if bands is not None or has_float else xr.ones_like(ds[clear], dtype=bool)
     ok = ds[clear].astype(bool) & valid
     dims = [d for d in SPATIAL_DIMS if d in ok.dims]
     n_valid = valid.sum(dims)

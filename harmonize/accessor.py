@@ -1,0 +1,115 @@
+"""The ``.hz`` xarray accessor: harmonize's free functions as methods.
+
+Like ``.rio`` and ``.odc``, the accessor is thin and stateless: xarray recreates it on every
+``ds[var]`` and every arithmetic result, so it holds nothing but the object and each method
+forwards to one free function. To add a method, write the free function in its module and add
+a one-line forwarder to :class:`_HarmonizeAccessor` (imports stay inside the method so that
+``import harmonize`` stays light and modules to the right of the data flow load on demand).
+
+Registered on ``import harmonize.accessor`` (which ``import harmonize`` does).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import xarray as xr
+
+from harmonize.errors import HarmonizeError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harmonize.bandpass import LinearAdjustment
+
+__all__ = ["HarmonizeDatasetAccessor", "HarmonizeDataArrayAccessor"]
+
+
+class _HarmonizeAccessor:
+    """Methods shared by the Dataset and DataArray accessors; each forwards to a free function."""
+
+    def __init__(self, obj: xr.Dataset | xr.DataArray) -> None:
+        self._obj = obj
+
+    @property
+    def _ds(self) -> xr.Dataset:
+        """The object as a cube (a Dataset of band variables)."""
+        return self._obj  # type: ignore[return-value]
+
+    # --- indices ---------------------------------------------------------------------------
+    def ndvi(self, **kw: Any) -> xr.DataArray:
+        """NDVI; see :func:`harmonize.indices.ndvi`."""
+        from harmonize.indices import ndvi
+
+        return ndvi(self._ds, **kw)
+
+    def clear_fraction(self, **kw: Any) -> xr.DataArray:
+        """Clear fraction per time; see :func:`harmonize.indices.clear_fraction`."""
+        from harmonize.indices import clear_fraction
+
+        return clear_fraction(self._ds, **kw)
+
+    # --- loading ---------------------------------------------------------------------------
+    def to_reflectance(self, **kw: Any) -> xr.Dataset:
+        """Scale a raw-DN cube to reflectance; see :func:`harmonize.cube.to_reflectance`."""
+        from harmonize.cube import to_reflectance
+
+        return to_reflectance(self._ds, **kw)
+
+    # --- co-registration -------------------------------------------------------------------
+    def estimate_shifts(self, reference: xr.Dataset | None = None, **kw: Any) -> pd.DataFrame:
+        """Landsat misregistration table; see :func:`harmonize.coregister.estimate_shifts`."""
+        from harmonize.coregister import estimate_shifts
+
+        return estimate_shifts(self._ds, reference, **kw)
+
+    def coregister(self, reference: xr.Dataset | None = None, **kw: Any) -> xr.Dataset:
+        """Co-registered cube; see :func:`harmonize.coregister.coregister`."""
+        from harmonize.coregister import coregister
+
+        return coregister(self._ds, reference, **kw)
+
+    # --- bandpass --------------------------------------------------------------------------
+    def hls_adjust(self, to: str = "landsat", **kw: Any) -> xr.Dataset:
+        """HLS bandpass adjustment; see :func:`harmonize.bandpass.hls_adjust`."""
+        from harmonize.bandpass import hls_adjust
+
+        return hls_adjust(self._ds, to, **kw)  # type: ignore[arg-type]
+
+    def fit_linear_adjustment(self, s2_cube: xr.Dataset | None = None, **kw: Any) -> LinearAdjustment:
+        """Fit a per-band linear adjustment; see :func:`harmonize.bandpass.fit_linear_adjustment`."""
+        from harmonize.bandpass import fit_linear_adjustment
+
+        return fit_linear_adjustment(self._ds, s2_cube, **kw)
+
+    def apply_linear_adjustment(self, adjustment: LinearAdjustment, **kw: Any) -> xr.Dataset:
+        """Apply a fitted adjustment; see :func:`harmonize.bandpass.apply_linear_adjustment`."""
+        from harmonize.bandpass import apply_linear_adjustment
+
+        return apply_linear_adjustment(self._ds, adjustment, **kw)
+
+
+@xr.register_dataset_accessor("hz")
+class HarmonizeDatasetAccessor(_HarmonizeAccessor):
+    """``ds.hz``: harmonize on a cube (a Dataset of band variables on ``(time, y, x)``)."""
+
+
+@xr.register_dataarray_accessor("hz")
+class HarmonizeDataArrayAccessor(_HarmonizeAccessor):
+    """``da.hz``: harmonize on a DataArray with a ``band`` dimension (bands become variables).
+
+    A boolean DataArray without a ``band`` dimension is taken as a ``clear`` mask, so
+    ``mask.hz.clear_fraction()`` works too.
+    """
+
+    @property
+    def _ds(self) -> xr.Dataset:
+        da = self._obj
+        if "band" in da.dims:
+            return da.to_dataset("band")
+        if da.dtype == bool:
+            return da.to_dataset(name="clear")
+        raise HarmonizeError(
+            f"DataArray {da.name!r} has no 'band' dimension; use the Dataset accessor "
+            "(cube.hz...) or stack bands with ds.to_dataarray('band')."
+        )

@@ -1,0 +1,85 @@
+"""The ``.hz`` accessor forwards to the free functions and holds no state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import harmonize.accessor  # noqa: F401 - registers .hz
+from harmonize.bandpass import fit_linear_adjustment, hls_adjust
+from harmonize.errors import HarmonizeError, UnknownBandError
+from harmonize.indices import clear_fraction, ndvi
+
+
+@pytest.fixture()
+def cube() -> xr.Dataset:
+    red = np.array([[[0.1, 0.2], [0.05, np.nan]], [[0.3, 0.0], [0.1, 0.1]]], dtype="float32")
+    nir = np.array([[[0.5, 0.2], [0.05, 0.4]], [[0.1, 0.0], [0.3, 0.1]]], dtype="float32")
+    clear = np.array([[[True, True], [False, True]], [[True, False], [False, False]]])
+    return xr.Dataset(
+        {"red": (("time", "y", "x"), red), "nir": (("time", "y", "x"), nir), "clear": (("time", "y", "x"), clear)},
+        coords={
+            "time": pd.to_datetime(["2024-06-01T00:00", "2024-06-01T00:30"]),
+            "y": [15.0, 5.0],
+            "x": [5.0, 15.0],
+            "sensor": ("time", ["landsat", "sentinel-2"]),
+            "platform": ("time", ["landsat-8", "sentinel-2b"]),
+        },
+    )
+
+
+def test_ndvi_values(cube: xr.Dataset) -> None:
+    v = ndvi(cube).values
+    np.testing.assert_allclose(v[0, 0], [(0.5 - 0.1) / 0.6, 0.0], rtol=1e-6)
+    assert v[0, 1, 0] == pytest.approx(0.0)
+    assert np.isnan(v[0, 1, 1])  # red is NaN
+    assert np.isnan(v[1, 0, 1])  # nir + red == 0
+    np.testing.assert_allclose(v[1, 1], [0.5, 0.0], rtol=1e-6)
+    assert ndvi(cube).dtype == np.float32 and ndvi(cube).name == "ndvi"
+    lazy = ndvi(cube.chunk({"time": 1}))
+    assert lazy.chunks is not None
+    np.testing.assert_array_equal(lazy.values, v)
+    with pytest.raises(UnknownBandError, match="nir"):
+        ndvi(cube.drop_vars("nir"))
+
+
+def test_clear_fraction(cube: xr.Dataset) -> None:
+    cf = clear_fraction(cube)
+    # time 0: valid pixels are all four (nir is finite where red is NaN); clear 3 of them.
+    np.testing.assert_allclose(cf.values, [0.75, 0.25])
+    # Over the red band's valid area only: 3 valid, 2 of them clear.
+    np.testing.assert_allclose(clear_fraction(cube, bands=["red"]).values, [2 / 3, 0.25])
+    assert clear_fraction(cube.chunk({"time": 1})).chunks is not None
+
+
+def test_accessor_forwards(cube: xr.Dataset) -> None:
+    xr.testing.assert_identical(cube.hz.ndvi(), ndvi(cube))
+    xr.testing.assert_identical(cube.hz.clear_fraction(), clear_fraction(cube))
+    xr.testing.assert_identical(cube.hz.hls_adjust(), hls_adjust(cube))
+    xr.testing.assert_identical(cube.hz.hls_adjust("sentinel-2"), hls_adjust(cube, "sentinel-2"))
+    rng = np.random.default_rng(0)
+    big = cube.isel(y=[0] * 10 + [1] * 10, x=[0] * 10 + [1] * 10).assign_coords(y=np.arange(20.0), x=np.arange(20.0))
+    big["red"] = big["red"].copy(data=rng.uniform(0, 0.4, (2, 20, 20)).astype("float32"))
+    big["clear"] = big["clear"] | True
+    adj = big.hz.fit_linear_adjustment(bands=["red"])
+    assert adj == fit_linear_adjustment(big, bands=["red"]) and adj.n_pixels["red"] == 400
+    xr.testing.assert_identical(big.hz.apply_linear_adjustment(adj), adj.apply(big))
+    # Accessors are recreated on every access: no state travels between objects.
+    assert cube.hz is not cube.hz or cube.hz._obj is cube
+
+
+def test_dataarray_accessor(cube: xr.Dataset) -> None:
+    stacked = cube[["red", "nir"]].to_dataarray("band")
+    xr.testing.assert_allclose(stacked.hz.ndvi(), ndvi(cube))
+    np.testing.assert_allclose(cube["clear"].hz.clear_fraction().values, [0.75, 0.25])
+    with pytest.raises(HarmonizeError, match="band"):
+        cube["red"].hz.ndvi()
+
+
+def test_coregister_forwarding_reaches_estimator(cube: xr.Dataset) -> None:
+    # The accessor hands its object to estimate_shifts, which rejects a frame this tiny.
+    tab = cube.hz.estimate_shifts(band="red", min_clear=0.0)
+    assert bool(tab["flagged"].iloc[0])
+    assert "clear in both" in tab["reason"].iloc[0]
