@@ -1,0 +1,549 @@
+"""Chunk-wise inference of the harmonization UNet over whole cubes, without seams.
+
+:func:`super_resolve` turns the Landsat dates of a cube into Sentinel-2-like 10 m reflectance as
+a lazy dataset. The work is a dask graph: the cube's seven input bands are stacked, padded at the
+image border, cut into chunks with an overlap (halo) of at least the model's receptive halo, and
+each chunk goes through the model on the worker that computes it.
+
+How the result equals a single whole-image forward pass
+-------------------------------------------------------
+The *reference* is :func:`predict_array`: mirror-pad the whole image by ``halo`` pixels on every
+side (``numpy.pad(mode="symmetric")``, i.e. the edge pixel repeated, which is dask's
+``boundary="reflect"``), run the model once, crop the padding away. Chunked inference
+reproduces it exactly (to float rounding) because
+
+- dask's overlap mirrors the image border in the same way, so every pixel within ``halo`` of an
+  output pixel holds the same value in both paths;
+- ``halo >= model.receptive_halo``, so the UNet's own zero padding and edge effects at a tile's
+  border never reach the cropped centre;
+- every chunk (and every inner tile) starts at a multiple of ``model.size_multiple`` in padded
+  image coordinates, so the max-pool grid of a tile coincides with the whole image's.
+
+Invalid input pixels (NaN in any band, or ``clear`` false) are replaced by the model's input
+mean (zero after its normalisation) for the forward pass only; the output there is NaN and
+``clear`` is false. Nothing is invented where the input had no clear observation.
+
+Models are loaded once per process and device (:func:`load_cached`), from a model package path;
+an in-memory model is written to a temporary package first so that tasks carry only a path,
+never the module. Uncertainty comes from MC-dropout passes or from an ensemble of packages, as
+one ``<band>_std`` variable per band (population standard deviation over the samples).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from harmonize.errors import HarmonizeError, ModelError, UnknownBandError
+
+__all__ = [
+    "super_resolve",
+    "predict_array",
+    "load_cached",
+    "load_count",
+    "resolve_device",
+    "ModelSpec",
+    "DEFAULT_CHUNK",
+]
+
+log = logging.getLogger(__name__)
+
+#: Default spatial chunk (pixels) when the cube is not chunked on y/x in a usable way.
+DEFAULT_CHUNK = 1024
+
+Uncertainty = Literal["mc_dropout", "ensemble"] | None
+Precision = Literal["bf16", "fp16"] | None
+
+ModelLike = Any  # str | os.PathLike | torch.nn.Module | Sequence of those
+
+
+# --------------------------------------------------------------------------------------------
+# Model loading: once per process and device
+# --------------------------------------------------------------------------------------------
+_LOCK = threading.Lock()
+_LOADS = 0
+
+
+def load_count() -> int:
+    """How many times this process has loaded a model package through :func:`load_cached`."""
+    return _LOADS
+
+
+@functools.lru_cache(maxsize=16)
+def _load(path: str, device: str, mc_dropout: bool) -> Any:
+    from harmonize.model import load_model_package
+
+    global _LOADS
+    model, _ = load_model_package(path, device=device)
+    if mc_dropout:
+        with warnings.catch_warnings():
+            model.enable_mc_dropout()
+    else:
+        model.eval()
+    _LOADS += 1
+    log.info("loaded model package %s on %s (mc_dropout=%s)", path, device, mc_dropout)
+    return model
+
+
+def load_cached(path: str | os.PathLike[str], device: str = "cpu", mc_dropout: bool = False) -> Any:
+    """The model of package ``path`` on ``device``, loaded once per process and reused.
+
+    Parameters
+    ----------
+    path
+        Model package directory (or its ``mlm.json``).
+    device
+        Torch device string.
+    mc_dropout
+        Return a copy whose dropout layers sample at inference (a separate cache entry, so the
+        deterministic copy stays deterministic).
+    """
+    key = os.path.abspath(os.fspath(path))
+    with _LOCK:  # two dask threads missing the cache at once must not both load
+        return _load(key, str(device), bool(mc_dropout))
+
+
+_TEMP_DIRS: list[str] = []
+
+
+@atexit.register
+def _cleanup_temp_packages() -> None:
+    for d in _TEMP_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _package_for(model: Any) -> str:
+    """A package path for ``model``: the path itself, or a temporary package of a module."""
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        if not (p / "mlm.json").is_file() and not (p.is_file() and p.suffix == ".json"):
+            raise ModelError(f"no model package at {p}: expected a directory with mlm.json "
+                             "(write one with harmonize.model.save_model_package or `harmonize train`)")
+        return os.path.abspath(os.fspath(p))
+    try:
+        import torch
+
+        is_module = isinstance(model, torch.nn.Module)
+    except ImportError:  # pragma: no cover
+        is_module = False
+    if not is_module:
+        raise ModelError(f"model must be a package path, a harmonize UNet or a list of those, not {type(model)}")
+    from harmonize.model import save_model_package
+
+    tmp = tempfile.mkdtemp(prefix="harmonize-model-")
+    _TEMP_DIRS.append(tmp)
+    save_model_package(model, tmp, metadata={"name": "in-memory", "pretrained": False})
+    return tmp
+
+
+def resolve_device(device: str | None) -> str:
+    """``device``, or ``"cuda"`` when a GPU is available and ``"cpu"`` otherwise."""
+    if device is not None:
+        return str(device)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a dask task needs to find and run the model(s): paths and settings, no module.
+
+    Attributes
+    ----------
+    paths
+        Model package paths (several for an ensemble).
+    device
+        Torch device string.
+    mc_passes
+        Forward passes per member with dropout sampling (1 = deterministic).
+    precision
+        ``None`` (float32), ``"bf16"`` or ``"fp16"`` autocast on the device.
+    input_bands, output_bands
+        Band names of the model input and output channels.
+    fill
+        Value per input band put where the input is invalid (the model's input mean).
+    size_multiple
+        Tiles must start on multiples of this (the model's pooling grid).
+    """
+
+    paths: tuple[str, ...]
+    device: str
+    mc_passes: int
+    precision: str | None
+    input_bands: tuple[str, ...]
+    output_bands: tuple[str, ...]
+    fill: tuple[float, ...]
+    size_multiple: int
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.paths) * self.mc_passes
+
+    def models(self) -> list[Any]:
+        return [load_cached(p, self.device, self.mc_passes > 1) for p in self.paths]
+
+
+def _spec_for(model: ModelLike, device: str, uncertainty: Uncertainty, mc_passes: int,
+              precision: Precision) -> tuple[ModelSpec, int]:
+    members = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not members:
+        raise ModelError("an empty list of models; pass a package path or several for an ensemble")
+    paths = tuple(_package_for(m) for m in members)
+    if uncertainty == "ensemble" and len(paths) < 2:
+        raise ModelError("uncertainty='ensemble' needs at least two model packages")
+    if uncertainty not in (None, "mc_dropout", "ensemble"):
+        raise HarmonizeError(f"unknown uncertainty {uncertainty!r}; use None, 'mc_dropout' or 'ensemble'")
+    if precision not in (None, "bf16", "fp16"):
+        raise HarmonizeError(f"unknown precision {precision!r}; use None, 'bf16' or 'fp16'")
+    passes = int(mc_passes) if uncertainty == "mc_dropout" else 1
+    if passes < 2 and uncertainty == "mc_dropout":
+        raise HarmonizeError("uncertainty='mc_dropout' needs mc_passes >= 2")
+    loaded = [load_cached(p, device, passes > 1) for p in paths]
+    first = loaded[0]
+    for other, p in zip(loaded[1:], paths[1:], strict=True):
+        if other.input_bands != first.input_bands or other.output_bands != first.output_bands:
+            raise ModelError(f"ensemble member {p} has bands {other.input_bands}->{other.output_bands}, "
+                             f"the first has {first.input_bands}->{first.output_bands}")
+    for m, p in zip(loaded, paths, strict=True):
+        if not getattr(m, "tile_invariant", True):
+            log.warning("model %s uses per-tile normalisation: chunked inference will show seams", p)
+    halo = max(int(m.receptive_halo) for m in loaded)
+    spec = ModelSpec(
+        paths=paths,
+        device=device,
+        mc_passes=passes,
+        precision=precision,
+        input_bands=tuple(first.input_bands),
+        output_bands=tuple(first.output_bands),
+        fill=tuple(float(v) for v in first.input_mean.detach().cpu()),
+        size_multiple=max(int(m.size_multiple) for m in loaded),
+    )
+    return spec, halo
+
+
+# --------------------------------------------------------------------------------------------
+# The per-chunk computation
+# --------------------------------------------------------------------------------------------
+def _tiles(n: int, tile: int) -> list[tuple[int, int]]:
+    return [(s, min(tile, n - s)) for s in range(0, n, tile)]
+
+
+def _forward(models: list[Any], batch: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean (and population std when there are several samples) of all members and passes."""
+    import torch
+
+    dev = torch.device(spec.device)
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(dev, non_blocking=True)
+    mean = m2 = None
+    k = 0
+    autocast = (
+        torch.autocast(dev.type, dtype=torch.bfloat16 if spec.precision == "bf16" else torch.float16)
+        if spec.precision
+        else None
+    )
+    with torch.inference_mode():
+        for model in models:
+            for _ in range(spec.mc_passes):
+                if autocast is not None:
+                    with autocast:
+                        y = model(x).float()
+                else:
+                    y = model(x)
+                k += 1
+                if mean is None:
+                    mean, m2 = y.clone(), torch.zeros_like(y)
+                else:  # Welford: exact zero spread for identical samples
+                    delta = y - mean
+                    mean += delta / k
+                    m2 += delta * (y - mean)
+        std = torch.sqrt(m2 / k) if k > 1 else None
+        return mean.cpu().numpy(), (std.cpu().numpy() if std is not None else None)
+
+
+def _predict_block(block: np.ndarray, *, spec: ModelSpec, halo: int, tile: int, batch_size: int,
+                   with_std: bool) -> np.ndarray:
+    """Run the model over one halo-extended block ``[t, c, h + 2 halo, w + 2 halo]``.
+
+    Returns ``[t, n_out * (2 if with_std else 1), h, w]``: the prediction of the block's core,
+    computed in tiles of ``tile`` pixels (each with its own ``halo``), batched ``batch_size`` at
+    a time. ``block`` holds no NaN (the caller filled invalid pixels).
+    """
+    t, _, hb, wb = block.shape
+    h, w = hb - 2 * halo, wb - 2 * halo
+    n_out = len(spec.output_bands)
+    out = np.empty((t, n_out * (2 if with_std else 1), h, w), dtype="float32")
+    if t == 0 or h <= 0 or w <= 0:
+        return out
+    models = spec.models()
+    # group tiles by shape so each batch is one tensor
+    groups: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    for ti in range(t):
+        for y0, th in _tiles(h, tile):
+            for x0, tw in _tiles(w, tile):
+                groups.setdefault((th, tw), []).append((ti, y0, x0))
+    for (th, tw), where in groups.items():
+        for i in range(0, len(where), batch_size):
+            chunk = where[i : i + batch_size]
+            batch = np.stack([block[ti, :, y0 : y0 + th + 2 * halo, x0 : x0 + tw + 2 * halo]
+                              for ti, y0, x0 in chunk])
+            mean, std = _forward(models, batch, spec)
+            for j, (ti, y0, x0) in enumerate(chunk):
+                out[ti, :n_out, y0 : y0 + th, x0 : x0 + tw] = mean[j, :, halo : halo + th, halo : halo + tw]
+                if with_std:
+                    s = std[j] if std is not None else np.zeros_like(mean[j])
+                    out[ti, n_out:, y0 : y0 + th, x0 : x0 + tw] = s[:, halo : halo + th, halo : halo + tw]
+    return out
+
+
+def predict_array(x: np.ndarray, model: ModelLike, *, clear: np.ndarray | None = None,
+                  halo: int | None = None, device: str | None = None,
+                  uncertainty: Uncertainty = None, mc_passes: int = 8,
+                  precision: Precision = None) -> np.ndarray:
+    """Whole-image inference on an in-memory array: the reference :func:`super_resolve` matches.
+
+    Parameters
+    ----------
+    x
+        ``[7, H, W]`` or ``[T, 7, H, W]`` reflectance in the model's input band order, NaN
+        allowed (filled with the model's input mean, then NaN in the output).
+    clear
+        Optional ``[H, W]`` / ``[T, H, W]`` boolean mask; false pixels are treated like NaN.
+    model, device, uncertainty, mc_passes, precision
+        As in :func:`super_resolve`.
+    halo
+        Mirror padding on each side (default the model's receptive halo).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[6, H, W]`` or ``[T, 6, H, W]`` (twice the bands, std after mean, with uncertainty).
+    """
+    spec, model_halo = _spec_for(model, resolve_device(device), uncertainty, mc_passes, precision)
+    halo = model_halo if halo is None else int(halo)
+    arr = np.asarray(x, dtype="float32")
+    single = arr.ndim == 3
+    arr = arr[None] if single else arr
+    invalid = ~np.isfinite(arr).all(axis=1, keepdims=True)
+    if clear is not None:
+        invalid |= ~np.asarray(clear, bool).reshape(arr.shape[0], 1, *arr.shape[-2:])
+    filled = np.where(invalid, np.asarray(spec.fill, "float32")[None, :, None, None], arr)
+    padded = np.pad(filled, ((0, 0), (0, 0), (halo, halo), (halo, halo)), mode="symmetric")
+    size = max(arr.shape[-2:])
+    out = _predict_block(padded, spec=spec, halo=halo, tile=size, batch_size=1,
+                         with_std=uncertainty is not None)
+    out = np.where(invalid, np.float32(np.nan), out)
+    return out[0] if single else out
+
+
+# --------------------------------------------------------------------------------------------
+# The cube-level entry point
+# --------------------------------------------------------------------------------------------
+def _round_up(v: int, m: int) -> int:
+    return -(-int(v) // m) * m
+
+
+def _spatial_chunks(n: int, size: int, halo: int) -> tuple[int, ...]:
+    """Chunks of ``size`` along an axis of ``n``; a last chunk shorter than the halo merges into
+    its neighbour (dask would otherwise rechunk the overlap and move chunk starts off the grid)."""
+    chunks = [size] * (n // size) + ([n % size] if n % size else [])
+    if len(chunks) > 1 and chunks[-1] < halo:
+        chunks[-2] += chunks.pop()
+    return tuple(chunks)
+
+
+def _chunk_size(cube: xr.Dataset, band: str, dim: str, chunks: int | Mapping[str, int] | None) -> int | None:
+    if isinstance(chunks, Mapping):
+        return chunks.get(dim)
+    if isinstance(chunks, int):
+        return chunks
+    var = cube[band]
+    if var.chunks is not None:
+        return int(max(var.chunks[var.dims.index(dim)]))
+    return None
+
+
+def _landsat_dates(cube: xr.Dataset) -> xr.Dataset:
+    if "sensor" not in cube.coords:
+        return cube
+    sensor = cube["sensor"]
+    if "time" not in sensor.dims:
+        if str(sensor.values) != "landsat":
+            raise HarmonizeError(f"the cube holds {sensor.values} data; super_resolve needs Landsat dates")
+        return cube
+    keep = np.asarray(sensor.values == "landsat")
+    if not keep.any():
+        raise HarmonizeError(
+            "the cube has no Landsat dates (sensor == 'landsat'); load Landsat items into it "
+            "(harmonize.cube.load_cube with the landsat collections) before super_resolve"
+        )
+    return cube.isel(time=np.flatnonzero(keep))
+
+
+def super_resolve(
+    cube: xr.Dataset,
+    model: ModelLike,
+    *,
+    chunks: int | Mapping[str, int] | None = None,
+    halo: int | None = None,
+    batch_size: int = 8,
+    tile: int | None = None,
+    device: str | None = None,
+    uncertainty: Uncertainty = None,
+    mc_passes: int = 8,
+    precision: Precision = None,
+) -> xr.Dataset:
+    """Harmonize and super-resolve the Landsat dates of a cube into Sentinel-2-like 10 m bands.
+
+    Parameters
+    ----------
+    cube
+        Dataset on ``(time, y, x)`` with float32 reflectance ``blue, green, red, nir, swir16,
+        swir22, pan`` on the 10 m grid (NaN no data), optionally a boolean ``clear`` and a
+        ``sensor`` time coordinate (only ``"landsat"`` dates are used), with a CRS.
+    model
+        A model package path, an in-memory :class:`harmonize.model.UNet` (written to a
+        temporary package so dask tasks carry a path, not the module), or a list of those
+        (an ensemble: the output is the members' mean).
+    chunks
+        Spatial chunk size in pixels (int, or ``{"y": .., "x": ..}``); default the cube's own
+        chunks (or 1024). Rounded up to the model's ``size_multiple`` and to at least ``halo``.
+    halo
+        Context pixels on each side of a chunk (default and minimum sensible value:
+        ``model.receptive_halo``; less gives seams, with a warning).
+    batch_size
+        Tiles per forward pass.
+    tile
+        Inner tile size in pixels (default: the whole chunk). Smaller tiles bound the
+        activations' memory on a GPU; each tile carries its own halo.
+    device
+        ``"cuda"``, ``"cpu"`` … (default ``"cuda"`` when available).
+    uncertainty
+        ``"mc_dropout"``: ``mc_passes`` passes with dropout sampling; ``"ensemble"``: spread of
+        the list of models (also the default with a list); ``None``: no spread. Adds a
+        ``<band>_std`` variable per band.
+    mc_passes
+        Passes per model with ``uncertainty="mc_dropout"``.
+    precision
+        ``"bf16"`` / ``"fp16"`` autocast (GPU), ``None`` float32.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy (dask) float32 ``blue … swir22`` (and ``<band>_std``) on the cube's grid and Landsat
+        times, with the cube's coordinates and CRS, and ``clear``: true where every input band
+        was valid and clear. Outputs are NaN wherever ``clear`` is false.
+
+    Raises
+    ------
+    UnknownBandError
+        When the cube lacks an input band of the model.
+    HarmonizeError
+        When the cube has no Landsat dates or no CRS, or a setting is invalid.
+    ModelError
+        When a model path is not a package.
+    """
+    dev = resolve_device(device)
+    members = model if isinstance(model, (list, tuple)) else [model]
+    if uncertainty is None and len(members) > 1:
+        uncertainty = "ensemble"
+    spec, model_halo = _spec_for(model, dev, uncertainty, mc_passes, precision)
+    halo = model_halo if halo is None else int(halo)
+    if halo < model_halo:
+        log.warning("halo %d < the model's receptive halo %d: chunk borders will show seams", halo, model_halo)
+    missing = [b for b in spec.input_bands if b not in cube.data_vars]
+    if missing:
+        raise UnknownBandError(
+            f"the cube lacks bands {missing} the model needs ({list(spec.input_bands)}); "
+            "load them with harmonize.cube.load_cube (pan comes from the landsat-c2l1 collection)"
+        )
+    if cube.rio.crs is None:
+        from harmonize.errors import CRSMismatchError
+
+        raise CRSMismatchError("the cube carries no CRS; super_resolve keeps the cube's grid and needs one")
+    cube = _landsat_dates(cube)
+    if "time" not in cube.dims:
+        cube = cube.expand_dims("time")
+    cube = cube.transpose("time", "y", "x", ...)
+    ny, nx = cube.sizes["y"], cube.sizes["x"]
+    m = spec.size_multiple
+    first = spec.input_bands[0]
+    sizes = {}
+    for dim, n in (("y", ny), ("x", nx)):
+        c = _chunk_size(cube, first, dim, chunks) or DEFAULT_CHUNK
+        sizes[dim] = _round_up(max(min(c, n), halo, m), m)
+    cy = _spatial_chunks(ny, sizes["y"], halo)
+    cx = _spatial_chunks(nx, sizes["x"], halo)
+
+    bands = [cube[b].data if isinstance(cube[b].data, da.Array) else da.asarray(cube[b].data)
+             for b in spec.input_bands]
+    x = da.stack([b.astype("float32") for b in bands], axis=1).rechunk((1, -1, cy, cx))
+    valid = da.isfinite(x).all(axis=1)
+    if "clear" in cube.data_vars:
+        c = cube["clear"].data
+        c = c if isinstance(c, da.Array) else da.asarray(c)
+        valid = valid & c.astype(bool).rechunk((1, cy, cx))
+    fill = da.from_array(np.asarray(spec.fill, "float32")[None, :, None, None], chunks=-1)
+    x = da.where(valid[:, None], x, fill)
+
+    if min(ny, nx) < halo:
+        # dask cannot mirror more pixels than an axis has; numpy can (it reflects repeatedly)
+        one = x.rechunk((1, -1, -1, -1))
+        xo = one.map_blocks(lambda b: np.pad(b, ((0, 0), (0, 0), (halo, halo), (halo, halo)), mode="symmetric"),
+                            chunks=(one.chunks[0], one.chunks[1], (ny + 2 * halo,), (nx + 2 * halo,)),
+                            dtype="float32")
+        cy, cx = (ny,), (nx,)
+    else:
+        xo = da.overlap.overlap(x, depth={0: 0, 1: 0, 2: halo, 3: halo},
+                                boundary={0: "none", 1: "none", 2: "reflect", 3: "reflect"})
+    with_std = uncertainty is not None
+    n_out = len(spec.output_bands)
+    tile_px = int(tile) if tile else max(max(cy), max(cx))
+    tile_px = _round_up(max(tile_px, m), m)
+    pred = xo.map_blocks(
+        _predict_block,
+        spec=spec,
+        halo=halo,
+        tile=tile_px,
+        batch_size=int(batch_size),
+        with_std=with_std,
+        chunks=(xo.chunks[0], (n_out * (2 if with_std else 1),), cy, cx),
+        dtype="float32",
+        meta=np.empty((0, 0, 0, 0), "float32"),
+        name="harmonize-super-resolve",
+    )
+    valid = valid.rechunk((1, cy, cx))
+    pred = da.where(valid[:, None], pred, np.float32(np.nan))
+
+    dims = ("time", "y", "x")
+    data_vars: dict[str, Any] = {}
+    for i, b in enumerate(spec.output_bands):
+        data_vars[b] = (dims, pred[:, i], {"long_name": f"Sentinel-2-like {b} reflectance", "units": "1"})
+    if with_std:
+        for i, b in enumerate(spec.output_bands):
+            data_vars[f"{b}_std"] = (dims, pred[:, n_out + i],
+                                     {"long_name": f"standard deviation of {b} ({uncertainty})", "units": "1"})
+    data_vars["clear"] = (dims, valid, {"long_name": "valid clear input in every band"})
+    coords = {k: v for k, v in cube.coords.items() if set(v.dims) <= set(dims)}
+    out = xr.Dataset(data_vars, coords=coords)
+    out.attrs = {
+        "harmonize:models": [os.fspath(p) for p in spec.paths],
+        "harmonize:halo": halo,
+        "harmonize:uncertainty": uncertainty or "none",
+        "harmonize:mc_passes": spec.mc_passes,
+    }
+    return out.rio.write_crs(cube.rio.crs)
