@@ -1,0 +1,174 @@
+"""Fusion, NDVI series, monthly composites, phenology and accuracy against known truth."""
+
+from __future__ import annotations
+
+import dask.array as dsa
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+
+from harmonize.bands import REFLECTANCE_BANDS
+from harmonize.errors import CRSMismatchError
+from harmonize.gapfill import TimeSeriesError, gap_fill
+from harmonize.phenology import phenology
+from harmonize.timeseries import fuse, monthly_composite, ndvi_rmse_against_truth, ndvi_series
+
+GEOBOX = GeoBox.from_bbox((500000, 4000000, 500050, 4000040), crs="EPSG:32633", resolution=10)  # 4 x 5
+
+
+def make_cube(times, sensor: str, *, seed: int, geobox: GeoBox = GEOBOX, clear_frac: float = 0.7,
+              level: float | None = None) -> xr.Dataset:
+    """Small lazy cube: band b of time step i at pixel (y, x) = level or a seeded random value."""
+    rng = np.random.default_rng(seed)
+    times = pd.DatetimeIndex(times)
+    shape = (len(times), *geobox.shape)
+    coords = {"time": times, **xr_coords(geobox)}
+    data = {}
+    for k, band in enumerate(REFLECTANCE_BANDS):
+        v = rng.uniform(0.02, 0.5, shape).astype(np.float32) if level is None else np.full(shape, level + 0.01 * k, np.float32)
+        data[band] = (("time", "y", "x"), dsa.from_array(v, chunks=(1, 2, 5)))
+    data["clear"] = (("time", "y", "x"), dsa.from_array(rng.random(shape) < clear_frac, chunks=(1, 2, 5)))
+    ds = xr.Dataset(data, coords=coords)
+    return ds.assign_coords(sensor=("time", [sensor] * len(times)),
+                            platform=("time", ["sentinel-2a" if sensor == "sentinel-2" else "landsat-8"] * len(times)))
+
+
+S2_TIMES = pd.date_range("2023-04-01T10:30", periods=12, freq="5D")
+L8_TIMES = pd.DatetimeIndex(["2023-04-06T10:05", "2023-04-22T10:05", "2023-05-08T10:05"])  # 04-06 shared
+
+
+def test_fuse_orders_labels_and_masks():
+    s2, l8 = make_cube(S2_TIMES, "sentinel-2", seed=1), make_cube(L8_TIMES, "landsat", seed=2)
+    fused = fuse(s2, l8)
+    assert isinstance(fused["red"].data, dsa.Array)  # lazy
+    assert fused.sizes["time"] == 15
+    t = fused["time"].values
+    assert (np.diff(t) >= np.timedelta64(0)).all()
+    # Every step is labelled with its own sensor and keeps its acquisition time.
+    got = dict(zip(t, fused["sensor"].values))
+    assert all(got[np.datetime64(x)] == "sentinel-2" for x in S2_TIMES)
+    assert all(got[np.datetime64(x)] == "landsat" for x in L8_TIMES)
+    # Same day: two separate steps, Landsat (10:05) before Sentinel-2 (10:30).
+    day = fused.sel(time=slice("2023-04-06", "2023-04-06T23:59"))
+    assert list(day["sensor"].values) == ["landsat", "sentinel-2"]
+    # NaN exactly where not clear; values unchanged where clear.
+    f = fused.compute()
+    for src in (s2, l8):
+        sub = f.sel(time=src["time"].values)
+        clear = src["clear"].values
+        np.testing.assert_array_equal(np.isnan(sub["nir"].values), ~clear)
+        np.testing.assert_array_equal(sub["nir"].values[clear], src["nir"].values[clear])
+        np.testing.assert_array_equal(sub["clear"].values, clear)
+    assert fused.odc.geobox == GEOBOX
+
+
+def test_fuse_same_day_rules():
+    s2 = make_cube(S2_TIMES[:3], "sentinel-2", seed=3, level=0.2)
+    l8 = make_cube(L8_TIMES[:1], "landsat", seed=4, level=0.4)
+    s2_clear = s2["clear"].values[1]  # 2023-04-06
+    l8_clear = l8["clear"].values[0]
+    mean = fuse(s2, l8, same_day="mean").compute()
+    assert mean.sizes["time"] == 3
+    step = mean.isel(time=1)
+    assert step["sensor"].item() == "sentinel-2+landsat"
+    assert step["time"].values == np.datetime64(S2_TIMES[1])
+    red = step["blue"].values  # blue carries the level itself (band k adds 0.01 k)
+    np.testing.assert_allclose(red[s2_clear & l8_clear], 0.3, atol=1e-6)
+    np.testing.assert_allclose(red[s2_clear & ~l8_clear], 0.2, atol=1e-6)
+    np.testing.assert_allclose(red[~s2_clear & l8_clear], 0.4, atol=1e-6)
+    assert np.isnan(red[~s2_clear & ~l8_clear]).all()
+    prefer = fuse(s2, l8, same_day="prefer-s2").isel(time=1).compute()
+    red = prefer["blue"].values
+    np.testing.assert_allclose(red[s2_clear], 0.2, atol=1e-6)
+    np.testing.assert_allclose(red[~s2_clear & l8_clear], 0.4, atol=1e-6)
+    np.testing.assert_array_equal(prefer["clear"].values, s2_clear | l8_clear)
+
+
+def test_fuse_refuses_other_grids():
+    s2 = make_cube(S2_TIMES[:2], "sentinel-2", seed=5)
+    other_crs = GeoBox.from_bbox((500000, 4000000, 500050, 4000040), crs="EPSG:32634", resolution=10)
+    with pytest.raises(CRSMismatchError, match="reproject"):
+        fuse(s2, make_cube(L8_TIMES[:1], "landsat", seed=6, geobox=other_crs))
+    shifted = GeoBox.from_bbox((500005, 4000000, 500055, 4000040), crs="EPSG:32633", resolution=10)
+    with pytest.raises(CRSMismatchError, match="different pixel grids"):
+        fuse(s2, make_cube(L8_TIMES[:1], "landsat", seed=6, geobox=shifted))
+    with pytest.raises(TimeSeriesError, match="same_day"):
+        fuse(s2, make_cube(L8_TIMES[:1], "landsat", seed=6), same_day="median")
+
+
+def test_ndvi_series_and_monthly_median():
+    times = pd.DatetimeIndex(["2023-04-02", "2023-04-12", "2023-04-22", "2023-05-03", "2023-05-20"])
+    ds = make_cube(times, "sentinel-2", seed=7, clear_frac=1.0)
+    nir = np.array([0.5, 0.3, 0.4, 0.2, 0.6], np.float32)[:, None, None] * np.ones(GEOBOX.shape, np.float32)
+    ds["nir"] = (("time", "y", "x"), nir)
+    ds["red"] = xr.full_like(ds["nir"], 0.1)
+    clear = np.ones((5, *GEOBOX.shape), bool)
+    clear[0, 0, 0] = False  # April at pixel (0, 0): median of 0.3 and 0.4 only
+    ds["clear"] = (("time", "y", "x"), clear)
+    nd = ndvi_series(ds).compute()
+    assert np.isnan(nd.values[0, 0, 0])
+    np.testing.assert_allclose(nd.values[1, 1, 1], (0.3 - 0.1) / (0.3 + 0.1), rtol=1e-6)
+    comp = monthly_composite(ds).compute()
+    assert list(pd.DatetimeIndex(comp.time.values).month) == [4, 5]
+    np.testing.assert_allclose(comp["nir"].values[0, 1, 1], 0.4, rtol=1e-6)
+    np.testing.assert_allclose(comp["nir"].values[0, 0, 0], 0.35, rtol=1e-6)
+    np.testing.assert_allclose(comp["nir"].values[1, 2, 2], 0.4, rtol=1e-6)
+    assert comp["n_obs"].values[0, 0, 0] == 2 and comp["n_obs"].values[0, 1, 1] == 3
+    nd_comp = monthly_composite(nd).compute()
+    np.testing.assert_allclose(nd_comp.values[1, 0, 0], np.median([(0.2 - 0.1) / 0.3, (0.6 - 0.1) / 0.7]), rtol=1e-6)
+
+
+def double_logistic(doy, sos, eos, lo=0.15, hi=0.85, k=0.12):
+    return lo + (hi - lo) * (1 / (1 + np.exp(-k * (doy - sos))) + 1 / (1 + np.exp(k * (doy - eos))) - 1)
+
+
+def test_phenology_recovers_sos_eos_from_gapped_fused_series():
+    rng = np.random.default_rng(8)
+    sos = np.array([[95.0, 120.0, 140.0], [110.0, 130.0, 100.0]])
+    eos = sos + np.array([[150.0, 140.0, 120.0], [160.0, 130.0, 170.0]])
+    gb = GeoBox.from_bbox((500000, 4000000, 500030, 4000020), crs="EPSG:32633", resolution=10)
+    # Sentinel-2 every 5 days and Landsat every 16 days through 2023, 40 % cloudy.
+    t = pd.date_range("2023-01-03T10:30", "2023-12-30", freq="5D").append(
+        pd.date_range("2023-01-09T10:05", "2023-12-30", freq="16D")).sort_values()
+    doy = np.asarray(t.dayofyear + t.hour / 24.0, dtype=float)
+    v = double_logistic(doy[:, None, None], sos[None], eos[None]).astype(np.float32)
+    v[rng.random(v.shape) < 0.4] = np.nan
+    obs = xr.DataArray(v, dims=("time", "y", "x"), coords={"time": t, **xr_coords(gb)}).chunk({"x": 2})
+    filled = gap_fill(obs, method="linear", freq="1D", start="2023-01-01", end="2023-12-31")
+    ph = phenology(filled)
+    assert isinstance(ph["sos"].data, dsa.Array)
+    ph = ph.compute()
+    np.testing.assert_allclose(ph["sos"].values, sos, atol=3.0)
+    np.testing.assert_allclose(ph["eos"].values, eos, atol=3.0)
+    np.testing.assert_allclose(ph["los"].values, eos - sos, atol=5.0)
+    np.testing.assert_allclose(ph["pos"].values, (sos + eos) / 2, atol=8.0)
+    np.testing.assert_allclose(ph["peak_ndvi"].values, double_logistic((sos + eos) / 2, sos, eos), atol=0.02)
+    assert ph.odc.geobox == gb
+
+
+def test_phenology_of_flat_or_empty_pixels_is_nan():
+    t = pd.date_range("2023-01-01", periods=30, freq="10D")
+    v = np.full((30, 1, 2), 0.3, np.float32)
+    v[:, 0, 1] = np.nan
+    ph = phenology(xr.DataArray(v, dims=("time", "y", "x"), coords={"time": t}))
+    assert np.isnan(ph["sos"].values).all() and np.isnan(ph["eos"].values).all()
+
+
+def test_ndvi_rmse_against_truth_known_offset():
+    t_truth = pd.date_range("2023-01-01", periods=60, freq="1D")
+    truth = xr.DataArray(np.linspace(0.1, 0.7, 60)[:, None, None] * np.ones((1, *GEOBOX.shape)),
+                         dims=("time", "y", "x"), coords={"time": t_truth, **xr_coords(GEOBOX)})
+    filled = (truth.isel(time=slice(None, None, 5)) + 0.05).chunk({"y": 2})
+    filled[:, 0, 0] = np.nan
+    res = ndvi_rmse_against_truth(filled, truth)
+    assert res["rmse"] == pytest.approx(0.05, abs=1e-9)
+    assert res["bias"] == pytest.approx(0.05, abs=1e-9)
+    n_pixels = GEOBOX.shape[0] * GEOBOX.shape[1]
+    n_days = 56  # 2023-01-01 .. 2023-02-25, the filled span
+    assert res["n"] == n_days * (n_pixels - 1)
+    assert res["coverage"] == pytest.approx((n_pixels - 1) / n_pixels)
+    with pytest.raises(CRSMismatchError):
+        ndvi_rmse_against_truth(filled, truth.isel(x=slice(0, 2)))
