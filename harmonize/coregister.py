@@ -530,9 +530,6 @@ def _with_shift_coords(ds: xr.Dataset, shifts: pd.DataFrame) -> xr.Dataset:
     )
 
 
-_GRID_OPTIONS = ("items", "geobox", "bbox", "crs", "resolution", "shifts", "like")
-
-
 def coregister(
     cube: xr.Dataset,
     reference: xr.Dataset | None = None,
@@ -553,8 +550,9 @@ def coregister(
     shifts
         A table from :func:`estimate_shifts` to apply instead of estimating one.
     reload
-        Reload the Landsat scenes from their native pixels on shifted grids (one resampling;
-        needs the STAC items in ``cube.attrs``). ``False`` resamples the loaded cube instead
+        Reload the Landsat scenes from their native pixels on shifted grids with the cube's own
+        load options (:func:`harmonize.cube.reload_cube`; one resampling; needs the STAC items
+        and options in ``cube.attrs``). ``False`` resamples the loaded cube instead
         (:func:`shift_cube`).
     **kw
         Passed to :func:`estimate_shifts`.
@@ -572,18 +570,15 @@ def coregister(
             log.warning("cube carries no STAC items; resampling the loaded cube instead of reloading")
         out = shift_cube(cube, table)
     else:
-        from harmonize.cube import cube_items, load_cube
+        from harmonize.cube import reload_cube
 
-        opts = dict(cube.attrs.get("harmonize_load", {}) or {})
-        for key in _GRID_OPTIONS:
-            opts.pop(key, None)
-        item_shifts = {}
+        item_shifts = dict((cube.attrs.get("harmonize_load") or {}).get("shifts") or {})
         for _, r in table.iterrows():
-            if r.flagged and r.dx == 0 and r.dy == 0:
-                continue
             for item_id in _split_ids(r.item_id):
                 item_shifts[item_id] = (float(r.dx), float(r.dy))
-        out = load_cube(cube_items(cube), geobox=cube.odc.geobox, shifts=item_shifts, **opts)
+        out = reload_cube(cube, shifts={k: (float(v[0]), float(v[1])) for k, v in item_shifts.items()})
+        if out.sizes["time"] != cube.sizes["time"]:  # the caller subset the cube in time
+            out = out.sel(time=cube["time"].values)
         out = _with_shift_coords(out, table)
     out.attrs["harmonize_shifts"] = _records(table)
     return out

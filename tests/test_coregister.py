@@ -244,3 +244,33 @@ def test_simulator_shift_rmse(world_cube) -> None:
     err = np.hypot(tab["dx"][ok].to_numpy() - truth["dx"].to_numpy(), tab["dy"][ok].to_numpy() - truth["dy"].to_numpy())
     rmse = float(np.sqrt(np.mean(err**2)))
     assert rmse <= 2.0, tab.assign(true_dx=truth["dx"].to_numpy(), true_dy=truth["dy"].to_numpy())
+
+
+def test_coregister_reloads_with_total_shifts(cube: xr.Dataset, table: pd.DataFrame, monkeypatch) -> None:
+    """With items in attrs, coregister reloads through cube.reload_cube with every Level-2 id
+    of a (grouped) time step, the shifts already applied kept and added to."""
+    import harmonize.cube
+
+    calls = {}
+
+    def fake_reload(ds, **overrides):
+        calls.update(overrides)
+        return ds.isel(time=slice(None)).assign_coords(shift_x=("time", np.zeros(ds.sizes["time"])))
+
+    monkeypatch.setattr(harmonize.cube, "reload_cube", fake_reload)
+    ids = list(cube["item_id"].values)
+    ids[1] = "LC_0a,LC_0b"  # two same-day scenes grouped into one time step
+    prior = cube.assign_coords(item_id=("time", ids))
+    prior = prior.assign_coords(shift_x=("time", [0.0, 5.0, 0, 0, 0, 0, 0]), shift_y=("time", np.zeros(7)))
+    prior.attrs = {"stac_items": [], "harmonize_load": {"shifts": {"LC_0a": [5.0, 0.0], "LC_0b": [5.0, 0.0], "OLD": [1.0, 2.0]}}}
+    out = coregister(prior, max_days=30)
+    shifts = calls["shifts"]
+    assert shifts["OLD"] == (1.0, 2.0)  # a scene outside this cube keeps its shift
+    # The cube says scene LC_0 was loaded already moved by 5 m: the measured residual adds to it.
+    assert shifts["LC_0a"] == shifts["LC_0b"]
+    assert shifts["LC_0a"][0] == pytest.approx(5.0 + SHIFTS[0][0], abs=1.0)
+    assert shifts["LC_1"] == pytest.approx(SHIFTS[1], abs=1.0)
+    assert shifts["LC_4"] == (0.0, 0.0)  # flagged: keeps its (zero) shift
+    assert out["shift_x"].values[2] == pytest.approx(shifts["LC_1"][0])
+    assert out["shift_flagged"].values.tolist() == [False, False, False, False, False, True, False]
+    assert np.isnan(out["shift_quality"].values[0]) and out["shift_quality"].values[1] > 0.9
