@@ -115,7 +115,9 @@ def hls_adjust(
     sensors = _sensors(ds)
     n = sensors.size
     platforms = (
-        np.asarray(ds["platform"].values).astype(str).reshape(-1) if "platform" in ds.coords else np.full(n, platform)
+        np.asarray(ds["platform"].values).astype(str).reshape(-1)
+        if "platform" in ds.coords
+        else np.full(n, platform)
     )
     slopes = {b: np.ones(n) for b in bands}
     offsets = {b: np.zeros(n) for b in bands}
@@ -212,7 +214,9 @@ class LinearAdjustment:
         return apply_linear_adjustment(ds, self, all_times=all_times)
 
 
-def apply_linear_adjustment(ds: xr.Dataset, adjustment: LinearAdjustment, *, all_times: bool = False) -> xr.Dataset:
+def apply_linear_adjustment(
+    ds: xr.Dataset, adjustment: LinearAdjustment, *, all_times: bool = False
+) -> xr.Dataset:
     """Apply a fitted :class:`LinearAdjustment` to the ``source``-sensor scenes of a cube.
 
     Parameters
@@ -232,9 +236,7 @@ def apply_linear_adjustment(ds: xr.Dataset, adjustment: LinearAdjustment, *, all
     """
     bands = [b for b in adjustment.bands if b in ds.data_vars]
     if not bands:
-        raise UnknownBandError(
-            f"The cube has none of the adjustment's bands {list(adjustment.bands)}."
-        )
+        raise UnknownBandError(f"The cube has none of the adjustment's bands {list(adjustment.bands)}.")
     if "time" not in ds.dims:
         ds_t = ds.expand_dims("time")
         return apply_linear_adjustment(ds_t, adjustment, all_times=True).isel(time=0)

@@ -130,7 +130,8 @@ def _lk_refine(
     s = np.asarray(start, dtype="float64")
     converged = False
     it = 0
-    for it in range(1, max_iter + 1):
+    while it < max_iter:
+        it += 1
         coords = np.vstack([rows + s[0], cols + s[1]])
         r = ndimage.map_coordinates(coeffs, coords, order=3, mode="nearest", prefilter=False)
         # Derivatives of the spline at the sample points, by central differences of the spline.
@@ -270,6 +271,7 @@ def estimate_shifts(
     moving_sigma: float = 5.0,
     max_shift: float = 60.0,
     max_candidates: int = 3,
+    max_size: int | None = 2048,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Measure each Landsat scene's misregistration against the nearest clear Sentinel-2 scene.
@@ -301,6 +303,10 @@ def estimate_shifts(
         Largest plausible misregistration in metres; estimates beyond it are flagged.
     max_candidates
         How many reference scenes (nearest first) to try before giving up on a Landsat scene.
+    max_size
+        Measure on at most the central ``max_size`` x ``max_size`` pixels of the frame, which
+        bounds memory on large cubes (a misregistration is one translation per scene); ``None``
+        uses the whole frame. ``common_clear`` refers to that window.
     progress
         Show a tqdm bar over Landsat scenes.
 
@@ -345,6 +351,15 @@ def estimate_shifts(
         )
     px, py = _pixel_size(cube)
     res = float(np.hypot(px, py) / np.sqrt(2))
+    if max_size is not None:
+        window = {
+            d: slice(
+                max(0, (cube.sizes[d] - max_size) // 2), max(0, (cube.sizes[d] - max_size) // 2) + max_size
+            )
+            for d in ("y", "x")
+        }
+        cube = cube.isel(window)
+        ref_cube = ref_cube.isel(window)
     n_frame = cube.sizes["y"] * cube.sizes["x"]
 
     def frame_clear(c: xr.Dataset) -> xr.DataArray:
@@ -502,7 +517,11 @@ def shift_cube(cube: xr.Dataset, shifts: pd.DataFrame, *, order: int = 1) -> xr.
             if k in todo:
                 src = sl.astype("float32") if is_bool else sl
                 res = src.map_overlap(
-                    _shift_block, depth=depth, boundary="nearest", shift=todo[k], order=0 if is_bool else order,
+                    _shift_block,
+                    depth=depth,
+                    boundary="nearest",
+                    shift=todo[k],
+                    order=0 if is_bool else order,
                     dtype=src.dtype,
                 )
                 sl = (res == 1) if is_bool else res
@@ -518,8 +537,12 @@ def _with_shift_coords(ds: xr.Dataset, shifts: pd.DataFrame) -> xr.Dataset:
     times = pd.DatetimeIndex(ds["time"].values)
     tab = shifts.reindex(times)
     moving = tab["flagged"].notna().to_numpy()
-    sx = np.where(moving, tab["dx"].to_numpy(dtype="float64", na_value=np.nan), _time_coord(ds, "shift_x", 0.0))
-    sy = np.where(moving, tab["dy"].to_numpy(dtype="float64", na_value=np.nan), _time_coord(ds, "shift_y", 0.0))
+    sx = np.where(
+        moving, tab["dx"].to_numpy(dtype="float64", na_value=np.nan), _time_coord(ds, "shift_x", 0.0)
+    )
+    sy = np.where(
+        moving, tab["dy"].to_numpy(dtype="float64", na_value=np.nan), _time_coord(ds, "shift_y", 0.0)
+    )
     flagged = tab["flagged"].to_numpy(dtype=object, na_value=False).astype(bool)
     quality = tab["quality"].to_numpy(dtype="float64", na_value=np.nan)
     return ds.assign_coords(

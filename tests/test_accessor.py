@@ -19,7 +19,11 @@ def cube() -> xr.Dataset:
     nir = np.array([[[0.5, 0.2], [0.05, 0.4]], [[0.1, 0.0], [0.3, 0.1]]], dtype="float32")
     clear = np.array([[[True, True], [False, True]], [[True, False], [False, False]]])
     return xr.Dataset(
-        {"red": (("time", "y", "x"), red), "nir": (("time", "y", "x"), nir), "clear": (("time", "y", "x"), clear)},
+        {
+            "red": (("time", "y", "x"), red),
+            "nir": (("time", "y", "x"), nir),
+            "clear": (("time", "y", "x"), clear),
+        },
         coords={
             "time": pd.to_datetime(["2024-06-01T00:00", "2024-06-01T00:30"]),
             "y": [15.0, 5.0],
@@ -60,7 +64,9 @@ def test_accessor_forwards(cube: xr.Dataset) -> None:
     xr.testing.assert_identical(cube.hz.hls_adjust(), hls_adjust(cube))
     xr.testing.assert_identical(cube.hz.hls_adjust("sentinel-2"), hls_adjust(cube, "sentinel-2"))
     rng = np.random.default_rng(0)
-    big = cube.isel(y=[0] * 10 + [1] * 10, x=[0] * 10 + [1] * 10).assign_coords(y=np.arange(20.0), x=np.arange(20.0))
+    big = cube.isel(y=[0] * 10 + [1] * 10, x=[0] * 10 + [1] * 10).assign_coords(
+        y=np.arange(20.0), x=np.arange(20.0)
+    )
     big["red"] = big["red"].copy(data=rng.uniform(0, 0.4, (2, 20, 20)).astype("float32"))
     big["clear"] = big["clear"] | True
     adj = big.hz.fit_linear_adjustment(bands=["red"])

@@ -27,7 +27,9 @@ def two_sensor_cube(
     clear mask would swallow.
     """
     rng = np.random.default_rng(seed)
-    times = pd.to_datetime(["2024-06-01T10:00", "2024-06-01T10:30", "2024-06-06T10:20", "2024-06-06T10:05", "2024-06-11T10:30"])
+    times = pd.to_datetime(
+        ["2024-06-01T10:00", "2024-06-01T10:30", "2024-06-06T10:20", "2024-06-06T10:05", "2024-06-11T10:30"]
+    )
     sensors = ["landsat", "sentinel-2", "sentinel-2", "landsat", "sentinel-2"]
     platforms = ["landsat-8", "sentinel-2a", "sentinel-2b", "landsat-9", "sentinel-2a"]
     data, clear = {}, np.ones((5, n, n), bool)
@@ -99,8 +101,12 @@ def test_apply_round_trip_and_json(cube: xr.Dataset, tmp_path) -> None:
     ok = (land["clear"] & s2["clear"]).values & np.isfinite(land["red"].values)
     resid = out["red"].isel(time=0).values[ok] - s2["red"].values[ok]
     assert np.sqrt(np.mean(resid**2)) < 0.004  # noise level, not the bandpass difference
-    np.testing.assert_array_equal(out["red"].isel(time=1).values, cube["red"].isel(time=1).values)  # S2 untouched
-    back = adj.inverse().apply(out.assign_coords(sensor=("time", np.where(cube.sensor == "landsat", "sentinel-2", "x"))))
+    np.testing.assert_array_equal(
+        out["red"].isel(time=1).values, cube["red"].isel(time=1).values
+    )  # S2 untouched
+    back = adj.inverse().apply(
+        out.assign_coords(sensor=("time", np.where(cube.sensor == "landsat", "sentinel-2", "x")))
+    )
     np.testing.assert_allclose(back["red"].isel(time=0).values, cube["red"].isel(time=0).values, atol=1e-6)
     # JSON round trip, to a string and to a file.
     again = LinearAdjustment.from_json(adj.to_json())
@@ -135,4 +141,8 @@ def test_bad_inputs(cube: xr.Dataset) -> None:
     with pytest.raises(HarmonizeError, match="sensor"):
         hls_adjust(cube.drop_vars("sensor"))
     with pytest.raises(UnknownBandError):
-        hls_adjust(cube.assign_coords(platform=("time", ["landsat-8", "sentinel-3a", "sentinel-2b", "landsat-9", "x"])))
+        hls_adjust(
+            cube.assign_coords(
+                platform=("time", ["landsat-8", "sentinel-3a", "sentinel-2b", "landsat-9", "x"])
+            )
+        )

@@ -67,7 +67,9 @@ def synthetic_cube(
     lx0, ly0 = X0 - 15.0, Y0 + 15.0  # Landsat's declared grid, offset from the 10 m one
     nl = int(n * RES / 30) + 3
     centres = (np.arange(n) + 0.5) * RES
-    rows, cols = np.meshgrid((ly0 - (Y0 - centres)) / 30.0 - 0.5, (X0 + centres - lx0) / 30.0 - 0.5, indexing="ij")
+    rows, cols = np.meshgrid(
+        (ly0 - (Y0 - centres)) / 30.0 - 0.5, (X0 + centres - lx0) / 30.0 - 0.5, indexing="ij"
+    )
     for dx, dy in shifts:
         native = pixel_means(f, lx0 + dx, ly0 + dy, 30.0, nl, nl, 6)
         native = ndimage.gaussian_filter(native, 0.4) + rng.normal(0, noise, native.shape)
@@ -167,7 +169,9 @@ def test_missing_inputs_raise_named_errors(cube: xr.Dataset) -> None:
 def test_shift_cube_aligns_landsat_with_reference(cube: xr.Dataset, table: pd.DataFrame) -> None:
     out = coregister(cube.chunk({"time": 1}), shifts=table, reload=False)
     assert out["red"].chunks is not None  # still lazy
-    np.testing.assert_array_equal(out["shift_flagged"].values, [False, False, False, False, False, True, False])
+    np.testing.assert_array_equal(
+        out["shift_flagged"].values, [False, False, False, False, False, True, False]
+    )
     np.testing.assert_allclose(out["shift_x"].values[1:], table["dx"].to_numpy())
     ref = cube["red"].isel(time=0).values
     inner = (slice(8, -8), slice(8, -8))
@@ -189,7 +193,14 @@ def test_shift_cube_aligns_landsat_with_reference(cube: xr.Dataset, table: pd.Da
 def test_shift_cube_sign_matches_convention() -> None:
     ds, _ = synthetic_cube([(0.0, 0.0)], n=64)
     tab = pd.DataFrame(
-        {"residual_dx": [10.0], "residual_dy": [-20.0], "dx": [10.0], "dy": [-20.0], "flagged": [False], "quality": [1.0]},
+        {
+            "residual_dx": [10.0],
+            "residual_dy": [-20.0],
+            "dx": [10.0],
+            "dy": [-20.0],
+            "flagged": [False],
+            "quality": [1.0],
+        },
         index=pd.DatetimeIndex([ds.time.values[1]], name="time"),
     )
     out = shift_cube(ds, tab)
@@ -201,6 +212,7 @@ def test_shift_cube_sign_matches_convention() -> None:
 
 
 # --- the simulator, end to end -----------------------------------------------------------------
+
 
 def _simulator_ready() -> bool:
     try:
@@ -241,7 +253,9 @@ def test_simulator_shift_rmse(world_cube) -> None:
     ok = (~tab["flagged"]) & (tab["common_clear"] >= 0.3)
     assert ok.sum() >= 1
     truth = man.loc[tab["item_id"][ok]]
-    err = np.hypot(tab["dx"][ok].to_numpy() - truth["dx"].to_numpy(), tab["dy"][ok].to_numpy() - truth["dy"].to_numpy())
+    err = np.hypot(
+        tab["dx"][ok].to_numpy() - truth["dx"].to_numpy(), tab["dy"][ok].to_numpy() - truth["dy"].to_numpy()
+    )
     rmse = float(np.sqrt(np.mean(err**2)))
     assert rmse <= 2.0, tab.assign(true_dx=truth["dx"].to_numpy(), true_dy=truth["dy"].to_numpy())
 
@@ -262,7 +276,10 @@ def test_coregister_reloads_with_total_shifts(cube: xr.Dataset, table: pd.DataFr
     ids[1] = "LC_0a,LC_0b"  # two same-day scenes grouped into one time step
     prior = cube.assign_coords(item_id=("time", ids))
     prior = prior.assign_coords(shift_x=("time", [0.0, 5.0, 0, 0, 0, 0, 0]), shift_y=("time", np.zeros(7)))
-    prior.attrs = {"stac_items": [], "harmonize_load": {"shifts": {"LC_0a": [5.0, 0.0], "LC_0b": [5.0, 0.0], "OLD": [1.0, 2.0]}}}
+    prior.attrs = {
+        "stac_items": [],
+        "harmonize_load": {"shifts": {"LC_0a": [5.0, 0.0], "LC_0b": [5.0, 0.0], "OLD": [1.0, 2.0]}},
+    }
     out = coregister(prior, max_days=30)
     shifts = calls["shifts"]
     assert shifts["OLD"] == (1.0, 2.0)  # a scene outside this cube keeps its shift
