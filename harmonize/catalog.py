@@ -177,9 +177,11 @@ def validate_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
         )
     west, south, east, north = values
     if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90):
-        hint = " It looks like (south, west, north, east): swap to lon/lat order." if (
-            -90 <= west <= 90 and -90 <= east <= 90 and (abs(south) > 90 or abs(north) > 90)
-        ) else ""
+        hint = (
+            " It looks like (south, west, north, east): swap to lon/lat order."
+            if (-90 <= west <= 90 and -90 <= east <= 90 and (abs(south) > 90 or abs(north) > 90))
+            else ""
+        )
         raise InvalidBBoxError(
             f"bbox={bbox!r} is out of range: longitudes must lie in [-180, 180] and latitudes in "
             f"[-90, 90] (WGS84 degrees, not projected metres).{hint}"
@@ -214,7 +216,9 @@ def _geometry(intersects: Any) -> dict[str, Any]:
     return dict(shapely.geometry.mapping(shape))
 
 
-def cloud_filter_params(max_cloud: float | None, *, conforms_filter: bool, conforms_query: bool) -> dict[str, Any]:
+def cloud_filter_params(
+    max_cloud: float | None, *, conforms_filter: bool, conforms_query: bool
+) -> dict[str, Any]:
     """Keyword arguments for ``pystac_client.Client.search`` that limit cloud cover server-side.
 
     CQL2 JSON where the server conforms to Filter, ``query`` where only to Query, nothing where
@@ -390,8 +394,10 @@ def _resolve_provider(source: Any, provider: str | Provider | None) -> Provider:
         for p in PROVIDERS.values():
             if p.url and p.url.rstrip("/") == root:
                 return p
-    log.debug("No provider given for %s; using the 'local' profile (Earth Search v1 ids)",
-             _redact(source) if is_api_url(source) else source)
+    log.debug(
+        "No provider given for %s; using the 'local' profile (Earth Search v1 ids)",
+        _redact(source) if is_api_url(source) else source,
+    )
     return get_provider("local")
 
 
@@ -434,15 +440,21 @@ def _search_api(
         client = Client.open(url, stac_io=_make_io(timeout, retries, backoff), timeout=timeout)
         missing = [c for c in collections if client.get_collection(c) is None]
         if missing:
-            _check_collections(collections, (c.id for c in client.get_collections()), f"The STAC API at {_redact(url)}")
+            _check_collections(
+                collections, (c.id for c in client.get_collections()), f"The STAC API at {_redact(url)}"
+            )
         server_side = cloud_filter_params(
             max_cloud,
             conforms_filter=client.conforms_to(ConformanceClasses.FILTER),
             conforms_query=client.conforms_to(ConformanceClasses.QUERY),
         )
         if max_cloud is not None and not server_side:
-            log.info("%s conforms to neither Filter nor Query: filtering %s <= %g on the client",
-                     _redact(url), CLOUD, max_cloud)
+            log.info(
+                "%s conforms to neither Filter nor Query: filtering %s <= %g on the client",
+                _redact(url),
+                CLOUD,
+                max_cloud,
+            )
         kwargs: dict[str, Any] = dict(
             method="POST",
             collections=collections,
@@ -589,17 +601,31 @@ def search(
     if is_api_url(source):
         where = _redact(str(source))
         found: Iterator[pystac.Item] = _search_api(
-            str(source), collections=ids, bbox=box, intersects=geometry, interval=interval,
-            max_cloud=max_cloud, max_items=max_items, page_size=page_size, timeout=timeout,
-            retries=retries, backoff=backoff,
+            str(source),
+            collections=ids,
+            bbox=box,
+            intersects=geometry,
+            interval=interval,
+            max_cloud=max_cloud,
+            max_items=max_items,
+            page_size=page_size,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
         )
     else:
         path = _local_path(source)
         where = str(path)
         found = _search_local(path, collections=ids, spatial=_SpatialFilter(box, geometry), interval=interval)
 
-    log.info("Searching %s for %s (bbox=%s, datetime=%s, max_cloud=%s)", where, ids, box,
-             _interval_string(interval) if interval else None, max_cloud)
+    log.info(
+        "Searching %s for %s (bbox=%s, datetime=%s, max_cloud=%s)",
+        where,
+        ids,
+        box,
+        _interval_string(interval) if interval else None,
+        max_cloud,
+    )
     items: list[pystac.Item] = []
     seen: set[tuple[str | None, str]] = set()
     for item in found:

@@ -50,11 +50,17 @@ def _polygon(b: tuple[float, float, float, float]) -> dict[str, Any]:
     return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
 
 
-def _item(collection: str, idx: int, when: dt.datetime, tile: tuple[float, ...], cloud: float, data: Path) -> dict[str, Any]:
+def _item(
+    collection: str, idx: int, when: dt.datetime, tile: tuple[float, ...], cloud: float, data: Path
+) -> dict[str, Any]:
     if collection == "sentinel-2-l2a":
         keys = ["blue", "green", "red", "nir08", "swir16", "swir22", "scl"]
-        props = {"platform": "sentinel-2a", "constellation": "sentinel-2", "s2:processing_baseline": "05.09",
-                 "s2:mgrs_tile": "32TNR" if tile == TILE_W else "32TPR"}
+        props = {
+            "platform": "sentinel-2a",
+            "constellation": "sentinel-2",
+            "s2:processing_baseline": "05.09",
+            "s2:mgrs_tile": "32TNR" if tile == TILE_W else "32TPR",
+        }
         scale, offset = 1e-4, -0.1
         shape, res = [1098, 1098], 10
     elif collection == "landsat-c2-l2":
@@ -74,20 +80,32 @@ def _item(collection: str, idx: int, when: dt.datetime, tile: tuple[float, ...],
         bbox=list(tile),
         datetime=when,
         collection=collection,
-        properties={**props, "eo:cloud_cover": cloud, "proj:code": "EPSG:32632",
-                    "proj:bbox": [600000.0, 4980000.0, 600000.0 + shape[1] * res, 4980000.0 + shape[0] * res],
-                    "proj:shape": shape,
-                    "proj:transform": [res, 0.0, 600000.0, 0.0, -res, 4980000.0 + shape[0] * res]},
+        properties={
+            **props,
+            "eo:cloud_cover": cloud,
+            "proj:code": "EPSG:32632",
+            "proj:bbox": [600000.0, 4980000.0, 600000.0 + shape[1] * res, 4980000.0 + shape[0] * res],
+            "proj:shape": shape,
+            "proj:transform": [res, 0.0, 600000.0, 0.0, -res, 4980000.0 + shape[0] * res],
+        },
     )
     for key in keys:
         qa = key in ("scl", "qa_pixel")
-        item.add_asset(key, pystac.Asset(
-            href=(data / item_id / f"{key}.tif").as_uri(),
-            media_type=pystac.MediaType.COG,
-            roles=["data"],
-            extra_fields={"raster:bands": [{"data_type": "uint8" if key == "scl" else "uint16", "nodata": 0}
-                                           if qa else {"data_type": "uint16", "nodata": 0, "scale": scale, "offset": offset}]},
-        ))
+        item.add_asset(
+            key,
+            pystac.Asset(
+                href=(data / item_id / f"{key}.tif").as_uri(),
+                media_type=pystac.MediaType.COG,
+                roles=["data"],
+                extra_fields={
+                    "raster:bands": [
+                        {"data_type": "uint8" if key == "scl" else "uint16", "nodata": 0}
+                        if qa
+                        else {"data_type": "uint16", "nodata": 0, "scale": scale, "offset": offset}
+                    ]
+                },
+            ),
+        )
     return item.to_dict(include_self_link=False, transform_hrefs=False)
 
 
@@ -102,17 +120,24 @@ def make_archive(root: Path) -> list[dict[str, Any]]:
         for i in range(count):
             tile = TILE_W if i % 2 == 0 else TILE_E
             cloud = round(rng.uniform(0, 100), 2)
-            items.append(_item(collection, i, START + dt.timedelta(days=step * i), tile, cloud, root / "data"))
+            items.append(
+                _item(collection, i, START + dt.timedelta(days=step * i), tile, cloud, root / "data")
+            )
     # one item exactly on the cloud limit: `<=` must keep it
     items[3]["properties"]["eo:cloud_cover"] = MAX_CLOUD
     (root / "collections").mkdir(parents=True)
     for collection, _, _ in plan:
         coll = pystac.Collection(
-            id=collection, description=f"test {collection}", license="proprietary",
-            extent=pystac.Extent(pystac.SpatialExtent([[10.0, 45.0, 11.6, 45.5]]),
-                                 pystac.TemporalExtent([[START, None]])),
+            id=collection,
+            description=f"test {collection}",
+            license="proprietary",
+            extent=pystac.Extent(
+                pystac.SpatialExtent([[10.0, 45.0, 11.6, 45.5]]), pystac.TemporalExtent([[START, None]])
+            ),
         )
-        (root / "collections" / f"{collection}.json").write_text(json.dumps(coll.to_dict(include_self_link=False)))
+        (root / "collections" / f"{collection}.json").write_text(
+            json.dumps(coll.to_dict(include_self_link=False))
+        )
     with open(root / "items.ndjson", "w") as f:
         for d in items:
             f.write(json.dumps(d) + "\n")
@@ -128,9 +153,15 @@ def _dt(d: dict[str, Any]) -> dt.datetime:
     return dt.datetime.fromisoformat(d["properties"]["datetime"].replace("Z", "+00:00"))
 
 
-def expected(items: list[dict[str, Any]], *, collections: set[str], bbox: tuple[float, ...] | None = None,
-             start: dt.datetime | None = None, end: dt.datetime | None = None,
-             max_cloud: float | None = None) -> set[str]:
+def expected(
+    items: list[dict[str, Any]],
+    *,
+    collections: set[str],
+    bbox: tuple[float, ...] | None = None,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    max_cloud: float | None = None,
+) -> set[str]:
     out = set()
     for d in items:
         if d["collection"] not in collections:
@@ -158,8 +189,14 @@ class Proxy:
     """Forwards to ``upstream``, rewriting its URL to ours; records requests; can fail or
     advertise extra conformance classes."""
 
-    def __init__(self, upstream: str, *, fail_first: int = 0, fail_path: str = "/",
-                 extra_conformance: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        fail_first: int = 0,
+        fail_path: str = "/",
+        extra_conformance: tuple[str, ...] = (),
+    ) -> None:
         self.upstream = upstream
         self.fail_first = fail_first
         self.fail_path = fail_path
@@ -199,8 +236,12 @@ class Proxy:
             self.failures += 1
             self._send(h, 503, b'{"code": "unavailable"}')
             return
-        req = urllib.request.Request(self.upstream + h.path, data=body, method=method,
-                                     headers={"Content-Type": "application/json"} if body else {})
+        req = urllib.request.Request(
+            self.upstream + h.path,
+            data=body,
+            method=method,
+            headers={"Content-Type": "application/json"} if body else {},
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 status, payload = resp.status, resp.read()
@@ -222,7 +263,9 @@ class Proxy:
         h.wfile.write(payload)
 
     def searches(self) -> list[Any]:
-        return [body for method, path, body in self.requests if method == "POST" and path.startswith("/search")]
+        return [
+            body for method, path, body in self.requests if method == "POST" and path.startswith("/search")
+        ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,8 +302,13 @@ def _ids(result: Any) -> set[str]:
 def test_search_by_bbox_datetime_collections(api: str, items: list[dict[str, Any]]) -> None:
     bbox = (10.1, 45.1, 10.4, 45.4)  # only the western tile
     result = search(api, collections=["sentinel-2-l2a"], bbox=bbox, datetime="2023-05-06/2023-06-10")
-    want = expected(items, collections={"sentinel-2-l2a"}, bbox=bbox,
-                    start=dt.datetime(2023, 5, 6, tzinfo=UTC), end=dt.datetime(2023, 6, 11, tzinfo=UTC))
+    want = expected(
+        items,
+        collections={"sentinel-2-l2a"},
+        bbox=bbox,
+        start=dt.datetime(2023, 5, 6, tzinfo=UTC),
+        end=dt.datetime(2023, 6, 11, tzinfo=UTC),
+    )
     assert 2 <= len(want) < 14
     assert _ids(result) == want
     assert all(isinstance(i, pystac.Item) for i in result)
@@ -270,7 +318,9 @@ def test_search_by_bbox_datetime_collections(api: str, items: list[dict[str, Any
 
 def test_default_collections_come_from_the_provider(api: str, items: list[dict[str, Any]]) -> None:
     assert _ids(search(api, provider="local")) == expected(items, collections=L2)
-    assert _ids(search(api, provider="local", sensors=("landsat",))) == expected(items, collections={"landsat-c2-l2"})
+    assert _ids(search(api, provider="local", sensors=("landsat",))) == expected(
+        items, collections={"landsat-c2-l2"}
+    )
     with_pan = search(api, provider="local", sensors=("landsat",), include_pan=True)
     assert _ids(with_pan) == expected(items, collections={"landsat-c2-l2", "landsat-c2l1"})
 
@@ -285,10 +335,14 @@ def test_results_span_several_pages(api: str, items: list[dict[str, Any]]) -> No
     assert all(body["limit"] == 10 for body in pages)
 
 
-def test_cloud_filter_is_right_against_a_server_without_query_or_filter(api: str, items: list[dict[str, Any]]) -> None:
+def test_cloud_filter_is_right_against_a_server_without_query_or_filter(
+    api: str, items: list[dict[str, Any]]
+) -> None:
     with urllib.request.urlopen(api + "/conformance") as resp:
         conforms = json.load(resp)["conformsTo"]
-    assert not any("#filter" in c or "#query" in c for c in conforms), "rustac now conforms: revisit this test"
+    assert not any("#filter" in c or "#query" in c for c in conforms), (
+        "rustac now conforms: revisit this test"
+    )
     with Proxy(api) as proxy:
         result = search(proxy.url, provider="local", max_cloud=MAX_CLOUD, page_size=7)
     want = expected(items, collections=L2, max_cloud=MAX_CLOUD)
@@ -306,10 +360,14 @@ def test_max_items_counts_after_the_cloud_filter(api: str, items: list[dict[str,
 
 @pytest.mark.parametrize(
     ("conformance", "sent"),
-    [("https://api.stacspec.org/v1.0.0-rc.2/item-search#filter", "filter"),
-     ("https://api.stacspec.org/v1.0.0-rc.1/item-search#query", "query")],
+    [
+        ("https://api.stacspec.org/v1.0.0-rc.2/item-search#filter", "filter"),
+        ("https://api.stacspec.org/v1.0.0-rc.1/item-search#query", "query"),
+    ],
 )
-def test_cloud_limit_goes_to_servers_that_conform(api: str, items: list[dict[str, Any]], conformance: str, sent: str) -> None:
+def test_cloud_limit_goes_to_servers_that_conform(
+    api: str, items: list[dict[str, Any]], conformance: str, sent: str
+) -> None:
     with Proxy(api, extra_conformance=(conformance,)) as proxy:
         result = search(proxy.url, provider="local", max_cloud=MAX_CLOUD)
     body = proxy.searches()[0]
@@ -325,16 +383,26 @@ def test_cloud_limit_goes_to_servers_that_conform(api: str, items: list[dict[str
 def test_cloud_filter_params() -> None:
     assert cloud_filter_params(None, conforms_filter=True, conforms_query=True) == {}
     assert "filter" in cloud_filter_params(10, conforms_filter=True, conforms_query=True)
-    assert cloud_filter_params(10, conforms_filter=False, conforms_query=True) == {"query": {"eo:cloud_cover": {"lte": 10}}}
+    assert cloud_filter_params(10, conforms_filter=False, conforms_query=True) == {
+        "query": {"eo:cloud_cover": {"lte": 10}}
+    }
     assert cloud_filter_params(10, conforms_filter=False, conforms_query=False) == {}
 
 
 @pytest.mark.parametrize(
     "query",
-    [dict(), dict(bbox=(11.1, 45.1, 11.2, 45.2)), dict(datetime="2023-05"), dict(max_cloud=50.0),
-     dict(intersects=_polygon((10.5, 45.0, 10.7, 45.2)), datetime="2023-05-10/.."), dict(include_pan=True)],
+    [
+        dict(),
+        dict(bbox=(11.1, 45.1, 11.2, 45.2)),
+        dict(datetime="2023-05"),
+        dict(max_cloud=50.0),
+        dict(intersects=_polygon((10.5, 45.0, 10.7, 45.2)), datetime="2023-05-10/.."),
+        dict(include_pan=True),
+    ],
 )
-def test_geoparquet_gives_the_same_items_as_the_api(api: str, archive: tuple[Path, list[dict[str, Any]]], query: dict[str, Any]) -> None:
+def test_geoparquet_gives_the_same_items_as_the_api(
+    api: str, archive: tuple[Path, list[dict[str, Any]]], query: dict[str, Any]
+) -> None:
     root, _ = archive
     from_api = search(api, provider="local", **query)
     from_parquet = search(root / "items.parquet", provider="local", **query)
@@ -342,7 +410,9 @@ def test_geoparquet_gives_the_same_items_as_the_api(api: str, archive: tuple[Pat
     assert len(from_api) > 0
     assert [i.id for i in from_parquet] == [i.id for i in from_api]
     assert [i.id for i in from_ndjson] == [i.id for i in from_api]
-    assert [i.properties["eo:cloud_cover"] for i in from_parquet] == [i.properties["eo:cloud_cover"] for i in from_api]
+    assert [i.properties["eo:cloud_cover"] for i in from_parquet] == [
+        i.properties["eo:cloud_cover"] for i in from_api
+    ]
 
 
 def test_asset_hrefs_stay_absolute_through_the_api(api: str, items: list[dict[str, Any]]) -> None:
@@ -402,9 +472,25 @@ def test_unreachable_server_fails_fast_with_a_named_error() -> None:
     assert time.monotonic() - t0 < 5
 
 
+def test_a_server_that_never_answers_times_out() -> None:
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        t0 = time.monotonic()
+        with pytest.raises(ServerUnreachableError, match="Timeout|ConnectionError"):
+            search(f"http://127.0.0.1:{silent.getsockname()[1]}", retries=1, backoff=0.01, timeout=0.3)
+    assert time.monotonic() - t0 < 5
+
+
 @pytest.mark.parametrize(
     "value",
-    ["2023-06-30/2023-06-01", ("2023-07-01", "2023-06-01"), "2023-13-01", "June 2023", "2023-01-01/2023-02-01/2023-03-01"],
+    [
+        "2023-06-30/2023-06-01",
+        ("2023-07-01", "2023-06-01"),
+        "2023-13-01",
+        "June 2023",
+        "2023-01-01/2023-02-01/2023-03-01",
+    ],
 )
 def test_bad_datetimes(api: str, value: Any) -> None:
     with pytest.raises(InvalidDatetimeError) as info:
@@ -414,9 +500,14 @@ def test_bad_datetimes(api: str, value: Any) -> None:
 
 @pytest.mark.parametrize(
     ("bbox", "hint"),
-    [((10.6, 45.0, 10.0, 45.5), "out of order"), ((10.0, 45.5, 10.6, 45.0), "out of order"),
-     ((45.0, 10.0, 45.5, 190.0), "out of range"), ((600000, 4980000, 610000, 4990000), "metres"),
-     ((10.0, 45.0, 10.6), "four"), (("a", 1, 2, 3), "four")],
+    [
+        ((10.6, 45.0, 10.0, 45.5), "out of order"),
+        ((10.0, 45.5, 10.6, 45.0), "out of order"),
+        ((45.0, 10.0, 45.5, 190.0), "out of range"),
+        ((600000, 4980000, 610000, 4990000), "metres"),
+        ((10.0, 45.0, 10.6), "four"),
+        (("a", 1, 2, 3), "four"),
+    ],
 )
 def test_bad_bboxes(api: str, bbox: Any, hint: str) -> None:
     with pytest.raises(InvalidBBoxError, match=hint):
@@ -428,7 +519,9 @@ def test_bbox_and_intersects_together_is_an_error(api: str) -> None:
         search(api, bbox=TILE_W, intersects=_polygon(TILE_W))
 
 
-def test_unknown_collection_lists_what_the_server_has(api: str, archive: tuple[Path, list[dict[str, Any]]]) -> None:
+def test_unknown_collection_lists_what_the_server_has(
+    api: str, archive: tuple[Path, list[dict[str, Any]]]
+) -> None:
     with pytest.raises(UnknownCollectionError) as info:
         search(api, collections=["sentinel-2-l2a", "landsat-c2l2-sr"])
     msg = str(info.value)
@@ -477,4 +570,6 @@ def test_parse_datetime_expands_partial_dates() -> None:
 def test_exact_instant_finds_exactly_that_scene(api: str, items: list[dict[str, Any]]) -> None:
     when = items[5]["properties"]["datetime"]
     result = search(api, provider="local", datetime=when)
-    assert _ids(result) == {d["id"] for d in items if d["properties"]["datetime"] == when and d["collection"] in L2}
+    assert _ids(result) == {
+        d["id"] for d in items if d["properties"]["datetime"] == when and d["collection"] in L2
+    }

@@ -30,8 +30,13 @@ def _write_world(root: Path, n: int = 6) -> list[dict[str, Any]]:
     for i in range(n):
         collection = "sentinel-2-l2a" if i % 2 else "landsat-c2-l2"
         item = pystac.Item(
-            id=f"scene-{i}", collection=collection, bbox=[10.0, 45.0, 10.5, 45.5],
-            geometry={"type": "Polygon", "coordinates": [[[10, 45], [10.5, 45], [10.5, 45.5], [10, 45.5], [10, 45]]]},
+            id=f"scene-{i}",
+            collection=collection,
+            bbox=[10.0, 45.0, 10.5, 45.5],
+            geometry={
+                "type": "Polygon",
+                "coordinates": [[[10, 45], [10.5, 45], [10.5, 45.5], [10, 45.5], [10, 45]]],
+            },
             datetime=dt.datetime(2023, 6, 1 + i, 10, tzinfo=UTC),
             properties={"eo:cloud_cover": 10.0 * i, "proj:code": "EPSG:32632"},
         )
@@ -40,8 +45,12 @@ def _write_world(root: Path, n: int = 6) -> list[dict[str, Any]]:
     (root / "collections").mkdir(parents=True)
     for cid in ("landsat-c2-l2", "sentinel-2-l2a"):
         coll = pystac.Collection(
-            id=cid, description=cid, license="proprietary",
-            extent=pystac.Extent(pystac.SpatialExtent([[10, 45, 10.5, 45.5]]), pystac.TemporalExtent([[None, None]])),
+            id=cid,
+            description=cid,
+            license="proprietary",
+            extent=pystac.Extent(
+                pystac.SpatialExtent([[10, 45, 10.5, 45.5]]), pystac.TemporalExtent([[None, None]])
+            ),
         )
         (root / "collections" / f"{cid}.json").write_text(json.dumps(coll.to_dict(include_self_link=False)))
     (root / "items.ndjson").write_text("".join(json.dumps(d) + "\n" for d in items))
@@ -55,8 +64,12 @@ def _get(url: str) -> Any:
 
 
 def _post_search(url: str, body: dict[str, Any]) -> Any:
-    req = urllib.request.Request(url + "/search", data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + "/search",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         return json.load(resp)
 
@@ -80,7 +93,10 @@ def test_serves_a_world_directory_and_stops(world: tuple[Path, list[dict[str, An
         assert server.running()
         landing = _get(server.url + "/")
         assert any(link["rel"] == "search" for link in landing["links"])
-        assert sorted(c["id"] for c in _get(server.url + "/collections")["collections"]) == ["landsat-c2-l2", "sentinel-2-l2a"]
+        assert sorted(c["id"] for c in _get(server.url + "/collections")["collections"]) == [
+            "landsat-c2-l2",
+            "sentinel-2-l2a",
+        ]
         found = _post_search(server.url, {"limit": 100})["features"]
         assert sorted(f["id"] for f in found) == sorted(d["id"] for d in items)
         by_id = {d["id"]: d for d in items}
@@ -92,7 +108,9 @@ def test_serves_a_world_directory_and_stops(world: tuple[Path, list[dict[str, An
     assert not _port_open(port)
 
 
-def test_world_directory_prefers_ndjson_and_loads_collections(world: tuple[Path, list[dict[str, Any]]]) -> None:
+def test_world_directory_prefers_ndjson_and_loads_collections(
+    world: tuple[Path, list[dict[str, Any]]],
+) -> None:
     root, _ = world
     inputs = server_inputs(root)
     assert [p.name for p in inputs] == ["landsat-c2-l2.json", "sentinel-2-l2a.json", "items.ndjson"]
@@ -104,7 +122,9 @@ def test_serves_explicit_files_including_geoparquet(world: tuple[Path, list[dict
     root, items = world
     with serve([root / "items.parquet"], startup_timeout=10) as server:
         found = _post_search(server.url, {"limit": 100, "collections": ["sentinel-2-l2a"]})["features"]
-    assert sorted(f["id"] for f in found) == sorted(d["id"] for d in items if d["collection"] == "sentinel-2-l2a")
+    assert sorted(f["id"] for f in found) == sorted(
+        d["id"] for d in items if d["collection"] == "sentinel-2-l2a"
+    )
 
 
 def test_paging_uses_a_post_next_link(world: tuple[Path, list[dict[str, Any]]]) -> None:
@@ -158,8 +178,13 @@ def test_serve_forever_stops_cleanly_on_ctrl_c(world: tuple[Path, list[dict[str,
         "import sys; from harmonize.world.server import serve_forever\n"
         "sys.exit(serve_forever(sys.argv[1], on_ready=lambda s: print(s.url, flush=True)))\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(world[0])], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(world[0])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
