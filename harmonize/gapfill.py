@@ -46,8 +46,9 @@ METHODS: tuple[str, ...] = ("linear", "whittaker", "harmonic", "rbf")
 
 DAY_NS = 86_400 * 10**9
 # Pixels processed per vectorised batch inside one dask block: bounds the float64 temporaries
-# (a few arrays of batch x n_times) to some tens of MB whatever the block size.
-_BATCH = 8192
+# (a handful of arrays of batch x series length) to about 32 MB each, whatever the block size.
+_BATCH_MAX = 8192
+_BATCH_ELEMENTS = 4_000_000
 
 
 class TimeSeriesError(HarmonizeError, ValueError):
@@ -189,36 +190,41 @@ def _pentadiagonal_cholesky_solve(
 ) -> np.ndarray:
     """Solve ``A x = rhs`` for many symmetric positive-definite pentadiagonal systems at once.
 
-    ``diag`` and ``rhs`` are ``(n, L)`` (one system per row); ``off1`` (``L-1``) and ``off2``
-    (``L-2``) are shared by all systems. Banded Cholesky ``A = L L'``, loop over ``L`` with
-    vector operations over ``n``.
+    ``diag`` and ``rhs`` are ``(L, n)``, one system per column (rows contiguous, so each step of
+    the loop over ``L`` is a vector operation over ``n``); ``off1`` (``L-1``) and ``off2``
+    (``L-2``) are shared by all systems. Banded Cholesky ``A = L L'``; ``diag`` and ``rhs`` are
+    overwritten, the solution is returned as ``(L, n)``.
     """
-    n, L = diag.shape
-    l0 = np.empty((n, L))  # L[i, i]
-    l1 = np.zeros((n, L))  # L[i, i-1]
-    l2 = np.zeros((n, L))  # L[i, i-2]
+    L, n = diag.shape
+    l0 = diag  # becomes L[i, i]
+    l1 = np.zeros((L, n))  # L[i, i-1]
+    l2 = np.zeros((L, n))  # L[i, i-2]
     for i in range(L):
         if i >= 2:
-            l2[:, i] = off2[i - 2] / l0[:, i - 2]
+            np.divide(off2[i - 2], l0[i - 2], out=l2[i])
+            l0[i] -= l2[i] * l2[i]
         if i >= 1:
-            l1[:, i] = (off1[i - 1] - l2[:, i] * l1[:, i - 1]) / l0[:, i - 1]
-        l0[:, i] = np.sqrt(diag[:, i] - l1[:, i] ** 2 - l2[:, i] ** 2)
-    z = np.empty((n, L))
+            if i >= 2:
+                np.multiply(l2[i], l1[i - 1], out=l1[i])
+                np.subtract(off1[i - 1], l1[i], out=l1[i])
+                l1[i] /= l0[i - 1]
+            else:
+                np.divide(off1[0], l0[0], out=l1[1])
+            l0[i] -= l1[i] * l1[i]
+        np.sqrt(l0[i], out=l0[i])
+    x = rhs
     for i in range(L):
-        acc = rhs[:, i].copy()
         if i >= 1:
-            acc -= l1[:, i] * z[:, i - 1]
+            x[i] -= l1[i] * x[i - 1]
         if i >= 2:
-            acc -= l2[:, i] * z[:, i - 2]
-        z[:, i] = acc / l0[:, i]
-    x = np.empty((n, L))
+            x[i] -= l2[i] * x[i - 2]
+        x[i] /= l0[i]
     for i in range(L - 1, -1, -1):
-        acc = z[:, i].copy()
         if i + 1 < L:
-            acc -= l1[:, i + 1] * x[:, i + 1]
+            x[i] -= l1[i + 1] * x[i + 1]
         if i + 2 < L:
-            acc -= l2[:, i + 2] * x[:, i + 2]
-        x[:, i] = acc / l0[:, i]
+            x[i] -= l2[i + 2] * x[i + 2]
+        x[i] /= l0[i]
     return x
 
 
@@ -230,27 +236,29 @@ def _whittaker(y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.nd
     if length < 3:
         return _linear(y, valid, t_obs, t_out, *_bracketing(valid, t_obs, t_out))
     day = np.rint(t_obs - t0).astype(int)
-    onehot = np.zeros((t_obs.size, length))
-    onehot[np.arange(t_obs.size), day] = 1.0
-    v = valid.astype(float)
-    w = v @ onehot  # observations per day
-    b = np.where(valid, y, 0.0) @ onehot
-    n_days = (w > 0).sum(axis=1)
+    onehot = np.zeros((length, t_obs.size))
+    onehot[day, np.arange(t_obs.size)] = 1.0
+    # (L, n) layout throughout: one column per pixel.
+    w = onehot @ valid.T.astype(float)  # observations per day
+    b = onehot @ np.where(valid, y, 0.0).T
+    n_days = (w > 0).sum(axis=0)
     # Fewer than two observed days leaves the smoother singular: fit a constant instead
     # (mean of what is there; an unobserved pixel is masked later by the gap rule).
     few = n_days < 2
     if few.any():
-        mean = np.where(w[few].sum(1) > 0, b[few].sum(1) / np.maximum(w[few].sum(1), 1), 0.0)
-        w[few] = 1.0
-        b[few] = mean[:, None]
+        cnt = w[:, few].sum(0)
+        mean = np.where(cnt > 0, b[:, few].sum(0) / np.maximum(cnt, 1), 0.0)
+        w[:, few] = 1.0
+        b[:, few] = mean[None, :]
     p0, p1, p2 = _second_difference_bands(length)
-    z = _pentadiagonal_cholesky_solve(w + lmbda * p0[None, :], lmbda * p1, lmbda * p2, b)
+    w += lmbda * p0[:, None]
+    z = _pentadiagonal_cholesky_solve(w, lmbda * p1, lmbda * p2, b)
     # Sample the daily solution at the output times (linear between days).
     pos = np.clip(t_out - t0, 0, length - 1)
     i0 = np.clip(np.floor(pos).astype(int), 0, length - 2)
-    frac = pos - i0
-    out = z[:, i0] * (1 - frac) + z[:, i0 + 1] * frac
-    return out
+    frac = (pos - i0)[:, None]
+    out = z[i0] * (1 - frac) + z[i0 + 1] * frac  # (m, n)
+    return out.T
 
 
 def _harmonic(
@@ -324,8 +332,12 @@ def _fill_block(block: np.ndarray, *, t_obs: np.ndarray, t_out: np.ndarray, para
     lead = block.shape[:-1]
     flat = block.reshape(-1, block.shape[-1])
     out = np.empty((flat.shape[0], t_out.size), dtype=np.float32)
-    for s in range(0, flat.shape[0], _BATCH):
-        out[s : s + _BATCH] = fill_pixels(flat[s : s + _BATCH], t_obs, t_out, params)
+    length = max(t_obs.size, t_out.size)
+    if params.method == "whittaker":  # the daily grid spans observations and output
+        length = max(length, int(max(t_obs.max(), t_out.max()) - min(t_obs.min(), t_out.min())) + 1)
+    batch = int(np.clip(_BATCH_ELEMENTS // max(length, 1), 256, _BATCH_MAX))
+    for s in range(0, flat.shape[0], batch):
+        out[s : s + batch] = fill_pixels(flat[s : s + batch], t_obs, t_out, params)
     return out.reshape(*lead, t_out.size)
 
 
