@@ -1,0 +1,156 @@
+"""The common grid both sensors are loaded onto.
+
+The default target is the Sentinel-2 MGRS convention: 10 m pixels whose edges sit on 10 m
+multiples, in the UTM zone of the area of interest (from the bbox centre, or from the centre of
+the items' footprint union when no bbox is given). Items from another UTM zone are reprojected
+onto it, never dropped. A caller may give a CRS, a resolution or a whole :class:`GeoBox` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pystac
+from odc.geo import geom
+from odc.geo.crs import CRS
+from odc.geo.geobox import GeoBox
+
+from harmonize.errors import EmptySearchError, InvalidBBoxError, NoOverlapError
+
+__all__ = [
+    "DEFAULT_RESOLUTION",
+    "item_footprint",
+    "footprint_union",
+    "aoi_crs",
+    "common_geobox",
+    "items_overlapping",
+    "geobox_to_dict",
+    "geobox_from_dict",
+]
+
+log = logging.getLogger(__name__)
+
+#: Resolution of the harmonized product (metres): the Sentinel-2 10 m grid.
+DEFAULT_RESOLUTION = 10.0
+
+
+def item_footprint(item: pystac.Item) -> geom.Geometry:
+    """The footprint of ``item`` in EPSG:4326 (its geometry, else its bbox)."""
+    if item.geometry is not None:
+        return geom.Geometry(item.geometry, "epsg:4326")
+    if item.bbox is not None:
+        return geom.box(*item.bbox[:4], "epsg:4326")
+    raise NoOverlapError(
+        f"Item {item.id!r} has neither geometry nor bbox, so it cannot be placed on a grid; "
+        "fix the item document or pass it with a geometry."
+    )
+
+
+def footprint_union(items: Iterable[pystac.Item]) -> geom.Geometry:
+    """Union of the items' footprints in EPSG:4326."""
+    shapes = [item_footprint(it) for it in items]
+    if not shapes:
+        raise EmptySearchError("No items to take a footprint from; search a wider area or time range.")
+    return geom.unary_union(shapes)
+
+
+def _check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
+    if len(bbox) != 4:
+        raise InvalidBBoxError(f"bbox must be (west, south, east, north) in degrees, got {bbox!r}.")
+    w, s, e, n = (float(v) for v in bbox)
+    if not (w < e and s < n and -180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
+        raise InvalidBBoxError(
+            f"bbox {bbox!r} is not (west, south, east, north) in degrees with west < east and south < north."
+        )
+    return w, s, e, n
+
+
+def aoi_crs(aoi: geom.Geometry) -> CRS:
+    """The UTM CRS of the zone holding the centre of ``aoi`` (any CRS)."""
+    centre = aoi.to_crs("epsg:4326").centroid
+    (lon, lat), = centre.points
+    return CRS.utm(lon, lat)
+
+
+def common_geobox(
+    items: Sequence[pystac.Item] | None = None,
+    *,
+    bbox: Sequence[float] | None = None,
+    crs: Any = None,
+    resolution: float = DEFAULT_RESOLUTION,
+    geobox: GeoBox | None = None,
+) -> GeoBox:
+    """The GeoBox a cube is loaded onto.
+
+    Parameters
+    ----------
+    items
+        Items whose footprint union sets the extent (and the UTM zone) when ``bbox`` is absent.
+    bbox
+        Area of interest ``(west, south, east, north)`` in degrees.
+    crs
+        Output CRS (anything odc-geo accepts); default: the UTM zone of the AOI centre.
+    resolution
+        Pixel size in CRS units; pixel edges are anchored on multiples of it, which for 10 m
+        in UTM is the Sentinel-2 MGRS grid.
+    geobox
+        A ready GeoBox; returned as is (the other parameters must then be left out).
+
+    Returns
+    -------
+    GeoBox
+
+    Raises
+    ------
+    InvalidBBoxError
+        If ``bbox`` is malformed.
+    NoOverlapError
+        If ``bbox`` does not intersect the items' footprints.
+    EmptySearchError
+        If neither items nor a bbox nor a geobox are given.
+    """
+    if geobox is not None:
+        return geobox
+    if bbox is not None:
+        aoi = geom.box(*_check_bbox(bbox), "epsg:4326")
+        if items:
+            union = footprint_union(items)
+            if not union.intersects(aoi):
+                raise NoOverlapError(
+                    f"bbox {tuple(bbox)} does not intersect the footprints of the {len(items)} items "
+                    f"(which cover {tuple(round(v, 4) for v in union.boundingbox)}); pass a bbox inside them."
+                )
+    elif items:
+        aoi = footprint_union(items)
+    else:
+        raise EmptySearchError("No items and no bbox: nothing to build a grid from; pass items or a bbox.")
+    out_crs = CRS(crs) if crs is not None else aoi_crs(aoi)
+    extent = aoi.to_crs(out_crs)
+    return GeoBox.from_bbox(extent.boundingbox, out_crs, resolution=resolution, anchor="edge")
+
+
+def items_overlapping(items: Sequence[pystac.Item], geobox: GeoBox) -> list[pystac.Item]:
+    """The items whose footprint intersects ``geobox``."""
+    extent = geobox.extent.to_crs("epsg:4326")
+    return [it for it in items if item_footprint(it).intersects(extent)]
+
+
+def geobox_to_dict(geobox: GeoBox) -> dict[str, Any]:
+    """A JSON-serialisable description of ``geobox`` (inverse: :func:`geobox_from_dict`)."""
+    t = geobox.transform
+    crs = geobox.crs
+    return {
+        "crs": f"EPSG:{crs.epsg}" if crs is not None and crs.epsg is not None else (crs.wkt if crs else None),
+        "transform": [t.a, t.b, t.c, t.d, t.e, t.f],
+        "shape": [int(geobox.shape.y), int(geobox.shape.x)],
+    }
+
+
+def geobox_from_dict(d: dict[str, Any]) -> GeoBox:
+    """Rebuild a GeoBox from :func:`geobox_to_dict`'s output."""
+    from affine import Affine
+
+    a, b, c, dd, e, f = d["transform"]
+    return GeoBox(tuple(d["shape"]), Affine(a, b, c, dd, e, f), d["crs"])

@@ -1,0 +1,320 @@
+"""load_cube against real provider item shapes, pointed at tiny local COGs with known DNs.
+
+Each real item document from /work/shared/stac-items is rewritten to a 240 m square inside its
+own scene (same CRS, same pixel grid), and every asset the cube reads is written as a small COG
+of the provider's dtype whose DNs are constant per 60 m block (a value known per block and band).
+Expected reflectance is computed here from each provider's published rule, independently of
+harmonize.providers.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+from affine import Affine
+from odc.geo import geom
+from odc.geo.geobox import GeoBox
+
+from harmonize import errors
+from harmonize.cube import AssetReadWarning, cube_items, load_cube, reload_cube, to_reflectance
+
+STAC_DIR = Path(__file__).parents[2] / "shared" / "stac-items"
+
+ES_S2 = "earthsearch-v1_sentinel-2-l2a_S2A_13TDE_20231008_0_L2A.json"
+ES_LS = "earthsearch-v1_landsat-c2-l2_LC08_L2SP_033032_20231008_02_T1.json"
+PC_S2 = "pc_sentinel-2-l2a_S2A_MSIL2A_20190101T000001_R116_T59VPE_20201007T214658.json"
+PC_LS = "pc_landsat-c2-l2_LC09_L2SP_084069_20250722_02_T2.json"
+USGS_LS = "landsat-c2l2-sr-LC09_L2SR_086107_20240311_20240312_02_T2_SR.json"
+
+BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
+COLORADO = (460000.0, 4450000.0)  # inside both Earth Search scenes, EPSG:32613
+SIDE = 240.0  # metres: 4 x 4 blocks of 60 m
+BLOCK = 60.0
+
+# Asset key and native resolution of each canonical band, per item shape.
+S2_ES_KEYS = {"blue": "blue", "green": "green", "red": "red", "nir": "nir08", "swir16": "swir16", "swir22": "swir22", "qa": "scl"}
+S2_PC_KEYS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B8A", "swir16": "B11", "swir22": "B12", "qa": "SCL"}
+LS_KEYS = {"blue": "blue", "green": "green", "red": "red", "nir": "nir08", "swir16": "swir16", "swir22": "swir22", "qa": "qa_pixel"}
+S2_RES = {"blue": 10, "green": 10, "red": 10, "nir": 20, "swir16": 20, "swir22": 20, "qa": 20}
+LS_RES = dict.fromkeys(LS_KEYS, 30)
+
+# Provider rules, written out here rather than taken from harmonize.providers.
+RULES = {
+    ES_S2: (1e-4, -0.1),  # raster:bands of a baseline 05.09 item
+    PC_S2: (1e-4, 0.0),  # no raster:bands; baseline 02.12 predates BOA_ADD_OFFSET
+    ES_LS: (2.75e-5, -0.2),
+    PC_LS: (2.75e-5, -0.2),
+    USGS_LS: (2.75e-5, -0.2),  # no raster:bands; Collection 2 L2 SR rule
+}
+
+# Quality codes per 60 m block row-major: block 0 no data, 1 cloud, 2 shadow, the rest clear.
+LS_QA = {"nodata": 1, "cloud": 22280, "shadow": 23888, "clear": 21824}
+SCL = {"nodata": 0, "cloud": 9, "shadow": 3, "clear": 4}
+BLOCK_CLASS = ["nodata", "cloud", "shadow"] + ["clear"] * 13
+
+
+def block_dn(band_index: int) -> np.ndarray:
+    """Known DN per 60 m block (4 x 4) for a band; block 0 is no data (0)."""
+    dn = 7000 + 1000 * band_index + 37 * np.arange(16, dtype="int64")
+    dn[0] = 0
+    return dn.reshape(4, 4)
+
+
+def _crs(d: dict) -> str:
+    p = d["properties"]
+    return p.get("proj:code") or f"EPSG:{p['proj:epsg']}"
+
+
+def _native_transform(d: dict, key: str) -> list[float]:
+    return d["assets"][key].get("proj:transform") or d["properties"]["proj:transform"]
+
+
+def localise(
+    name: str, tmp_path: Path, *, corner: tuple[float, float] | None = None, fail_key: str | None = None
+) -> pystac.Item:
+    """The real item ``name``, shrunk to a 240 m square of its own grid with local COGs.
+
+    ``corner`` (in the item's CRS) is snapped to the item's grid; default: 600 m in from its origin.
+    """
+    d = json.loads((STAC_DIR / name).read_text())
+    keys = S2_ES_KEYS if name == ES_S2 else S2_PC_KEYS if name == PC_S2 else LS_KEYS
+    res = S2_RES if "sentinel" in name else LS_RES
+    crs = _crs(d)
+    t0 = _native_transform(d, keys["blue"])
+    # A corner on the scene's own pixel grid (60 m is a multiple of every native resolution).
+    cx, cy = corner if corner is not None else (t0[2] + 600, t0[5] - 600)
+    x0 = t0[2] + round((cx - t0[2]) / BLOCK) * BLOCK
+    y0 = t0[5] + round((cy - t0[5]) / BLOCK) * BLOCK
+    for band, key in keys.items():
+        r = res[band]
+        n = int(SIDE // r)
+        rep = int(BLOCK // r)
+        if band == "qa":
+            table = SCL if "sentinel" in name else LS_QA
+            dtype = "uint8" if "sentinel" in name else "uint16"
+            blocks = np.array([table[c] for c in BLOCK_CLASS]).reshape(4, 4)
+            nodata = table["nodata"]
+        else:
+            dtype, nodata = "uint16", 0
+            blocks = block_dn(BANDS.index(band))
+        arr = np.kron(blocks, np.ones((rep, rep), "int64")).astype(dtype)
+        path = tmp_path / f"{d['id']}_{key}.tif"
+        transform = Affine(r, 0, x0, 0, -r, y0)
+        with rasterio.open(path, "w", driver="COG", width=n, height=n, count=1, dtype=dtype, crs=crs,
+                           transform=transform, nodata=nodata) as dst:
+            dst.write(arr, 1)
+        a = d["assets"][key]
+        a["href"] = path.as_uri() if key != fail_key else (tmp_path / "missing.tif").as_uri()
+        if "proj:transform" in a or "proj:transform" not in d["properties"]:
+            a["proj:transform"] = list(transform)[:6]
+            a["proj:shape"] = [n, n]
+            a.pop("proj:bbox", None)
+    p = d["properties"]
+    if "proj:transform" in p:
+        p["proj:transform"] = list(Affine(30, 0, x0, 0, -30, y0))[:6]
+        p["proj:shape"] = [int(SIDE // 30)] * 2
+    p.pop("proj:centroid", None)
+    footprint = geom.box(x0, y0 - SIDE, x0 + SIDE, y0, crs).to_crs("epsg:4326")
+    d["geometry"] = footprint.json
+    d["bbox"] = list(footprint.boundingbox)
+    d["links"] = []
+    return pystac.Item.from_dict(d)
+
+
+def native_geobox(item: pystac.Item, res: float) -> GeoBox:
+    d = item.to_dict()
+    t = _native_transform(d, "blue" if "blue" in d["assets"] else "B02")
+    n = int(SIDE // res)
+    return GeoBox((n, n), Affine(res, 0, t[2], 0, -res, t[5]), _crs(d))
+
+
+def expected(name: str, res: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Expected reflectance per band and clear mask on the native grid at ``res``."""
+    scale, offset = RULES[name]
+    rep = int(BLOCK // res)
+    out = {}
+    for i, band in enumerate(BANDS):
+        dn = np.kron(block_dn(i), np.ones((rep, rep)))
+        out[band] = np.where(dn == 0, np.nan, dn * scale + offset)
+    clear = np.kron(np.array([c == "clear" for c in BLOCK_CLASS]).reshape(4, 4), np.ones((rep, rep), bool))
+    return out, clear
+
+
+needs_items = pytest.mark.skipif(
+    not STAC_DIR.is_dir(), reason=f"real STAC item documents not available at {STAC_DIR}"
+)
+
+
+@needs_items
+@pytest.mark.parametrize("name", [ES_S2, PC_S2, ES_LS, PC_LS, USGS_LS])
+def test_reflectance_follows_each_provider_rule(name: str, tmp_path: Path) -> None:
+    item = localise(name, tmp_path)
+    res = 10.0 if "sentinel" in name else 30.0
+    # Nearest keeps the 20 m bands exact on the 10 m grid (each 20 m pixel -> 2 x 2).
+    ds = load_cube([item], geobox=native_geobox(item, res), resampling="nearest")
+    want, clear = expected(name, res)
+    assert ds.sizes["time"] == 1
+    for band in BANDS:
+        got = ds[band].isel(time=0).values
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want[band], rtol=0, atol=2e-7, err_msg=f"{name} {band}")
+        assert np.isnan(got).sum() == np.isnan(want[band]).sum() > 0
+    np.testing.assert_array_equal(ds["clear"].isel(time=0).values, clear)
+    sensor = "sentinel-2" if "sentinel" in name else "landsat"
+    assert ds.sensor.values.tolist() == [sensor]
+    assert ds.item_id.values.tolist() == [item.id]
+    assert ds.platform.values[0] in {"sentinel-2a", "landsat-8", "landsat-9"}
+    assert ds.rio.crs == ds.odc.geobox.crs == native_geobox(item, res).crs
+
+
+@needs_items
+def test_raw_dn_and_to_reflectance(tmp_path: Path) -> None:
+    item = localise(PC_S2, tmp_path)
+    raw = load_cube([item], geobox=native_geobox(item, 10), resampling="nearest", reflectance=False)
+    assert raw["red"].dtype == np.uint16
+    assert raw.scale.values.tolist() == [1e-4] and raw.offset.values.tolist() == [0.0]
+    refl = to_reflectance(raw)
+    want, _ = expected(PC_S2, 10)
+    np.testing.assert_allclose(refl["red"].isel(time=0).values, want["red"], atol=2e-7)
+    assert "scale" not in refl.coords
+    with pytest.raises(errors.HarmonizeError, match="already reflectance"):
+        to_reflectance(refl)
+
+
+@needs_items
+def test_both_sensors_one_cube_default_grid(tmp_path: Path) -> None:
+    # Same place in both scenes (Colorado, 2023-10-08); their grids are 15 m apart.
+    s2, ls = localise(ES_S2, tmp_path, corner=COLORADO), localise(ES_LS, tmp_path, corner=COLORADO)
+    ds = load_cube([s2, ls])
+    assert ds.sizes["y"] < 40 and ds.sizes["x"] < 40
+    gb = ds.odc.geobox
+    assert gb.crs.epsg == 32613  # the AOI's UTM zone
+    assert gb.resolution.x == 10 and gb.transform.c % 10 == 0 and gb.transform.f % 10 == 0
+    # Same solar day, two sensors: two time steps, sorted (Landsat 17:37 before S2 18:02).
+    assert ds.sensor.values.tolist() == ["landsat", "sentinel-2"]
+    assert (np.diff(ds.time.values) > np.timedelta64(0)).all()
+    assert ds.shift_x.values.tolist() == [0.0, 0.0]
+    # Bilinear only mixes source pixels whose centres are within one pixel (<= 30 m): pixels
+    # at least 15 m inside a 60 m block see only that block, so they are exact.
+    xs, ys = np.meshgrid(ds.x.values, ds.y.values)
+    for t, (item, name) in enumerate([(ls, ES_LS), (s2, ES_S2)]):
+        t0 = _native_transform(item.to_dict(), "blue")
+        bx, by = (xs - t0[2]) / BLOCK, (t0[5] - ys) / BLOCK
+        inside = (bx >= 0) & (by >= 0) & (bx < 4) & (by < 4)
+        safe = inside & (np.minimum(bx % 1, 1 - bx % 1) * BLOCK >= 15) & (np.minimum(by % 1, 1 - by % 1) * BLOCK >= 15)
+        scale, offset = RULES[name]
+        for i, band in enumerate(BANDS):
+            dn = block_dn(i)[by[safe].astype(int), bx[safe].astype(int)]
+            want = np.where(dn == 0, np.nan, dn * scale + offset)
+            np.testing.assert_allclose(ds[band].isel(time=t).values[safe], want, atol=2e-7)
+        cls = np.array(BLOCK_CLASS).reshape(4, 4)[by[safe].astype(int), bx[safe].astype(int)]
+        np.testing.assert_array_equal(ds["clear"].isel(time=t).values[safe], cls == "clear")
+        assert safe.sum() > 10
+    # Outside every footprint: NaN and not clear.
+    assert not ds["clear"].values[:, ~np.isfinite(ds["red"].values).any(axis=0)].any()
+
+
+@needs_items
+def test_other_crs_is_reprojected_onto_utm(tmp_path: Path) -> None:
+    item = localise(USGS_LS, tmp_path)  # EPSG:3031 polar stereographic
+    ds = load_cube([item], bands=["red"])
+    assert ds.odc.geobox.crs.epsg in range(32701, 32761)
+    red = ds["red"].values
+    want, _ = expected(USGS_LS, 30)
+    vals = red[np.isfinite(red)]
+    assert vals.size > 100
+    assert np.nanmin(want["red"]) - 1e-6 <= vals.min() and vals.max() <= np.nanmax(want["red"]) + 1e-6
+
+
+@needs_items
+def test_cube_is_lazy_until_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = [localise(ES_S2, tmp_path, corner=COLORADO), localise(ES_LS, tmp_path, corner=COLORADO)]
+    opened: list[str] = []
+    real_open = rasterio.open
+
+    def counting_open(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio, "open", counting_open)
+    ds = load_cube(items)
+    assert all(v.chunks is not None for v in ds.data_vars.values())
+    assert opened == []
+    ds["red"].isel(time=0).compute()
+    assert opened, "computing a band must read its asset"
+
+
+@needs_items
+def test_shift_moves_scene_on_the_grid(tmp_path: Path) -> None:
+    item = localise(ES_LS, tmp_path)
+    gb = native_geobox(item, 30)
+    base = load_cube([item], geobox=gb, bands=["red"], resampling="nearest")
+    shifted = load_cube([item], geobox=gb, bands=["red"], resampling="nearest", shifts={item.id: (60.0, -30.0)})
+    assert shifted.shift_x.values.tolist() == [60.0] and shifted.shift_y.values.tolist() == [-30.0]
+    a, b = base["red"].isel(time=0).values, shifted["red"].isel(time=0).values
+    # Pixels really sit 60 m east and 30 m south: two columns right, one row down.
+    np.testing.assert_array_equal(b[1:, 2:], a[:-1, :-2])
+    assert np.isnan(b[:, :2]).all() and np.isnan(b[:1, :]).all()
+    # The recorded items reload with the same options on the same grid.
+    again = reload_cube(shifted)
+    np.testing.assert_array_equal(again["red"].values, shifted["red"].values)
+    assert [it.id for it in cube_items(shifted)] == [item.id]
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_no_items_is_an_empty_search() -> None:
+    with pytest.raises(errors.EmptySearchError, match="no items"):
+        load_cube([])
+
+
+@needs_items
+def test_unknown_collection(tmp_path: Path) -> None:
+    d = localise(ES_S2, tmp_path).to_dict()
+    d["collection"] = "modis-09a1"
+    with pytest.raises(errors.UnknownCollectionError, match="modis-09a1"):
+        load_cube([pystac.Item.from_dict(d)])
+
+
+@needs_items
+def test_unknown_and_missing_bands(tmp_path: Path) -> None:
+    item = localise(ES_S2, tmp_path)
+    with pytest.raises(errors.UnknownBandError, match="coastal"):
+        load_cube([item], bands=["coastal"])
+    d = item.to_dict()
+    del d["assets"]["swir22"]
+    with pytest.raises(errors.MissingAssetError, match="swir22"):
+        load_cube([pystac.Item.from_dict(d)])
+    with pytest.raises(errors.MissingAssetError, match="landsat-c2l1"):
+        load_cube([item], bands=["red", "pan"])
+
+
+@needs_items
+def test_bbox_outside_items(tmp_path: Path) -> None:
+    item = localise(ES_S2, tmp_path)
+    with pytest.raises(errors.NoOverlapError, match="does not intersect"):
+        load_cube([item], bbox=(10.0, 45.0, 10.1, 45.1))
+
+
+@needs_items
+def test_unreadable_asset_strict_and_lenient(tmp_path: Path) -> None:
+    item = localise(ES_S2, tmp_path, fail_key="red")
+    missing = (tmp_path / "missing.tif").as_uri()
+    ds = load_cube([item], geobox=native_geobox(item, 10))  # building reads nothing
+    with pytest.raises(errors.AssetReadError, match="missing.tif"):
+        ds["red"].compute()
+    lenient = load_cube([item], geobox=native_geobox(item, 10), fail_on_error=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        red, green = lenient["red"].compute(), lenient["green"].compute()
+    assert any(issubclass(w.category, AssetReadWarning) and missing.removeprefix("file://") in str(w.message) for w in caught)
+    assert np.isnan(red.values).all()
+    assert np.isfinite(green.values).any()
