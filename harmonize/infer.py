@@ -362,7 +362,8 @@ def _spatial_chunks(n: int, size: int, halo: int) -> tuple[int, ...]:
     its neighbour (dask would otherwise rechunk the overlap and move chunk starts off the grid)."""
     chunks = [size] * (n // size) + ([n % size] if n % size else [])
     if len(chunks) > 1 and chunks[-1] < halo:
-        chunks[-2] += chunks.pop()
+        last = chunks.pop()
+        chunks[-1] += last
     return tuple(chunks)
 
 
