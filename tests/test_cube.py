@@ -9,6 +9,7 @@ harmonize.providers.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -318,3 +319,64 @@ def test_unreadable_asset_strict_and_lenient(tmp_path: Path) -> None:
     assert any(issubclass(w.category, AssetReadWarning) and missing.removeprefix("file://") in str(w.message) for w in caught)
     assert np.isnan(red.values).all()
     assert np.isfinite(green.values).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Landsat pan from the matching Level-1 scene
+
+
+def level1_of(l2: pystac.Item, tmp_path: Path, pan_dn: int = 30000) -> pystac.Item:
+    """A USGS-shaped ``landsat-c2l1`` item for Level-2 ``l2``: same scene, a 15 m pan COG."""
+    d = copy.deepcopy(l2.to_dict())
+    d["id"] = d["id"].replace("L2SP", "L1TP")
+    d["collection"] = "landsat-c2l1"
+    t = _native_transform(d, "blue")
+    x0, y0 = t[2], t[5]
+    n = int(SIDE // 15)
+    # Row-dependent DNs so that a misplaced or flipped pan shows.
+    arr = (pan_dn + 100 * np.arange(n)[:, None] + np.zeros((1, n), "int64")).astype("uint16")
+    path = tmp_path / f"{d['id']}_B8.tif"
+    with rasterio.open(path, "w", driver="COG", width=n, height=n, count=1, dtype="uint16", crs=_crs(d),
+                       transform=Affine(15, 0, x0, 0, -15, y0), nodata=0) as dst:
+        dst.write(arr, 1)
+    qa = d["assets"]["qa_pixel"]
+    d["assets"] = {
+        "pan": {"href": path.as_uri(), "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "roles": ["data"], "proj:shape": [n, n], "proj:transform": [15, 0, x0, 0, -15, y0]},
+        "qa_pixel": qa,
+    }
+    return pystac.Item.from_dict(d)
+
+
+@needs_items
+def test_pan_comes_from_the_matching_level1_scene(tmp_path: Path) -> None:
+    s2 = localise(ES_S2, tmp_path, corner=COLORADO)
+    l2 = localise(ES_LS, tmp_path, corner=COLORADO)
+    l1 = level1_of(l2, tmp_path)
+    ds = load_cube([s2, l1, l2], resampling="nearest")
+    assert "pan" in ds.data_vars and ds["pan"].dtype == np.float32
+    assert ds.sensor.values.tolist() == ["landsat", "sentinel-2"]
+    assert ds.item_id.values.tolist() == [l2.id, s2.id]
+    assert np.isnan(ds["pan"].sel(time=ds.sensor == "sentinel-2").values).all()
+    pan = ds["pan"].isel(time=0)
+    t = _native_transform(l1.to_dict(), "pan")
+    rows = np.floor((t[5] - ds.y.values) / 15).astype(int)
+    valid_rows = (rows >= 0) & (rows < SIDE / 15)
+    cols_in = ((ds.x.values - t[2]) >= 0) & ((ds.x.values - t[2]) < SIDE)
+    want = (30000 + 100 * rows[valid_rows]) * 2.0e-5 - 0.1  # Collection 2 L1 TOA rule
+    got = pan.values[np.ix_(valid_rows, cols_in)]
+    np.testing.assert_allclose(got, np.repeat(want[:, None], cols_in.sum(), axis=1), atol=2e-7)
+    # bands=None without Level-1 items: no pan variable at all.
+    assert "pan" not in load_cube([s2, l2]).data_vars
+
+
+@needs_items
+def test_shift_applies_to_the_level1_pan_too(tmp_path: Path) -> None:
+    l2 = localise(ES_LS, tmp_path)
+    l1 = level1_of(l2, tmp_path)
+    gb = native_geobox(l2, 15)
+    base = load_cube([l2, l1], bands=["pan"], geobox=gb, resampling="nearest")
+    moved = load_cube([l2, l1], bands=["pan"], geobox=gb, resampling="nearest", shifts={l2.id: (0.0, -30.0)})
+    a, b = base["pan"].isel(time=0).values, moved["pan"].isel(time=0).values
+    np.testing.assert_array_equal(b[2:], a[:-2])  # 30 m south = two 15 m rows down
+    assert np.isnan(b[:2]).all()
