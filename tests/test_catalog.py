@@ -573,3 +573,38 @@ def test_exact_instant_finds_exactly_that_scene(api: str, items: list[dict[str, 
     assert _ids(result) == {
         d["id"] for d in items if d["properties"]["datetime"] == when and d["collection"] in L2
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# the simulated world, served and searched like a remote archive
+
+
+@pytest.fixture(scope="module")
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    try:
+        return request.getfixturevalue("tiny_world")
+    except pytest.FixtureLookupError:  # conftest without the shared fixture: make one here
+        from harmonize.world import WorldConfig, create_world
+
+        return create_world(tmp_path_factory.mktemp("tiny-world"), WorldConfig.tiny())
+
+
+def test_the_served_world_holds_every_scene_of_its_manifest(world: Any) -> None:
+    from collections import Counter
+    from urllib.parse import urlsplit
+
+    scenes = world.manifest["scenes"]
+    want = Counter(s["collection"] for s in scenes)
+    want["landsat-c2l1"] = sum(1 for s in scenes if s.get("l1_id"))
+    assert want["sentinel-2-l2a"] > 0 and want["landsat-c2-l2"] > 0
+    with serve(world.root) as server:
+        found = search(server.url, provider="local", bbox=world.bbox, include_pan=True, page_size=5)
+        clear = search(server.url, provider="local", bbox=world.bbox, max_cloud=20)
+    assert Counter(i.collection_id for i in found) == want
+    assert {i.id for i in clear} == {s["id"] for s in scenes if s["eo:cloud_cover"] <= 20}
+    for item in found:
+        for asset in item.assets.values():
+            assert asset.href.startswith("file:///")
+            assert Path(urlsplit(asset.href).path).is_file()
+    from_parquet = search(world.items_path, provider="local", bbox=world.bbox, include_pan=True)
+    assert [i.id for i in from_parquet] == [i.id for i in found]
