@@ -1,0 +1,118 @@
+"""The ``harmonize`` command line.
+
+Subsystems are imported inside each command so ``harmonize --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from harmonize.errors import HarmonizeError
+
+log = logging.getLogger("harmonize")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class _Group(click.Group):
+    """Turns harmonize's named errors into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except HarmonizeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="harmonize")
+def main(verbose: int) -> None:
+    """harmonize: Landsat-8/9 and Sentinel-2 into one analysis-ready time series."""
+    _setup_logging(verbose + 1)
+
+
+# ---------------------------------------------------------------- world
+@main.group(cls=_Group)
+def world() -> None:
+    """The embedded simulated archive: create it, serve it."""
+
+
+@world.command("create")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--size-km", type=float, default=None, help="Side of the square area (default 5.12).")
+@click.option("--start", default=None, help="First date, YYYY-MM-DD.")
+@click.option("--end", default=None, help="Last date, YYYY-MM-DD.")
+@click.option("--seed", type=int, default=None, help="Random seed (same seed, same archive).")
+def world_create(directory: Path, size_km: float | None, start: str | None, end: str | None, seed: int | None) -> None:
+    """Simulate a Landsat-8/9 + Sentinel-2 archive into DIRECTORY."""
+    from harmonize.world import WorldConfig, create_world
+
+    overrides = {k: v for k, v in {"size_km": size_km, "start": start, "end": end, "seed": seed}.items() if v is not None}
+    w = create_world(directory, WorldConfig(**overrides))
+    click.echo(f"world written to {w.root} ({len(w.manifest['scenes'])} scenes)")
+
+
+@world.command("serve")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--port", type=int, default=None, help="Loopback port (default: a free one).")
+def world_serve(directory: Path, port: int | None) -> None:
+    """Serve the world in DIRECTORY as a STAC API on loopback until Ctrl-C."""
+    from harmonize.world.server import serve_forever
+
+    serve_forever(directory, port=port)
+
+
+# ---------------------------------------------------------------- search
+@main.command("search")
+@click.argument("source")
+@click.option("--provider", default=None, help="Provider profile (earth-search, planetary-computer, usgs, local).")
+@click.option("--collection", "collections", multiple=True, help="Collection id (repeatable).")
+@click.option("--bbox", default=None, help="west,south,east,north in degrees.")
+@click.option("--datetime", "datetime_", default=None, help="A date or range, e.g. 2023-01-01/2023-06-30.")
+@click.option("--max-cloud", type=float, default=None, help="Maximum eo:cloud_cover in percent.")
+@click.option("--json", "as_json", is_flag=True, help="Print the items as an ItemCollection.")
+def search_cmd(source, provider, collections, bbox, datetime_, max_cloud, as_json) -> None:
+    """Search SOURCE (a STAC API URL or a stac-geoparquet file) and list what was found."""
+    from harmonize.catalog import search
+
+    bbox_t = tuple(float(v) for v in bbox.split(",")) if bbox else None
+    items = search(
+        source,
+        provider=provider,
+        collections=list(collections) or None,
+        bbox=bbox_t,
+        datetime=datetime_,
+        max_cloud=max_cloud,
+    )
+    if as_json:
+        click.echo(json.dumps({"type": "FeatureCollection", "features": [i.to_dict() for i in items]}))
+        return
+    for it in items:
+        click.echo(f"{it.collection_id:16s} {it.id:48s} {it.datetime:%Y-%m-%d} cloud {it.properties.get('eo:cloud_cover', float('nan')):5.1f}%")
+    click.echo(f"{len(items)} items")
+
+
+# ---------------------------------------------------------------- demo
+@main.command("demo")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"))
+@click.option("--size-km", type=float, default=None, help="Side of the simulated area (default 5.12).")
+def demo_cmd(out: Path, size_km: float | None) -> None:
+    """Run the whole pipeline on a freshly simulated world and write a report to OUT."""
+    from pipelines.demo import run_demo
+
+    report = run_demo(out, size_km=size_km)
+    click.echo(f"report: {report}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
