@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -197,3 +199,31 @@ def test_serve_forever_stops_cleanly_on_ctrl_c(world: tuple[Path, list[dict[str,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signal is a Linux feature")
+def test_server_dies_with_a_killed_parent(world: tuple[Path, list[dict[str, Any]]]) -> None:
+    code = (
+        "import sys, time; from harmonize.world.server import serve\n"
+        "with serve(sys.argv[1]) as s:\n    print(s.url, s.process.pid, flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(world[0])], stdout=subprocess.PIPE, text=True)
+    server_pid = None
+    try:
+        assert proc.stdout is not None
+        url, pid = proc.stdout.readline().split()
+        port, server_pid = int(url.rsplit(":", 1)[1]), int(pid)
+        assert _port_open(port)
+        proc.kill()  # SIGKILL: no finally block, no context manager exit runs
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _port_open(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if server_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server_pid, signal.SIGKILL)  # only if the test failed: never leave it running

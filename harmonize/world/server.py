@@ -225,7 +225,13 @@ def serve(
     # --use-duckdb false: the DuckDB backend needs an extension download (see module docstring).
     cmd = [exe, "serve", "--addr", netloc, "--use-duckdb", "false", *map(str, inputs)]
     stderr = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would block the server
-    process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    process = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+    )
     server = StacServer(url=url, process=process, inputs=inputs, _stderr=stderr)
     try:
         deadline = time.monotonic() + startup_timeout
@@ -302,6 +308,17 @@ def serve_forever(
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when its parent dies, so a killed
+    Python process leaves no orphaned server holding the port."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _in_main_thread() -> bool:
