@@ -7,12 +7,15 @@ Landsat on one 10 m grid, one time axis sorted in time, NaN wherever an observat
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harmonize.bands import REFLECTANCE_BANDS
 from harmonize.errors import CRSMismatchError
@@ -27,6 +30,8 @@ __all__ = [
     "check_same_grid",
     "gap_fill",
     "SameDay",
+    "TimeSeriesConfig",
+    "ndvi_timeseries",
 ]
 
 log = logging.getLogger(__name__)
@@ -306,3 +311,98 @@ def ndvi_rmse_against_truth(filled: xr.DataArray, truth_ndvi: xr.DataArray) -> d
         "n": int(n),
         "coverage": n / tot if tot else 0.0,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# one call for the pipeline and the CLI
+
+
+class TimeSeriesConfig(BaseModel):
+    """Settings of the fuse -> NDVI -> gap-fill stage (one field per CLI flag).
+
+    Attributes
+    ----------
+    method
+        Gap-fill method: ``linear``, ``whittaker``, ``harmonic`` or ``rbf``.
+    freq
+        Output step (pandas frequency).
+    max_gap
+        Longest bridged span between clear observations (``"45D"`` or days).
+    start, end
+        Output axis bounds (ISO dates); default the observed span.
+    lmbda, n_harmonics, period, sigmas, rbf_cutoff
+        Method parameters, see :func:`harmonize.gapfill.gap_fill`.
+    same_day
+        Same-day rule of :func:`fuse`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Literal["linear", "whittaker", "harmonic", "rbf"] = "whittaker"
+    freq: str = "5D"
+    max_gap: str | float = "45D"
+    start: str | None = None
+    end: str | None = None
+    lmbda: float = Field(1000.0, gt=0)
+    n_harmonics: int = Field(3, ge=1)
+    period: float = Field(365.25, gt=0)
+    sigmas: tuple[float, ...] = (8.0, 16.0, 32.0)
+    rbf_cutoff: float = Field(0.95, gt=0, lt=1)
+    same_day: Literal["keep", "mean", "prefer-s2"] = "keep"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TimeSeriesConfig:
+        """Read a YAML mapping of settings; keyword overrides (e.g. CLI flags, None = unset) win."""
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise TimeSeriesError(f"{path} must hold a YAML mapping of time-series settings.")
+        return cls.build(**{**data, **overrides})
+
+    @classmethod
+    def build(cls, **fields: Any) -> TimeSeriesConfig:
+        """Validate settings (None values are dropped), raising :class:`TimeSeriesError`."""
+        try:
+            return cls.model_validate({k: v for k, v in fields.items() if v is not None})
+        except ValidationError as exc:
+            raise TimeSeriesError(f"Invalid time-series settings: {exc}") from exc
+
+    def gap_fill_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`harmonize.gapfill.gap_fill`."""
+        return self.model_dump(exclude={"same_day"})
+
+
+def ndvi_timeseries(
+    s2_cube: xr.Dataset,
+    landsat_cube: xr.Dataset | None = None,
+    *,
+    config: TimeSeriesConfig | None = None,
+    **overrides: Any,
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Clear-sky NDVI observations and their gap-filled series, from one or both sensors.
+
+    Parameters
+    ----------
+    s2_cube
+        Sentinel-2 cube (bands ``red``, ``nir`` and ``clear``).
+    landsat_cube
+        Harmonized (or any other, e.g. bicubic) Landsat cube on the same grid; ``None`` for a
+        Sentinel-2-only series.
+    config
+        Settings; ``overrides`` replace single fields (``method="rbf"``).
+
+    Returns
+    -------
+    observations, filled : xarray.DataArray
+        NDVI of every clear observation (``sensor`` coordinate) and the gap-filled NDVI on the
+        regular axis (``n_obs`` coordinate). Both lazy.
+    """
+    cfg = config or TimeSeriesConfig()
+    if overrides:
+        cfg = TimeSeriesConfig.build(**{**cfg.model_dump(), **overrides})
+    if landsat_cube is None:
+        cube = _prepare(s2_cube, S2, [b for b in ("red", "nir") if b in s2_cube.data_vars])
+    else:
+        cube = fuse(s2_cube, landsat_cube, same_day=cfg.same_day)
+    obs = ndvi_series(cube)
+    filled = gap_fill(obs, **cfg.gap_fill_kwargs())
+    return obs, filled.rename("ndvi")

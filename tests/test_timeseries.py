@@ -14,7 +14,14 @@ from harmonize.bands import REFLECTANCE_BANDS
 from harmonize.errors import CRSMismatchError
 from harmonize.gapfill import TimeSeriesError, gap_fill
 from harmonize.phenology import phenology
-from harmonize.timeseries import fuse, monthly_composite, ndvi_rmse_against_truth, ndvi_series
+from harmonize.timeseries import (
+    TimeSeriesConfig,
+    fuse,
+    monthly_composite,
+    ndvi_rmse_against_truth,
+    ndvi_series,
+    ndvi_timeseries,
+)
 
 GEOBOX = GeoBox.from_bbox((500000, 4000000, 500050, 4000040), crs="EPSG:32633", resolution=10)  # 4 x 5
 
@@ -172,3 +179,58 @@ def test_ndvi_rmse_against_truth_known_offset():
     assert res["coverage"] == pytest.approx((n_pixels - 1) / n_pixels)
     with pytest.raises(CRSMismatchError):
         ndvi_rmse_against_truth(filled, truth.isel(x=slice(0, 2)))
+
+
+def _ndvi_cube(times, sensor, truth_fn, *, clear_frac, seed) -> xr.Dataset:
+    """Cube whose red/nir give exactly truth_fn(doy) as NDVI where clear, cloud-bright elsewhere."""
+    rng = np.random.default_rng(seed)
+    times = pd.DatetimeIndex(times)
+    doy = np.asarray(times.dayofyear, float)[:, None, None]
+    nd = truth_fn(doy) * np.ones((1, *GEOBOX.shape))
+    red = np.full(nd.shape, 0.05, np.float32)
+    nir = (red * (1 + nd) / (1 - nd)).astype(np.float32)
+    clear = rng.random(nd.shape) < clear_frac
+    data = {b: (("time", "y", "x"), np.full(nd.shape, 0.1, np.float32)) for b in REFLECTANCE_BANDS}
+    data["red"] = (("time", "y", "x"), np.where(clear, red, 0.6).astype(np.float32))
+    data["nir"] = (("time", "y", "x"), np.where(clear, nir, 0.62).astype(np.float32))
+    data["clear"] = (("time", "y", "x"), clear)
+    ds = xr.Dataset(data, coords={"time": times, **xr_coords(GEOBOX)}).chunk({"y": 2})
+    return ds.assign_coords(sensor=("time", [sensor] * len(times)))
+
+
+def test_ndvi_timeseries_adding_landsat_lowers_error_against_truth():
+    curve = lambda d: double_logistic(d, 120.0, 260.0)  # noqa: E731
+    s2 = _ndvi_cube(pd.date_range("2023-01-02T10:30", "2023-12-31", freq="5D"), "sentinel-2", curve,
+                    clear_frac=0.25, seed=9)
+    l8 = _ndvi_cube(pd.date_range("2023-01-05T10:05", "2023-12-31", freq="8D"), "landsat", curve,
+                    clear_frac=0.6, seed=10)
+    truth_t = pd.date_range("2023-02-01", "2023-11-30", freq="1D")
+    truth = xr.DataArray(curve(np.asarray(truth_t.dayofyear, float))[:, None, None] * np.ones((1, *GEOBOX.shape)),
+                         dims=("time", "y", "x"), coords={"time": truth_t, **xr_coords(GEOBOX)})
+    cfg = TimeSeriesConfig(method="linear", max_gap=120, start="2023-01-01", end="2023-12-31")
+    obs_s2, filled_s2 = ndvi_timeseries(s2, config=cfg)
+    obs_both, filled_both = ndvi_timeseries(s2, l8, config=cfg)
+    assert set(obs_both["sensor"].values) == {"sentinel-2", "landsat"}
+    np.testing.assert_array_equal(filled_both["n_obs"].values,
+                                  s2["clear"].values.sum(0) + l8["clear"].values.sum(0))
+    # Clear observations carry the true NDVI; cloudy ones are gone.
+    np.testing.assert_allclose(obs_both.values[np.isfinite(obs_both.values)],
+                               curve(np.asarray(pd.DatetimeIndex(obs_both.time.values).dayofyear, float))[
+                                   np.nonzero(np.isfinite(obs_both.values))[0]], atol=1e-5)
+    only = ndvi_rmse_against_truth(filled_s2, truth)
+    both = ndvi_rmse_against_truth(filled_both, truth)
+    assert both["rmse"] < only["rmse"]
+    assert both["rmse"] < 0.03
+    assert both["coverage"] >= only["coverage"]
+
+
+def test_timeseries_config_yaml_and_errors(tmp_path):
+    path = tmp_path / "ts.yaml"
+    path.write_text("method: rbf\nsigmas: [5, 10]\nmax_gap: 30D\n")
+    cfg = TimeSeriesConfig.from_yaml(path, freq="10D", lmbda=None)
+    assert cfg.method == "rbf" and cfg.sigmas == (5.0, 10.0) and cfg.freq == "10D" and cfg.lmbda == 1000.0
+    assert cfg.gap_fill_kwargs()["max_gap"] == "30D"
+    with pytest.raises(TimeSeriesError, match="Invalid"):
+        TimeSeriesConfig.build(method="cubic")
+    with pytest.raises(TimeSeriesError, match="Invalid"):
+        TimeSeriesConfig.from_yaml(path, unknown_flag=1)
