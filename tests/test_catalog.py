@@ -608,3 +608,39 @@ def test_the_served_world_holds_every_scene_of_its_manifest(world: Any) -> None:
             assert Path(urlsplit(asset.href).path).is_file()
     from_parquet = search(world.items_path, provider="local", bbox=world.bbox, include_pan=True)
     assert [i.id for i in from_parquet] == [i.id for i in found]
+
+
+# ----------------------------------------------------------------------------------------------
+# real Earth Search v1 documents through rustac serve
+
+REAL = Path(__file__).parents[2] / "shared" / "stac-items"
+REAL_ITEMS = [
+    "earthsearch-v1_landsat-c2-l2_LC08_L2SP_033032_20231008_02_T1.json",
+    "earthsearch-v1_sentinel-2-l2a_S2A_13TDE_20231008_0_L2A.json",
+]
+
+
+def test_real_earth_search_items_keep_their_remote_hrefs() -> None:
+    if not REAL.is_dir():
+        pytest.skip(f"{REAL} (real STAC documents kept beside the repository) is absent")
+    files = [
+        REAL / "earthsearch-v1_landsat-c2-l2.collection.json",
+        REAL / "earthsearch-v1_sentinel-2-l2a.collection.json",
+    ]
+    docs = {d["id"]: d for d in (json.loads((REAL / f).read_text()) for f in REAL_ITEMS)}
+    east = (-104.0, 39.5, -103.5, 40.0)  # inside the Landsat scene, east of the Sentinel-2 tile
+    with serve([*files, *(REAL / f for f in REAL_ITEMS)]) as server:
+        both = search(
+            server.url, provider="earth-search", bbox=(-105.5, 39.7, -105.0, 40.2), datetime="2023-10-08"
+        )
+        east_only = search(server.url, provider="earth-search", bbox=east, datetime="2023-10-08")
+    assert {i.id for i in both} == set(docs)
+    assert (
+        {i.id for i in east_only}
+        == {d["id"] for d in docs.values() if d["bbox"][0] <= east[2] and d["bbox"][2] >= east[0]}
+        == {"LC08_L2SP_033032_20231008_02_T1"}
+    )
+    for item in both:
+        hrefs = {k: a.href for k, a in item.assets.items()}
+        assert hrefs == {k: a["href"] for k, a in docs[item.id]["assets"].items()}
+        assert any(h.startswith("s3://") or h.startswith("https://") for h in hrefs.values())
