@@ -206,3 +206,16 @@ def test_bad_arguments_raise_named_errors():
         gap_fill(series.isel(time=0), method="linear")
     with pytest.raises(TimeSeriesError, match="duration"):
         gap_fill(series, max_gap="a while")
+
+
+def test_benchmark_runs_and_fills_close_to_truth():
+    from pipelines.bench_timeseries import run
+
+    res = run(["--dates", "36", "--size", "16", "--chunk", "8", "--workers", "1"])
+    assert res["cube"]["pixel_time_steps"] == 36 * 16 * 16
+    assert set(res["methods"]) == set(METHODS)
+    for method, fig in res["methods"].items():
+        assert fig["pixel_time_steps_per_s"] > 0
+        # Noise sigma is 0.02 NDVI; every method must stay within a few sigma of the true curve.
+        assert fig["rmse_vs_truth"] < 0.06, method
+        assert fig["filled_fraction"] > 0.9
