@@ -597,7 +597,7 @@ def test_the_served_world_holds_every_scene_of_its_manifest(world: Any) -> None:
     want = Counter(s["collection"] for s in scenes)
     want["landsat-c2l1"] = sum(1 for s in scenes if s.get("l1_id"))
     assert want["sentinel-2-l2a"] > 0 and want["landsat-c2-l2"] > 0
-    with serve(world.root) as server:
+    with serve(world) as server:  # a World serves its root
         found = search(server.url, provider="local", bbox=world.bbox, include_pan=True, page_size=5)
         clear = search(server.url, provider="local", bbox=world.bbox, max_cloud=20)
     assert Counter(i.collection_id for i in found) == want

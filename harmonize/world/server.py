@@ -12,8 +12,9 @@ Two facts about the pip build of rustac shape this module:
   DuckDB ``spatial`` extension downloaded at run time; offline every search then hangs for 30 s
   and answers 500. So the server is always started with ``--use-duckdb false``: the parquet file
   is loaded into memory like any other item file.
-* A GET ``/search`` with a ``limit`` parameter answers 500 ("unsupported value"); POST works.
-  pystac-client searches with POST, so clients are unaffected.
+* GET ``/search`` answers 500 ("unsupported value") for some query parameters (``bbox``,
+  ``collections`` or ``limit``; which ones changes from one server start to the next). POST
+  works with all of them, and pystac-client (hence :func:`harmonize.catalog.search`) uses POST.
 
 Examples
 --------
@@ -38,13 +39,16 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from harmonize.errors import HarmonizeError, WorldError
 
 __all__ = ["StacServer", "ServerStartError", "serve", "serve_forever", "find_rustac", "server_inputs"]
 
 log = logging.getLogger(__name__)
+
+#: A world directory, a ``World``, or explicit STAC files.
+Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Any
 
 #: Item files looked for in a world directory, in order of preference.
 ITEM_FILES = ("items.ndjson", "items.parquet")
@@ -129,22 +133,25 @@ def find_rustac() -> str:
     )
 
 
-def server_inputs(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> tuple[Path, ...]:
+def server_inputs(source: Source) -> tuple[Path, ...]:
     """The files ``rustac serve`` should load for ``source``.
 
     Parameters
     ----------
     source
         A world directory (``collections/*.json`` plus ``items.ndjson`` or ``items.parquet``;
-        newline-delimited JSON is preferred because it is loaded verbatim), or one or more
-        explicit collection / item / item-collection files.
+        newline-delimited JSON is preferred because it is loaded verbatim) or a ``World`` (its
+        ``root``), or one or more explicit collection / item / item-collection files.
 
     Raises
     ------
     WorldError
         If the directory has no item file or a given file does not exist.
     """
-    if isinstance(source, (str, os.PathLike)):
+    root_attr = getattr(source, "root", None)  # a harmonize.world.World
+    if root_attr is not None and not isinstance(source, (str, os.PathLike)):
+        paths = [Path(root_attr)]
+    elif isinstance(source, (str, os.PathLike)):
         paths = [Path(source)]
     else:
         paths = [Path(p) for p in source]
@@ -185,7 +192,7 @@ def _answers(url: str) -> bool:
 
 @contextlib.contextmanager
 def serve(
-    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    source: Source,
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
@@ -254,7 +261,7 @@ def serve(
 
 
 def serve_forever(
-    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    source: Source,
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
