@@ -254,6 +254,7 @@ class _Slice:
     items: list[pystac.Item] = field(default_factory=list)
     l1_items: list[pystac.Item] = field(default_factory=list)
     shift: tuple[float, float] = (0.0, 0.0)
+    fill: float | int | None = None
 
     @property
     def time(self) -> datetime:
@@ -359,9 +360,25 @@ def _load_family(
     return ds.assign_coords(time=np.array(sorted(set(group_of[it.id] for it in items))))
 
 
-def _masks(qa: xr.DataArray, kind: str, names: Sequence[str]) -> dict[str, xr.DataArray]:
-    decoded = landsat_masks(qa) if kind == "qa_pixel" else scl_masks(qa)
-    return {n: decoded[n].astype(bool) for n in names}
+def _masks(ds: xr.Dataset, kind: str, names: Sequence[str], bands: Sequence[str]) -> dict[str, xr.DataArray]:
+    """Masks decoded from ``ds.qa``; a pixel missing in any loaded band is no data, not clear.
+
+    (Sentinel-2's 10 m bands end at a swath edge a 20 m SCL pixel straddles, for instance.)
+    """
+    decoded = landsat_masks(ds["qa"]) if kind == "qa_pixel" else scl_masks(ds["qa"])
+    missing = None
+    for b in bands:
+        m = ds[b] == ds[b].attrs.get("nodata", 0)
+        missing = m if missing is None else (missing | m)
+    out = {}
+    for n in names:
+        mask = decoded[n].astype(bool)
+        if missing is not None and n == "nodata":
+            mask = mask | missing
+        elif missing is not None:
+            mask = mask & ~missing
+        out[n] = mask
+    return out
 
 
 # pylint: disable=too-many-arguments,too-many-locals,too-many-branches,too-many-statements
@@ -569,7 +586,12 @@ def load_cube(
         keys = {b: prof.assets[b] for b in refl_bands} | {"qa": prof.qa_asset}
         fam_items = [_prepared(it, keys, it.id) for s in fam for it in s.items]
         ds = _load_family(fam_items, keys, group_of, **common)
-        ds = ds.assign(_masks(ds["qa"], prof.qa_kind, mask_names)).drop_vars("qa")
+        fill = {b: ds[b].attrs.get("nodata") for b in refl_bands}
+        if len({*fill.values()}) > 1:
+            raise HarmonizeError(f"Items of {prof.collection!r} mark no data differently per band ({fill}).")
+        for s in fam:  # the value odc-stac fills missing pixels with, which is what to mask
+            s.fill = next(iter(fill.values()), s.scaling.nodata)
+        ds = ds.assign(_masks(ds, prof.qa_kind, mask_names, refl_bands)).drop_vars("qa")
         parts.append(ds)
     cube = xr.concat(parts, dim="time", coords="minimal", compat="override", join="override") if len(parts) > 1 else parts[0]
     cube = cube.sortby("time")
@@ -583,7 +605,7 @@ def load_cube(
         "shift_y": ("time", np.array([s.shift[1] for s in ordered], "float64")),
         "scale": ("time", np.array([s.scaling.scale for s in ordered], "float64")),
         "offset": ("time", np.array([s.scaling.offset for s in ordered], "float64")),
-        "nodata": ("time", np.array([np.nan if s.scaling.nodata is None else s.scaling.nodata for s in ordered], "float64")),
+        "nodata": ("time", np.array([np.nan if s.fill is None else s.fill for s in ordered], "float64")),
     }
 
     if want_pan:
@@ -597,12 +619,14 @@ def load_cube(
             prof = profiles[fam[0].l1_items[0].id]
             keys = {PAN: prof.assets[PAN]}
             fam_items = [_prepared(l1, keys, l2id) for s in fam for l1 in s.l1_items for l2id in [_l2_of(l1, s)]]
-            pan_parts.append(_load_family(fam_items, keys, group_of, **common)[[PAN]])
+            part = _load_family(fam_items, keys, group_of, **common)[[PAN]]
+            pan_parts.append(part)
             for s in fam:
                 ps = band_scaling(s.l1_items[0], PAN, prof)
                 i = index[id(s)]
                 pan_scale[i], pan_offset[i] = ps.scale, ps.offset
-                pan_nodata[i] = np.nan if ps.nodata is None else ps.nodata
+                nd = part[PAN].attrs.get("nodata", ps.nodata)
+                pan_nodata[i] = np.nan if nd is None else nd
         fill = int(np.nanmax(pan_nodata)) if np.isfinite(pan_nodata).any() else 0
         if pan_parts:
             pan = xr.concat(pan_parts, dim="time", coords="minimal", compat="override", join="override").sortby("time")

@@ -67,6 +67,15 @@ def _check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
     return w, s, e, n
 
 
+def _is_sentinel2(item: pystac.Item) -> bool:
+    from harmonize.providers import item_sensor
+
+    try:
+        return item_sensor(item) == "sentinel-2"
+    except Exception:  # noqa: BLE001 - unknown collections are reported by the loader
+        return False
+
+
 def aoi_crs(aoi: geom.Geometry) -> CRS:
     """The UTM CRS of the zone holding the centre of ``aoi`` (any CRS)."""
     centre = aoi.to_crs("epsg:4326").centroid
@@ -87,7 +96,8 @@ def common_geobox(
     Parameters
     ----------
     items
-        Items whose footprint union sets the extent (and the UTM zone) when ``bbox`` is absent.
+        Items whose footprint union sets the extent (and the UTM zone) when ``bbox`` is absent:
+        the Sentinel-2 items' union when there are any, else all items'.
     bbox
         Area of interest ``(west, south, east, north)`` in degrees.
     crs
@@ -123,7 +133,10 @@ def common_geobox(
                     f"(which cover {tuple(round(v, 4) for v in union.boundingbox)}); pass a bbox inside them."
                 )
     elif items:
-        aoi = footprint_union(items)
+        # The harmonized grid is Sentinel-2's: where Sentinel-2 scenes are given, their footprint
+        # sets the extent (a Landsat scene is far larger than an MGRS tile); otherwise all items'.
+        s2 = [it for it in items if _is_sentinel2(it)]
+        aoi = footprint_union(s2 or items)
     else:
         raise EmptySearchError("No items and no bbox: nothing to build a grid from; pass items or a bbox.")
     out_crs = CRS(crs) if crs is not None else aoi_crs(aoi)

@@ -380,3 +380,100 @@ def test_shift_applies_to_the_level1_pan_too(tmp_path: Path) -> None:
     a, b = base["pan"].isel(time=0).values, moved["pan"].isel(time=0).values
     np.testing.assert_array_equal(b[2:], a[:-2])  # 30 m south = two 15 m rows down
     assert np.isnan(b[:2]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Against the simulated world's truth
+
+
+@pytest.fixture(scope="module")
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """The session's tiny world (tests/conftest.py), or a tiny world of our own."""
+    try:
+        return request.getfixturevalue("tiny_world")
+    except pytest.FixtureLookupError:
+        from harmonize.world import WorldConfig, create_world
+
+        return create_world(tmp_path_factory.mktemp("cube-world"), WorldConfig.tiny(), progress=False)
+
+
+@pytest.fixture(scope="module")
+def world_items(world) -> list[pystac.Item]:  # noqa: ANN001
+    import rustac
+
+    return [pystac.Item.from_dict(d) for d in rustac.read_sync(str(world.items_path))["features"]]
+
+
+@pytest.fixture(scope="module")
+def world_cube(world_items):  # noqa: ANN001, ANN201
+    return load_cube(world_items).compute()
+
+
+def _truth_seen_by(world, time: np.datetime64, platform: str) -> np.ndarray:  # noqa: ANN001
+    from harmonize.world.sensors import spectral
+
+    day = np.datetime64(str(time)[:10])
+    truth = world.truth.sel(time=day)
+    return spectral(np.stack([truth[b].values for b in BANDS]), platform)
+
+
+def test_world_default_grid_is_the_world_grid(world, world_cube) -> None:  # noqa: ANN001
+    assert world_cube.odc.geobox == world.geobox
+    assert set(world_cube.sensor.values) == {"landsat", "sentinel-2"}
+    assert len(world_cube.time) == len(world.scenes)  # one scene per date and sensor here
+    assert "pan" in world_cube.data_vars
+
+
+def test_world_clear_s2_reflectance_is_truth_within_noise(world, world_cube) -> None:  # noqa: ANN001
+    s2 = world_cube.sel(time=world_cube.sensor == "sentinel-2")
+    checked = 0
+    for i in range(s2.sizes["time"]):
+        scene = s2.isel(time=i)
+        clear = scene["clear"].values
+        if clear.sum() < 500:
+            continue
+        truth = _truth_seen_by(world, scene.time.values, str(scene.platform.values))
+        for j, band in enumerate(BANDS):
+            got, want = scene[band].values[clear], truth[j][clear]
+            diff = got - want
+            sigma = 0.0015 + 0.01 * want  # the simulator's Sentinel-2 noise model
+            assert abs(np.mean(diff)) < 0.002, (band, np.mean(diff))  # no offset/scale error
+            if band in ("blue", "green", "red"):  # 10 m: only noise and the pixel response differ
+                assert np.median(np.abs(diff)) < 1.5 * np.median(sigma)
+                assert np.mean(np.abs(diff) < 3 * sigma) > 0.8
+            else:  # 20 m bands upsampled to 10 m: field edges blur
+                assert np.median(np.abs(diff)) < 0.01
+        checked += 1
+    assert checked >= 2
+
+
+def test_world_clear_is_the_injected_mask_resampled(world, world_cube) -> None:  # noqa: ANN001
+    from odc.geo.xr import xr_reproject
+
+    for i in range(world_cube.sizes["time"]):
+        scene = world_cube.isel(time=i)
+        injected = world.injected_masks(str(scene.item_id.values))[["clear"]].astype("uint8")
+        want = xr_reproject(injected, world.geobox, resampling="nearest")["clear"].values.astype(bool)
+        # A pixel some band lacks (a 10 m swath edge inside a clear 20 m SCL pixel) is not clear.
+        has_data = np.logical_and.reduce([np.isfinite(scene[b].values) for b in BANDS])
+        assert (want & ~has_data).sum() < 0.01 * want.size
+        np.testing.assert_array_equal(scene["clear"].values, want & has_data, err_msg=str(scene.item_id.values))
+
+
+def test_world_true_shifts_bring_landsat_onto_the_truth(world, world_items, world_cube) -> None:  # noqa: ANN001
+    shifts = {s["id"]: tuple(s["shift"]) for s in world.scenes if s["sensor"] == "landsat"}
+    moved = load_cube(world_items, bands=["red"], shifts=shifts).compute()
+    ls = np.flatnonzero(world_cube.sensor.values == "landsat")
+    improved = 0
+    for i in ls:
+        before, after = world_cube.isel(time=i), moved.isel(time=i)
+        assert (after.shift_x.item(), after.shift_y.item()) == shifts[str(after.item_id.values)]
+        clear = before["clear"].values & after["clear"].values
+        if clear.sum() < 200:
+            continue
+        truth = _truth_seen_by(world, before.time.values, str(before.platform.values))[BANDS.index("red")]
+        rmse0 = np.sqrt(np.mean((before["red"].values[clear] - truth[clear]) ** 2))
+        rmse1 = np.sqrt(np.mean((after["red"].values[clear] - truth[clear]) ** 2))
+        assert rmse1 < rmse0, (str(after.item_id.values), rmse0, rmse1)
+        improved += 1
+    assert improved >= 2
