@@ -17,6 +17,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from harmonize.gapfill import TimeSeriesError
+from harmonize.timeseries import labels
 
 __all__ = ["plot_ndvi_timeseries", "plot_ndvi_maps", "plot_clear_observations"]
 
@@ -101,7 +102,7 @@ def plot_ndvi_timeseries(
     fig = Figure(figsize=(5.5 * ncols, 3.2 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     sensors = (
-        observations["sensor"].values.astype(str)
+        labels(observations["sensor"].values)
         if "sensor" in observations.coords
         else np.array(["sentinel-2"] * observations.sizes["time"])
     )
@@ -208,7 +209,7 @@ def plot_clear_observations(cube: xr.Dataset | xr.DataArray, *, path: str | Path
     clear = cube["clear"] if isinstance(cube, xr.Dataset) else cube
     frac = np.asarray(clear.astype(np.float32).mean(("y", "x")).values, dtype=float)
     sensors = (
-        clear["sensor"].values.astype(str) if "sensor" in clear.coords else np.array(["all"] * frac.size)
+        labels(clear["sensor"].values) if "sensor" in clear.coords else np.array(["all"] * frac.size)
     )
     month = pd.DatetimeIndex(clear["time"].values).to_period("M")
     table = pd.DataFrame({"month": month, "sensor": sensors, "clear": frac}).pivot_table(

@@ -32,6 +32,7 @@ __all__ = [
     "SameDay",
     "TimeSeriesConfig",
     "ndvi_timeseries",
+    "labels",
 ]
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,15 @@ log = logging.getLogger(__name__)
 SameDay = Literal["keep", "mean", "prefer-s2"]
 SAME_DAY_RULES: tuple[str, ...] = ("keep", "mean", "prefer-s2")
 S2, LANDSAT = "sentinel-2", "landsat"
+
+
+def labels(values: Any) -> np.ndarray:
+    """String labels (``sensor``, ``platform``) as a fixed-width unicode array.
+
+    Coordinates read back from Zarr come as numpy's variable-width ``StringDType``, which
+    ``.astype(str)`` refuses; going through ``object`` works for every string dtype.
+    """
+    return np.asarray(values).astype(object).astype(str)
 
 
 def ndvi(ds: xr.Dataset) -> xr.DataArray:
@@ -121,10 +131,10 @@ def _prepare(cube: xr.Dataset, sensor: str, bands: list[str]) -> xr.Dataset:
     ds = xr.Dataset(out)
     ds["clear"] = finite if clear is None else (clear & finite)
     n = ds.sizes["time"]
-    if "sensor" not in ds.coords:
-        ds = ds.assign_coords(sensor=("time", [sensor] * n))
-    if "platform" not in ds.coords:
-        ds = ds.assign_coords(platform=("time", ["unknown"] * n))
+    ds = ds.assign_coords(
+        sensor=("time", labels(cube["sensor"].values) if "sensor" in cube.coords else [sensor] * n),
+        platform=("time", labels(cube["platform"].values) if "platform" in cube.coords else ["unknown"] * n),
+    )
     keep = {"sensor", "platform", "time", "y", "x", "spatial_ref"}
     return ds.drop_vars([c for c in ds.coords if c not in keep])
 
@@ -132,7 +142,7 @@ def _prepare(cube: xr.Dataset, sensor: str, bands: list[str]) -> xr.Dataset:
 def _combine_same_day(fused: xr.Dataset, rule: str, bands: list[str]) -> xr.Dataset:
     times = pd.DatetimeIndex(fused["time"].values)
     day = times.floor("D")
-    sensors = fused["sensor"].values.astype(str)
+    sensors = labels(fused["sensor"].values)
     # Sentinel-2 first within a day, so "prefer-s2" takes the first clear value of the group.
     priority = np.where(sensors == S2, 0, 1)
     order = np.lexsort((priority, day.values))
@@ -142,7 +152,7 @@ def _combine_same_day(fused: xr.Dataset, rule: str, bands: list[str]) -> xr.Data
     groups = pd.Series(np.arange(len(day))).groupby(day.values).agg(list)
     steps = []
     new_time, new_sensor, new_platform = [], [], []
-    platforms = fused["platform"].values.astype(str)
+    platforms = labels(fused["platform"].values)
     ftimes = fused["time"].values
     for idx in groups:
         sel = fused.isel(time=idx).drop_vars(["sensor", "platform", "time"])

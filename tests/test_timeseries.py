@@ -234,3 +234,20 @@ def test_timeseries_config_yaml_and_errors(tmp_path):
         TimeSeriesConfig.build(method="cubic")
     with pytest.raises(TimeSeriesError, match="Invalid"):
         TimeSeriesConfig.from_yaml(path, unknown_flag=1)
+
+
+def test_fuse_and_plot_cubes_read_back_from_zarr(tmp_path):
+    # Zarr gives string coordinates back as numpy's StringDType, which .astype(str) refuses.
+    from harmonize.plot import plot_clear_observations
+
+    s2 = make_cube(S2_TIMES[:4], "sentinel-2", seed=11)
+    l8 = make_cube(L8_TIMES[:1], "landsat", seed=12)
+    for name, ds in (("s2", s2), ("l8", l8)):
+        ds.assign_coords(sensor=ds.sensor.astype(object), platform=ds.platform.astype(object)).to_zarr(
+            tmp_path / f"{name}.zarr", mode="w")
+    s2z, l8z = (xr.open_zarr(tmp_path / f"{n}.zarr") for n in ("s2", "l8"))
+    fused = fuse(s2z, l8z, same_day="mean")
+    assert list(fused["sensor"].values) == ["sentinel-2", "sentinel-2+landsat", "sentinel-2", "sentinel-2"]
+    assert fused.odc.geobox == GEOBOX
+    fig = plot_clear_observations(fuse(s2z, l8z))
+    assert {c.get_label() for c in fig.axes[0].containers} == {"Sentinel-2", "Landsat (harmonized)"}
