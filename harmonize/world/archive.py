@@ -1,0 +1,526 @@
+"""Create and open simulated worlds: COGs, STAC items, truth and manifest on disk.
+
+Layout of a world directory::
+
+    world.json                   config, format version, counts (written last: completion marker)
+    manifest.json                every scene: id, collection, sensor, platform, datetime, shift, clouds
+    items.parquet                all STAC items as stac-geoparquet (rustac)
+    items.ndjson                 the same items, one JSON document per line
+    collections/<id>.json        sentinel-2-l2a, landsat-c2-l2, landsat-c2l1
+    data/<collection>/<item id>/*.tif   Cloud-Optimized GeoTIFFs
+    truth.zarr                   noise- and cloud-free Sentinel-2A reflectance on the 10 m AOI grid
+    masks.zarr                   raw mask bits of every scene on its quality asset's grid
+
+Shift convention (Landsat): each scene has a shift ``(dx, dy)`` in metres, the correction to ADD
+to the item's geotransform origin ``(x0, y0)`` so that its pixels land on the true ground: pixel
+``(row, col)`` shows the ground at ``(x0 + dx + (col + 0.5) * res, y0 + dy - (row + 0.5) * res)``.
+The scene's ``landsat-c2l1`` pan item shares the shift. Sentinel-2 scenes are not shifted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rioxarray  # noqa: F401 - registers the .rio accessor
+import xarray as xr
+from pyproj import Transformer
+
+from harmonize.bands import REFLECTANCE_BANDS
+from harmonize.errors import WorldError
+from harmonize.world import stac_items
+from harmonize.world.calendar import Scene, acquisitions, sun_position
+from harmonize.world.config import WorldConfig
+from harmonize.world.grids import aoi_grid, domain_grid, landsat_grid, sentinel2_grid, DOMAIN_MARGIN_PX, Grid
+from harmonize.world.landscape import CROPS, LANDCOVER, make_landscape
+from harmonize.world.scenes import (
+    MASK_BITS,
+    Geometry,
+    SimulatedScene,
+    product_masks,
+    simulate_landsat,
+    simulate_sentinel2,
+)
+from harmonize.world.sensors import spectral
+
+__all__ = ["World", "create_world", "open_world", "FORMAT", "SHIFT_CONVENTION"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "harmonize-world/1"
+SHIFT_CONVENTION = (
+    "shift = [dx, dy] metres to ADD to the item's geotransform origin (x0, y0) so its pixels land on "
+    "the true ground: pixel (row, col) shows the ground at (x0 + dx + (col + 0.5) * res, "
+    "y0 + dy - (row + 0.5) * res). The landsat-c2l1 pan item of a scene shares its shift; "
+    "Sentinel-2 scenes have shift [0, 0]."
+)
+_TIME_CHUNK = 8
+_S2_FILES = {"blue": "B02", "green": "B03", "red": "B04", "nir08": "B8A", "swir16": "B11", "swir22": "B12", "scl": "SCL"}
+_L2_FILES = {"blue": "SR_B2", "green": "SR_B3", "red": "SR_B4", "nir08": "SR_B5", "swir16": "SR_B6",
+             "swir22": "SR_B7", "qa_pixel": "QA_PIXEL"}
+
+
+def geometry(cfg: WorldConfig) -> Geometry:
+    """All grids of the world ``cfg`` describes."""
+    aoi = aoi_grid(cfg.origin, cfg.size_px)
+    return Geometry(
+        domain=domain_grid(aoi),
+        aoi=aoi,
+        s2_10=sentinel2_grid(aoi, 10.0),
+        s2_20=sentinel2_grid(aoi, 20.0),
+        l30=landsat_grid(aoi, 30.0),
+        l15=landsat_grid(aoi, 15.0),
+    )
+
+
+def _centre_lonlat(cfg: WorldConfig, aoi: Grid) -> tuple[float, float]:
+    left, bottom, right, top = aoi.bounds
+    lon, lat = Transformer.from_crs(cfg.epsg, 4326, always_xy=True).transform((left + right) / 2, (bottom + top) / 2)
+    return float(lon), float(lat)
+
+
+def _scenes(cfg: WorldConfig, aoi: Grid) -> list[Scene]:
+    lon, _ = _centre_lonlat(cfg, aoi)
+    return acquisitions(cfg.start, cfg.end, lon=lon, mgrs_tile=cfg.mgrs_tile, wrs_path=cfg.wrs_path,
+                        wrs_row=cfg.wrs_row)
+
+
+def _write_cog(path: Path, arr: np.ndarray, grid: Grid, epsg: int, nodata: int, categorical: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opts: dict[str, Any] = dict(
+        BLOCKSIZE=256,
+        COMPRESS="ZSTD",
+        LEVEL=1,  # fastest; higher levels gain little on noisy reflectance
+        OVERVIEW_COUNT=1,
+        OVERVIEW_RESAMPLING="NEAREST" if categorical else "AVERAGE",
+    )
+    if not categorical:
+        opts["PREDICTOR"] = 2
+    with rasterio.open(
+        path, "w", driver="COG", width=grid.nx, height=grid.ny, count=1, dtype=arr.dtype.name,
+        crs=f"EPSG:{epsg}", transform=grid.transform, nodata=nodata, **opts,
+    ) as ds:
+        ds.write(arr, 1)
+
+
+def _uri(p: Path) -> str:
+    return p.resolve().as_uri()
+
+
+class _Builder:
+    def __init__(self, root: Path, cfg: WorldConfig) -> None:
+        self.root, self.cfg = root, cfg
+        self.geo = geometry(cfg)
+        self.lon, self.lat = _centre_lonlat(cfg, self.geo.aoi)
+
+    def scene(self, scene: Scene, surface: np.ndarray, water: np.ndarray) -> tuple[list[dict[str, Any]], dict[str, Any], np.ndarray]:
+        cfg, geo = self.cfg, self.geo
+        sun = sun_position(scene.datetime, self.lat, self.lon)
+        if scene.sensor == "sentinel-2":
+            sim = simulate_sentinel2(cfg, geo, scene, surface, water, sun)
+            folder = self.root / "data" / scene.collection / scene.id
+            hrefs = {}
+            for key, arr in sim.bands.items():
+                grid = geo.s2_20 if key in ("nir08", "swir16", "swir22", "scl") else geo.s2_10
+                p = folder / f"{_S2_FILES[key]}.tif"
+                _write_cog(p, arr, grid, cfg.epsg, 0, key == "scl")
+                hrefs[key] = _uri(p)
+            items = [stac_items.sentinel2_item(scene, hrefs, {10: geo.s2_10, 20: geo.s2_20}, epsg=cfg.epsg,
+                                               mgrs_tile=cfg.mgrs_tile, sun=sun, stats=sim.stats)]
+        else:
+            sim = simulate_landsat(cfg, geo, scene, surface, water, sun)
+            folder = self.root / "data" / scene.collection / scene.id
+            hrefs = {}
+            for key, arr in sim.bands.items():
+                p = folder / f"{scene.product_id}_{_L2_FILES[key]}.TIF"
+                _write_cog(p, arr, geo.l30, cfg.epsg, 1 if key == "qa_pixel" else 0, key == "qa_pixel")
+                hrefs[key] = _uri(p)
+            wrs = (cfg.wrs_path, cfg.wrs_row)
+            items = [stac_items.landsat_l2_item(scene, hrefs, geo.l30, epsg=cfg.epsg, sun=sun,
+                                                cloud_cover=sim.cloud_cover, wrs=wrs)]
+            folder1 = self.root / "data" / "landsat-c2l1" / str(scene.l1_id)
+            h1 = {}
+            p = folder1 / f"{scene.l1_id}_B8.TIF"
+            _write_cog(p, sim.l1_bands["pan"], geo.l15, cfg.epsg, 0, False)
+            h1["pan"] = _uri(p)
+            p = folder1 / f"{scene.l1_id}_QA_PIXEL.TIF"
+            _write_cog(p, sim.l1_bands["qa_pixel"], geo.l30, cfg.epsg, 1, True)
+            h1["qa_pixel"] = _uri(p)
+            items.append(stac_items.landsat_l1_item(scene, h1, geo.l30, geo.l15, epsg=cfg.epsg, sun=sun,
+                                                    cloud_cover=sim.cloud_cover, wrs=wrs))
+        entry = self._manifest_entry(scene, sim, sun)
+        return items, entry, sim.raw_masks
+
+    def _manifest_entry(self, scene: Scene, sim: SimulatedScene, sun: tuple[float, float]) -> dict[str, Any]:
+        geo = self.geo
+        qa_grid = geo.l30 if scene.sensor == "landsat" else geo.s2_20
+        return {
+            "id": scene.id,
+            "collection": scene.collection,
+            "sensor": scene.sensor,
+            "platform": scene.platform,
+            "datetime": scene.datetime.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "date": scene.datetime.date().isoformat(),
+            "l1_id": scene.l1_id,
+            "shift": list(sim.shift),
+            "cloud_fraction": round(sim.cloud_fraction, 6),
+            "eo:cloud_cover": sim.cloud_cover,
+            "nodata_edge": sim.nodata_edge,
+            "sun_azimuth": sun[0],
+            "sun_elevation": sun[1],
+            "mask_grid": {"transform": qa_grid.stac_transform(), "shape": [qa_grid.ny, qa_grid.nx]},
+        }
+
+
+def _write_truth(path: Path, cfg: WorldConfig, geo: Geometry, land: Any, batches: Iterator[tuple[list[dt.date], np.ndarray, dict]]) -> None:
+    import zarr
+
+    m = DOMAIN_MARGIN_PX
+    aoi = geo.aoi
+    sl = (slice(m, m + aoi.ny), slice(m, m + aoi.nx))
+    first = True
+    codec = zarr.codecs.ZstdCodec(level=5)
+    for dates, refl, sensors in batches:
+        ds = xr.Dataset(
+            {b: (("time", "y", "x"), refl[:, i]) for i, b in enumerate(REFLECTANCE_BANDS)},
+            coords={
+                "time": np.array([np.datetime64(d, "ns") for d in dates]),
+                "y": aoi.ys(),
+                "x": aoi.xs(),
+                "landsat": ("time", np.array(["landsat" in sensors[d] for d in dates])),
+                "sentinel2": ("time", np.array(["sentinel-2" in sensors[d] for d in dates])),
+            },
+        )
+        if first:
+            ds["landcover"] = (("y", "x"), land.landcover[sl])
+            ds["field_id"] = (("y", "x"), land.field_id[sl])
+            nf = len(land.field_crop)
+            ds = ds.assign_coords(field=np.arange(1, nf + 1, dtype=np.int32))
+            ds["field_crop"] = ("field", land.field_crop.astype(np.uint8))
+            ds["field_sow_doy"] = ("field", land.field_sow_doy)
+            ds["field_harvest_doy"] = ("field", land.field_harvest_doy)
+            ds["landcover"].attrs = {
+                "flag_values": list(LANDCOVER), "flag_meanings": " ".join(LANDCOVER.values()),
+                "long_name": "land cover"}
+            ds["field_id"].attrs = {"long_name": "field number (0 outside fields)"}
+            ds["field_crop"].attrs = {"flag_values": list(CROPS), "flag_meanings": " ".join(CROPS.values())}
+            ds["field_sow_doy"].attrs = {"long_name": "sowing day of year", "units": "day"}
+            ds["field_harvest_doy"].attrs = {"long_name": "harvest day of year", "units": "day"}
+            ds.attrs = {
+                "title": "harmonize.world truth: noise-free, cloud-free Sentinel-2A surface reflectance",
+                "spectral": "sentinel-2a MSI (nir = B8A); harmonize.world.sensors.spectral gives other sensors",
+                "seed": cfg.seed,
+            }
+            for b in REFLECTANCE_BANDS:
+                ds[b].attrs = {"long_name": f"{b} surface reflectance", "units": "1"}
+            ds = ds.rio.write_crs(f"EPSG:{cfg.epsg}")
+            ds = ds.rio.write_transform(aoi.transform)
+            enc: dict[str, Any] = {
+                b: {"dtype": "uint16", "scale_factor": np.float32(1e-4), "add_offset": np.float32(0.0),
+                    "_FillValue": np.uint16(0), "chunks": (_TIME_CHUNK, min(256, aoi.ny), min(256, aoi.nx)),
+                    "compressors": [codec]}
+                for b in REFLECTANCE_BANDS
+            }
+            enc["time"] = {"units": "days since 2022-01-01", "dtype": "int32"}
+            ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False, encoding=enc)
+            first = False
+        else:
+            ds = ds.rio.write_crs(f"EPSG:{cfg.epsg}").drop_vars("spatial_ref")
+            ds.to_zarr(path, append_dim="time", zarr_format=3, consolidated=False)
+
+
+def _write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
+    import zarr
+
+    g = zarr.open_group(path, mode="w", zarr_format=3)
+    g.attrs["bits"] = MASK_BITS
+    for sid in sorted(masks):
+        a = masks[sid]
+        arr = g.create_array(sid, shape=a.shape, dtype="uint8", chunks=a.shape,
+                             compressors=[zarr.codecs.ZstdCodec(level=5)], fill_value=0)
+        arr[...] = a
+
+
+def create_world(
+    out_dir: str | Path,
+    config: WorldConfig | None = None,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+    workers: int = 2,
+) -> World:
+    """Simulate an archive into ``out_dir`` and return it.
+
+    Parameters
+    ----------
+    out_dir
+        Target directory. If it already holds a world of the same config, that world is
+        returned unchanged (creation is idempotent).
+    config
+        What to simulate (default: :class:`WorldConfig` defaults, the demo world).
+    progress
+        Show a tqdm progress bar over acquisition dates.
+    overwrite
+        Replace whatever ``out_dir`` holds (a different world, or a half-written one).
+    workers
+        Threads simulating and writing scenes of the same batch of dates.
+
+    Raises
+    ------
+    WorldError
+        If ``out_dir`` holds a different or incomplete world, or other files, and ``overwrite``
+        is false.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = config or WorldConfig()
+    root = Path(out_dir).expanduser().absolute()
+    marker = root / "world.json"
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        if marker.exists():
+            existing = _read_world_json(root)
+            if existing.get("format") == FORMAT and WorldConfig(**existing["config"]) == cfg:
+                return open_world(root)
+            raise WorldError(
+                f"{root} already holds a different world (config {existing.get('config')}); pass another "
+                "directory, or overwrite=True to replace it."
+            )
+        raise WorldError(
+            f"{root} is not empty and holds no complete world (no world.json): it may be a half-written "
+            "world or unrelated files. Choose an empty directory, or pass overwrite=True to replace it."
+        )
+    if root.exists() and overwrite:
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+
+    b = _Builder(root, cfg)
+    geo = b.geo
+    land = make_landscape(geo.domain.shape, np.random.default_rng([cfg.seed, 0]), cfg.mean_field_ha)
+    water = (land.landcover == 4).astype(np.float32)
+    scenes = _scenes(cfg, geo.aoi)
+    by_date: dict[dt.date, list[Scene]] = {}
+    for s in scenes:
+        by_date.setdefault(s.datetime.date(), []).append(s)
+    dates = sorted(by_date)
+    m = DOMAIN_MARGIN_PX
+    sl = (slice(m, m + geo.aoi.ny), slice(m, m + geo.aoi.nx))
+
+    items: dict[str, list[dict[str, Any]]] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    masks: dict[str, np.ndarray] = {}
+    bar = tqdm(total=len(scenes), desc="simulating scenes", unit="scene", disable=not progress)
+
+    def batches() -> Iterator[tuple[list[dt.date], np.ndarray, dict]]:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for i in range(0, len(dates), _TIME_CHUNK):
+                chunk = dates[i : i + _TIME_CHUNK]
+                refl = np.empty((len(chunk), len(REFLECTANCE_BANDS), geo.aoi.ny, geo.aoi.nx), np.float32)
+                futures = []
+                for j, d in enumerate(chunk):
+                    surface = land.reflectance(d)
+                    refl[j] = surface[:, sl[0], sl[1]]
+                    futures += [(s, pool.submit(b.scene, s, surface, water)) for s in by_date[d]]
+                for s, f in futures:
+                    its, entry, raw = f.result()
+                    items[s.id], entries[s.id], masks[s.id] = its, entry, raw
+                    bar.update(1)
+                yield chunk, refl, {d: {s.sensor for s in by_date[d]} for d in chunk}
+
+    _write_truth(root / "truth.zarr", cfg, geo, land, batches())
+    bar.close()
+    _write_masks(root / "masks.zarr", masks)
+
+    ordered = [it for s in scenes for it in items[s.id]]
+    manifest = {
+        "format": FORMAT,
+        "shift_convention": SHIFT_CONVENTION,
+        "cloud_cover": "eo:cloud_cover = percent of valid quality-asset pixels decoded as cloud or cirrus",
+        "masks": "masks.zarr/<scene id>: uint8 bits " + json.dumps(MASK_BITS) + " on the quality asset's grid",
+        "scenes": [entries[s.id] for s in scenes],
+    }
+    _write_json(root / "manifest.json", manifest)
+    (root / "collections").mkdir(exist_ok=True)
+    _, bbox = stac_items.footprint(geo.aoi, cfg.epsg)
+    for cid, doc in stac_items.collections(bbox, cfg.start, cfg.end).items():
+        _write_json(root / "collections" / f"{cid}.json", doc)
+    with open(root / "items.ndjson", "w") as f:
+        for it in ordered:
+            f.write(json.dumps(it, separators=(",", ":")) + "\n")
+    import rustac
+
+    rustac.write_sync(str(root / "items.parquet"), ordered, format="geoparquet")
+    counts = {
+        "sentinel-2-l2a": sum(s.sensor == "sentinel-2" for s in scenes),
+        "landsat-c2-l2": sum(s.sensor == "landsat" for s in scenes),
+        "landsat-c2l1": sum(s.sensor == "landsat" for s in scenes),
+        "dates": len(dates),
+    }
+    _write_json(marker, {"format": FORMAT, "config": json.loads(cfg.model_dump_json()), "counts": counts})
+    log.info("world of %d scenes written to %s", len(scenes), root)
+    return open_world(root)
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def _read_world_json(root: Path) -> dict[str, Any]:
+    try:
+        return json.loads((root / "world.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise WorldError(f"{root}/world.json is unreadable ({exc}); recreate the world.") from exc
+
+
+def open_world(root: str | Path) -> World:
+    """Open a world written by :func:`create_world`.
+
+    Raises
+    ------
+    WorldError
+        If ``root`` is not a complete world of this format.
+    """
+    root = Path(root).expanduser().absolute()
+    if not (root / "world.json").exists():
+        raise WorldError(f"{root} holds no world (no world.json); create one with harmonize.world.create_world.")
+    doc = _read_world_json(root)
+    if doc.get("format") != FORMAT:
+        raise WorldError(f"{root} was written as {doc.get('format')!r}, not {FORMAT!r}; recreate it.")
+    return World(root, WorldConfig(**doc["config"]))
+
+
+class World:
+    """A simulated archive on disk.
+
+    Attributes
+    ----------
+    root
+        The world directory.
+    config
+        The :class:`WorldConfig` it was made from.
+    """
+
+    def __init__(self, root: Path, config: WorldConfig) -> None:
+        self.root = Path(root)
+        self.config = config
+        self._geo = geometry(config)
+
+    def __repr__(self) -> str:
+        return f"World({str(self.root)!r}, size_km={self.config.size_km}, {self.config.start}..{self.config.end})"
+
+    @property
+    def items_path(self) -> Path:
+        """The stac-geoparquet file of all items."""
+        return self.root / "items.parquet"
+
+    @property
+    def ndjson_path(self) -> Path:
+        """All items as newline-delimited JSON."""
+        return self.root / "items.ndjson"
+
+    @property
+    def collection_paths(self) -> dict[str, Path]:
+        """Collection id -> collection JSON document."""
+        return {p.stem: p for p in sorted((self.root / "collections").glob("*.json"))}
+
+    @property
+    def truth_path(self) -> Path:
+        """The truth Zarr store."""
+        return self.root / "truth.zarr"
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest: conventions and one entry per scene (see :data:`SHIFT_CONVENTION`)."""
+        return json.loads((self.root / "manifest.json").read_text())
+
+    @property
+    def scenes(self) -> list[dict[str, Any]]:
+        """Manifest entries of every scene, in time order."""
+        return self.manifest["scenes"]
+
+    def scene(self, scene_id: str) -> dict[str, Any]:
+        """The manifest entry of a scene, by its L2 or L1 item id."""
+        for s in self.scenes:
+            if scene_id in (s["id"], s["l1_id"]):
+                return s
+        raise WorldError(f"No scene {scene_id!r} in {self.root}; see World.scenes for the ids.")
+
+    def items(self) -> list[dict[str, Any]]:
+        """All STAC items as dicts (read from the ndjson file)."""
+        with open(self.ndjson_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    @cached_property
+    def truth(self) -> xr.Dataset:
+        """The truth, lazily: bands ``(time, y, x)`` float32, ``landcover``, ``field_id``, field table."""
+        import odc.geo.xr  # noqa: F401 - so that truth.odc.geobox works
+
+        ds = xr.open_zarr(self.truth_path, chunks={}, consolidated=False, decode_coords="all")
+        # CF decoding of the uint16 store gives float64 (JSON attrs lose float32); reflectance is float32.
+        return ds.assign({b: ds[b].astype(np.float32) for b in REFLECTANCE_BANDS})
+
+    def truth_as_seen_by(self, platform: str) -> xr.Dataset:
+        """The truth through ``platform``'s spectral response (e.g. ``"landsat-8"``), lazily."""
+        t = self.truth
+        stacked = xr.concat([t[b] for b in REFLECTANCE_BANDS], dim="band").transpose("band", ...).chunk(band=-1)
+        out = xr.apply_ufunc(lambda a: spectral(a, platform), stacked, dask="parallelized",  # type: ignore[arg-type]
+                             output_dtypes=[np.float32])
+        return xr.Dataset({b: out.isel(band=i, drop=True) for i, b in enumerate(REFLECTANCE_BANDS)}).rio.write_crs(
+            f"EPSG:{self.config.epsg}")
+
+    @property
+    def crs(self) -> str:
+        """``"EPSG:<code>"`` of every raster."""
+        return f"EPSG:{self.config.epsg}"
+
+    @property
+    def bbox_utm(self) -> tuple[float, float, float, float]:
+        """AOI ``(left, bottom, right, top)`` in the world's UTM CRS."""
+        return self._geo.aoi.bounds
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """AOI ``(west, south, east, north)`` in longitude/latitude."""
+        _, bbox = stac_items.footprint(self._geo.aoi, self.config.epsg)
+        return tuple(bbox)  # type: ignore[return-value]
+
+    @property
+    def geobox(self):  # noqa: ANN201 - odc.geo.geobox.GeoBox
+        """The 10 m AOI grid as an odc-geo ``GeoBox``."""
+        from odc.geo.geobox import GeoBox
+
+        g = self._geo.aoi
+        return GeoBox((g.ny, g.nx), g.transform, self.crs)
+
+    @property
+    def grids(self) -> Geometry:
+        """Every grid of the world (AOI, simulation domain, Sentinel-2 10/20 m, Landsat 30/15 m)."""
+        return self._geo
+
+    def injected_masks(self, scene_id: str) -> xr.Dataset:
+        """The masks injected into a scene, on its quality asset's grid, with CRS.
+
+        Exactly what decoding the scene's QA_PIXEL (:func:`harmonize.qa.landsat_masks`) or SCL
+        (:func:`harmonize.qa.scl_masks`) gives: boolean ``nodata, cloud, shadow, cirrus, snow,
+        water, clear``; plus ``cloud_high`` (high-probability cloud / the QA cloud bit).
+        """
+        import zarr
+
+        entry = self.scene(scene_id)
+        raw = zarr.open_group(self.root / "masks.zarr", mode="r")[entry["id"]][...]
+        masks = product_masks(raw, entry["sensor"])
+        masks["cloud_high"] = ((raw & MASK_BITS["cloud_high"]) != 0) & ~masks["nodata"]
+        t = entry["mask_grid"]["transform"]
+        ny, nx = entry["mask_grid"]["shape"]
+        grid = Grid(t[2], t[5], t[0], ny, nx)
+        ds = xr.Dataset({k: (("y", "x"), v) for k, v in masks.items()}, coords={"y": grid.ys(), "x": grid.xs()})
+        ds.attrs = {"scene_id": entry["id"], "sensor": entry["sensor"]}
+        return ds.rio.write_crs(self.crs).rio.write_transform(grid.transform)

@@ -1,0 +1,89 @@
+"""Pixel grids of the simulated world: the 10 m truth, Sentinel-2's and Landsat's own lattices.
+
+Sentinel-2 MGRS grids sit on 10 m (and 20 m) multiples; Landsat WRS-2 grids on 15 m multiples that
+are odd multiples of 15 m, i.e. 5 m off the 10 m lattice, as in real Collection 2 products.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from affine import Affine
+
+__all__ = ["Grid", "aoi_grid", "domain_grid", "sentinel2_grid", "landsat_grid", "DOMAIN_MARGIN_PX"]
+
+#: The simulated ground extends this many 10 m pixels beyond the AOI on every side, enough for
+#: Landsat scenes that overhang the AOI, their misregistration and their point-spread function.
+DOMAIN_MARGIN_PX = 20
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up pixel grid: upper-left corner ``(x0, y0)``, square pixels of ``res`` metres."""
+
+    x0: float
+    y0: float
+    res: float
+    ny: int
+    nx: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(ny, nx)``."""
+        return (self.ny, self.nx)
+
+    @property
+    def transform(self) -> Affine:
+        """The GDAL geotransform as an :class:`affine.Affine`."""
+        return Affine(self.res, 0.0, self.x0, 0.0, -self.res, self.y0)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in metres."""
+        return (self.x0, self.y0 - self.ny * self.res, self.x0 + self.nx * self.res, self.y0)
+
+    def xs(self, dx: float = 0.0) -> np.ndarray:
+        """Pixel-centre eastings, displaced by ``dx`` metres."""
+        return self.x0 + dx + (np.arange(self.nx) + 0.5) * self.res
+
+    def ys(self, dy: float = 0.0) -> np.ndarray:
+        """Pixel-centre northings, displaced by ``dy`` metres."""
+        return self.y0 + dy - (np.arange(self.ny) + 0.5) * self.res
+
+    def stac_transform(self) -> list[float]:
+        """``proj:transform`` as STAC writes it (the first six affine coefficients)."""
+        return [self.res, 0.0, self.x0, 0.0, -self.res, self.y0]
+
+
+def aoi_grid(origin: tuple[float, float], size_px: int) -> Grid:
+    """The 10 m grid of the area of interest (also the Sentinel-2 10 m grid)."""
+    return Grid(origin[0], origin[1], 10.0, size_px, size_px)
+
+
+def domain_grid(aoi: Grid, margin_px: int = DOMAIN_MARGIN_PX) -> Grid:
+    """The 10 m grid on which the ground is simulated: the AOI plus a margin."""
+    m = margin_px * aoi.res
+    return Grid(aoi.x0 - m, aoi.y0 + m, aoi.res, aoi.ny + 2 * margin_px, aoi.nx + 2 * margin_px)
+
+
+def sentinel2_grid(aoi: Grid, res: float) -> Grid:
+    """Sentinel-2 grid at ``res`` (10 or 20 m) covering the AOI, on the MGRS lattice."""
+    k = int(round(res / aoi.res))
+    return Grid(aoi.x0, aoi.y0, res, aoi.ny // k, aoi.nx // k)
+
+
+def landsat_grid(aoi: Grid, res: float = 30.0) -> Grid:
+    """Landsat grid at ``res`` (30 or 15 m) overhanging the AOI by 30-60 m on every side.
+
+    The origin is an odd multiple of 15 m, so 30 m pixel edges never coincide with the 10 m
+    lattice (5 m off) - as with real WRS-2 scenes.
+    """
+    left, bottom, right, top = aoi.bounds
+    x0 = 30.0 * math.floor((left - 45.0) / 30.0) + 15.0
+    y0 = 30.0 * math.ceil((top + 15.0) / 30.0) + 15.0
+    nx30 = int(math.ceil((right + 45.0 - x0) / 30.0))
+    ny30 = int(math.ceil((y0 - (bottom - 45.0)) / 30.0))
+    k = int(round(30.0 / res))
+    return Grid(x0, y0, res, ny30 * k, nx30 * k)

@@ -1,0 +1,281 @@
+"""The truth surface: a landscape of fields, woods, meadows, water, roads and buildings, and its
+Sentinel-2A reflectance on any day.
+
+Every pixel belongs to one *unit* (a field, a wood, the lake, the road network, one building).
+Units carry a green-cover curve (a double logistic in day of year, drawn per field from its crop's
+sowing and harvest windows) and two spectra; a pixel's reflectance is the mix
+``fc * vegetation + (1 - fc) * background`` of its unit, times a static texture. Phenology is
+computed per unit, never per pixel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from harmonize.bands import REFLECTANCE_BANDS
+
+__all__ = ["LANDCOVER", "CROPS", "Landscape", "make_landscape", "green_cover"]
+
+#: Land-cover codes of the ``landcover`` truth map.
+LANDCOVER: dict[int, str] = {
+    1: "cropland",
+    2: "forest",
+    3: "grassland",
+    4: "water",
+    5: "bare_soil",
+    6: "road",
+    7: "building",
+}
+_CROP, _FOREST, _GRASS, _WATER, _BARE, _ROAD, _BUILDING = range(1, 8)
+
+#: Crop codes of fields (``field_crop`` in the truth).
+CROPS: dict[int, str] = {0: "none", 1: "maize", 2: "soybean", 3: "winter_wheat", 4: "fallow"}
+
+# Sentinel-2A surface reflectance endmembers, bands blue green red nir(B8A) swir16 swir22.
+_S = dict(
+    veg_crop=[0.030, 0.080, 0.035, 0.480, 0.240, 0.110],
+    veg_forest=[0.020, 0.045, 0.022, 0.360, 0.170, 0.075],
+    veg_grass=[0.035, 0.075, 0.045, 0.380, 0.250, 0.130],
+    soil=[0.075, 0.105, 0.140, 0.210, 0.300, 0.250],
+    litter=[0.055, 0.075, 0.095, 0.190, 0.260, 0.200],
+    water=[0.060, 0.070, 0.045, 0.020, 0.010, 0.006],
+    road=[0.085, 0.095, 0.105, 0.125, 0.150, 0.140],
+    roof_bright=[0.200, 0.220, 0.240, 0.280, 0.330, 0.300],
+    roof_red=[0.070, 0.090, 0.180, 0.280, 0.300, 0.250],
+    roof_dark=[0.050, 0.055, 0.060, 0.070, 0.080, 0.075],
+)
+SPECTRA = {k: np.asarray(v, np.float32) for k, v in _S.items()}
+
+# Phenology parameters: (b0, fmax, sos, k1, eos, k2, bend, autumn_start); ranges are (lo, hi).
+_PHENO = {
+    1: dict(b0=0.02, fmax=(0.85, 0.97), sos=(140, 160), k1=(0.07, 0.10), eos=(250, 270), k2=(0.2, 0.4), bend=0.05),
+    2: dict(b0=0.02, fmax=(0.80, 0.93), sos=(165, 185), k1=(0.08, 0.12), eos=(255, 275), k2=(0.2, 0.4), bend=0.04),
+    3: dict(b0=0.25, fmax=(0.80, 0.92), sos=(85, 105), k1=(0.06, 0.09), eos=(170, 190), k2=(0.25, 0.4), bend=0.05,
+            autumn=(285, 300)),
+    4: dict(b0=0.03, fmax=(0.20, 0.30), sos=(125, 140), k1=(0.05, 0.08), eos=(225, 245), k2=(0.04, 0.06), bend=0.05),
+    "forest": dict(b0=0.35, fmax=(0.85, 0.93), sos=(110, 125), k1=(0.08, 0.12), eos=(285, 300), k2=(0.06, 0.09),
+                   bend=0.35),
+    "grass": dict(b0=0.30, fmax=(0.60, 0.75), sos=(95, 110), k1=(0.06, 0.08), eos=(270, 290), k2=(0.04, 0.06),
+                  bend=0.30),
+}
+# Sowing precedes the green-up midpoint by about this many days.
+_SOW_LEAD = 25.0
+
+
+@dataclass
+class Landscape:
+    """A simulated landscape on a 10 m grid.
+
+    Attributes
+    ----------
+    unit
+        ``(ny, nx)`` int32 unit index of each pixel.
+    landcover
+        ``(ny, nx)`` uint8 land-cover code (:data:`LANDCOVER`).
+    field_id
+        ``(ny, nx)`` int32 field number (1..n; 0 outside fields).
+    texture
+        ``(ny, nx)`` float32 static multiplicative texture (management zones, soil patches).
+    pheno
+        Per-unit phenology parameters, each an array over units.
+    veg, background
+        ``(n_units, 6)`` float32 spectra.
+    field_unit, field_crop, field_sow_doy, field_harvest_doy
+        Per-field tables (index ``field_id - 1``).
+    """
+
+    unit: np.ndarray
+    landcover: np.ndarray
+    field_id: np.ndarray
+    texture: np.ndarray
+    pheno: dict[str, np.ndarray]
+    veg: np.ndarray
+    background: np.ndarray
+    field_unit: np.ndarray
+    field_crop: np.ndarray
+    field_sow_doy: np.ndarray
+    field_harvest_doy: np.ndarray
+
+    def green_cover(self, dates: list[dt.date]) -> np.ndarray:
+        """Fraction of green cover, ``(n_units, n_dates)`` float32."""
+        return green_cover(self.pheno, dates)
+
+    def reflectance(self, date: dt.date) -> np.ndarray:
+        """Sentinel-2A surface reflectance on ``date``, ``(6, ny, nx)`` float32."""
+        fc = self.green_cover([date])[:, 0:1]
+        table = fc * self.veg + (1.0 - fc) * self.background  # (n_units, 6)
+        out = np.take(table.T.astype(np.float32), self.unit, axis=1)
+        out *= self.texture
+        return out
+
+    def green_cover_map(self, date: dt.date) -> np.ndarray:
+        """Green cover per pixel on ``date``, ``(ny, nx)`` float32."""
+        return self.green_cover([date])[:, 0][self.unit]
+
+
+def _sig(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def green_cover(pheno: dict[str, np.ndarray], dates: list[dt.date]) -> np.ndarray:
+    """Double-logistic green cover of each unit on each date (the same curve every year)."""
+    doy = np.array([d.timetuple().tm_yday for d in dates], np.float64)[None, :]
+    p = {k: v[:, None] for k, v in pheno.items()}
+    fc = (
+        p["b0"]
+        + (p["fmax"] - p["b0"]) * _sig(p["k1"] * (doy - p["sos"]))
+        - (p["fmax"] - p["bend"]) * _sig(p["k2"] * (doy - p["eos"]))
+        + (p["b0"] - p["bend"]) * p["autumn_on"] * _sig(0.1 * (doy - p["autumn"]))
+    )
+    return np.clip(fc, 0.0, 1.0).astype(np.float32)
+
+
+def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
+    n = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    return (n - n.mean()) / (n.std() + 1e-12)
+
+
+def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_ha: float = 6.0) -> Landscape:
+    """Draw a landscape on a 10 m grid of ``shape``.
+
+    Voronoi cells become fields (maize, soybean, winter wheat, fallow), woods, meadows or bare
+    plots; one-pixel grass margins separate neighbouring fields; a lake, straight roads and
+    villages of small buildings are drawn over them.
+    """
+    ny, nx = shape
+    area_ha = ny * nx / 100.0
+    n_cells = max(8, int(round(area_ha / mean_field_ha)))
+    seeds = rng.uniform([-5, -5], [ny + 5, nx + 5], size=(n_cells, 2))
+    # Stretch one axis per region a little so cells are elongated like real fields.
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32) + 0.5
+    stretch = 1.6
+    pts = np.column_stack([yy.ravel() * stretch, xx.ravel()])
+    _, cell = cKDTree(seeds * [stretch, 1.0]).query(pts, workers=1)
+    cell = cell.reshape(shape).astype(np.int32)
+
+    cell_class = rng.choice([_CROP, _FOREST, _GRASS, _BARE], size=n_cells, p=[0.64, 0.13, 0.18, 0.05])
+    crops = rng.choice([1, 2, 3, 4], size=n_cells, p=[0.36, 0.30, 0.24, 0.10])
+    crops = np.where(cell_class == _CROP, crops, 0)
+
+    # Units: cells, then margin, water, road, buildings.
+    u_margin, u_water, u_road = n_cells, n_cells + 1, n_cells + 2
+    unit = cell.copy()
+    landcover = cell_class[cell].astype(np.uint8)
+
+    is_crop = cell_class[cell] == _CROP
+    edge = np.zeros(shape, bool)
+    edge[:, :-1] |= cell[:, :-1] != cell[:, 1:]
+    edge[:-1, :] |= cell[:-1, :] != cell[1:, :]
+    margin = edge & is_crop
+    unit[margin] = u_margin
+    landcover[margin] = _GRASS
+
+    lake_field = _smooth_noise(shape, max(ny, nx) / 12.0, rng)
+    lake = lake_field > np.quantile(lake_field, 0.975)
+    unit[lake] = u_water
+    landcover[lake] = _WATER
+
+    n_roads = max(2, int(round(max(ny, nx) * 10 / 2500)) + 1)
+    road = np.zeros(shape, bool)
+    road_pts = []
+    for _ in range(n_roads):
+        theta = rng.uniform(0, np.pi)
+        cy, cx = rng.uniform(0.2, 0.8) * ny, rng.uniform(0.2, 0.8) * nx
+        dist = (yy - cy) * np.cos(theta) - (xx - cx) * np.sin(theta)
+        road |= np.abs(dist) < rng.uniform(0.5, 0.8)  # 10-16 m wide
+        road_pts.append((cy, cx, theta))
+    unit[road] = u_road
+    landcover[road] = _ROAD
+
+    roofs = [SPECTRA["roof_bright"], SPECTRA["roof_red"], SPECTRA["roof_dark"]]
+    building_spectra: list[np.ndarray] = []
+    n_villages = max(1, int(round(area_ha / 1000)))
+    for v in range(n_villages):
+        cy, cx, theta = road_pts[v % len(road_pts)]
+        t = rng.uniform(-0.3, 0.3) * max(ny, nx)
+        vy, vx = cy + t * np.sin(theta), cx + t * np.cos(theta)
+        for _ in range(int(rng.integers(20, 50))):
+            by = int(vy + rng.normal(0, 12))
+            bx = int(vx + rng.normal(0, 12))
+            h, w = (int(k) for k in rng.integers(2, 5, size=2))
+            if by < 0 or bx < 0 or by + h > ny or bx + w > nx:
+                continue
+            sl = (slice(by, by + h), slice(bx, bx + w))
+            if (landcover[sl] == _WATER).any() or (landcover[sl] == _ROAD).any():
+                continue
+            unit[sl] = u_road + 1 + len(building_spectra)
+            landcover[sl] = _BUILDING
+            building_spectra.append(roofs[int(rng.integers(len(roofs)))] * np.float32(rng.uniform(0.85, 1.15)))
+    n_units = u_road + 1 + len(building_spectra)
+
+    # Per-unit phenology and spectra.
+    zeros = np.zeros(n_units)
+    pheno = {k: zeros.copy() for k in ("b0", "fmax", "sos", "k1", "eos", "k2", "bend", "autumn", "autumn_on")}
+    pheno["k1"][:] = pheno["k2"][:] = 0.1
+    pheno["sos"][:], pheno["eos"][:], pheno["autumn"][:] = 100, 300, 400
+    veg = np.zeros((n_units, 6), np.float32)
+    background = np.zeros((n_units, 6), np.float32)
+
+    def draw(u: int, key: object) -> None:
+        spec = _PHENO[key]
+        for name, val in spec.items():
+            if name == "autumn":
+                pheno["autumn"][u] = rng.uniform(*val)
+                pheno["autumn_on"][u] = 1.0
+            else:
+                pheno[name][u] = rng.uniform(*val) if isinstance(val, tuple) else val
+
+    for u in range(n_cells):
+        c = cell_class[u]
+        if c == _CROP:
+            draw(u, int(crops[u]))
+            veg[u] = SPECTRA["veg_crop"]
+            background[u] = SPECTRA["soil"] * np.float32(rng.uniform(0.75, 1.25))
+        elif c == _FOREST:
+            draw(u, "forest")
+            veg[u] = SPECTRA["veg_forest"]
+            background[u] = SPECTRA["litter"]
+        elif c == _GRASS:
+            draw(u, "grass")
+            veg[u] = SPECTRA["veg_grass"]
+            background[u] = SPECTRA["litter"] * np.float32(rng.uniform(0.9, 1.1))
+        else:  # bare
+            background[u] = SPECTRA["soil"] * np.float32(rng.uniform(0.9, 1.4))
+    draw(u_margin, "grass")
+    veg[u_margin] = SPECTRA["veg_grass"]
+    background[u_margin] = SPECTRA["litter"]
+    background[u_water] = SPECTRA["water"]
+    background[u_road] = SPECTRA["road"]
+    for i, s in enumerate(building_spectra):
+        background[u_road + 1 + i] = s
+
+    # Static texture: quantised smooth noise (management zones), none on water, roads, roofs.
+    zones = np.clip(np.round(_smooth_noise(shape, 3.0, rng) * 1.2), -2, 2)
+    texture = (1.0 + 0.03 * zones).astype(np.float32)
+    texture[np.isin(landcover, (_WATER, _ROAD, _BUILDING))] = 1.0
+
+    # Fields: crop cells that kept pixels, numbered 1..n in cell order.
+    field_cells = [u for u in range(n_cells) if cell_class[u] == _CROP]
+    field_of_unit = np.zeros(n_units, np.int32)
+    field_of_unit[field_cells] = np.arange(1, len(field_cells) + 1, dtype=np.int32)
+    field_id = field_of_unit[unit]
+    fc_units = np.asarray(field_cells, np.int32)
+    return Landscape(
+        unit=unit,
+        landcover=landcover,
+        field_id=field_id,
+        texture=texture,
+        pheno=pheno,
+        veg=veg,
+        background=background,
+        field_unit=fc_units,
+        field_crop=crops[fc_units].astype(np.int8) if len(fc_units) else np.zeros(0, np.int8),
+        field_sow_doy=(pheno["sos"][fc_units] - _SOW_LEAD).astype(np.float32),
+        field_harvest_doy=pheno["eos"][fc_units].astype(np.float32),
+    )
+
