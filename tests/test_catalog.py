@@ -16,10 +16,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pystac
 import pytest
@@ -579,20 +581,8 @@ def test_exact_instant_finds_exactly_that_scene(api: str, items: list[dict[str, 
 # the simulated world, served and searched like a remote archive
 
 
-@pytest.fixture(scope="module")
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    try:
-        return request.getfixturevalue("tiny_world")
-    except pytest.FixtureLookupError:  # conftest without the shared fixture: make one here
-        from harmonize.world import WorldConfig, create_world
-
-        return create_world(tmp_path_factory.mktemp("tiny-world"), WorldConfig.tiny())
-
-
-def test_the_served_world_holds_every_scene_of_its_manifest(world: Any) -> None:
-    from collections import Counter
-    from urllib.parse import urlsplit
-
+def test_the_served_world_holds_every_scene_of_its_manifest(tiny_world: Any) -> None:
+    world = tiny_world  # the session fixture of tests/conftest.py
     scenes = world.manifest["scenes"]
     want = Counter(s["collection"] for s in scenes)
     want["landsat-c2l1"] = sum(1 for s in scenes if s.get("l1_id"))
