@@ -13,8 +13,9 @@ Estimation, per Landsat scene (see :func:`estimate_shift_pair`):
 
 1. both scenes are restricted to the pixels both see clear; the 10 m reference is blurred to
    the Landsat point-spread function (normalised convolution, so masked pixels do not leak);
-2. the integer part comes from scikit-image's masked normalised cross-correlation, which is
-   unbiased by the mask's own edges;
+2. the integer part comes from a masked normalised cross-correlation over the plausible
+   window (each candidate shift compares only pixels both scenes see, so the mask's own edges
+   cannot pull it to zero);
 3. the sub-pixel part comes from a masked Gauss-Newton (Lucas-Kanade) least-squares fit of
    ``landsat(p) = a + b * reference(p + s)``, which also absorbs the bandpass gain and offset
    between the sensors, iterated to convergence with spline interpolation.
@@ -25,6 +26,7 @@ Scenes with too little common clear area keep their current shift and are flagge
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +34,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy import ndimage
-from skimage.registration import phase_cross_correlation
 
 from harmonize.errors import HarmonizeError, UnknownBandError
 
@@ -47,20 +48,24 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Bands matched by default (when the cube has them).
+DEFAULT_BANDS: tuple[str, ...] = ("red", "nir")
+
 #: Columns of the table :func:`estimate_shifts` returns (indexed by Landsat ``time``).
 SHIFT_COLUMNS: tuple[str, ...] = (
     "item_id",
     "platform",
     "reference_time",
     "reference_item_id",
+    "n_references",
     "days",
     "common_clear",
     "dx",
     "dy",
     "residual_dx",
     "residual_dy",
+    "spread",
     "quality",
-    "iterations",
     "flagged",
     "reason",
 )
@@ -122,10 +127,14 @@ def _lk_refine(
     max_iter: int,
     tol: float,
     window: float,
+    max_pixels: int = 60_000,
 ) -> tuple[np.ndarray, float, int, bool]:
     """Masked Gauss-Newton fit of ``moving(p) = a + b * reference(p + s)`` for ``s``."""
     coeffs = ndimage.spline_filter(reference, order=3, mode="nearest")
     rows, cols = np.nonzero(mask)
+    if rows.size > max_pixels:  # plenty for two parameters; bounds the cost on large frames
+        step = int(np.ceil(rows.size / max_pixels))
+        rows, cols = rows[::step], cols[::step]
     y = moving[rows, cols]
     s = np.asarray(start, dtype="float64")
     converged = False
@@ -160,6 +169,42 @@ def _lk_refine(
     r = ndimage.map_coordinates(coeffs, coords, order=3, mode="nearest", prefilter=False)
     quality = float(np.corrcoef(r, y)[0, 1]) if r.size > 2 and r.std() > 0 and y.std() > 0 else 0.0
     return s, quality, it, converged
+
+
+def _integer_search(
+    moving: np.ndarray,
+    reference: np.ndarray,
+    m_ok: np.ndarray,
+    r_ok: np.ndarray,
+    radius: int,
+    *,
+    min_pixels: int,
+) -> np.ndarray:
+    """Integer ``(row, col)`` within ``radius`` maximising the masked correlation coefficient of
+    ``moving(p)`` and ``reference(p + d)`` (on every other pixel: both images are smooth)."""
+    rows, cols = np.nonzero(m_ok[::2, ::2])
+    rows, cols = rows * 2, cols * 2
+    a_all = moving[rows, cols]
+    ny, nx = moving.shape
+    best, best_d = -np.inf, np.zeros(2)
+    for dr in range(-radius, radius + 1):
+        rr = rows + dr
+        in_r = (rr >= 0) & (rr < ny)
+        for dc in range(-radius, radius + 1):
+            cc = cols + dc
+            ok = in_r & (cc >= 0) & (cc < nx)
+            ok[ok] = r_ok[rr[ok], cc[ok]]
+            if ok.sum() * 4 < min_pixels:
+                continue
+            a = a_all[ok]
+            b = reference[rr[ok], cc[ok]]
+            a = a - a.mean()
+            b = b - b.mean()
+            den = np.sqrt((a * a).sum() * (b * b).sum())
+            ncc = (a * b).sum() / den if den > 0 else -np.inf
+            if ncc > best:
+                best, best_d = ncc, np.array([dr, dc], dtype="float64")
+    return best_d
 
 
 def estimate_shift_pair(
@@ -217,13 +262,9 @@ def estimate_shift_pair(
     mov = _masked_blur(moving, m_ok, moving_sigma)
     ref = _masked_blur(reference, r_ok, reference_sigma)
 
-    # Integer part: masked NCC is not fooled by the shared edges of the common mask.
-    coarse = phase_cross_correlation(ref, mov, reference_mask=common, moving_mask=common)[0]
-    # skimage returns r with moving(p) ~ reference(p + r), our convention already.
-    coarse = np.asarray(coarse, dtype="float64")
-    if np.any(np.abs(coarse) > max_shift):
-        log.debug("coarse shift %s beyond %s px; starting from 0", coarse, max_shift)
-        coarse = np.zeros(2)
+    # Integer part: masked NCC over the plausible window, which the shared edges of the
+    # common mask cannot fool (each shift only compares pixels both images see).
+    coarse = _integer_search(mov, ref, m_ok, r_ok, int(np.ceil(max_shift)), min_pixels=min_pixels)
 
     # Sub-pixel part on pixels that stay valid in the reference over the whole search window.
     margin = int(np.ceil(2 + 1))
@@ -239,6 +280,27 @@ def estimate_shift_pair(
     if not converged or np.any(np.abs(s) > max_shift):
         converged = False
     return PairShift(float(s[0]), float(s[1]), quality, n_common, it, converged)
+
+
+def _combine(ests: list[tuple[int, PairShift]]) -> tuple[np.ndarray, float, float, int]:
+    """Weighted mean of per-reference shifts (weights: common pixels), after dropping estimates
+    more than a pixel from the weighted median; returns shift, spread (px), quality, best ref."""
+    s = np.array([[e.row, e.col] for _, e in ests])
+    w = np.array([e.common * max(e.quality, 0.0) ** 2 for _, e in ests], dtype="float64") + 1e-12
+    med = np.array([_weighted_median(s[:, k], w) for k in range(2)])
+    keep = np.hypot(*(s - med).T) <= 1.0
+    s, w = s[keep], w[keep]
+    q = np.array([e.quality for _, e in ests])[keep]
+    mean = (s * w[:, None]).sum(0) / w.sum()
+    spread = float(np.sqrt((w * ((s - mean) ** 2).sum(1)).sum() / w.sum()))
+    best = [j for (j, _), k in zip(ests, keep, strict=True) if k][int(np.argmax(w))]
+    return mean, spread, float((q * w).sum() / w.sum()), best
+
+
+def _weighted_median(v: np.ndarray, w: np.ndarray) -> float:
+    o = np.argsort(v)
+    c = np.cumsum(w[o])
+    return float(v[o][np.searchsorted(c, 0.5 * c[-1])])
 
 
 def _time_coord(cube: xr.Dataset, name: str, default: Any) -> np.ndarray:
@@ -263,18 +325,19 @@ def estimate_shifts(
     *,
     reference_sensor: str = "sentinel-2",
     moving_sensor: str = "landsat",
-    band: str = "red",
+    band: str | Sequence[str] | None = None,
     clear: str = "clear",
     max_days: float = 10.0,
     min_clear: float = 0.3,
     psf_sigma: float = 15.0,
     moving_sigma: float = 5.0,
     max_shift: float = 60.0,
-    max_candidates: int = 3,
+    max_references: int = 4,
+    min_pixels: int = 500,
     max_size: int | None = 2048,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """Measure each Landsat scene's misregistration against the nearest clear Sentinel-2 scene.
+    """Measure each Landsat scene's misregistration against the nearest clear Sentinel-2 scenes.
 
     Parameters
     ----------
@@ -287,22 +350,28 @@ def estimate_shifts(
     reference_sensor, moving_sensor
         Values of the ``sensor`` coordinate for the reference and the scenes to register.
     band
-        A sharp band both sensors share (``red`` or ``nir`` work well over land).
+        A sharp band both sensors share, or several: each band and reference pair gives one
+        estimate and all are averaged. Default: whichever of ``red`` and ``nir`` (the bands
+        that carry field edges over land) the cubes have.
     clear
         Name of the clear-sky mask variable.
     max_days
-        Largest time difference between a Landsat scene and its reference.
+        Largest time difference between a Landsat scene and a reference.
     min_clear
-        Least fraction of the frame that both scenes must see clear; below it the scene keeps
-        its current shift and is flagged.
+        Least fraction of the frame that the Landsat scene and at least one matched reference
+        see clear together; below it the scene keeps its current shift and is flagged.
     psf_sigma
         Gaussian sigma (metres) that blurs the 10 m reference to Landsat's 30 m point-spread.
     moving_sigma
         Gaussian sigma (metres) applied to the Landsat scene (smooths resampling artefacts).
     max_shift
         Largest plausible misregistration in metres; estimates beyond it are flagged.
-    max_candidates
-        How many reference scenes (nearest first) to try before giving up on a Landsat scene.
+    max_references
+        At most this many reference scenes (nearest in time first) are matched; their estimates
+        are averaged, weighted by common clear pixels and fit quality, so partly cloudy
+        references together cover what one alone would not.
+    min_pixels
+        Least number of common clear pixels for one scene pair to count.
     max_size
         Measure on at most the central ``max_size`` x ``max_size`` pixels of the frame, which
         bounds memory on large cubes (a misregistration is one translation per scene); ``None``
@@ -316,8 +385,11 @@ def estimate_shifts(
         One row per Landsat time (index ``time``) with :data:`SHIFT_COLUMNS`: ``dx``, ``dy``
         the total correction in metres to ADD to the scene's origin (the cube's current
         ``shift_x``/``shift_y`` plus the measured residual ``residual_dx``/``residual_dy``),
-        ``quality`` (correlation coefficient of the fit), ``common_clear`` (fraction of the frame
-        clear in both scenes), ``reference_time``, ``days`` and ``flagged``/``reason``.
+        ``quality`` (correlation coefficient of the fits, 1 is perfect), ``spread`` (metres,
+        disagreement between references), ``common_clear`` (fraction of the frame clear in the
+        Landsat scene and in some matched reference), ``reference_time`` (the reference that
+        weighed most), ``reference_item_id`` (all used, comma-separated), ``n_references``,
+        ``days`` (the farthest used) and ``flagged``/``reason``.
 
     Raises
     ------
@@ -327,11 +399,14 @@ def estimate_shifts(
         If the cube has no ``sensor`` coordinate or no scene of either sensor.
     """
     ref_cube = cube if reference is None else reference
+    if band is None:
+        band = [b for b in DEFAULT_BANDS if b in cube.data_vars and b in ref_cube.data_vars] or ["red"]
+    bands = (band,) if isinstance(band, str) else tuple(band)
     for c in (cube, ref_cube):
-        missing = [v for v in (band, clear) if v not in c.data_vars]
+        missing = [v for v in (*bands, clear) if v not in c.data_vars]
         if missing:
             raise UnknownBandError(
-                f"Co-registration needs variables {missing}; load the cube with band {band!r} "
+                f"Co-registration needs variables {missing}; load the cube with bands {list(bands)} "
                 "and its clear mask."
             )
         if "sensor" not in c.coords:
@@ -363,7 +438,7 @@ def estimate_shifts(
     n_frame = cube.sizes["y"] * cube.sizes["x"]
 
     def frame_clear(c: xr.Dataset) -> xr.DataArray:
-        return (c[clear].astype(bool) & np.isfinite(c[band])).sum(("y", "x")) / n_frame
+        return (c[clear].astype(bool) & np.isfinite(c[bands[0]])).sum(("y", "x")) / n_frame
 
     # One small reduction for every scene's own clear fraction: ranks references cheaply.
     ref_clear = np.asarray(frame_clear(ref_cube.isel(time=ref_idx)).values, dtype="float64")
@@ -375,11 +450,11 @@ def estimate_shifts(
     cur_x = _time_coord(cube, "shift_x", 0.0)
     cur_y = _time_coord(cube, "shift_y", 0.0)
 
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    cache: dict[int, tuple[dict[str, np.ndarray], np.ndarray]] = {}
 
-    def scene(c: xr.Dataset, i: int) -> tuple[np.ndarray, np.ndarray]:
-        one = c[[band, clear]].isel(time=i).compute()
-        return one[band].values.astype("float64"), one[clear].values.astype(bool)
+    def scene(c: xr.Dataset, i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        one = c[[*bands, clear]].isel(time=i).compute()
+        return {b: one[b].values.astype("float64") for b in bands}, one[clear].values.astype(bool)
 
     iterator: Any = mov_idx
     if progress:
@@ -391,40 +466,35 @@ def estimate_shifts(
         t = times[i]
         days = np.abs((ref_times - t) / np.timedelta64(1, "D")).astype("float64")
         order = [j for j in np.argsort(days, kind="stable") if days[j] <= max_days]
-        order = [j for j in order if ref_clear[j] >= min_clear][:max_candidates]
+        order = [j for j in order if ref_clear[j] * n_frame >= min_pixels][:max_references]
         row: dict[str, Any] = {
             "time": t,
             "item_id": str(item_ids[i]),
             "platform": str(platforms[i]),
             "reference_time": pd.NaT,
             "reference_item_id": "",
+            "n_references": 0,
             "days": np.nan,
             "common_clear": 0.0,
             "dx": float(cur_x[i]),
             "dy": float(cur_y[i]),
             "residual_dx": 0.0,
             "residual_dy": 0.0,
+            "spread": np.nan,
             "quality": np.nan,
-            "iterations": 0,
             "flagged": True,
-            "reason": f"no {reference_sensor} scene within {max_days:g} days at least {min_clear:.0%} clear",
+            "reason": f"no clear {reference_sensor} scene within {max_days:g} days",
         }
         if order:
-            mov, mov_clear = scene(cube, i)
-            for j in order:
+            movs, mov_clear = scene(cube, i)
+            seen = np.zeros(mov_clear.shape, dtype=bool)
+            ests: list[tuple[int, PairShift]] = []
+            for j, b in ((j, b) for j in order for b in bands):
                 if j not in cache:
                     cache[j] = scene(ref_cube, int(ref_idx[j]))
-                ref, ref_clear_mask = cache[j]
-                common = mov_clear & ref_clear_mask & np.isfinite(mov) & np.isfinite(ref)
-                frac = float(common.sum()) / n_frame
-                row.update(
-                    reference_time=ref_times[j],
-                    reference_item_id=str(ref_item_ids[ref_idx[j]]),
-                    days=float(days[j]),
-                    common_clear=frac,
-                )
-                if frac < min_clear:
-                    row["reason"] = f"common clear area {frac:.0%} < {min_clear:.0%}"
+                mov, ref, ref_clear_mask = movs[b], cache[j][0][b], cache[j][1]
+                common = mov_clear & np.isfinite(mov) & ref_clear_mask & np.isfinite(ref)
+                if common.sum() < min_pixels:
                     continue
                 try:
                     est = estimate_shift_pair(
@@ -435,26 +505,43 @@ def estimate_shifts(
                         reference_sigma=psf_sigma / res,
                         moving_sigma=moving_sigma / res,
                         max_shift=max_shift / res,
+                        min_pixels=min_pixels,
                     )
                 except HarmonizeError as err:
                     row["reason"] = str(err)
                     continue
-                # moving(p) = reference(p + s): the scene shows the ground s pixels further on,
-                # so the origin correction is s times the signed pixel size.
-                rdx, rdy = est.col * px, est.row * py
-                row.update(quality=est.quality, iterations=est.iterations)
                 if not est.converged:
                     row["reason"] = "sub-pixel refinement did not converge"
                     continue
+                ests.append((j, est))
+                seen |= common
+            if ests:
+                shift, spread, quality, best = _combine(ests)
+                # moving(p) = reference(p + s): the scene shows the ground s pixels further on,
+                # so the origin correction is s times the signed pixel size.
+                rdx, rdy = shift[1] * px, shift[0] * py
+                frac = float(seen.sum()) / n_frame
+                used = list(dict.fromkeys(j for j, _ in ests))
                 row.update(
-                    residual_dx=rdx,
-                    residual_dy=rdy,
-                    dx=float(cur_x[i]) + rdx,
-                    dy=float(cur_y[i]) + rdy,
-                    flagged=False,
-                    reason="",
+                    reference_time=ref_times[best],
+                    reference_item_id=",".join(str(ref_item_ids[ref_idx[j]]) for j in used),
+                    n_references=len(used),
+                    days=float(max(days[j] for j in used)),
+                    common_clear=frac,
+                    spread=spread * res,
+                    quality=quality,
                 )
-                break
+                if frac < min_clear:
+                    row["reason"] = f"common clear area {frac:.0%} < {min_clear:.0%}"
+                else:
+                    row.update(
+                        residual_dx=rdx,
+                        residual_dy=rdy,
+                        dx=float(cur_x[i]) + rdx,
+                        dy=float(cur_y[i]) + rdy,
+                        flagged=False,
+                        reason="",
+                    )
         if row["flagged"]:
             log.info("scene %s at %s not co-registered: %s", row["item_id"], t, row["reason"])
         rows.append(row)

@@ -232,32 +232,57 @@ def world_cube(request: pytest.FixtureRequest):
     from harmonize.cube import load_cube
 
     world = request.getfixturevalue("tiny_world")
-    import rustac
-
-    items = [pystac.Item.from_dict(d) for d in rustac.read_sync(str(world.items_path))["features"]]
+    items = [pystac.Item.from_dict(d) for d in world.items()]
     items = [it for it in items if it.collection_id in ("sentinel-2-l2a", "landsat-c2-l2")]
-    ds = load_cube(items, bands=["red", "nir"], geobox=world.geobox, chunks={})
-    return world, ds
+    ds = load_cube(items, bands=["red", "nir"], geobox=world.geobox)
+    table = estimate_shifts(ds)
+    return world, ds, table
 
 
-def _manifest_table(world) -> pd.DataFrame:
-    m = world.manifest
-    df = pd.DataFrame(m) if not isinstance(m, pd.DataFrame) else m
-    return df
+def _own_clear(ds: xr.Dataset) -> np.ndarray:
+    landsat = ds.isel(time=np.flatnonzero(ds["sensor"].values == "landsat"))
+    return ((landsat["clear"] & np.isfinite(landsat["red"])).mean(("y", "x"))).values
 
 
-def test_simulator_shift_rmse(world_cube) -> None:
-    world, ds = world_cube
-    tab = estimate_shifts(ds)
-    man = _manifest_table(world).set_index("id")
-    ok = (~tab["flagged"]) & (tab["common_clear"] >= 0.3)
-    assert ok.sum() >= 1
-    truth = man.loc[tab["item_id"][ok]]
-    err = np.hypot(
-        tab["dx"][ok].to_numpy() - truth["dx"].to_numpy(), tab["dy"][ok].to_numpy() - truth["dy"].to_numpy()
-    )
-    rmse = float(np.sqrt(np.mean(err**2)))
-    assert rmse <= 2.0, tab.assign(true_dx=truth["dx"].to_numpy(), true_dy=truth["dy"].to_numpy())
+def test_simulator_shift_rmse_against_manifest(world_cube) -> None:
+    world, ds, tab = world_cube
+    truth = np.array([world.scene(i)["shift"] for i in tab["item_id"]])
+    own = _own_clear(ds)
+    clear_enough = own >= 0.3
+    assert clear_enough.sum() >= 2  # the tiny world has at least two such scenes
+    assert not tab["flagged"].to_numpy()[clear_enough].any()
+    est = tab[["dx", "dy"]].to_numpy()
+    err = np.hypot(*(est - truth).T)
+    rmse = float(np.sqrt(np.mean(err[clear_enough] ** 2)))
+    assert rmse <= 2.0, tab.assign(true_dx=truth[:, 0], true_dy=truth[:, 1], err=err)
+    # Every estimate the table does not flag is good, whatever the scene's clear fraction.
+    ok = ~tab["flagged"].to_numpy()
+    assert err[ok].max() <= 3.0, tab.assign(err=err)
+    # Flagged scenes keep a zero shift (the cube was loaded without shifts).
+    assert (est[~ok] == 0).all()
+
+
+def _truth_corr(scene: xr.Dataset, truth: np.ndarray) -> float:
+    m = scene["clear"].values & np.isfinite(scene["nir"].values)
+    return float(np.corrcoef(scene["nir"].values[m], truth[m])[0, 1])
+
+
+def test_simulator_coregister_raises_truth_correlation(world_cube) -> None:
+    world, ds, tab = world_cube
+    out = coregister(ds, shifts=tab)
+    assert out.sizes == ds.sizes
+    assert out["nir"].chunks is not None  # lazy until here
+    moved = tab.index[(~tab["flagged"]) & (np.hypot(tab["dx"], tab["dy"]) > 5.0)]
+    assert len(moved) >= 2
+    truth = world.truth["nir"]
+    for t in moved:
+        ref = truth.sel(time=pd.Timestamp(t).normalize()).values
+        before = ds.sel(time=t)[["nir", "clear"]].compute()
+        after = out.sel(time=t)[["nir", "clear"]].compute()
+        np.testing.assert_allclose(after["shift_x"].item(), tab.loc[t, "dx"])
+
+        r_before, r_after = _truth_corr(before, ref), _truth_corr(after, ref)
+        assert r_after > r_before + 0.01, (t, r_before, r_after)
 
 
 def test_coregister_reloads_with_total_shifts(cube: xr.Dataset, table: pd.DataFrame, monkeypatch) -> None:
@@ -291,3 +316,10 @@ def test_coregister_reloads_with_total_shifts(cube: xr.Dataset, table: pd.DataFr
     assert out["shift_x"].values[2] == pytest.approx(shifts["LC_1"][0])
     assert out["shift_flagged"].values.tolist() == [False, False, False, False, False, True, False]
     assert np.isnan(out["shift_quality"].values[0]) and out["shift_quality"].values[1] > 0.9
+
+
+def test_separate_reference_cube_gives_the_same_table(cube: xr.Dataset, table: pd.DataFrame) -> None:
+    landsat = cube.isel(time=slice(1, None))
+    s2 = cube.isel(time=[0])
+    sep = estimate_shifts(landsat, s2, max_days=30)
+    pd.testing.assert_frame_equal(sep, table)
