@@ -52,6 +52,7 @@ __all__ = [
     "build_pair_index",
     "PairDataset",
     "cache_pairs",
+    "datasets_from_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -547,7 +548,7 @@ class PairDataset(Dataset):
         self._truth = None
         if truth is not None:
             self._truth, self._tpos, self._toff = _prepare_truth(
-                truth, self.target_bands, landsat, rows["s2_time"]
+                truth, self.target_bands, s2, rows["s2_time"]
             )
         self.cache_path = None if cache is None else Path(cache)
         self._cache: _PatchCache | None = None
@@ -667,11 +668,18 @@ def _prepare_truth(
         raise UnknownBandError(f"the truth dataset lacks {missing}")
     truth = truth[list(bands)]
     tindex = pd.DatetimeIndex(truth["time"].values)
-    pos = tindex.get_indexer(
-        pd.DatetimeIndex(s2_times.values), method="nearest", tolerance=pd.Timedelta("1D")
-    )
+    wanted = pd.DatetimeIndex(s2_times.values)
+    if (tindex == tindex.normalize()).all():
+        # truth per date: take the Sentinel-2 acquisition's local solar date
+        pos = tindex.get_indexer((wanted + _solar_offset(cube)).normalize())
+    else:
+        pos = tindex.get_indexer(wanted, method="nearest", tolerance=pd.Timedelta("12h"))
     if (pos < 0).any():
-        raise HarmonizeError("the truth dataset has no time within a day of some Sentinel-2 acquisitions")
+        missing = wanted[pos < 0][0]
+        raise HarmonizeError(
+            f"the truth dataset has no time for the Sentinel-2 acquisition of {missing}; pass the truth "
+            "of the same world and period"
+        )
     offsets = []
     for dim in ("y", "x"):
         if dim in truth.coords and dim in cube.coords and cube.sizes[dim] > 1:
@@ -736,3 +744,68 @@ def cache_pairs(dataset: PairDataset, path: str | os.PathLike[str], *, progress:
     for i in tqdm(range(len(cached)), desc="caching pairs", disable=not progress, unit="patch"):
         cached.load(i)
     return cached
+
+
+# --------------------------------------------------------------------------------------------
+# training entry point
+
+
+def datasets_from_config(config: Any) -> tuple[PairDataset, PairDataset | None]:
+    """Dataset factory of ``harmonize train``: load a cube, index its pairs, serve train and val.
+
+    Reads ``config.dataset`` (a mapping; ``config`` is a :class:`harmonize.train.TrainConfig`):
+
+    ``source``
+        Where the items are: a STAC API URL, an item file, or a directory holding
+        ``items.parquet`` (a simulated world). Required.
+    ``bbox``, ``datetime``, ``max_cloud``
+        Passed to :func:`harmonize.catalog.search`.
+    ``chunks``
+        dask chunks of the cube (default ``{"time": 1, "y": 512, "x": 512}``).
+    ``pairs``
+        :class:`PairConfig` fields (``max_days``, ``min_clear``, ``patch_size`` …).
+    ``cache``
+        A folder for Zarr caches of the samples (``train.zarr``, ``val.zarr``), reused by later
+        epochs and runs.
+    ``truth``
+        If true and ``source`` is a simulated world, validation samples carry its truth.
+
+    Returns
+    -------
+    tuple
+        ``(train, val)``; ``val`` is ``None`` when the index has no validation windows.
+    """
+    from harmonize.catalog import search
+    from harmonize.cube import load_cube
+
+    params = dict(getattr(config, "dataset", config) or {})
+    if "source" not in params:
+        raise HarmonizeError("dataset.source is required: a STAC API URL, an item file or a world folder")
+    source = params["source"]
+    pair_config = PairConfig(**params.get("pairs", {}))
+    items = search(
+        source,
+        bbox=params.get("bbox"),
+        datetime=params.get("datetime"),
+        max_cloud=params.get("max_cloud"),
+        include_pan=True,
+        require=True,
+    )
+    world = None
+    if not str(source).startswith(("http://", "https://")) and (Path(source) / "world.json").exists():
+        from harmonize.world import open_world
+
+        world = open_world(source)
+    chunks = params.get("chunks", {"time": 1, "y": 512, "x": 512})
+    geobox = world.geobox if world is not None and params.get("bbox") is None else None
+    cube = load_cube(items, bbox=params.get("bbox"), geobox=geobox, chunks=chunks)
+    index = build_pair_index(cube, pair_config)
+    cache = params.get("cache")
+    train = PairDataset(cube, index, "train", cache=None if cache is None else Path(cache) / "train.zarr")
+    truth = world.truth if (world is not None and params.get("truth", False)) else None
+    val = None
+    if (index["split"] == "val").any():
+        val = PairDataset(
+            cube, index, "val", truth=truth, cache=None if cache is None else Path(cache) / "val.zarr"
+        )
+    return train, val

@@ -23,6 +23,7 @@ from harmonize.pairs import (
     block_splits,
     build_pair_index,
     cache_pairs,
+    datasets_from_config,
     match_pairs,
 )
 
@@ -483,3 +484,82 @@ def test_empty_split_is_a_named_error():
     assert set(index["split"]) == {"train"}  # one block: it goes to the largest split
     with pytest.raises(EmptySearchError, match="no test windows"):
         PairDataset(cube, index, "test")
+
+
+# --------------------------------------------------------------------------------------------
+# integration: the simulated world through load_cube
+
+
+@pytest.fixture(scope="module")
+def world(request, tmp_path_factory):
+    """The shared tiny world when conftest provides one, else a private tiny world."""
+    pytest.importorskip("harmonize.cube", reason="harmonize.cube.load_cube has not landed yet")
+    from harmonize.world import WorldConfig, create_world, open_world
+
+    try:
+        w = request.getfixturevalue("tiny_world")
+    except pytest.FixtureLookupError:
+        w = create_world(tmp_path_factory.mktemp("pairs-world"), WorldConfig.tiny(), progress=False)
+    return w if hasattr(w, "items") else open_world(w)
+
+
+def test_tiny_world_patches_are_the_cubes_pixels(world):
+    import pystac
+
+    from harmonize.cube import load_cube
+
+    items = [pystac.Item.from_dict(d) for d in world.items()]
+    cube = load_cube(items, geobox=world.geobox, chunks={"time": 1, "y": 128, "x": 128})
+    config = PairConfig(
+        max_days=2, min_clear=0.0, patch_size=64, stride=32, block_size=64,
+        train_fraction=1, val_fraction=0, test_fraction=0,
+    )  # fmt: skip
+    index = build_pair_index(cube, config)  # every window of every pair, clear or not
+    pairs = match_pairs(cube, max_days=2)
+    assert len(index) == len(pairs) * 9
+    # the index's fractions are the cube's clear masks averaged over each window
+    keys = list(zip(cube.time.values, cube.sensor.values, strict=True))
+    needed = sorted({keys.index((np.datetime64(t), "landsat")) for t in pairs["landsat_time"]}
+                    | {keys.index((np.datetime64(t), "sentinel-2")) for t in pairs["s2_time"]})  # fmt: skip
+    clear = dict(zip(needed, cube["clear"].isel(time=needed).values, strict=True))
+    pos = {k: i for i, k in enumerate(keys)}
+    for r in index.itertuples():
+        for t, sensor, frac in (
+            (r.landsat_time, "landsat", r.clear_landsat),
+            (r.s2_time, "sentinel-2", r.clear_s2),
+        ):
+            m = clear[pos[(np.datetime64(t), sensor)]][r.y0 : r.y0 + 64, r.x0 : r.x0 + 64]
+            assert frac == pytest.approx(m.mean())
+    ds = PairDataset(cube, index, "train", augment=False, truth=world.truth)
+    best = int(np.argmax(np.minimum(ds.rows["clear_landsat"], ds.rows["clear_s2"])))
+    row = ds.rows.iloc[best]
+    sample = ds[best]
+    win = cube.isel(y=slice(row.y0, row.y0 + 64), x=slice(row.x0, row.x0 + 64))
+    ls = win.isel(time=int(np.flatnonzero((cube.time == row.landsat_time) & (cube.sensor == "landsat"))[0]))
+    s2 = win.isel(time=int(np.flatnonzero((cube.time == row.s2_time) & (cube.sensor == "sentinel-2"))[0]))
+    ls, s2 = ls.compute(), s2.compute()
+    x = np.stack([ls[b].values for b in INPUT_BANDS])
+    y = np.stack([s2[b].values for b in TARGET_BANDS])
+    valid = ls["clear"].values & s2["clear"].values & np.isfinite(x).all(0) & np.isfinite(y).all(0)
+    np.testing.assert_array_equal(sample["valid"].numpy(), valid)
+    np.testing.assert_array_equal(sample["input"].numpy(), np.nan_to_num(x))
+    np.testing.assert_array_equal(sample["target"].numpy(), np.nan_to_num(y))
+    assert row.clear_s2 == pytest.approx(s2["clear"].values.mean())
+    assert row.clear_landsat == pytest.approx(ls["clear"].values.mean())
+    assert valid.sum() > 0
+    # truth of the S2 date, on the same pixels: the S2 observation is truth plus sensor effects
+    day = pd.Timestamp(row.s2_time).normalize()
+    t = world.truth.sel(time=day, y=win.y, x=win.x)
+    truth = np.stack([t[b].values for b in TARGET_BANDS]).astype(np.float32)
+    np.testing.assert_allclose(sample["truth"].numpy(), truth, rtol=1e-6)
+    err = np.abs(sample["target"].numpy() - truth)[:, valid]
+    assert np.median(err) < 0.02, np.median(err)
+    # the factory of `harmonize train` serves the same world
+    from types import SimpleNamespace
+
+    train, val = datasets_from_config(
+        SimpleNamespace(dataset={"source": str(world.root), "chunks": {"time": 1, "y": 128, "x": 128},
+                                 "pairs": config.model_dump()})
+    )  # fmt: skip
+    assert val is None and len(train) == len(ds) and train.augment
+    np.testing.assert_array_equal(train.load(best)["target"], sample["target"].numpy())
