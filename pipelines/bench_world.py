@@ -46,7 +46,9 @@ def run(argv: list[str]) -> dict[str, Any]:
         world = create_world(out, cfg, progress=False, overwrite=True, workers=args.workers)
         seconds = time.perf_counter() - t0
         scenes = world.scenes
-        parts = {p.name: round(_disk_mb(p) if p.is_dir() else p.stat().st_size / 1e6, 2) for p in out.iterdir()}
+        parts = {
+            p.name: round(_disk_mb(p) if p.is_dir() else p.stat().st_size / 1e6, 2) for p in out.iterdir()
+        }
         return {
             "config": cfg.model_dump(mode="json"),
             "seconds": round(seconds, 2),

@@ -22,7 +22,6 @@ from harmonize.world import World, WorldConfig, create_world, open_world
 from harmonize.world.grids import Grid
 from harmonize.world.sensors import PSF_SIGMA, noise_sigma, pan_toa, project, spectral
 
-
 # ---------------------------------------------------------------- helpers
 
 
@@ -52,7 +51,9 @@ def _inner(grid: Grid, k: int) -> Grid:
 
 
 def _clear_scene(world: World, sensor: str) -> dict:
-    clear = [s for s in world.scenes if s["sensor"] == sensor and s["eo:cloud_cover"] == 0 and not s["nodata_edge"]]
+    clear = [
+        s for s in world.scenes if s["sensor"] == sensor and s["eo:cloud_cover"] == 0 and not s["nodata_edge"]
+    ]
     assert clear, f"the tiny world should hold a cloud-free {sensor} scene"
     return clear[0]
 
@@ -135,7 +136,7 @@ def test_calendars_and_coincidences(tiny_world: World) -> None:
     assert set(np.diff(s2).astype(int)) == {5}
     assert set(np.diff(ls).astype(int)) == {8}
     plats = [s["platform"] for s in tiny_world.scenes if s["sensor"] == "sentinel-2"]
-    assert all(a != b for a, b in zip(plats, plats[1:])), "S2A and S2B alternate"
+    assert all(a != b for a, b in zip(plats[:-1], plats[1:], strict=True)), "S2A and S2B alternate"
     assert set(s2) & set(ls), "some days are seen by both sensors"
     truth_times = tiny_world.truth.time.values.astype("datetime64[D]")
     assert sorted(set(s2) | set(ls)) == list(truth_times)
@@ -153,7 +154,9 @@ def test_sentinel2_reflectance_is_truth_through_the_sensor(tiny_world: World) ->
         refl, grid = _reflectance(item, band)
         res = int(grid.res)
         k = 4 if res == 10 else 3
-        model = project(msi[REFLECTANCE_BANDS.index(band)], aoi, _inner(grid, k), PSF_SIGMA[("sentinel-2", res)])
+        model = project(
+            msi[REFLECTANCE_BANDS.index(band)], aoi, _inner(grid, k), PSF_SIGMA[("sentinel-2", res)]
+        )
         obs = refl[k:-k, k:-k]
         z = (obs - model) / noise_sigma(model, "sentinel-2")
         assert abs(float(z.mean())) < 0.1, band
@@ -169,12 +172,18 @@ def test_landsat_reflectance_and_pan_are_truth_through_the_shifted_sensor(tiny_w
     for band in ("blue", "nir", "swir16"):
         refl, grid = _reflectance(items[scene["id"]], band)
         k = _landsat_k(tiny_world, 30)
-        model = project(oli[REFLECTANCE_BANDS.index(band)], aoi, _inner(grid, k), PSF_SIGMA[("landsat", 30)], shift)
+        model = project(
+            oli[REFLECTANCE_BANDS.index(band)], aoi, _inner(grid, k), PSF_SIGMA[("landsat", 30)], shift
+        )
         z = (refl[k:-k, k:-k] - model) / noise_sigma(model, "landsat")
         assert abs(float(z.mean())) < 0.15 and 0.8 < float(z.std()) < 1.2, band
         # The same comparison without the recorded shift is far worse: the shift is real.
-        unshifted = project(oli[REFLECTANCE_BANDS.index(band)], aoi, _inner(grid, k), PSF_SIGMA[("landsat", 30)])
-        assert float(np.abs(refl[k:-k, k:-k] - unshifted).mean()) > 2 * float(np.abs(refl[k:-k, k:-k] - model).mean())
+        unshifted = project(
+            oli[REFLECTANCE_BANDS.index(band)], aoi, _inner(grid, k), PSF_SIGMA[("landsat", 30)]
+        )
+        assert float(np.abs(refl[k:-k, k:-k] - unshifted).mean()) > 2 * float(
+            np.abs(refl[k:-k, k:-k] - model).mean()
+        )
     pan, grid = _reflectance(items[scene["l1_id"]], "pan")
     k = _landsat_k(tiny_world, 15)
     model = project(pan_toa(oli), aoi, _inner(grid, k), PSF_SIGMA[("landsat", 15)], shift)
@@ -194,7 +203,9 @@ def test_recorded_shift_is_what_registration_finds(tiny_world: World) -> None:
         red, grid = _reflectance(items[scene["id"]], "red")
         k = _landsat_k(tiny_world, 30)
         oli = spectral(_truth_msi(tiny_world, scene["date"]), scene["platform"])
-        reference = project(oli[REFLECTANCE_BANDS.index("red")], aoi, _inner(grid, k), PSF_SIGMA[("landsat", 30)])
+        reference = project(
+            oli[REFLECTANCE_BANDS.index("red")], aoi, _inner(grid, k), PSF_SIGMA[("landsat", 30)]
+        )
         moving = red[k:-k, k:-k]
         w = window("hann", moving.shape)
         found, _, _ = phase_cross_correlation(
@@ -212,7 +223,7 @@ def test_truth_has_crop_phenology_and_sharp_fields(tiny_world: World) -> None:
     assert t["red"].dtype == np.float32 and t.rio.crs.to_epsg() == tiny_world.config.epsg
     ndvi = ((t["nir"] - t["red"]) / (t["nir"] + t["red"])).compute()
     fid = t["field_id"].values
-    crop = dict(zip(t["field"].values, t["field_crop"].values))
+    crop = dict(zip(t["field"].values, t["field_crop"].values, strict=True))
     first, last = ndvi.isel(time=0).values, ndvi.isel(time=-1).values
     maize = np.isin(fid, [f for f, c in crop.items() if c == 1])
     wheat = np.isin(fid, [f for f, c in crop.items() if c == 3])
@@ -244,7 +255,10 @@ def test_quality_bands_decode_to_the_injected_masks(tiny_world: World) -> None:
         for item_id in filter(None, (scene["id"], scene["l1_id"])):
             item = items[item_id]
             qa, grid = _read(item, "qa")
-            assert (grid.x0, grid.y0) == (float(injected.x[0]) - grid.res / 2, float(injected.y[0]) + grid.res / 2)
+            assert (grid.x0, grid.y0) == (
+                float(injected.x[0]) - grid.res / 2,
+                float(injected.y[0]) + grid.res / 2,
+            )
             decoded = landsat_masks(qa) if scene["sensor"] == "landsat" else scl_masks(qa)
             for name in MASK_NAMES:
                 assert np.array_equal(decoded[name], injected[name].values), (item_id, name)
@@ -271,7 +285,9 @@ def test_masks_mark_what_the_pixels_show(tiny_world: World) -> None:
         nir, grid = _reflectance(item, "nir")
         k = 3
         msi = spectral(_truth_msi(tiny_world, scene["date"]), scene["platform"])
-        model = project(msi[REFLECTANCE_BANDS.index("nir")], aoi, _inner(grid, k), PSF_SIGMA[("sentinel-2", 20)])
+        model = project(
+            msi[REFLECTANCE_BANDS.index("nir")], aoi, _inner(grid, k), PSF_SIGMA[("sentinel-2", 20)]
+        )
         obs = nir[k:-k, k:-k]
         inner = {n: m[n].values[k:-k, k:-k] for n in ("clear", "cloud_high", "shadow", "cloud", "cirrus")}
         clear = inner["clear"]

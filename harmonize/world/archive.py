@@ -40,7 +40,7 @@ from harmonize.errors import WorldError
 from harmonize.world import stac_items
 from harmonize.world.calendar import Scene, acquisitions, sun_position
 from harmonize.world.config import WorldConfig
-from harmonize.world.grids import aoi_grid, domain_grid, landsat_grid, sentinel2_grid, DOMAIN_MARGIN_PX, Grid
+from harmonize.world.grids import DOMAIN_MARGIN_PX, Grid, aoi_grid, domain_grid, landsat_grid, sentinel2_grid
 from harmonize.world.landscape import CROPS, LANDCOVER, make_landscape
 from harmonize.world.scenes import (
     MASK_BITS,
@@ -64,9 +64,24 @@ SHIFT_CONVENTION = (
     "Sentinel-2 scenes have shift [0, 0]."
 )
 _TIME_CHUNK = 8
-_S2_FILES = {"blue": "B02", "green": "B03", "red": "B04", "nir08": "B8A", "swir16": "B11", "swir22": "B12", "scl": "SCL"}
-_L2_FILES = {"blue": "SR_B2", "green": "SR_B3", "red": "SR_B4", "nir08": "SR_B5", "swir16": "SR_B6",
-             "swir22": "SR_B7", "qa_pixel": "QA_PIXEL"}
+_S2_FILES = {
+    "blue": "B02",
+    "green": "B03",
+    "red": "B04",
+    "nir08": "B8A",
+    "swir16": "B11",
+    "swir22": "B12",
+    "scl": "SCL",
+}
+_L2_FILES = {
+    "blue": "SR_B2",
+    "green": "SR_B3",
+    "red": "SR_B4",
+    "nir08": "SR_B5",
+    "swir16": "SR_B6",
+    "swir22": "SR_B7",
+    "qa_pixel": "QA_PIXEL",
+}
 
 
 def geometry(cfg: WorldConfig) -> Geometry:
@@ -84,14 +99,17 @@ def geometry(cfg: WorldConfig) -> Geometry:
 
 def _centre_lonlat(cfg: WorldConfig, aoi: Grid) -> tuple[float, float]:
     left, bottom, right, top = aoi.bounds
-    lon, lat = Transformer.from_crs(cfg.epsg, 4326, always_xy=True).transform((left + right) / 2, (bottom + top) / 2)
+    lon, lat = Transformer.from_crs(cfg.epsg, 4326, always_xy=True).transform(
+        (left + right) / 2, (bottom + top) / 2
+    )
     return float(lon), float(lat)
 
 
 def _scenes(cfg: WorldConfig, aoi: Grid) -> list[Scene]:
     lon, _ = _centre_lonlat(cfg, aoi)
-    return acquisitions(cfg.start, cfg.end, lon=lon, mgrs_tile=cfg.mgrs_tile, wrs_path=cfg.wrs_path,
-                        wrs_row=cfg.wrs_row)
+    return acquisitions(
+        cfg.start, cfg.end, lon=lon, mgrs_tile=cfg.mgrs_tile, wrs_path=cfg.wrs_path, wrs_row=cfg.wrs_row
+    )
 
 
 def _write_cog(path: Path, arr: np.ndarray, grid: Grid, epsg: int, nodata: int, categorical: bool) -> None:
@@ -106,8 +124,17 @@ def _write_cog(path: Path, arr: np.ndarray, grid: Grid, epsg: int, nodata: int, 
     if not categorical:
         opts["PREDICTOR"] = 2
     with rasterio.open(
-        path, "w", driver="COG", width=grid.nx, height=grid.ny, count=1, dtype=arr.dtype.name,
-        crs=f"EPSG:{epsg}", transform=grid.transform, nodata=nodata, **opts,
+        path,
+        "w",
+        driver="COG",
+        width=grid.nx,
+        height=grid.ny,
+        count=1,
+        dtype=arr.dtype.name,
+        crs=f"EPSG:{epsg}",
+        transform=grid.transform,
+        nodata=nodata,
+        **opts,
     ) as ds:
         ds.write(arr, 1)
 
@@ -122,7 +149,9 @@ class _Builder:
         self.geo = geometry(cfg)
         self.lon, self.lat = _centre_lonlat(cfg, self.geo.aoi)
 
-    def scene(self, scene: Scene, surface: np.ndarray, water: np.ndarray) -> tuple[list[dict[str, Any]], dict[str, Any], np.ndarray]:
+    def scene(
+        self, scene: Scene, surface: np.ndarray, water: np.ndarray
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], np.ndarray]:
         cfg, geo = self.cfg, self.geo
         sun = sun_position(scene.datetime, self.lat, self.lon)
         if scene.sensor == "sentinel-2":
@@ -134,8 +163,17 @@ class _Builder:
                 p = folder / f"{_S2_FILES[key]}.tif"
                 _write_cog(p, arr, grid, cfg.epsg, 0, key == "scl")
                 hrefs[key] = _uri(p)
-            items = [stac_items.sentinel2_item(scene, hrefs, {10: geo.s2_10, 20: geo.s2_20}, epsg=cfg.epsg,
-                                               mgrs_tile=cfg.mgrs_tile, sun=sun, stats=sim.stats)]
+            items = [
+                stac_items.sentinel2_item(
+                    scene,
+                    hrefs,
+                    {10: geo.s2_10, 20: geo.s2_20},
+                    epsg=cfg.epsg,
+                    mgrs_tile=cfg.mgrs_tile,
+                    sun=sun,
+                    stats=sim.stats,
+                )
+            ]
         else:
             sim = simulate_landsat(cfg, geo, scene, surface, water, sun)
             folder = self.root / "data" / scene.collection / scene.id
@@ -145,8 +183,11 @@ class _Builder:
                 _write_cog(p, arr, geo.l30, cfg.epsg, 1 if key == "qa_pixel" else 0, key == "qa_pixel")
                 hrefs[key] = _uri(p)
             wrs = (cfg.wrs_path, cfg.wrs_row)
-            items = [stac_items.landsat_l2_item(scene, hrefs, geo.l30, epsg=cfg.epsg, sun=sun,
-                                                cloud_cover=sim.cloud_cover, wrs=wrs)]
+            items = [
+                stac_items.landsat_l2_item(
+                    scene, hrefs, geo.l30, epsg=cfg.epsg, sun=sun, cloud_cover=sim.cloud_cover, wrs=wrs
+                )
+            ]
             folder1 = self.root / "data" / "landsat-c2l1" / str(scene.l1_id)
             h1 = {}
             p = folder1 / f"{scene.l1_id}_B8.TIF"
@@ -155,8 +196,11 @@ class _Builder:
             p = folder1 / f"{scene.l1_id}_QA_PIXEL.TIF"
             _write_cog(p, sim.l1_bands["qa_pixel"], geo.l30, cfg.epsg, 1, True)
             h1["qa_pixel"] = _uri(p)
-            items.append(stac_items.landsat_l1_item(scene, h1, geo.l30, geo.l15, epsg=cfg.epsg, sun=sun,
-                                                    cloud_cover=sim.cloud_cover, wrs=wrs))
+            items.append(
+                stac_items.landsat_l1_item(
+                    scene, h1, geo.l30, geo.l15, epsg=cfg.epsg, sun=sun, cloud_cover=sim.cloud_cover, wrs=wrs
+                )
+            )
         entry = self._manifest_entry(scene, sim, sun)
         return items, entry, sim.raw_masks
 
@@ -181,7 +225,13 @@ class _Builder:
         }
 
 
-def _write_truth(path: Path, cfg: WorldConfig, geo: Geometry, land: Any, batches: Iterator[tuple[list[dt.date], np.ndarray, dict]]) -> None:
+def _write_truth(
+    path: Path,
+    cfg: WorldConfig,
+    geo: Geometry,
+    land: Any,
+    batches: Iterator[tuple[list[dt.date], np.ndarray, dict]],
+) -> None:
     import zarr
 
     m = DOMAIN_MARGIN_PX
@@ -209,15 +259,17 @@ def _write_truth(path: Path, cfg: WorldConfig, geo: Geometry, land: Any, batches
             ds["field_sow_doy"] = ("field", land.field_sow_doy)
             ds["field_harvest_doy"] = ("field", land.field_harvest_doy)
             ds["landcover"].attrs = {
-                "flag_values": list(LANDCOVER), "flag_meanings": " ".join(LANDCOVER.values()),
-                "long_name": "land cover"}
+                "flag_values": list(LANDCOVER),
+                "flag_meanings": " ".join(LANDCOVER.values()),
+                "long_name": "land cover",
+            }
             ds["field_id"].attrs = {"long_name": "field number (0 outside fields)"}
             ds["field_crop"].attrs = {"flag_values": list(CROPS), "flag_meanings": " ".join(CROPS.values())}
             ds["field_sow_doy"].attrs = {"long_name": "sowing day of year", "units": "day"}
             ds["field_harvest_doy"].attrs = {"long_name": "harvest day of year", "units": "day"}
             ds.attrs = {
                 "title": "harmonize.world truth: noise-free, cloud-free Sentinel-2A surface reflectance",
-                "spectral": "sentinel-2a MSI (nir = B8A); harmonize.world.sensors.spectral gives other sensors",
+                "spectral": "sentinel-2a MSI (nir = B8A); see harmonize.world.sensors.spectral",
                 "seed": cfg.seed,
             }
             for b in REFLECTANCE_BANDS:
@@ -225,9 +277,14 @@ def _write_truth(path: Path, cfg: WorldConfig, geo: Geometry, land: Any, batches
             ds = ds.rio.write_crs(f"EPSG:{cfg.epsg}")
             ds = ds.rio.write_transform(aoi.transform)
             enc: dict[str, Any] = {
-                b: {"dtype": "uint16", "scale_factor": np.float32(1e-4), "add_offset": np.float32(0.0),
-                    "_FillValue": np.uint16(0), "chunks": (_TIME_CHUNK, min(256, aoi.ny), min(256, aoi.nx)),
-                    "compressors": [codec]}
+                b: {
+                    "dtype": "uint16",
+                    "scale_factor": np.float32(1e-4),
+                    "add_offset": np.float32(0.0),
+                    "_FillValue": np.uint16(0),
+                    "chunks": (_TIME_CHUNK, min(256, aoi.ny), min(256, aoi.nx)),
+                    "compressors": [codec],
+                }
                 for b in REFLECTANCE_BANDS
             }
             enc["time"] = {"units": "days since 2022-01-01", "dtype": "int32"}
@@ -245,8 +302,14 @@ def _write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
     g.attrs["bits"] = MASK_BITS
     for sid in sorted(masks):
         a = masks[sid]
-        arr = g.create_array(sid, shape=a.shape, dtype="uint8", chunks=a.shape,
-                             compressors=[zarr.codecs.ZstdCodec(level=5)], fill_value=0)
+        arr = g.create_array(
+            sid,
+            shape=a.shape,
+            dtype="uint8",
+            chunks=a.shape,
+            compressors=[zarr.codecs.ZstdCodec(level=5)],
+            fill_value=0,
+        )
         arr[...] = a
 
 
@@ -344,7 +407,9 @@ def create_world(
         "format": FORMAT,
         "shift_convention": SHIFT_CONVENTION,
         "cloud_cover": "eo:cloud_cover = percent of valid quality-asset pixels decoded as cloud or cirrus",
-        "masks": "masks.zarr/<scene id>: uint8 bits " + json.dumps(MASK_BITS) + " on the quality asset's grid",
+        "masks": "masks.zarr/<scene id>: uint8 bits "
+        + json.dumps(MASK_BITS)
+        + " on the quality asset's grid",
         "scenes": [entries[s.id] for s in scenes],
     }
     _write_json(root / "manifest.json", manifest)
@@ -390,7 +455,9 @@ def open_world(root: str | Path) -> World:
     """
     root = Path(root).expanduser().absolute()
     if not (root / "world.json").exists():
-        raise WorldError(f"{root} holds no world (no world.json); create one with harmonize.world.create_world.")
+        raise WorldError(
+            f"{root} holds no world (no world.json); create one with harmonize.world.create_world."
+        )
     doc = _read_world_json(root)
     if doc.get("format") != FORMAT:
         raise WorldError(f"{root} was written as {doc.get('format')!r}, not {FORMAT!r}; recreate it.")
@@ -414,7 +481,8 @@ class World:
         self._geo = geometry(config)
 
     def __repr__(self) -> str:
-        return f"World({str(self.root)!r}, size_km={self.config.size_km}, {self.config.start}..{self.config.end})"
+        c = self.config
+        return f"World({str(self.root)!r}, size_km={c.size_km}, {c.start}..{c.end})"
 
     @property
     def items_path(self) -> Path:
@@ -470,11 +538,18 @@ class World:
     def truth_as_seen_by(self, platform: str) -> xr.Dataset:
         """The truth through ``platform``'s spectral response (e.g. ``"landsat-8"``), lazily."""
         t = self.truth
-        stacked = xr.concat([t[b] for b in REFLECTANCE_BANDS], dim="band").transpose("band", ...).chunk(band=-1)
-        out = xr.apply_ufunc(lambda a: spectral(a, platform), stacked, dask="parallelized",  # type: ignore[arg-type]
-                             output_dtypes=[np.float32])
-        return xr.Dataset({b: out.isel(band=i, drop=True) for i, b in enumerate(REFLECTANCE_BANDS)}).rio.write_crs(
-            f"EPSG:{self.config.epsg}")
+        stacked = (
+            xr.concat([t[b] for b in REFLECTANCE_BANDS], dim="band").transpose("band", ...).chunk(band=-1)
+        )
+        out = xr.apply_ufunc(
+            lambda a: spectral(a, platform),
+            stacked,
+            dask="parallelized",  # type: ignore[arg-type]
+            output_dtypes=[np.float32],
+        )
+        return xr.Dataset(
+            {b: out.isel(band=i, drop=True) for i, b in enumerate(REFLECTANCE_BANDS)}
+        ).rio.write_crs(f"EPSG:{self.config.epsg}")
 
     @property
     def crs(self) -> str:
@@ -521,6 +596,8 @@ class World:
         t = entry["mask_grid"]["transform"]
         ny, nx = entry["mask_grid"]["shape"]
         grid = Grid(t[2], t[5], t[0], ny, nx)
-        ds = xr.Dataset({k: (("y", "x"), v) for k, v in masks.items()}, coords={"y": grid.ys(), "x": grid.xs()})
+        ds = xr.Dataset(
+            {k: (("y", "x"), v) for k, v in masks.items()}, coords={"y": grid.ys(), "x": grid.xs()}
+        )
         ds.attrs = {"scene_id": entry["id"], "sensor": entry["sensor"]}
         return ds.rio.write_crs(self.crs).rio.write_transform(grid.transform)

@@ -58,7 +58,11 @@ def acquisitions(
         if n % 5 == 0:
             plat = "sentinel-2a" if (n // 5) % 2 == 0 else "sentinel-2b"
             t = _overpass(day, "sentinel-2", lon, n)
-            out.append(Scene(f"S2{plat[-1].upper()}_{mgrs_tile}_{ymd}_0_L2A", "sentinel-2-l2a", "sentinel-2", plat, t))
+            out.append(
+                Scene(
+                    f"S2{plat[-1].upper()}_{mgrs_tile}_{ymd}_0_L2A", "sentinel-2-l2a", "sentinel-2", plat, t
+                )
+            )
         if n % 8 == 0:
             plat = "landsat-8" if n % 16 == 0 else "landsat-9"
             code = "LC08" if plat == "landsat-8" else "LC09"
@@ -95,5 +99,8 @@ def sun_position(t: dt.datetime, lat: float, lon: float) -> tuple[float, float]:
     h = math.radians(15.0 * (solar_hours - 12.0))
     phi = math.radians(lat)
     elev = math.asin(math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(h))
-    az = math.degrees(math.atan2(math.sin(h), math.cos(h) * math.sin(phi) - math.tan(decl) * math.cos(phi))) + 180.0
+    az = (
+        math.degrees(math.atan2(math.sin(h), math.cos(h) * math.sin(phi) - math.tan(decl) * math.cos(phi)))
+        + 180.0
+    )
     return round(az % 360.0, 6), round(math.degrees(elev), 6)

@@ -11,8 +11,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Atmosphere", "fractal_noise", "draw_atmosphere", "CLOUD_REFLECTANCE", "CIRRUS_REFLECTANCE",
-           "SHADOW_DARKENING", "THRESHOLDS", "apply_atmosphere"]
+__all__ = [
+    "Atmosphere",
+    "fractal_noise",
+    "draw_atmosphere",
+    "CLOUD_REFLECTANCE",
+    "CIRRUS_REFLECTANCE",
+    "SHADOW_DARKENING",
+    "THRESHOLDS",
+    "apply_atmosphere",
+]
 
 #: Reflectance of thick cloud in the six bands (bright, flat in the visible, darker in the SWIR).
 CLOUD_REFLECTANCE = np.array([0.55, 0.55, 0.56, 0.58, 0.45, 0.32], np.float32)

@@ -17,8 +17,6 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from harmonize.bands import REFLECTANCE_BANDS
-
 __all__ = ["LANDCOVER", "CROPS", "Landscape", "make_landscape", "green_cover"]
 
 #: Land-cover codes of the ``landcover`` truth map.
@@ -53,15 +51,43 @@ SPECTRA = {k: np.asarray(v, np.float32) for k, v in _S.items()}
 
 # Phenology parameters: (b0, fmax, sos, k1, eos, k2, bend, autumn_start); ranges are (lo, hi).
 _PHENO = {
-    1: dict(b0=0.02, fmax=(0.85, 0.97), sos=(140, 160), k1=(0.07, 0.10), eos=(250, 270), k2=(0.2, 0.4), bend=0.05),
-    2: dict(b0=0.02, fmax=(0.80, 0.93), sos=(165, 185), k1=(0.08, 0.12), eos=(255, 275), k2=(0.2, 0.4), bend=0.04),
-    3: dict(b0=0.25, fmax=(0.80, 0.92), sos=(85, 105), k1=(0.06, 0.09), eos=(170, 190), k2=(0.25, 0.4), bend=0.05,
-            autumn=(285, 300)),
-    4: dict(b0=0.03, fmax=(0.20, 0.30), sos=(125, 140), k1=(0.05, 0.08), eos=(225, 245), k2=(0.04, 0.06), bend=0.05),
-    "forest": dict(b0=0.35, fmax=(0.85, 0.93), sos=(110, 125), k1=(0.08, 0.12), eos=(285, 300), k2=(0.06, 0.09),
-                   bend=0.35),
-    "grass": dict(b0=0.30, fmax=(0.60, 0.75), sos=(95, 110), k1=(0.06, 0.08), eos=(270, 290), k2=(0.04, 0.06),
-                  bend=0.30),
+    1: dict(
+        b0=0.02, fmax=(0.85, 0.97), sos=(140, 160), k1=(0.07, 0.10), eos=(250, 270), k2=(0.2, 0.4), bend=0.05
+    ),
+    2: dict(
+        b0=0.02, fmax=(0.80, 0.93), sos=(165, 185), k1=(0.08, 0.12), eos=(255, 275), k2=(0.2, 0.4), bend=0.04
+    ),
+    3: dict(
+        b0=0.25,
+        fmax=(0.80, 0.92),
+        sos=(85, 105),
+        k1=(0.06, 0.09),
+        eos=(170, 190),
+        k2=(0.25, 0.4),
+        bend=0.05,
+        autumn=(285, 300),
+    ),
+    4: dict(
+        b0=0.03,
+        fmax=(0.20, 0.30),
+        sos=(125, 140),
+        k1=(0.05, 0.08),
+        eos=(225, 245),
+        k2=(0.04, 0.06),
+        bend=0.05,
+    ),
+    "forest": dict(
+        b0=0.35,
+        fmax=(0.85, 0.93),
+        sos=(110, 125),
+        k1=(0.08, 0.12),
+        eos=(285, 300),
+        k2=(0.06, 0.09),
+        bend=0.35,
+    ),
+    "grass": dict(
+        b0=0.30, fmax=(0.60, 0.75), sos=(95, 110), k1=(0.06, 0.08), eos=(270, 290), k2=(0.04, 0.06), bend=0.30
+    ),
 }
 # Sowing precedes the green-up midpoint by about this many days.
 _SOW_LEAD = 25.0
@@ -210,7 +236,9 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_
                 continue
             unit[sl] = u_road + 1 + len(building_spectra)
             landcover[sl] = _BUILDING
-            building_spectra.append(roofs[int(rng.integers(len(roofs)))] * np.float32(rng.uniform(0.85, 1.15)))
+            building_spectra.append(
+                roofs[int(rng.integers(len(roofs)))] * np.float32(rng.uniform(0.85, 1.15))
+            )
     n_units = u_road + 1 + len(building_spectra)
 
     # Per-unit phenology and spectra.
@@ -278,4 +306,3 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_
         field_sow_doy=(pheno["sos"][fc_units] - _SOW_LEAD).astype(np.float32),
         field_harvest_doy=pheno["eos"][fc_units].astype(np.float32),
     )
-

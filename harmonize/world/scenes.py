@@ -24,11 +24,26 @@ from harmonize.world.config import WorldConfig
 from harmonize.world.grids import Grid
 from harmonize.world.sensors import PSF_SIGMA, SCALINGS, add_noise, pan_toa, project, quantise, spectral
 
-__all__ = ["MASK_BITS", "Geometry", "SimulatedScene", "scene_rng", "simulate_sentinel2", "simulate_landsat",
-           "product_masks"]
+__all__ = [
+    "MASK_BITS",
+    "Geometry",
+    "SimulatedScene",
+    "scene_rng",
+    "simulate_sentinel2",
+    "simulate_landsat",
+    "product_masks",
+]
 
 #: Bits of the stored raw masks.
-MASK_BITS = {"nodata": 1, "cloud_high": 2, "cloud_low": 4, "cirrus": 8, "shadow": 16, "water": 32, "vegetation": 64}
+MASK_BITS = {
+    "nodata": 1,
+    "cloud_high": 2,
+    "cloud_low": 4,
+    "cirrus": 8,
+    "shadow": 16,
+    "water": 32,
+    "vegetation": 64,
+}
 
 
 @dataclass(frozen=True)
@@ -149,12 +164,24 @@ def product_masks(raw: np.ndarray, sensor: str) -> dict[str, np.ndarray]:
         water = bit["water"] & ~cloud & ~cirrus & ~shadow & valid
     snow = np.zeros_like(nd)
     clear = valid & ~cloud & ~shadow & ~cirrus & ~snow
-    return {"nodata": nd, "cloud": cloud, "shadow": shadow, "cirrus": cirrus, "snow": snow, "water": water,
-            "clear": clear}
+    return {
+        "nodata": nd,
+        "cloud": cloud,
+        "shadow": shadow,
+        "cirrus": cirrus,
+        "snow": snow,
+        "water": water,
+        "clear": clear,
+    }
 
 
 def simulate_sentinel2(
-    cfg: WorldConfig, geo: Geometry, scene: Scene, surface: np.ndarray, water: np.ndarray, sun: tuple[float, float]
+    cfg: WorldConfig,
+    geo: Geometry,
+    scene: Scene,
+    surface: np.ndarray,
+    water: np.ndarray,
+    sun: tuple[float, float],
 ) -> SimulatedScene:
     """Simulate a Sentinel-2 L2A scene from Sentinel-2A ``surface`` ``(6, ny, nx)`` on the domain."""
     atm = _atmosphere(cfg, scene, geo.domain, sun)
@@ -179,9 +206,19 @@ def simulate_sentinel2(
     wat = water_f >= THRESHOLDS["water"]
     veg = (nir - red) / np.maximum(nir + red, 1e-6) >= THRESHOLDS["vegetation"]
     zeros = np.zeros(nd20.shape, bool)
-    scl = encode_scl(nodata=nd20, cloud_high=high, cloud_medium=low, cirrus=cirrus, shadow=shadow, snow=zeros,
-                     water=wat, vegetation=veg)
-    raw = _pack(nodata=nd20, cloud_high=high, cloud_low=low, cirrus=cirrus, shadow=shadow, water=wat, vegetation=veg)
+    scl = encode_scl(
+        nodata=nd20,
+        cloud_high=high,
+        cloud_medium=low,
+        cirrus=cirrus,
+        shadow=shadow,
+        snow=zeros,
+        water=wat,
+        vegetation=veg,
+    )
+    raw = _pack(
+        nodata=nd20, cloud_high=high, cloud_low=low, cirrus=cirrus, shadow=shadow, water=wat, vegetation=veg
+    )
     m = product_masks(raw, "sentinel-2")
     valid = ~nd20
     classes = {v: scl == v for v in (3, 4, 5, 6, 8, 9, 10)}
@@ -196,10 +233,24 @@ def simulate_sentinel2(
         "high": _pct(classes[9], valid),
         "cirrus": _pct(classes[10], valid),
     }
-    bands = {"blue": dn10[0], "green": dn10[1], "red": dn10[2], "nir08": dn20[0], "swir16": dn20[1],
-             "swir22": dn20[2], "scl": scl}
-    return SimulatedScene(bands=bands, raw_masks=raw, shift=(0.0, 0.0), cloud_fraction=atm.cloud_fraction,
-                          cloud_cover=stats["cloud_cover"], stats=stats, nodata_edge=edge is not None)
+    bands = {
+        "blue": dn10[0],
+        "green": dn10[1],
+        "red": dn10[2],
+        "nir08": dn20[0],
+        "swir16": dn20[1],
+        "swir22": dn20[2],
+        "scl": scl,
+    }
+    return SimulatedScene(
+        bands=bands,
+        raw_masks=raw,
+        shift=(0.0, 0.0),
+        cloud_fraction=atm.cloud_fraction,
+        cloud_cover=stats["cloud_cover"],
+        stats=stats,
+        nodata_edge=edge is not None,
+    )
 
 
 def draw_shift(cfg: WorldConfig, scene: Scene) -> tuple[float, float]:
@@ -210,7 +261,12 @@ def draw_shift(cfg: WorldConfig, scene: Scene) -> tuple[float, float]:
 
 
 def simulate_landsat(
-    cfg: WorldConfig, geo: Geometry, scene: Scene, surface: np.ndarray, water: np.ndarray, sun: tuple[float, float]
+    cfg: WorldConfig,
+    geo: Geometry,
+    scene: Scene,
+    surface: np.ndarray,
+    water: np.ndarray,
+    sun: tuple[float, float],
 ) -> SimulatedScene:
     """Simulate a Landsat L2 scene and its L1 pan companion from Sentinel-2A ``surface``."""
     atm = _atmosphere(cfg, scene, geo.domain, sun)
@@ -227,19 +283,29 @@ def simulate_landsat(
     dn_pan = quantise(add_noise(pan, "pan", noise_rng, cfg.noise), SCALINGS["landsat-l1"], nd15)
     opacity, shadow_f, cirrus_f, water_f = p30[6], p30[7], p30[8], p30[9]
     high = opacity >= THRESHOLDS["cloud_high"]
-    low = ((opacity >= THRESHOLDS["cloud_low"]) | ndimage.binary_dilation(high, np.ones((3, 3), bool))) & ~high
+    low = (
+        (opacity >= THRESHOLDS["cloud_low"]) | ndimage.binary_dilation(high, np.ones((3, 3), bool))
+    ) & ~high
     cirrus = cirrus_f >= THRESHOLDS["cirrus"]
     shadow = shadow_f >= THRESHOLDS["shadow"]
     wat = water_f >= THRESHOLDS["water"]
     zeros = np.zeros(nd30.shape, bool)
-    qa = encode_landsat_qa(nodata=nd30, cloud=high, dilated_cloud=low, cirrus=cirrus, shadow=shadow, snow=zeros,
-                           water=wat)
+    qa = encode_landsat_qa(
+        nodata=nd30, cloud=high, dilated_cloud=low, cirrus=cirrus, shadow=shadow, snow=zeros, water=wat
+    )
     raw = _pack(nodata=nd30, cloud_high=high, cloud_low=low, cirrus=cirrus, shadow=shadow, water=wat)
     m = product_masks(raw, "landsat")
     cc = _pct(m["cloud"] | m["cirrus"], ~nd30)
     keys = ("blue", "green", "red", "nir08", "swir16", "swir22")
     bands: dict[str, Any] = {k: dn[i] for i, k in enumerate(keys)}
     bands["qa_pixel"] = qa
-    return SimulatedScene(bands=bands, raw_masks=raw, shift=shift, cloud_fraction=atm.cloud_fraction,
-                          cloud_cover=cc, stats={"cloud_cover": cc}, nodata_edge=edge is not None,
-                          l1_bands={"pan": dn_pan, "qa_pixel": qa})
+    return SimulatedScene(
+        bands=bands,
+        raw_masks=raw,
+        shift=shift,
+        cloud_fraction=atm.cloud_fraction,
+        cloud_cover=cc,
+        stats={"cloud_cover": cc},
+        nodata_edge=edge is not None,
+        l1_bands={"pan": dn_pan, "qa_pixel": qa},
+    )

@@ -158,7 +158,9 @@ def axis_weights(
 
 
 @lru_cache(maxsize=64)
-def _weights(src: Grid, dst: Grid, sigma: float, shift: tuple[float, float]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+def _weights(
+    src: Grid, dst: Grid, sigma: float, shift: tuple[float, float]
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     wy = axis_weights(dst.ys(shift[1]), dst.res, sigma, src.ys(), src.res)
     wx = axis_weights(dst.xs(shift[0]), dst.res, sigma, src.xs(), src.res)
     return wy, wx

@@ -46,7 +46,9 @@ LANDSAT_ASSETS: dict[str, tuple[str, str, float, float]] = {
 }
 
 
-def _bitfield(name: str, offset: int, length: int, desc: str, classes: list[tuple[int, str]]) -> dict[str, Any]:
+def _bitfield(
+    name: str, offset: int, length: int, desc: str, classes: list[tuple[int, str]]
+) -> dict[str, Any]:
     return {
         "name": name,
         "description": desc,
@@ -85,7 +87,7 @@ def footprint(grid: Grid, epsg: int) -> tuple[dict[str, Any], list[float]]:
     xs = [left, right, right, left, left]
     ys = [top, top, bottom, bottom, top]
     lon, lat = tr.transform(xs, ys)
-    ring = [[round(a, 7), round(b, 7)] for a, b in zip(lon, lat)]
+    ring = [[round(a, 7), round(b, 7)] for a, b in zip(lon, lat, strict=True)]
     bbox = [min(lon), min(lat), max(lon), max(lat)]
     return {"type": "Polygon", "coordinates": [ring]}, [round(v, 7) for v in bbox]
 
@@ -124,14 +126,19 @@ def sentinel2_item(
     stamp = (t + dt.timedelta(hours=6)).strftime("%Y%m%dT%H%M%S")
     zone, band, square = mgrs_tile[:2], mgrs_tile[2], mgrs_tile[3:]
     assets: dict[str, Any] = {}
-    for key, (stem, title, cw, fwhm, res) in S2_ASSETS.items():
+    for key, (_stem, title, cw, fwhm, res) in S2_ASSETS.items():
         assets[key] = {
             "href": hrefs[key],
             "type": _COG,
             "title": title,
             "eo:bands": [
-                {"name": key, "common_name": key, "description": title.split(" - ")[0],
-                 "center_wavelength": cw, "full_width_half_max": fwhm}
+                {
+                    "name": key,
+                    "common_name": key,
+                    "description": title.split(" - ")[0],
+                    "center_wavelength": cw,
+                    "full_width_half_max": fwhm,
+                }
             ],
             "gsd": res,
             **_proj(grids[res]),
@@ -184,8 +191,17 @@ def sentinel2_item(
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
-        "stac_extensions": [_EXT.format(e) for e in (
-            "raster/v1.1.0", "view/v1.0.0", "projection/v1.1.0", "mgrs/v1.0.0", "grid/v1.0.0", "eo/v1.1.0")],
+        "stac_extensions": [
+            _EXT.format(e)
+            for e in (
+                "raster/v1.1.0",
+                "view/v1.0.0",
+                "projection/v1.1.0",
+                "mgrs/v1.0.0",
+                "grid/v1.0.0",
+                "eo/v1.1.0",
+            )
+        ],
         "id": scene.id,
         "geometry": geom,
         "bbox": bbox,
@@ -196,8 +212,16 @@ def sentinel2_item(
     }
 
 
-def _landsat_props(scene: Scene, grid30: Grid, *, epsg: int, sun: tuple[float, float], cloud_cover: float,
-                   wrs: tuple[int, int], correction: str) -> dict[str, Any]:
+def _landsat_props(
+    scene: Scene,
+    grid30: Grid,
+    *,
+    epsg: int,
+    sun: tuple[float, float],
+    cloud_cover: float,
+    wrs: tuple[int, int],
+    correction: str,
+) -> dict[str, Any]:
     t = scene.datetime
     code = "LC8" if scene.platform == "landsat-8" else "LC9"
     return {
@@ -239,14 +263,29 @@ def _qa_asset(href: str, grid30: Grid) -> dict[str, Any]:
     }
 
 
-_LANDSAT_EXT = [_EXT.format(e) for e in (
-    "projection/v1.1.0", "classification/v1.0.0", "raster/v1.1.0", "grid/v1.1.0", "view/v1.0.0",
-    "eo/v1.1.0", "landsat/v2.0.0")]
+_LANDSAT_EXT = [
+    _EXT.format(e)
+    for e in (
+        "projection/v1.1.0",
+        "classification/v1.0.0",
+        "raster/v1.1.0",
+        "grid/v1.1.0",
+        "view/v1.0.0",
+        "eo/v1.1.0",
+        "landsat/v2.0.0",
+    )
+]
 
 
 def landsat_l2_item(
-    scene: Scene, hrefs: dict[str, str], grid30: Grid, *, epsg: int, sun: tuple[float, float],
-    cloud_cover: float, wrs: tuple[int, int],
+    scene: Scene,
+    hrefs: dict[str, str],
+    grid30: Grid,
+    *,
+    epsg: int,
+    sun: tuple[float, float],
+    cloud_cover: float,
+    wrs: tuple[int, int],
 ) -> dict[str, Any]:
     """An Earth Search v1 ``landsat-c2-l2`` item for ``scene``."""
     geom, bbox = footprint(grid30, epsg)
@@ -257,14 +296,22 @@ def landsat_l2_item(
             "type": _COG,
             "title": title,
             "description": f"Collection 2 Level-2 {title} (SR_{oli}) Surface Reflectance",
-            "eo:bands": [{"name": f"OLI_{oli}", "common_name": key, "center_wavelength": cw,
-                          "full_width_half_max": fwhm}],
+            "eo:bands": [
+                {
+                    "name": f"OLI_{oli}",
+                    "common_name": key,
+                    "center_wavelength": cw,
+                    "full_width_half_max": fwhm,
+                }
+            ],
             **_proj(grid30),
             "raster:bands": _raster("landsat-l2", 30),
             "roles": ["data", "reflectance"],
         }
     assets["qa_pixel"] = _qa_asset(hrefs["qa_pixel"], grid30)
-    props = _landsat_props(scene, grid30, epsg=epsg, sun=sun, cloud_cover=cloud_cover, wrs=wrs, correction="L2SP")
+    props = _landsat_props(
+        scene, grid30, epsg=epsg, sun=sun, cloud_cover=cloud_cover, wrs=wrs, correction="L2SP"
+    )
     props["description"] = "Landsat Collection 2 Level-2"
     return {
         "type": "Feature",
@@ -281,8 +328,15 @@ def landsat_l2_item(
 
 
 def landsat_l1_item(
-    scene: Scene, hrefs: dict[str, str], grid30: Grid, grid15: Grid, *, epsg: int, sun: tuple[float, float],
-    cloud_cover: float, wrs: tuple[int, int],
+    scene: Scene,
+    hrefs: dict[str, str],
+    grid30: Grid,
+    grid15: Grid,
+    *,
+    epsg: int,
+    sun: tuple[float, float],
+    cloud_cover: float,
+    wrs: tuple[int, int],
 ) -> dict[str, Any]:
     """A USGS-shaped ``landsat-c2l1`` item (pan band and QA_PIXEL) for ``scene``."""
     geom, bbox = footprint(grid30, epsg)
@@ -292,14 +346,18 @@ def landsat_l1_item(
             "type": _COG,
             "title": "Panchromatic Band (B8)",
             "description": "Collection 2 Level-1 Panchromatic Band (B8) Top of Atmosphere Radiance",
-            "eo:bands": [{"name": "B8", "common_name": "pan", "center_wavelength": 0.59, "full_width_half_max": 0.18}],
+            "eo:bands": [
+                {"name": "B8", "common_name": "pan", "center_wavelength": 0.59, "full_width_half_max": 0.18}
+            ],
             **_proj(grid15),
             "raster:bands": _raster("landsat-l1", 15),
             "roles": ["data"],
         },
         "qa_pixel": _qa_asset(hrefs["qa_pixel"], grid30),
     }
-    props = _landsat_props(scene, grid30, epsg=epsg, sun=sun, cloud_cover=cloud_cover, wrs=wrs, correction="L1TP")
+    props = _landsat_props(
+        scene, grid30, epsg=epsg, sun=sun, cloud_cover=cloud_cover, wrs=wrs, correction="L1TP"
+    )
     props["description"] = "Landsat Collection 2 Level-1 Product"
     return {
         "type": "Feature",
@@ -320,13 +378,18 @@ def collections(bbox: list[float], start: dt.date, end: dt.date) -> dict[str, di
     interval = [[f"{start.isoformat()}T00:00:00Z", f"{end.isoformat()}T23:59:59Z"]]
     extent = {"spatial": {"bbox": [bbox]}, "temporal": {"interval": interval}}
 
-    def doc(cid: str, title: str, desc: str, platforms: list[str], item_assets: dict[str, Any]) -> dict[str, Any]:
+    def doc(
+        cid: str, title: str, desc: str, platforms: list[str], item_assets: dict[str, Any]
+    ) -> dict[str, Any]:
         return {
             "type": "Collection",
             "id": cid,
             "stac_version": "1.0.0",
-            "stac_extensions": [_EXT.format("item-assets/v1.0.0"), _EXT.format("raster/v1.1.0"),
-                                _EXT.format("eo/v1.1.0")],
+            "stac_extensions": [
+                _EXT.format("item-assets/v1.0.0"),
+                _EXT.format("raster/v1.1.0"),
+                _EXT.format("eo/v1.1.0"),
+            ],
             "title": title,
             "description": desc + " Simulated by harmonize.world (deterministic; not real data).",
             "license": "proprietary",
@@ -338,20 +401,42 @@ def collections(bbox: list[float], start: dt.date, end: dt.date) -> dict[str, di
             "links": [],
         }
 
-    s2_assets = {k: {"type": _COG, "title": v[1], "roles": ["data", "reflectance"]} for k, v in S2_ASSETS.items()}
-    s2_assets["scl"] = {"type": _COG, "title": "Scene classification map (SCL)", "roles": ["data", "reflectance"]}
-    l2_assets = {k: {"type": _COG, "title": v[1], "roles": ["data", "reflectance"]} for k, v in LANDSAT_ASSETS.items()}
+    s2_assets = {
+        k: {"type": _COG, "title": v[1], "roles": ["data", "reflectance"]} for k, v in S2_ASSETS.items()
+    }
+    s2_assets["scl"] = {
+        "type": _COG,
+        "title": "Scene classification map (SCL)",
+        "roles": ["data", "reflectance"],
+    }
+    l2_assets = {
+        k: {"type": _COG, "title": v[1], "roles": ["data", "reflectance"]} for k, v in LANDSAT_ASSETS.items()
+    }
     l2_assets["qa_pixel"] = {"type": _COG, "title": "Pixel Quality Assessment Band", "roles": ["cloud"]}
-    l1_assets = {"pan": {"type": _COG, "title": "Panchromatic Band (B8)", "roles": ["data"]},
-                 "qa_pixel": l2_assets["qa_pixel"]}
+    l1_assets = {
+        "pan": {"type": _COG, "title": "Panchromatic Band (B8)", "roles": ["data"]},
+        "qa_pixel": l2_assets["qa_pixel"],
+    }
     return {
-        "sentinel-2-l2a": doc("sentinel-2-l2a", "Sentinel-2 Level-2A",
-                              "Sentinel-2 L2A surface reflectance, Earth Search v1 layout.",
-                              ["sentinel-2a", "sentinel-2b"], s2_assets),
-        "landsat-c2-l2": doc("landsat-c2-l2", "Landsat Collection 2 Level-2",
-                             "Landsat 8/9 OLI surface reflectance, Earth Search v1 layout.",
-                             ["landsat-8", "landsat-9"], l2_assets),
-        "landsat-c2l1": doc("landsat-c2l1", "Landsat Collection 2 Level-1",
-                            "Landsat 8/9 top-of-atmosphere pan band, USGS LandsatLook layout.",
-                            ["landsat-8", "landsat-9"], l1_assets),
+        "sentinel-2-l2a": doc(
+            "sentinel-2-l2a",
+            "Sentinel-2 Level-2A",
+            "Sentinel-2 L2A surface reflectance, Earth Search v1 layout.",
+            ["sentinel-2a", "sentinel-2b"],
+            s2_assets,
+        ),
+        "landsat-c2-l2": doc(
+            "landsat-c2-l2",
+            "Landsat Collection 2 Level-2",
+            "Landsat 8/9 OLI surface reflectance, Earth Search v1 layout.",
+            ["landsat-8", "landsat-9"],
+            l2_assets,
+        ),
+        "landsat-c2l1": doc(
+            "landsat-c2l1",
+            "Landsat Collection 2 Level-1",
+            "Landsat 8/9 top-of-atmosphere pan band, USGS LandsatLook layout.",
+            ["landsat-8", "landsat-9"],
+            l1_assets,
+        ),
     }
