@@ -145,7 +145,9 @@ def _bracketing(valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray) -> tupl
     return ip, inn
 
 
-def _gap_ok(ip: np.ndarray, inn: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, max_gap: float) -> np.ndarray:
+def _gap_ok(
+    ip: np.ndarray, inn: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, max_gap: float
+) -> np.ndarray:
     T = t_obs.size
     has_p = ip >= 0
     has_n = inn < T
@@ -228,7 +230,9 @@ def _pentadiagonal_cholesky_solve(
     return x
 
 
-def _whittaker(y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, lmbda: float) -> np.ndarray:
+def _whittaker(
+    y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, lmbda: float
+) -> np.ndarray:
     # Daily grid covering observations and output; observations snap to their nearest day.
     t0 = np.floor(min(t_obs.min(), t_out.min()))
     t1 = np.ceil(max(t_obs.max(), t_out.max()))
@@ -288,7 +292,12 @@ def _harmonic(
 
 
 def _rbf(
-    y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, sigmas: Sequence[float], cutoff: float
+    y: np.ndarray,
+    valid: np.ndarray,
+    t_obs: np.ndarray,
+    t_out: np.ndarray,
+    sigmas: Sequence[float],
+    cutoff: float,
 ) -> np.ndarray:
     half_width = norm.ppf(0.5 + cutoff / 2)
     dt = t_out[:, None] - t_obs[None, :]  # (m, T)

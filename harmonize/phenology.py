@@ -129,7 +129,12 @@ def phenology(ndvi_filled: xr.DataArray, *, threshold: float = 0.5) -> xr.Datase
     )
     ds = xr.Dataset({name: metrics.isel(metric=i, drop=True) for i, name in enumerate(_NAMES)})
     ds["los"] = ds["eos"] - ds["sos"]
-    for name, unit in (("sos", "day of year"), ("pos", "day of year"), ("eos", "day of year"), ("los", "days")):
+    for name, unit in (
+        ("sos", "day of year"),
+        ("pos", "day of year"),
+        ("eos", "day of year"),
+        ("los", "days"),
+    ):
         ds[name].attrs["units"] = unit
     ds.attrs = {"phenology_threshold": threshold, "doy_year": int(times[0].year)}
     return ds

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from os import PathLike
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ __all__ = ["plot_ndvi_timeseries", "plot_ndvi_maps", "plot_clear_observations"]
 log = logging.getLogger(__name__)
 
 # A point is map coordinates (x, y) in the cube's CRS; a field is a boolean (y, x) mask.
-Location = Union[tuple[float, float], xr.DataArray]
+Location = tuple[float, float] | xr.DataArray
 SENSOR_STYLE = {
     "sentinel-2": {"marker": "o", "color": "tab:blue", "label": "Sentinel-2"},
     "landsat": {"marker": "^", "color": "tab:orange", "label": "Landsat (harmonized)"},
@@ -106,22 +106,36 @@ def plot_ndvi_timeseries(
         if "sensor" in observations.coords
         else np.array(["sentinel-2"] * observations.sizes["time"])
     )
-    for ax, (name, loc) in zip(axes, locs.items()):
+    for ax, (name, loc) in zip(axes, locs.items(), strict=False):  # spare axes are hidden below
         obs = np.asarray(_extract(observations, loc).values, dtype=float)
         times = observations["time"].values
         for sensor in dict.fromkeys(sensors):
             style = SENSOR_STYLE.get(sensor, {"marker": "s", "color": "tab:gray", "label": sensor})
             sel = (sensors == sensor) & np.isfinite(obs)
-            ax.scatter(times[sel], obs[sel], s=18, zorder=3, marker=style["marker"],
-                       color=style["color"], label=style["label"])
+            ax.scatter(
+                times[sel],
+                obs[sel],
+                s=18,
+                zorder=3,
+                marker=style["marker"],
+                color=style["color"],
+                label=style["label"],
+            )
         if truth is not None:
             tr = _extract(truth, loc)
             ax.plot(tr["time"].values, tr.values, "k--", lw=1.2, label="truth", zorder=2)
         if filled is not None:
             fl = _extract(filled, loc)
             method = filled.attrs.get("gap_fill_method", "gap-filled")
-            ax.plot(fl["time"].values, fl.values, "-", color="tab:green", lw=1.6, label=f"filled ({method})",
-                    zorder=2)
+            ax.plot(
+                fl["time"].values,
+                fl.values,
+                "-",
+                color="tab:green",
+                lw=1.6,
+                label=f"filled ({method})",
+                zorder=2,
+            )
         ax.set_title(name)
         ax.set_ylabel("NDVI")
         ax.set_ylim(-0.2, 1.0)
@@ -180,8 +194,15 @@ def plot_ndvi_maps(
         if i >= n:
             ax.set_visible(False)
             continue
-        im = ax.imshow(values[i], cmap="RdYlGn", vmin=vmin, vmax=vmax, extent=extent,
-                       origin="upper" if y[0] > y[-1] else "lower", interpolation="nearest")
+        im = ax.imshow(
+            values[i],
+            cmap="RdYlGn",
+            vmin=vmin,
+            vmax=vmax,
+            extent=extent,
+            origin="upper" if y[0] > y[-1] else "lower",
+            interpolation="nearest",
+        )
         ax.set_title(str(pd.Timestamp(sel["time"].values[i]).date()))
         ax.set_xticks([])
         ax.set_yticks([])
@@ -190,7 +211,9 @@ def plot_ndvi_maps(
     return _save(fig, path)
 
 
-def plot_clear_observations(cube: xr.Dataset | xr.DataArray, *, path: str | PathLike[str] | None = None) -> Figure:
+def plot_clear_observations(
+    cube: xr.Dataset | xr.DataArray, *, path: str | PathLike[str] | None = None
+) -> Figure:
     """Clear observations per pixel and month, by sensor (grouped bar chart).
 
     Parameters
@@ -208,9 +231,7 @@ def plot_clear_observations(cube: xr.Dataset | xr.DataArray, *, path: str | Path
     """
     clear = cube["clear"] if isinstance(cube, xr.Dataset) else cube
     frac = np.asarray(clear.astype(np.float32).mean(("y", "x")).values, dtype=float)
-    sensors = (
-        labels(clear["sensor"].values) if "sensor" in clear.coords else np.array(["all"] * frac.size)
-    )
+    sensors = labels(clear["sensor"].values) if "sensor" in clear.coords else np.array(["all"] * frac.size)
     month = pd.DatetimeIndex(clear["time"].values).to_period("M")
     table = pd.DataFrame({"month": month, "sensor": sensors, "clear": frac}).pivot_table(
         index="month", columns="sensor", values="clear", aggfunc="sum", fill_value=0.0
@@ -223,8 +244,13 @@ def plot_clear_observations(cube: xr.Dataset | xr.DataArray, *, path: str | Path
     pos = np.arange(len(table))
     for i, sensor in enumerate(table.columns):
         style = SENSOR_STYLE.get(sensor, {"color": "tab:gray", "label": sensor})
-        ax.bar(pos + (i - (table.shape[1] - 1) / 2) * width, table[sensor].values, width,
-               color=style["color"], label=style["label"])
+        ax.bar(
+            pos + (i - (table.shape[1] - 1) / 2) * width,
+            table[sensor].values,
+            width,
+            color=style["color"],
+            label=style["label"],
+        )
     ax.set_xticks(pos, [str(m) for m in table.index], rotation=45, ha="right")
     ax.set_ylabel("clear observations per pixel")
     ax.set_title("Clear observations per month")

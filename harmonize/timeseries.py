@@ -87,7 +87,9 @@ def _geobox(obj: xr.Dataset | xr.DataArray) -> Any:
         return None
 
 
-def check_same_grid(a: xr.Dataset | xr.DataArray, b: xr.Dataset | xr.DataArray, *, names: tuple[str, str] = ("a", "b")) -> None:
+def check_same_grid(
+    a: xr.Dataset | xr.DataArray, b: xr.Dataset | xr.DataArray, *, names: tuple[str, str] = ("a", "b")
+) -> None:
     """Raise :class:`CRSMismatchError` unless ``a`` and ``b`` share CRS and pixel grid.
 
     Parameters
@@ -181,7 +183,9 @@ def _combine_same_day(fused: xr.Dataset, rule: str, bands: list[str]) -> xr.Data
     return out
 
 
-def fuse(s2_cube: xr.Dataset, harmonized_landsat_cube: xr.Dataset, *, same_day: SameDay = "keep") -> xr.Dataset:
+def fuse(
+    s2_cube: xr.Dataset, harmonized_landsat_cube: xr.Dataset, *, same_day: SameDay = "keep"
+) -> xr.Dataset:
     """Merge Sentinel-2 and harmonized Landsat into one clear-masked cube on the 10 m grid.
 
     Parameters
@@ -222,7 +226,9 @@ def fuse(s2_cube: xr.Dataset, harmonized_landsat_cube: xr.Dataset, *, same_day: 
     if same_day not in SAME_DAY_RULES:
         raise TimeSeriesError(f"Unknown same_day rule {same_day!r}; choose one of {SAME_DAY_RULES}.")
     check_same_grid(s2_cube, harmonized_landsat_cube, names=("Sentinel-2", "harmonized Landsat"))
-    bands = [b for b in REFLECTANCE_BANDS if b in s2_cube.data_vars and b in harmonized_landsat_cube.data_vars]
+    bands = [
+        b for b in REFLECTANCE_BANDS if b in s2_cube.data_vars and b in harmonized_landsat_cube.data_vars
+    ]
     if not bands:
         raise TimeSeriesError(
             "The Sentinel-2 and Landsat cubes share no reflectance band "
@@ -236,8 +242,12 @@ def fuse(s2_cube: xr.Dataset, harmonized_landsat_cube: xr.Dataset, *, same_day: 
     if same_day != "keep":
         fused = _combine_same_day(fused, same_day, bands)
     fused.attrs = {"fused_sensors": f"{S2},{LANDSAT}", "same_day": same_day}
-    log.debug("fused %d Sentinel-2 and %d Landsat steps into %d", s2_cube.sizes["time"],
-              harmonized_landsat_cube.sizes["time"], fused.sizes["time"])
+    log.debug(
+        "fused %d Sentinel-2 and %d Landsat steps into %d",
+        s2_cube.sizes["time"],
+        harmonized_landsat_cube.sizes["time"],
+        fused.sizes["time"],
+    )
     return fused
 
 
@@ -296,7 +306,9 @@ def ndvi_rmse_against_truth(filled: xr.DataArray, truth_ndvi: xr.DataArray) -> d
         ``rmse``, ``mae``, ``bias`` (filled - truth), ``n`` (pixel-dates compared) and
         ``coverage`` (fraction of the truth's pixel-dates inside the span that were filled).
     """
-    if filled.sizes.get("y") != truth_ndvi.sizes.get("y") or filled.sizes.get("x") != truth_ndvi.sizes.get("x"):
+    if filled.sizes.get("y") != truth_ndvi.sizes.get("y") or filled.sizes.get("x") != truth_ndvi.sizes.get(
+        "x"
+    ):
         raise CRSMismatchError(
             f"The filled series {dict(filled.sizes)} and the truth {dict(truth_ndvi.sizes)} are on "
             "different grids; resample the truth onto the cube's grid first."

@@ -25,14 +25,18 @@ import xarray as xr
 from harmonize.gapfill import METHODS, gap_fill
 
 
-def synthetic_ndvi(dates: int, size: int, chunk: int, cloud: float, seed: int = 0) -> tuple[xr.DataArray, xr.DataArray]:
+def synthetic_ndvi(
+    dates: int, size: int, chunk: int, cloud: float, seed: int = 0
+) -> tuple[xr.DataArray, xr.DataArray]:
     """A ``(dates, size, size)`` NDVI cube with double-logistic seasons, noise and clouds, and its truth."""
     rng = np.random.default_rng(seed)
     t = pd.date_range("2023-01-03T10:30", periods=dates, freq="5D")
     doy = np.asarray(t.dayofyear, dtype=np.float32)[:, None, None]
     sos = rng.uniform(90, 150, (1, size, size)).astype(np.float32)
     los = rng.uniform(90, 170, (1, size, size)).astype(np.float32)
-    truth = 0.15 + 0.7 * (1 / (1 + np.exp(-0.1 * (doy - sos))) + 1 / (1 + np.exp(0.1 * (doy - sos - los))) - 1)
+    truth = 0.15 + 0.7 * (
+        1 / (1 + np.exp(-0.1 * (doy - sos))) + 1 / (1 + np.exp(0.1 * (doy - sos - los))) - 1
+    )
     obs = truth + rng.normal(0, 0.02, truth.shape).astype(np.float32)
     obs[rng.random(obs.shape) < cloud] = np.nan
     coords = {"time": t, "y": np.arange(size) * -10.0, "x": np.arange(size) * 10.0}
@@ -51,7 +55,11 @@ def run(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--cloud", type=float, default=0.4)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--freq", default="5D")
-    p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    )
     args = p.parse_args(argv)
 
     obs, truth = synthetic_ndvi(args.dates, args.size, args.chunk, args.cloud)
@@ -73,7 +81,14 @@ def run(argv: list[str]) -> dict[str, Any]:
                 "filled_fraction": round(float(ok.mean()), 4),
             }
     return {
-        "cube": {"dates": args.dates, "size": args.size, "chunk": args.chunk, "cloud": args.cloud,
-                 "pixel_time_steps": pixel_steps, "workers": args.workers, "freq": args.freq},
+        "cube": {
+            "dates": args.dates,
+            "size": args.size,
+            "chunk": args.chunk,
+            "cloud": args.cloud,
+            "pixel_time_steps": pixel_steps,
+            "workers": args.workers,
+            "freq": args.freq,
+        },
         "methods": results,
     }

@@ -31,7 +31,7 @@ def cube(values: np.ndarray, times, *, chunks=(-1, 2, 3), sensor="sentinel-2") -
     coords = {"time": pd.DatetimeIndex(times), **xr_coords(GEOBOX)}
     da = xr.DataArray(values, dims=("time", "y", "x"), coords=coords, name="ndvi")
     da = da.assign_coords(sensor=("time", [sensor] * len(times)))
-    return da.chunk(dict(zip(da.dims, chunks)))
+    return da.chunk(dict(zip(da.dims, chunks, strict=True)))
 
 
 def irregular_times(rng: np.random.Generator, n: int, span: int = 360) -> pd.DatetimeIndex:
@@ -54,7 +54,9 @@ def test_linear_fills_a_linear_series_exactly():
     d = days(out.time.values)
     inside = (d >= days(t).min() + 30) & (d <= days(t).max() - 30)
     truth = line(d)[inside][:, None, None]
-    np.testing.assert_allclose(out.values[inside], np.broadcast_to(truth, out.values[inside].shape), atol=1e-5)
+    np.testing.assert_allclose(
+        out.values[inside], np.broadcast_to(truth, out.values[inside].shape), atol=1e-5
+    )
 
 
 def test_harmonic_one_mode_recovers_a_sine():

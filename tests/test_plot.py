@@ -32,7 +32,11 @@ def series() -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
     doy = np.asarray(t.dayofyear, float)
     xx = np.arange(GEOBOX.shape[1])[None, None, :]
     sos = 110 + 4 * xx
-    curve = 0.2 + 0.6 * (1 / (1 + np.exp(-0.1 * (doy[:, None, None] - sos))) + 1 / (1 + np.exp(0.1 * (doy[:, None, None] - sos - 130))) - 1)
+    curve = 0.2 + 0.6 * (
+        1 / (1 + np.exp(-0.1 * (doy[:, None, None] - sos)))
+        + 1 / (1 + np.exp(0.1 * (doy[:, None, None] - sos - 130)))
+        - 1
+    )
     curve = np.broadcast_to(curve, (len(t), *GEOBOX.shape)).astype(np.float32)
     obs = np.where(rng.random(curve.shape) < 0.5, np.nan, curve)
     coords = {"time": t, **xr_coords(GEOBOX)}
@@ -54,8 +58,9 @@ def test_timeseries_plot_points_and_fields(series, tmp_path):
     x0, y0 = float(obs.x[1]), float(obs.y[2])
     field = xr.zeros_like(obs.isel(time=0), dtype=bool)
     field[2:5, 4:7] = True
-    fig = plot_ndvi_timeseries({"point A": (x0, y0), "field B": field}, obs, filled, truth,
-                               path=tmp_path / "ts.png", title="NDVI")
+    fig = plot_ndvi_timeseries(
+        {"point A": (x0, y0), "field B": field}, obs, filled, truth, path=tmp_path / "ts.png", title="NDVI"
+    )
     _read_png(tmp_path / "ts.png")
     ax = fig.axes[0]
     # One scatter per sensor with exactly that sensor's clear observations at the point.

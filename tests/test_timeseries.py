@@ -26,8 +26,15 @@ from harmonize.timeseries import (
 GEOBOX = GeoBox.from_bbox((500000, 4000000, 500050, 4000040), crs="EPSG:32633", resolution=10)  # 4 x 5
 
 
-def make_cube(times, sensor: str, *, seed: int, geobox: GeoBox = GEOBOX, clear_frac: float = 0.7,
-              level: float | None = None) -> xr.Dataset:
+def make_cube(
+    times,
+    sensor: str,
+    *,
+    seed: int,
+    geobox: GeoBox = GEOBOX,
+    clear_frac: float = 0.7,
+    level: float | None = None,
+) -> xr.Dataset:
     """Small lazy cube: band b of time step i at pixel (y, x) = level or a seeded random value."""
     rng = np.random.default_rng(seed)
     times = pd.DatetimeIndex(times)
@@ -35,12 +42,18 @@ def make_cube(times, sensor: str, *, seed: int, geobox: GeoBox = GEOBOX, clear_f
     coords = {"time": times, **xr_coords(geobox)}
     data = {}
     for k, band in enumerate(REFLECTANCE_BANDS):
-        v = rng.uniform(0.02, 0.5, shape).astype(np.float32) if level is None else np.full(shape, level + 0.01 * k, np.float32)
+        v = (
+            rng.uniform(0.02, 0.5, shape).astype(np.float32)
+            if level is None
+            else np.full(shape, level + 0.01 * k, np.float32)
+        )
         data[band] = (("time", "y", "x"), dsa.from_array(v, chunks=(1, 2, 5)))
     data["clear"] = (("time", "y", "x"), dsa.from_array(rng.random(shape) < clear_frac, chunks=(1, 2, 5)))
     ds = xr.Dataset(data, coords=coords)
-    return ds.assign_coords(sensor=("time", [sensor] * len(times)),
-                            platform=("time", ["sentinel-2a" if sensor == "sentinel-2" else "landsat-8"] * len(times)))
+    return ds.assign_coords(
+        sensor=("time", [sensor] * len(times)),
+        platform=("time", ["sentinel-2a" if sensor == "sentinel-2" else "landsat-8"] * len(times)),
+    )
 
 
 S2_TIMES = pd.date_range("2023-04-01T10:30", periods=12, freq="5D")
@@ -55,7 +68,7 @@ def test_fuse_orders_labels_and_masks():
     t = fused["time"].values
     assert (np.diff(t) >= np.timedelta64(0)).all()
     # Every step is labelled with its own sensor and keeps its acquisition time.
-    got = dict(zip(t, fused["sensor"].values))
+    got = dict(zip(t, fused["sensor"].values, strict=True))
     assert all(got[np.datetime64(x)] == "sentinel-2" for x in S2_TIMES)
     assert all(got[np.datetime64(x)] == "landsat" for x in L8_TIMES)
     # Same day: two separate steps, Landsat (10:05) before Sentinel-2 (10:30).
@@ -125,7 +138,9 @@ def test_ndvi_series_and_monthly_median():
     np.testing.assert_allclose(comp["nir"].values[1, 2, 2], 0.4, rtol=1e-6)
     assert comp["n_obs"].values[0, 0, 0] == 2 and comp["n_obs"].values[0, 1, 1] == 3
     nd_comp = monthly_composite(nd).compute()
-    np.testing.assert_allclose(nd_comp.values[1, 0, 0], np.median([(0.2 - 0.1) / 0.3, (0.6 - 0.1) / 0.7]), rtol=1e-6)
+    np.testing.assert_allclose(
+        nd_comp.values[1, 0, 0], np.median([(0.2 - 0.1) / 0.3, (0.6 - 0.1) / 0.7]), rtol=1e-6
+    )
 
 
 def double_logistic(doy, sos, eos, lo=0.15, hi=0.85, k=0.12):
@@ -138,8 +153,11 @@ def test_phenology_recovers_sos_eos_from_gapped_fused_series():
     eos = sos + np.array([[150.0, 140.0, 120.0], [160.0, 130.0, 170.0]])
     gb = GeoBox.from_bbox((500000, 4000000, 500030, 4000020), crs="EPSG:32633", resolution=10)
     # Sentinel-2 every 5 days and Landsat every 16 days through 2023, 40 % cloudy.
-    t = pd.date_range("2023-01-03T10:30", "2023-12-30", freq="5D").append(
-        pd.date_range("2023-01-09T10:05", "2023-12-30", freq="16D")).sort_values()
+    t = (
+        pd.date_range("2023-01-03T10:30", "2023-12-30", freq="5D")
+        .append(pd.date_range("2023-01-09T10:05", "2023-12-30", freq="16D"))
+        .sort_values()
+    )
     doy = np.asarray(t.dayofyear + t.hour / 24.0, dtype=float)
     v = double_logistic(doy[:, None, None], sos[None], eos[None]).astype(np.float32)
     v[rng.random(v.shape) < 0.4] = np.nan
@@ -166,8 +184,11 @@ def test_phenology_of_flat_or_empty_pixels_is_nan():
 
 def test_ndvi_rmse_against_truth_known_offset():
     t_truth = pd.date_range("2023-01-01", periods=60, freq="1D")
-    truth = xr.DataArray(np.linspace(0.1, 0.7, 60)[:, None, None] * np.ones((1, *GEOBOX.shape)),
-                         dims=("time", "y", "x"), coords={"time": t_truth, **xr_coords(GEOBOX)})
+    truth = xr.DataArray(
+        np.linspace(0.1, 0.7, 60)[:, None, None] * np.ones((1, *GEOBOX.shape)),
+        dims=("time", "y", "x"),
+        coords={"time": t_truth, **xr_coords(GEOBOX)},
+    )
     filled = (truth.isel(time=slice(None, None, 5)) + 0.05).chunk({"y": 2})
     filled[:, 0, 0] = np.nan
     res = ndvi_rmse_against_truth(filled, truth)
@@ -200,23 +221,37 @@ def _ndvi_cube(times, sensor, truth_fn, *, clear_frac, seed) -> xr.Dataset:
 
 def test_ndvi_timeseries_adding_landsat_lowers_error_against_truth():
     curve = lambda d: double_logistic(d, 120.0, 260.0)  # noqa: E731
-    s2 = _ndvi_cube(pd.date_range("2023-01-02T10:30", "2023-12-31", freq="5D"), "sentinel-2", curve,
-                    clear_frac=0.25, seed=9)
-    l8 = _ndvi_cube(pd.date_range("2023-01-05T10:05", "2023-12-31", freq="8D"), "landsat", curve,
-                    clear_frac=0.6, seed=10)
+    s2 = _ndvi_cube(
+        pd.date_range("2023-01-02T10:30", "2023-12-31", freq="5D"),
+        "sentinel-2",
+        curve,
+        clear_frac=0.25,
+        seed=9,
+    )
+    l8 = _ndvi_cube(
+        pd.date_range("2023-01-05T10:05", "2023-12-31", freq="8D"), "landsat", curve, clear_frac=0.6, seed=10
+    )
     truth_t = pd.date_range("2023-02-01", "2023-11-30", freq="1D")
-    truth = xr.DataArray(curve(np.asarray(truth_t.dayofyear, float))[:, None, None] * np.ones((1, *GEOBOX.shape)),
-                         dims=("time", "y", "x"), coords={"time": truth_t, **xr_coords(GEOBOX)})
+    truth = xr.DataArray(
+        curve(np.asarray(truth_t.dayofyear, float))[:, None, None] * np.ones((1, *GEOBOX.shape)),
+        dims=("time", "y", "x"),
+        coords={"time": truth_t, **xr_coords(GEOBOX)},
+    )
     cfg = TimeSeriesConfig(method="linear", max_gap=120, start="2023-01-01", end="2023-12-31")
     obs_s2, filled_s2 = ndvi_timeseries(s2, config=cfg)
     obs_both, filled_both = ndvi_timeseries(s2, l8, config=cfg)
     assert set(obs_both["sensor"].values) == {"sentinel-2", "landsat"}
-    np.testing.assert_array_equal(filled_both["n_obs"].values,
-                                  s2["clear"].values.sum(0) + l8["clear"].values.sum(0))
+    np.testing.assert_array_equal(
+        filled_both["n_obs"].values, s2["clear"].values.sum(0) + l8["clear"].values.sum(0)
+    )
     # Clear observations carry the true NDVI; cloudy ones are gone.
-    np.testing.assert_allclose(obs_both.values[np.isfinite(obs_both.values)],
-                               curve(np.asarray(pd.DatetimeIndex(obs_both.time.values).dayofyear, float))[
-                                   np.nonzero(np.isfinite(obs_both.values))[0]], atol=1e-5)
+    np.testing.assert_allclose(
+        obs_both.values[np.isfinite(obs_both.values)],
+        curve(np.asarray(pd.DatetimeIndex(obs_both.time.values).dayofyear, float))[
+            np.nonzero(np.isfinite(obs_both.values))[0]
+        ],
+        atol=1e-5,
+    )
     only = ndvi_rmse_against_truth(filled_s2, truth)
     both = ndvi_rmse_against_truth(filled_both, truth)
     assert both["rmse"] < only["rmse"]
@@ -244,7 +279,8 @@ def test_fuse_and_plot_cubes_read_back_from_zarr(tmp_path):
     l8 = make_cube(L8_TIMES[:1], "landsat", seed=12)
     for name, ds in (("s2", s2), ("l8", l8)):
         ds.assign_coords(sensor=ds.sensor.astype(object), platform=ds.platform.astype(object)).to_zarr(
-            tmp_path / f"{name}.zarr", mode="w")
+            tmp_path / f"{name}.zarr", mode="w"
+        )
     s2z, l8z = (xr.open_zarr(tmp_path / f"{n}.zarr") for n in ("s2", "l8"))
     fused = fuse(s2z, l8z, same_day="mean")
     assert list(fused["sensor"].values) == ["sentinel-2", "sentinel-2+landsat", "sentinel-2", "sentinel-2"]
