@@ -13,9 +13,10 @@ dask block ``(y, x, time)``; time must be one chunk):
     Least-squares harmonic regression ``a0 + sum_k b_k cos(2 pi k t / P) + c_k sin(...)`` per pixel
     (weighted normal equations, batched solve).
 ``rbf``
-    FORCE-style ensemble of Gaussian kernel smoothers (sigmas 8, 16, 32 days), each estimate
-    weighted by the data density under its kernel, so narrow kernels dominate where data are dense
-    and wide kernels bridge the gaps.
+    FORCE-style ensemble of Gaussian kernel smoothers (sigmas 8, 16, 32 days, truncated to 95 %
+    of their mass), each estimate weighted by the data availability under its kernel (the share
+    of its weight over all acquisitions that falls on clear ones), so where clouds leave a narrow
+    kernel empty the wider ones bridge the gap.
 
 Whatever the method, an output step is left NaN when the clear observations before and after it
 are more than ``max_gap`` apart, or, before the first / after the last observation, when it lies
@@ -309,8 +310,10 @@ def _rbf(
         k = np.exp(-0.5 * (dt / s) ** 2) * (np.abs(dt) <= half_width * s)
         kw = v @ k.T  # kernel mass of the observations under it
         est = np.divide(y0 @ k.T, kw, out=np.zeros_like(kw), where=kw > 0)
-        # Weight: data density under the kernel (observations per day, kernel-weighted).
-        avail = kw / (s * np.sqrt(2 * np.pi))
+        # Weight (as FORCE): the share of the kernel's weight over all acquisitions that falls
+        # on clear ones, so a kernel whose window is mostly cloudy or empty counts for little.
+        total = k.sum(axis=1)
+        avail = np.divide(kw, total[None, :], out=np.zeros_like(kw), where=total[None, :] > 0)
         num += avail * est
         den += avail
     with np.errstate(invalid="ignore", divide="ignore"):
