@@ -53,23 +53,34 @@ def world() -> None:
 @click.option("--start", default=None, help="First date, YYYY-MM-DD.")
 @click.option("--end", default=None, help="Last date, YYYY-MM-DD.")
 @click.option("--seed", type=int, default=None, help="Random seed (same seed, same archive).")
-def world_create(directory: Path, size_km: float | None, start: str | None, end: str | None, seed: int | None) -> None:
+@click.option("--tiny", is_flag=True, help="A 1.28 km, six-week world (seconds to build), as the tests use.")
+@click.option("--overwrite", is_flag=True, help="Replace a different world already in DIRECTORY.")
+def world_create(
+    directory: Path, size_km: float | None, start: str | None, end: str | None, seed: int | None, tiny: bool, overwrite: bool
+) -> None:
     """Simulate a Landsat-8/9 + Sentinel-2 archive into DIRECTORY."""
     from harmonize.world import WorldConfig, create_world
 
     overrides = {k: v for k, v in {"size_km": size_km, "start": start, "end": end, "seed": seed}.items() if v is not None}
-    w = create_world(directory, WorldConfig(**overrides))
+    config = WorldConfig.tiny(**overrides) if tiny else WorldConfig(**overrides)
+    w = create_world(directory, config, overwrite=overwrite)
     click.echo(f"world written to {w.root} ({len(w.manifest['scenes'])} scenes)")
 
 
 @world.command("serve")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--port", type=int, default=None, help="Loopback port (default: a free one).")
-def world_serve(directory: Path, port: int | None) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
+@click.option("--port", type=int, default=None, help="Port (default: a free one).")
+def world_serve(directory: Path, host: str, port: int | None) -> None:
     """Serve the world in DIRECTORY as a STAC API on loopback until Ctrl-C."""
     from harmonize.world.server import serve_forever
 
-    serve_forever(directory, port=port)
+    raise SystemExit(
+        serve_forever(
+            directory, host=host, port=port,
+            on_ready=lambda s: click.echo(f"STAC API at {s.url}  (Ctrl-C to stop)"),
+        )
+    )
 
 
 # ---------------------------------------------------------------- search
@@ -80,8 +91,11 @@ def world_serve(directory: Path, port: int | None) -> None:
 @click.option("--bbox", default=None, help="west,south,east,north in degrees.")
 @click.option("--datetime", "datetime_", default=None, help="A date or range, e.g. 2023-01-01/2023-06-30.")
 @click.option("--max-cloud", type=float, default=None, help="Maximum eo:cloud_cover in percent.")
+@click.option("--max-items", type=int, default=None, help="Stop after this many items.")
+@click.option("--include-pan", is_flag=True, help="Also search the provider's Level-1 (pan) collection.")
+@click.option("--require", is_flag=True, help="Fail when nothing is found.")
 @click.option("--json", "as_json", is_flag=True, help="Print the items as an ItemCollection.")
-def search_cmd(source, provider, collections, bbox, datetime_, max_cloud, as_json) -> None:
+def search_cmd(source, provider, collections, bbox, datetime_, max_cloud, max_items, include_pan, require, as_json) -> None:
     """Search SOURCE (a STAC API URL or a stac-geoparquet file) and list what was found."""
     from harmonize.catalog import search
 
@@ -93,6 +107,9 @@ def search_cmd(source, provider, collections, bbox, datetime_, max_cloud, as_jso
         bbox=bbox_t,
         datetime=datetime_,
         max_cloud=max_cloud,
+        max_items=max_items,
+        include_pan=include_pan,
+        require=require,
     )
     if as_json:
         click.echo(json.dumps({"type": "FeatureCollection", "features": [i.to_dict() for i in items]}))
