@@ -18,8 +18,14 @@ log = logging.getLogger("harmonize")
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # harmonize's own progress at INFO; libraries stay at WARNING unless -vv (some, like
+    # rustac's writer, log whole item collections at INFO).
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("harmonize").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+    logging.getLogger("pipelines").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
 
 
 class _Group(click.Group):
@@ -38,7 +44,7 @@ class _Group(click.Group):
 @click.version_option(package_name="harmonize")
 def main(verbose: int) -> None:
     """harmonize: Landsat-8/9 and Sentinel-2 into one analysis-ready time series."""
-    _setup_logging(verbose + 1)
+    _setup_logging(verbose)
 
 
 # ---------------------------------------------------------------- world
