@@ -17,6 +17,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 import warnings
@@ -213,12 +214,20 @@ def _consolidate(path: str | os.PathLike[str]) -> None:
 # COG
 # --------------------------------------------------------------------------------------------
 def _default_bands(ds: xr.Dataset) -> list[str]:
-    return [n for n, v in ds.data_vars.items() if {"y", "x"} <= set(v.dims) and v.dtype.kind == "f"]
+    """Float (y, x) variables: canonical bands in canonical order, then their ``_std``, then the
+    rest in dataset order (a store read back lists its variables alphabetically)."""
+    names = [str(n) for n, v in ds.data_vars.items() if {"y", "x"} <= set(v.dims) and v.dtype.kind == "f"]
+    canonical = list(BANDS)
+    order = {b: i for i, b in enumerate(canonical + [f"{b}_std" for b in canonical])}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), names.index(n)))
 
 
 def _time_label(ds: xr.Dataset, i: int) -> str:
+    """A file-name-safe label for date ``i``: its item id(s), else its timestamp."""
     if "item_id" in ds.coords and "time" in ds["item_id"].dims:
-        return str(ds["item_id"].values[i])
+        ids = str(ds["item_id"].values[i]).split(",")  # load_cube joins same-day scenes with ","
+        label = ids[0] + (f"+{len(ids) - 1}" if len(ids) > 1 else "")
+        return re.sub(r"[^A-Za-z0-9._+-]", "_", label)
     t = pd.Timestamp(ds["time"].values[i])
     return t.strftime("%Y%m%dT%H%M%S")
 
@@ -242,7 +251,8 @@ def write_cogs(
         Directory for the files, created if missing. Each file is named after the date's
         ``item_id`` coordinate when present (``<item_id><suffix>.tif``), else its timestamp.
     bands
-        Variables to write, in band order; default every floating-point variable on ``(y, x)``.
+        Variables to write, in band order; default every floating-point variable on ``(y, x)``,
+        canonical bands first (``blue … swir22``), then their ``<band>_std``.
         Band descriptions carry the variable names; nodata is NaN.
     suffix
         Appended to the file stem.
@@ -466,6 +476,14 @@ def stac_item_for_output(
     return item
 
 
+def _source_key(ds: xr.Dataset, i: int) -> str:
+    if "time" not in ds.dims:
+        return ""
+    if "item_id" in ds.coords and "time" in ds["item_id"].dims:
+        return str(ds["item_id"].values[i])
+    return pd.Timestamp(ds["time"].values[i]).isoformat()
+
+
 def write_stac_items(
     paths: Sequence[str | os.PathLike[str]],
     ds: xr.Dataset,
@@ -487,8 +505,9 @@ def write_stac_items(
     out_dir
         Where the ``<id>.json`` files go; default beside each file.
     derived_from
-        Per-file sources: a mapping from item id (the ``item_id`` time coordinate) to its
-        sources, or one list shared by all files. Default: the ``item_id`` of each date.
+        Per-file sources: a mapping from each date's ``item_id`` coordinate value (else its
+        ISO timestamp) to its sources, or one list shared by all files. Default: the ids in
+        each date's ``item_id``.
     software
         ``processing:software`` (see :func:`stac_item_for_output`).
     collection
@@ -505,21 +524,20 @@ def write_stac_items(
     )
     items: list[pystac.Item] = []
     if single_store:
-        pieces: list[tuple[str | os.PathLike[str], xr.Dataset, str | None]] = [(files[0], ds, None)]
+        pieces: list[tuple[str | os.PathLike[str], xr.Dataset, str]] = [(files[0], ds, "")]
     else:
         n = ds.sizes.get("time", 1)
         if len(files) != n:
             raise HarmonizeError(f"{len(files)} files for {n} dates; pass one file per date in time order")
-        pieces = [
-            (f, ds.isel(time=i) if "time" in ds.dims else ds, _time_label(ds, i) if "time" in ds.dims else None)
-            for i, f in enumerate(files)
-        ]
+        pieces = [(f, ds.isel(time=i) if "time" in ds.dims else ds, _source_key(ds, i)) for i, f in enumerate(files)]
     for f, one, label in pieces:
         if derived_from is None:
             ids = one["item_id"].values if "item_id" in one.coords else []
-            sources: Sequence[str | pystac.Item] = [str(v) for v in np.atleast_1d(ids)]
+            sources: Sequence[str | pystac.Item] = [
+                s for v in np.atleast_1d(ids) for s in str(v).split(",") if s
+            ]
         elif isinstance(derived_from, Mapping):
-            sources = list(derived_from.get(label or "", []))
+            sources = list(derived_from.get(label, []))
         else:
             sources = list(derived_from)
         item = stac_item_for_output(f, one, derived_from=sources, software=software, collection=collection)
