@@ -524,8 +524,9 @@ class PairDataset(Dataset):
             missing = [b for b in (*bands, "clear") if b not in ds]
             if missing:
                 raise UnknownBandError(f"the {what} cube lacks {missing}; load it with those bands")
-        self._landsat = landsat[[*self.input_bands, "clear"]]
-        self._s2 = s2[[*self.target_bands, "clear"]]
+        # the raw (dask) arrays: slicing them costs far less per patch than Dataset.isel
+        self._ldata = [_tyx(landsat[v]) for v in (*self.input_bands, "clear")]
+        self._sdata = [_tyx(s2[v]) for v in (*self.target_bands, "clear")]
         lmap = _position_map(_times(landsat)[lpos], lpos)
         smap = _position_map(_times(s2)[spos], spos)
         try:
@@ -550,6 +551,7 @@ class PairDataset(Dataset):
             self._truth, self._tpos, self._toff = _prepare_truth(
                 truth, self.target_bands, s2, rows["s2_time"]
             )
+            self._tdata = [_tyx(self._truth[b]) for b in self.target_bands]
         self.cache_path = None if cache is None else Path(cache)
         self._cache: _PatchCache | None = None
         self._open_cache()  # create the store here, before DataLoader workers race to
@@ -583,35 +585,30 @@ class PairDataset(Dataset):
         return arrays
 
     def _compute(self, i: int) -> dict[str, np.ndarray]:
-        y0, x0, n = self._y0[i], self._x0[i], self._size[i]
-        win = {"y": slice(y0, y0 + n), "x": slice(x0, x0 + n)}
-        parts = [
-            self._landsat.isel(time=self._lpos[i], **win),
-            self._s2.isel(time=self._spos[i], **win),
-        ]
+        y0, x0, n = int(self._y0[i]), int(self._x0[i]), int(self._size[i])
+        ys, xs = slice(y0, y0 + n), slice(x0, x0 + n)
+        lt, st = int(self._lpos[i]), int(self._spos[i])
+        parts = [_window(a, lt, ys, xs) for a in self._ldata] + [_window(a, st, ys, xs) for a in self._sdata]
         if self._truth is not None:
             oy, ox = self._toff
-            parts.append(
-                self._truth.isel(
-                    time=self._tpos[i], y=slice(y0 + oy, y0 + oy + n), x=slice(x0 + ox, x0 + ox + n)
-                )
-            )
+            tys, txs = slice(y0 + oy, y0 + oy + n), slice(x0 + ox, x0 + ox + n)
+            parts += [_window(a, int(self._tpos[i]), tys, txs) for a in self._tdata]
         scheduler = self.scheduler
         if scheduler is None:
             scheduler = "synchronous" if torch.utils.data.get_worker_info() is not None else "threads"
-        parts = list(dask.compute(*parts, scheduler=scheduler))
-        landsat, s2 = parts[0], parts[1]
-        inp = np.stack([landsat[b].values for b in self.input_bands]).astype(np.float32, copy=False)
-        tgt = np.stack([s2[b].values for b in self.target_bands]).astype(np.float32, copy=False)
+        parts = [np.asarray(p) for p in dask.compute(*parts, scheduler=scheduler)]
+        nl, ns = len(self._ldata), len(self._sdata)
+        inp = np.stack(parts[: nl - 1]).astype(np.float32, copy=False)
+        tgt = np.stack(parts[nl : nl + ns - 1]).astype(np.float32, copy=False)
         valid = (
-            np.asarray(landsat["clear"].values, dtype=bool)
-            & np.asarray(s2["clear"].values, dtype=bool)
+            parts[nl - 1].astype(bool, copy=False)
+            & parts[nl + ns - 1].astype(bool, copy=False)
             & np.isfinite(inp).all(axis=0)
             & np.isfinite(tgt).all(axis=0)
         )
         out = {"input": np.nan_to_num(inp, nan=0.0), "target": np.nan_to_num(tgt, nan=0.0), "valid": valid}
         if self._truth is not None:
-            truth = np.stack([parts[2][b].values for b in self.target_bands]).astype(np.float32, copy=False)
+            truth = np.stack(parts[nl + ns :]).astype(np.float32, copy=False)
             out["truth"] = np.nan_to_num(truth, nan=0.0)
         return out
 
@@ -655,6 +652,19 @@ class PairDataset(Dataset):
         state = self.__dict__.copy()
         state["_cache"] = None
         return state
+
+
+def _tyx(da: xr.DataArray) -> Any:
+    """The (time, y, x) dask array of a variable; the DataArray itself when it is not dask-backed."""
+    da = da.transpose("time", "y", "x")
+    return da.data if da.chunks is not None else da
+
+
+def _window(a: Any, t: int, ys: slice, xs: slice) -> Any:
+    """One time step's window of an array from :func:`_tyx` (lazy when dask-backed)."""
+    if isinstance(a, xr.DataArray):
+        return a.isel(time=t, y=ys, x=xs).values
+    return a[t, ys, xs]
 
 
 def _prepare_truth(

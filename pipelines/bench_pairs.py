@@ -1,0 +1,258 @@
+"""Benchmark: patches/s served by :class:`harmonize.pairs.PairDataset` vs training steps/s.
+
+Usage::
+
+    python -m pipelines.benchmark pairs [--device cpu|cuda|auto] [--patch 128] [--batch 8]
+        [--workers 0,2] [--models tiny,base] [--world DIR | --size 1024] [--chunk 512]
+
+The data side builds a pair index and draws shuffled batches through a ``DataLoader`` (each
+patch computed from the dask cube), then once more from a Zarr cache of the same patches. The
+model side times forward + backward + AdamW steps of :func:`harmonize.model.build_model` presets
+on random batches of the same shape. ``headroom`` = patches/s delivered / patches/s a training
+step consumes: above 1 the data path keeps up.
+
+The default source is a synthetic dask cube (``--size`` pixels square, chunks ``--chunk``) whose
+chunks are generated on read, which measures the dataset's own overhead; ``--world DIR`` uses a
+simulated world instead (made there with ``WorldConfig.tiny`` if absent), read from its COGs
+through :func:`harmonize.cube.load_cube`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.benchmark pairs", description=__doc__)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
+    p.add_argument("--patch", type=int, default=128, help="patch size in 10 m pixels")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batches", type=int, default=12, help="batches drawn per data measurement")
+    p.add_argument("--steps", type=int, default=6, help="training steps timed per model")
+    p.add_argument("--workers", default="0,2", help="DataLoader num_workers values, comma-separated")
+    p.add_argument("--models", default="tiny,base", help="model presets, comma-separated")
+    p.add_argument("--size", type=int, default=1024, help="synthetic cube side in pixels")
+    p.add_argument("--pairs", type=int, default=4, help="same-day pairs in the synthetic cube")
+    p.add_argument("--chunk", type=int, default=512, help="dask chunk side of the cube")
+    p.add_argument("--world", default=None, help="use (or create) a simulated world in this folder")
+    p.add_argument("--world-km", type=float, default=2.56, help="side of a created world in km")
+    p.add_argument("--no-cache", action="store_true", help="skip the Zarr cache measurement")
+    return p
+
+
+def synthetic_cube(size: int, n_pairs: int, chunk: int, seed: int = 0) -> Any:
+    """A combined cube like ``load_cube``'s whose chunks are generated when read.
+
+    ``n_pairs`` same-day Landsat/Sentinel-2 pairs 8 days apart; reflectance is smooth random
+    fields, ``clear`` is all true except a cloud disc in the first Landsat scene.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    from harmonize.pairs import INPUT_BANDS
+
+    times, sensor = [], []
+    for k in range(n_pairs):
+        day = pd.Timestamp("2024-06-01") + pd.Timedelta(days=8 * k)
+        times += [day + pd.Timedelta(hours=10, minutes=20), day + pd.Timedelta(hours=10, minutes=40)]
+        sensor += ["landsat", "sentinel-2"]
+    nt = len(times)
+
+    def block(k: int, block_info: Any = None) -> np.ndarray:
+        info = block_info[None]
+        (t0, t1), (y0, y1), (x0, x1) = info["array-location"]
+        shape = (t1 - t0, y1 - y0, x1 - x0)
+        if k < 0:  # the clear mask
+            yy, xx = np.mgrid[y0:y1, x0:x1]
+            cloud = (yy - size // 3) ** 2 + (xx - size // 3) ** 2 < (size // 6) ** 2
+            return np.broadcast_to(~cloud if t0 == 0 else np.ones_like(cloud), shape).copy()
+        rng = np.random.default_rng([seed, k, *info["chunk-location"]])
+        return (0.05 + 0.3 * rng.random(shape, dtype=np.float32)).astype(np.float32)
+
+    chunks = ((1,) * nt, _chunks(size, chunk), _chunks(size, chunk))
+    data = {}
+    for k, name in enumerate((*INPUT_BANDS, "clear")):
+        kk, dtype = (-1, bool) if name == "clear" else (k, np.float32)
+        arr = da.map_blocks(block, kk, chunks=chunks, dtype=dtype, meta=np.empty((0, 0, 0), dtype))
+        data[name] = (("time", "y", "x"), arr)
+    return xr.Dataset(
+        data,
+        coords={
+            "time": pd.DatetimeIndex(times).values,
+            "sensor": ("time", np.array(sensor)),
+            "y": 5_000_000.0 - 10.0 * np.arange(size) - 5,
+            "x": 500_000.0 + 10.0 * np.arange(size) + 5,
+        },
+    )
+
+
+def _chunks(n: int, c: int) -> tuple[int, ...]:
+    return (c,) * (n // c) + ((n % c,) if n % c else ())
+
+
+def world_cube(path: str, km: float, chunk: int) -> tuple[Any, dict[str, Any]]:
+    """The cube of a simulated world (created in ``path`` when it holds none)."""
+    import pystac
+
+    from harmonize.cube import load_cube
+    from harmonize.world import WorldConfig, create_world, open_world
+
+    root = Path(path)
+    t = time.perf_counter()
+    if (root / "world.json").exists():
+        world = open_world(root)
+    else:
+        world = create_world(root, WorldConfig.tiny(size_km=km), progress=False)
+    made = time.perf_counter() - t
+    items = [pystac.Item.from_dict(d) for d in world.items()]
+    cube = load_cube(items, geobox=world.geobox, chunks={"time": 1, "y": chunk, "x": chunk})
+    return cube, {"world": str(root), "world_s": round(made, 2), "km": world.config.size_km}
+
+
+def loader_rate(dataset: Any, batch: int, n_batches: int, workers: int) -> dict[str, float]:
+    """Patches/s of a shuffled DataLoader: first batch (start-up) and the steady state after it."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True
+    )
+    n_batches = min(n_batches, len(dataset) // batch)
+    t0 = time.perf_counter()
+    it = iter(loader)
+    next(it)
+    t1 = time.perf_counter()
+    for _ in range(n_batches - 1):
+        next(it)
+    t2 = time.perf_counter()
+    del it
+    steady = (n_batches - 1) * batch / (t2 - t1) if n_batches > 1 else float("nan")
+    return {"first_batch_s": round(t1 - t0, 3), "patches_per_s": round(steady, 2), "batches": n_batches}
+
+
+def train_rate(preset: str, device: str, batch: int, patch: int, steps: int) -> dict[str, Any]:
+    """Training steps/s of a model preset on random batches (forward, masked L1, backward, AdamW)."""
+    import torch
+
+    from harmonize.model import build_model, count_parameters
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    model = build_model(preset).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = (0.05 + 0.3 * torch.rand(batch, 7, patch, patch)).to(dev)
+    y = (0.05 + 0.3 * torch.rand(batch, 6, patch, patch)).to(dev)
+    valid = torch.ones(batch, patch, patch, dtype=torch.bool, device=dev)
+    amp = dev.type == "cuda"
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            pred = model(x)
+        err = (pred.float() - y).abs().mean(1)
+        loss = err[valid].mean()
+        loss.backward()
+        opt.step()
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(2):  # warm-up (cuDNN autotune, allocator)
+        step()
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    dt = time.perf_counter() - t
+    return {
+        "parameters": count_parameters(model),
+        "steps_per_s": round(steps / dt, 3),
+        "patches_per_s": round(steps * batch / dt, 2),
+        "amp_bf16": amp,
+    }
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """Measure the data path against training; returns a JSON-able dict."""
+    import torch
+
+    from harmonize.pairs import PairConfig, PairDataset, build_pair_index, cache_pairs
+
+    args = _parser().parse_args(argv)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    P = args.patch
+    out: dict[str, Any] = {
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "patch": P,
+        "batch": args.batch,
+    }
+
+    t = time.perf_counter()
+    if args.world:
+        cube, info = world_cube(args.world, args.world_km, args.chunk)
+        out["source"] = {"kind": "world", **info, "chunk": args.chunk}
+    else:
+        cube = synthetic_cube(args.size, args.pairs, args.chunk)
+        out["source"] = {"kind": "synthetic", "size": args.size, "pairs": args.pairs, "chunk": args.chunk}
+    out["source"]["shape"] = dict(cube.sizes)
+    out["source"]["open_s"] = round(time.perf_counter() - t, 3)
+
+    config = PairConfig(
+        max_days=0 if not args.world else 2,
+        min_clear=0.0,
+        patch_size=P,
+        stride=P // 2,
+        block_size=P,
+        train_fraction=1.0,
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
+    t = time.perf_counter()
+    index = build_pair_index(cube, config)
+    out["index"] = {
+        "seconds": round(time.perf_counter() - t, 3),
+        "windows": len(index),
+        "pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]),
+    }
+    dataset = PairDataset(cube, index, "train", augment=True)
+
+    workers = [int(w) for w in args.workers.split(",") if w != ""]
+    out["data"] = {f"workers_{w}": loader_rate(dataset, args.batch, args.batches, w) for w in workers}
+    if not args.no_cache:
+        n = min(len(dataset), args.batches * args.batch)
+        subset = PairDataset(cube, index.iloc[:n], "train", augment=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            cached = cache_pairs(subset, Path(tmp) / "pairs.zarr", progress=False)
+            write = time.perf_counter() - t
+            rate = loader_rate(cached, args.batch, args.batches, 0)
+        out["data"]["zarr_cache_workers_0"] = {**rate, "write_patches_per_s": round(n / write, 2)}
+
+    out["train"] = {}
+    for preset in [m for m in args.models.split(",") if m]:
+        try:
+            out["train"][preset] = train_rate(preset, device, args.batch, P, args.steps)
+        except ImportError as exc:  # the model module has not landed
+            out["train"][preset] = {"error": str(exc)}
+    headroom = {}
+    for preset, tr in out["train"].items():
+        if "patches_per_s" not in tr:
+            continue
+        for name, d in out["data"].items():
+            headroom[f"{preset}/{name}"] = round(d["patches_per_s"] / tr["patches_per_s"], 2)
+    out["headroom"] = headroom
+    return out
