@@ -110,7 +110,7 @@ def test_nan_input_and_wrong_bands_are_refused():
         UNetConfig(output_bands=("red",))  # residual model: outputs must lead the inputs
 
 
-@pytest.mark.parametrize("preset,size", [("tiny", 128), ("base", 192)])
+@pytest.mark.parametrize("preset,size", [("tiny", 96), ("base", 144)])
 def test_receptive_halo_bounds_the_measured_receptive_field(preset, size):
     m = _randomised(build_model(preset, dropout=0.0)).eval()
     reach = 0

@@ -14,6 +14,7 @@ from harmonize.errors import HarmonizeError, ModelError
 from harmonize.model import load_model_package
 from harmonize.train import (
     SyntheticPairs,
+    benchmark_training,
     TrainConfig,
     estimate_normalization,
     fit,
@@ -115,6 +116,7 @@ def test_resume_matches_uninterrupted_and_seed_reproduces(tmp_path):
     saved = json.loads((tmp_path / "cut" / "checkpoints" / "epoch-0002" / "state.json").read_text())
     assert saved["epoch"] == 2 and saved["global_step"] == 4
     resumed = fit(cfg, train, val, out_dir=tmp_path / "cut", resume="auto", progress=False)
+    assert resumed.history[:2] == saved["history"]  # the first two epochs come from the checkpoint
     assert resumed.global_step == full.global_step == 6
     for a, b in zip(full.history, resumed.history, strict=True):
         assert (a["train_loss"], a["val_loss"]) == (b["train_loss"], b["val_loss"])
@@ -138,6 +140,11 @@ def test_early_stopping_stops_and_resume_after_stop_is_a_no_op(tmp_path):
     assert res.stopped_early and len(res.history) == 2 and res.best_epoch == 1
     again = fit(cfg, train, val, out_dir=tmp_path, resume="auto", progress=False)
     assert len(again.history) == 2 and again.global_step == res.global_step
+    # a fresh run in the same folder drops the old checkpoints instead of resuming them later
+    fresh = fit(cfg.model_copy(update={"epochs": 1, "patience": None}), train, val, out_dir=tmp_path,
+                progress=False)
+    assert [p.name for p in (tmp_path / "checkpoints").glob("epoch-*")] == ["epoch-0001"]
+    assert len(fresh.history) == 1
 
 
 def test_gradient_accumulation_equals_a_larger_batch(tmp_path):
@@ -196,3 +203,9 @@ def test_train_from_config_with_overrides_and_factory(tmp_path):
         train_from_config(cfg_path, ["dataset.factory=nowhere.pairs:datasets"], out_dir=tmp_path / "x")
     with pytest.raises(ValueError):
         TrainConfig.from_yaml(cfg_path, ["epochs=0"])
+
+
+def test_benchmark_training_reports_throughput():
+    r = benchmark_training("tiny", batch_size=2, size=32, steps=1, warmup=1, device="cpu")
+    assert r["steps_per_s"] > 0 and r["samples_per_s"] == pytest.approx(2 * r["steps_per_s"])
+    assert r["dtype"] == "float32" and r["parameters"] == 110342
