@@ -358,7 +358,7 @@ class UNet(nn.Module):
                 skips.append(z)
                 z = self.pool(z)
         z = self.dropout(z)
-        for up, dec in zip(self.ups, self.decoders):
+        for up, dec in zip(self.ups, self.decoders, strict=True):
             z = up(z)
             z = dec(torch.cat([z, skips.pop()], dim=1))
             z = self.dropout(z)
@@ -453,7 +453,7 @@ def _mlm_document(model: UNet, metadata: dict[str, Any], weights: Path) -> dict[
                     "applies the z-score scaling below itself: pass reflectance as is."
                 ),
                 "value_scaling": [
-                    {"type": "z-score", "mean": m, "stddev": s} for m, s in zip(mean, std)
+                    {"type": "z-score", "mean": m, "stddev": s} for m, s in zip(mean, std, strict=True)
                 ],
                 "resize_type": None,
                 "pre_processing_function": None,
@@ -561,7 +561,9 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def load_model_package(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
+def load_model_package(
+    path: str | Path, *, device: str | torch.device = "cpu"
+) -> tuple[UNet, dict[str, Any]]:
     """Load a package written by :func:`save_model_package` (no unpickling).
 
     Parameters

@@ -107,7 +107,7 @@ def show_results(model: Any, dataset: Any, path: str | Path, n: int = 4, *,
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.03, hspace=0.12)
     was_training = model.training
     model.eval()
-    for row, s in zip(axes, samples):
+    for row, s in zip(axes, samples, strict=True):
         x = torch.as_tensor(s["input"]).float()
         base = model.input_mean.detach().cpu()[:, None, None]
         x = torch.where(torch.isfinite(x), x, base)
@@ -123,7 +123,7 @@ def show_results(model: Any, dataset: Any, path: str | Path, n: int = 4, *,
         lo, hi = np.percentile(finite, 2, axis=0), np.percentile(finite, 98, axis=0)
         images = [x.numpy(), pred, target] + ([np.asarray(s["truth"])] if has_truth and "truth" in s
                                                else [])
-        for ax, img, title in zip(row, images, cols):
+        for ax, img, title in zip(row, images, cols, strict=False):  # truth may be absent
             ax.imshow(rgb_composite(img, lo, hi))
             ax.set_title(title, fontsize=9)
         for ax in row[len(images):]:

@@ -46,7 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader, Dataset
 
 from harmonize.errors import HarmonizeError, ModelError
-from harmonize.metrics import evaluate, ssim as ssim_metric
+from harmonize.metrics import evaluate
+from harmonize.metrics import ssim as ssim_metric
 from harmonize.model import PRESETS, UNet, UNetConfig, count_parameters, save_model_package
 from harmonize.plot_training import plot_loss_curve, plot_lr_find, show_results
 
@@ -295,7 +296,7 @@ def estimate_normalization(dataset: Dataset, n: int = 32) -> dict[str, list[floa
         if "valid" in s:
             valid &= torch.as_tensor(s["valid"]).bool()
         xs.append(x[:, valid])
-        rs.append((y[:, valid] - x[: y.shape[0], valid]))
+        rs.append(y[:, valid] - x[: y.shape[0], valid])
     x = torch.cat(xs, 1)
     r = torch.cat(rs, 1)
     if x.shape[1] < 2:
@@ -568,7 +569,7 @@ def fit(
         model = UNet(cfg.unet_config())
     model.to(device)
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)

@@ -14,8 +14,8 @@ from harmonize.errors import HarmonizeError, ModelError
 from harmonize.model import load_model_package
 from harmonize.train import (
     SyntheticPairs,
-    benchmark_training,
     TrainConfig,
+    benchmark_training,
     estimate_normalization,
     fit,
     lr_find,
