@@ -1,0 +1,356 @@
+"""Measure harmonize against the simulator's truth.
+
+The simulated archive keeps the noise-free, cloud-free Sentinel-2-spectral reflectance of every
+acquisition date (``World.truth``), so each claim the product makes can be checked against the
+answer rather than against another estimate:
+
+- :func:`harmonization_table`: Landsat made Sentinel-2-like by each method (resampling alone,
+  + HLS bandpass, + fitted linear bandpass, the UNet) on the held-out test blocks of the pair
+  index, scored against truth (PSNR, SSIM, SAM, NRMSE per band, NDVI r);
+- :func:`gapfill_table`: gap-filled NDVI RMSE against true NDVI for Sentinel-2 alone, Sentinel-2
+  + harmonized Landsat and Sentinel-2 + raw Landsat, for each gap-filling method;
+- :func:`clear_observation_gain` and :func:`same_day_ndvi_agreement`: what Landsat adds.
+
+These live with the pipelines, not in the library: the library never knows it runs on a
+simulation (DESIGN.md), while these functions need the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from harmonize.bandpass import LinearAdjustment, fit_linear_adjustment, hls_adjust
+from harmonize.bands import REFLECTANCE_BANDS
+from harmonize.gapfill import gap_fill
+from harmonize.indices import ndvi
+from harmonize.metrics import evaluate
+from harmonize.timeseries import fuse
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "truth_on_grid",
+    "sensor_part",
+    "test_windows",
+    "train_block_mask",
+    "interior_mask",
+    "harmonization_table",
+    "gapfill_table",
+    "clear_observation_gain",
+    "same_day_ndvi_agreement",
+]
+
+GAPFILL_METHODS: tuple[str, ...] = ("linear", "whittaker", "harmonic", "rbf")
+
+
+def _day(t: Any) -> np.datetime64:
+    return np.datetime64(pd.Timestamp(t).normalize().to_datetime64(), "ns")
+
+
+def truth_on_grid(truth: xr.Dataset, like: xr.Dataset | xr.DataArray) -> xr.Dataset:
+    """The truth on ``like``'s pixel centres (NaN where it does not reach), time as days."""
+    out = truth.reindex(y=like["y"].values, x=like["x"].values, method="nearest", tolerance=1.0)
+    return out.assign_coords(time=[_day(t) for t in out["time"].values])
+
+
+def sensor_part(cube: xr.Dataset, sensor: str) -> xr.Dataset:
+    """The time steps of one sensor."""
+    return cube.isel(time=np.flatnonzero(np.asarray(cube["sensor"].values) == sensor))
+
+
+def _patch_size(index: pd.DataFrame, default: int = 256) -> int:
+    cfg = index.attrs.get("config") or {}
+    return int(cfg.get("patch_size", default))
+
+
+def test_windows(index: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Rows of the pair index in ``split``."""
+    return index[index["split"] == split].reset_index(drop=True)
+
+
+def train_block_mask(index: pd.DataFrame, shape: tuple[int, int], patch: int | None = None) -> np.ndarray:
+    """Boolean ``(y, x)`` mask of the pixels covered by training windows."""
+    patch = patch or _patch_size(index)
+    mask = np.zeros(shape, bool)
+    for r in index[index["split"] == "train"].itertuples():
+        mask[int(r.y0) : int(r.y0) + patch, int(r.x0) : int(r.x0) + patch] = True
+    return mask
+
+
+def _stack_windows(
+    arrays: Mapping[str, xr.Dataset],
+    truth: xr.Dataset,
+    windows: pd.DataFrame,
+    patch: int,
+    landsat_clear: xr.DataArray,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    preds: dict[str, list[np.ndarray]] = {k: [] for k in arrays}
+    truths, valids = [], []
+    for r in windows.itertuples():
+        ys, xs = slice(int(r.y0), int(r.y0) + patch), slice(int(r.x0), int(r.x0) + patch)
+        lt = np.datetime64(pd.Timestamp(r.landsat_time).to_datetime64(), "ns")
+        t_truth = truth.sel(time=_day(r.s2_time))[list(REFLECTANCE_BANDS)].isel(y=ys, x=xs)
+        truths.append(np.stack([t_truth[b].values for b in REFLECTANCE_BANDS]))
+        valids.append(np.asarray(landsat_clear.sel(time=lt).isel(y=ys, x=xs).values, bool))
+        for name, ds in arrays.items():
+            sel = ds.sel(time=lt).isel(y=ys, x=xs)
+            preds[name].append(np.stack([np.asarray(sel[b].values, np.float32) for b in REFLECTANCE_BANDS]))
+    return {k: np.stack(v) for k, v in preds.items()}, np.stack(truths), np.stack(valids)
+
+
+def harmonization_table(
+    cube: xr.Dataset,
+    index: pd.DataFrame,
+    truth: xr.Dataset,
+    predictions: Mapping[str, xr.Dataset],
+    *,
+    split: str = "test",
+    fitted: LinearAdjustment | None = None,
+    max_windows: int | None = 64,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Score each way of making Landsat Sentinel-2-like against truth on held-out windows.
+
+    Parameters
+    ----------
+    cube
+        The co-registered cube with both sensors (Landsat already on the 10 m grid).
+    index
+        The pair index (:func:`harmonize.pairs.build_pair_index`), with a ``split`` column.
+    truth
+        The simulator's truth (``World.truth``).
+    predictions
+        Extra methods to score, e.g. ``{"unet tiny": harmonized_cube}``, each on the cube's grid
+        with the Landsat times.
+    split
+        Which split's windows to score (default the held-out ``"test"`` blocks).
+    fitted
+        A fitted linear adjustment; by default fitted here on the training blocks only.
+    max_windows
+        Cap on windows scored (evenly spaced), to bound memory and time.
+
+    Returns
+    -------
+    (pandas.DataFrame, dict)
+        One row per method: overall PSNR, SSIM, SAM, NRMSE, NDVI r and per-band PSNR; and the
+        details (window count, the fitted coefficients).
+    """
+    windows = test_windows(index, split)
+    if windows.empty:
+        raise ValueError(f"the pair index has no {split!r} windows to score")
+    if max_windows and len(windows) > max_windows:
+        windows = windows.iloc[np.linspace(0, len(windows) - 1, max_windows).round().astype(int)]
+    patch = _patch_size(index)
+    landsat = sensor_part(cube, "landsat")
+    if fitted is None:
+        train_mask = xr.DataArray(train_block_mask(index, (cube.sizes["y"], cube.sizes["x"]), patch), dims=("y", "x"))
+        masked = cube.assign(clear=cube["clear"] & train_mask)
+        fitted = fit_linear_adjustment(masked, max_days=0)
+    resampling = (cube.attrs.get("harmonize_load") or {}).get("resampling", "bilinear")
+    if isinstance(resampling, dict):
+        resampling = next(iter(resampling.values()), "bilinear")
+    methods: dict[str, xr.Dataset] = {
+        f"Landsat resampled ({resampling})": landsat,
+        "+ HLS bandpass": hls_adjust(landsat, to="sentinel-2"),
+        "+ fitted linear bandpass": fitted.apply(landsat),
+        **predictions,
+    }
+    tr = truth_on_grid(truth, cube)
+    preds, truths, valid = _stack_windows(methods, tr, windows, patch, landsat["clear"])
+    rows = {}
+    for name, p in preds.items():
+        m = evaluate(p, truths, valid)
+        rows[name] = {
+            "PSNR": m["psnr"],
+            "SSIM": m["ssim"],
+            "SAM (deg)": m["sam"],
+            "NRMSE": m["nrmse"],
+            "NDVI r": m["ndvi_r"],
+            **{f"PSNR {b}": m[f"psnr_{b}"] for b in REFLECTANCE_BANDS},
+            **{f"SSIM {b}": m[f"ssim_{b}"] for b in REFLECTANCE_BANDS},
+            **{f"NRMSE {b}": m[f"nrmse_{b}"] for b in REFLECTANCE_BANDS},
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    details = {
+        "windows": int(len(windows)),
+        "pixels": int(valid.sum()),
+        "split": split,
+        "fitted_linear": fitted.to_dict(),
+    }
+    return table, details
+
+
+def interior_mask(truth: xr.Dataset, like: xr.Dataset | xr.DataArray, *, margin: int = 3) -> xr.DataArray:
+    """Pixels of ``like``'s grid inside one land parcel: no field or land-cover edge within
+    ``margin`` 10 m pixels, and not water, road or building.
+
+    NDVI at a sharp edge mixes 10 m red with 20 m (Sentinel-2) or 30 m (Landsat) NIR, and NDVI
+    of water divides noise by a small sum: errors there measure resolution, not gap filling.
+    Scoring interiors separately shows what the time axis itself gains.
+    """
+    from scipy import ndimage
+
+    lc = truth["landcover"].values.astype(np.int32)
+    fid = truth["field_id"].values.astype(np.int64) if "field_id" in truth else np.zeros_like(lc)
+    label = lc * 1_000_000 + fid
+    size = 2 * margin + 1
+    same = ndimage.minimum_filter(label, size=size, mode="nearest") == ndimage.maximum_filter(
+        label, size=size, mode="nearest"
+    )
+    meanings = str(truth["landcover"].attrs.get("flag_meanings", "")).split()
+    values = list(truth["landcover"].attrs.get("flag_values", []))
+    excluded = [v for v, m in zip(values, meanings) if m in ("water", "road", "building")]
+    ok = same & ~np.isin(lc, excluded)
+    mask = xr.DataArray(ok, dims=("y", "x"), coords={"y": truth["y"].values, "x": truth["x"].values})
+    return mask.reindex(y=like["y"].values, x=like["x"].values, method="nearest", tolerance=1.0, fill_value=False)
+
+
+def _subsample(obj: xr.Dataset | xr.DataArray, step: int) -> Any:
+    return obj.isel(y=slice(step // 2, None, step), x=slice(step // 2, None, step)) if step > 1 else obj
+
+
+def gapfill_table(
+    s2: xr.Dataset,
+    landsat_raw: xr.Dataset,
+    landsat_harmonized: xr.Dataset,
+    truth: xr.Dataset,
+    *,
+    methods: Sequence[str] = GAPFILL_METHODS,
+    freq: str = "5D",
+    max_gap: str = "45D",
+    pixel_step: int = 4,
+    interior_margin: int | None = 3,
+) -> pd.DataFrame:
+    """Gap-filled NDVI RMSE against true NDVI, per sensor combination and method.
+
+    Every method is scored on the same pixel-dates (those every combination filled), so RMSEs
+    compare like with like; ``coverage`` says how much of the truth each combination filled.
+
+    Parameters
+    ----------
+    s2, landsat_raw, landsat_harmonized
+        Sentinel-2, resampled (not harmonized) Landsat and harmonized Landsat, each with a
+        ``clear`` variable, on one grid.
+    truth
+        The simulator's truth.
+    pixel_step
+        Score every ``pixel_step``-th pixel in y and x (time series are per pixel, so a regular
+        subsample estimates the same RMSE at a fraction of the cost).
+    interior_margin
+        Also score parcel interiors only (:func:`interior_mask`), as ``NDVI RMSE interior``;
+        ``None`` to skip.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (method, inputs): ``NDVI RMSE``, ``NDVI MAE``, ``NDVI RMSE interior``,
+        ``coverage`` and ``pixel-dates``.
+    """
+    s2 = _subsample(s2, pixel_step)
+    combos = {
+        "S2 only": s2,
+        "S2 + harmonized Landsat": fuse(s2, _subsample(landsat_harmonized, pixel_step)),
+        "S2 + raw Landsat": fuse(s2, _subsample(landsat_raw, pixel_step)),
+    }
+    tr = truth_on_grid(truth, s2)
+    truth_ndvi = ndvi(tr).astype("float32")
+    interior = (
+        interior_mask(truth.load() if interior_margin else truth, s2, margin=interior_margin).values
+        if interior_margin
+        else None
+    )
+    start = pd.Timestamp(s2["time"].values.min()).normalize()
+    end = pd.Timestamp(s2["time"].values.max()).normalize()
+    rows: list[dict[str, Any]] = []
+    for method in methods:
+        ests = {}
+        for combo, cube in combos.items():
+            obs = ndvi(cube.where(cube["clear"])) if "clear" in cube else ndvi(cube)
+            obs = obs.assign_coords(time=[_day(t) for t in obs["time"].values])
+            filled = gap_fill(obs, method=method, freq=freq, max_gap=max_gap, start=start, end=end)
+            drop = [c for c, v in filled.coords.items() if "time" in v.dims and c != "time"]
+            ests[combo] = filled.drop_vars(drop).compute()
+        t_axis = ests["S2 only"]["time"].values
+        tru = truth_ndvi.interp(time=t_axis).values
+        common = np.isfinite(tru)
+        for e in ests.values():
+            common &= np.isfinite(e.values)
+        total = np.isfinite(tru).sum()
+        inner = common & interior[None] if interior is not None else None
+        for combo, e in ests.items():
+            diff = e.values - tru
+            filled_here = np.isfinite(e.values) & np.isfinite(tru)
+            rows.append(
+                {
+                    "method": method,
+                    "inputs": combo,
+                    "NDVI RMSE": float(np.sqrt(np.mean(diff[common] ** 2))) if common.any() else float("nan"),
+                    "NDVI MAE": float(np.mean(np.abs(diff[common]))) if common.any() else float("nan"),
+                    "NDVI RMSE interior": (
+                        float(np.sqrt(np.mean(diff[inner] ** 2))) if inner is not None and inner.any() else float("nan")
+                    ),
+                    "coverage": float(filled_here.sum() / total) if total else 0.0,
+                    "pixel-dates": int(common.sum()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def clear_observation_gain(s2: xr.Dataset, landsat: xr.Dataset) -> dict[str, float]:
+    """Clear observations per pixel per year: Sentinel-2 alone versus fused with Landsat."""
+    days = (pd.Timestamp(s2["time"].values.max()) - pd.Timestamp(s2["time"].values.min())).days + 1
+    per_year = 365.25 / max(days, 1)
+
+    def per_pixel(c: xr.Dataset) -> float:
+        return float(c["clear"].sum("time").mean().compute()) * per_year
+
+    s2_n = per_pixel(s2)
+    l_n = per_pixel(landsat)
+    return {
+        "s2_only": s2_n,
+        "landsat": l_n,
+        "fused": s2_n + l_n,
+        "gain_percent": 100.0 * l_n / s2_n if s2_n else float("nan"),
+    }
+
+
+def same_day_ndvi_agreement(
+    s2: xr.Dataset, landsat_raw: xr.Dataset, landsat_harmonized: xr.Dataset
+) -> dict[str, float]:
+    """Pearson r of NDVI between same-day Landsat and Sentinel-2, before and after harmonization.
+
+    Only pixels clear in both scenes of a same-day pair count.
+    """
+    s2_days = {_day(t): i for i, t in enumerate(s2["time"].values)}
+    raw, harm, ref = [], [], []
+    h_times = {_day(t): i for i, t in enumerate(landsat_harmonized["time"].values)}
+    for j, t in enumerate(landsat_raw["time"].values):
+        d = _day(t)
+        if d not in s2_days or d not in h_times:
+            continue
+        s = s2.isel(time=s2_days[d])
+        lr = landsat_raw.isel(time=j)
+        lh = landsat_harmonized.isel(time=h_times[d])
+        both = (s["clear"] & lr["clear"]).values
+        n_s, n_r, n_h = (np.asarray(ndvi(x).values) for x in (s, lr, lh))
+        ok = both & np.isfinite(n_s) & np.isfinite(n_r) & np.isfinite(n_h)
+        raw.append(n_r[ok])
+        harm.append(n_h[ok])
+        ref.append(n_s[ok])
+    if not ref or sum(len(r) for r in ref) < 10:
+        return {"pairs": len(ref), "pixels": 0, "r_before": float("nan"), "r_after": float("nan")}
+    ref_a, raw_a, harm_a = (np.concatenate(v) for v in (ref, raw, harm))
+    r_before = float(np.corrcoef(raw_a, ref_a)[0, 1])
+    r_after = float(np.corrcoef(harm_a, ref_a)[0, 1])
+    return {
+        "pairs": len(ref),
+        "pixels": int(ref_a.size),
+        "r_before": r_before,
+        "r_after": r_after,
+        "gain_percent_abs": 100.0 * (r_after - r_before),
+    }
