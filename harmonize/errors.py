@@ -21,6 +21,8 @@ __all__ = [
     "CRSMismatchError",
     "WorldError",
     "ModelError",
+    "TimeSeriesError",
+    "ServerStartError",
 ]
 
 
@@ -90,3 +92,11 @@ class WorldError(HarmonizeError):
 
 class ModelError(HarmonizeError, ValueError):
     """A model, model package, checkpoint or model input is unusable (wrong shape, NaN, corrupt)."""
+
+
+class TimeSeriesError(HarmonizeError, ValueError):
+    """A time series cannot be fused, gap-filled or composited as asked (bad method or axis)."""
+
+
+class ServerStartError(HarmonizeError, RuntimeError):
+    """The local STAC API (``rustac serve``) could not be started."""

@@ -36,7 +36,7 @@ import xarray as xr
 from scipy import sparse
 from scipy.stats import norm
 
-from harmonize.errors import HarmonizeError
+from harmonize.errors import TimeSeriesError
 
 __all__ = ["gap_fill", "regular_time_axis", "METHODS", "TimeSeriesError", "fill_pixels"]
 
@@ -52,8 +52,6 @@ _BATCH_MAX = 8192
 _BATCH_ELEMENTS = 4_000_000
 
 
-class TimeSeriesError(HarmonizeError, ValueError):
-    """A time series cannot be fused, gap-filled or composited as asked (bad method or axis)."""
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from harmonize.errors import HarmonizeError, WorldError
+from harmonize.errors import ServerStartError, WorldError
 
 __all__ = ["StacServer", "ServerStartError", "serve", "serve_forever", "find_rustac", "server_inputs"]
 
@@ -52,10 +52,6 @@ Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Any
 
 #: Item files looked for in a world directory, in order of preference.
 ITEM_FILES = ("items.ndjson", "items.parquet")
-
-
-class ServerStartError(HarmonizeError, RuntimeError):
-    """The ``rustac`` CLI is missing, or ``rustac serve`` exited or did not answer in time."""
 
 
 @dataclass
