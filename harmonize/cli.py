@@ -136,6 +136,58 @@ def demo_cmd(out: Path, size_km: float | None) -> None:
     report = run_demo(out, size_km=size_km)
     click.echo(f"report: {report}")
 
+# ---------------------------------------------------------------- timeseries
+
+
+@main.command("timeseries")
+@click.argument("s2_zarr", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--landsat", "landsat_zarr", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Harmonized Landsat cube (Zarr) on the Sentinel-2 grid; omit for Sentinel-2 only.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="YAML file of TimeSeriesConfig settings; flags override it.")
+@click.option("--method", type=click.Choice(["linear", "whittaker", "harmonic", "rbf"]), default=None)
+@click.option("--freq", default=None, help="Output step, e.g. 5D (default).")
+@click.option("--max-gap", default=None, help="Longest bridged gap, e.g. 45D (default).")
+@click.option("--start", default=None, help="First output date (default: first observation).")
+@click.option("--end", default=None, help="Last output date (default: last observation).")
+@click.option("--lmbda", type=float, default=None, help="Whittaker smoothing (default 1000, daily grid).")
+@click.option("--n-harmonics", type=int, default=None, help="Harmonic modes (default 3).")
+@click.option("--same-day", type=click.Choice(["keep", "mean", "prefer-s2"]), default=None)
+@click.option("--phenology/--no-phenology", default=False, help="Also write SOS/POS/EOS maps (one season).")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write clear-observation and NDVI map figures into this folder.")
+def timeseries_cmd(s2_zarr, out, landsat_zarr, config_path, phenology, plots, **flags) -> None:
+    """Fuse S2 (+ harmonized Landsat), gap-fill NDVI onto a regular axis, write OUT (Zarr)."""
+    import xarray as xr
+    from dask.diagnostics import ProgressBar
+
+    from harmonize.io import write_zarr
+    from harmonize.timeseries import TimeSeriesConfig, fuse, ndvi_timeseries
+
+    cfg = (TimeSeriesConfig.from_yaml(config_path, **flags) if config_path else TimeSeriesConfig.build(**flags))
+    s2 = xr.open_zarr(s2_zarr, chunks={})
+    landsat = xr.open_zarr(landsat_zarr, chunks={}) if landsat_zarr else None
+    obs, filled = ndvi_timeseries(s2, landsat, config=cfg)
+    ds = filled.reset_coords("n_obs").rename({"n_obs": "ndvi_n_obs"})
+    if phenology:
+        from harmonize.phenology import phenology as season
+
+        ds = ds.merge(season(filled.drop_vars("n_obs")), compat="override")
+    with ProgressBar():
+        write_zarr(ds, out, mode="w")
+    click.echo(f"wrote {out} ({filled.sizes['time']} steps, method {cfg.method})")
+    if plots:
+        from harmonize.plot import plot_clear_observations, plot_ndvi_maps
+
+        plots.mkdir(parents=True, exist_ok=True)
+        cube = fuse(s2, landsat, same_day=cfg.same_day) if landsat is not None else s2
+        plot_clear_observations(cube, path=plots / "clear_observations.png")
+        filled_now = xr.open_zarr(out)["ndvi"]
+        dates = filled_now["time"].values[:: max(1, filled_now.sizes["time"] // 4)][:4]
+        plot_ndvi_maps(filled_now, list(dates), path=plots / "ndvi_maps.png")
+        click.echo(f"figures in {plots}")
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()
