@@ -625,6 +625,7 @@ def fit(
         loader = _loader(train_dataset, cfg, shuffle=True, epoch=epoch)
         total = min(n_batches, cfg.max_batches_per_epoch or n_batches)
         loss_sum, loss_n = 0.0, 0
+        last_lr = opt.param_groups[0]["lr"]
         opt.zero_grad(set_to_none=True)
         bar = tqdm(loader, total=total, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
                    leave=False)
@@ -649,6 +650,7 @@ def fit(
                 else:
                     opt.step()
                 opt.zero_grad(set_to_none=True)
+                last_lr = opt.param_groups[0]["lr"]  # the LR this update used
                 sched.step()
                 global_step += 1
             loss_sum += float(loss.detach())
@@ -657,7 +659,7 @@ def fit(
         bar.close()
 
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss_sum / max(loss_n, 1),
-                                 "lr": opt.param_groups[0]["lr"], "step": global_step}
+                                 "lr": last_lr, "step": global_step}
         if val_dataset is not None and len(val_dataset) > 0:
             row.update(_validate(model, val_dataset, cfg, device, amp_dtype))
             monitor = row["val_loss"]
