@@ -360,25 +360,49 @@ def _load_family(
     return ds.assign_coords(time=np.array(sorted(set(group_of[it.id] for it in items))))
 
 
-def _masks(ds: xr.Dataset, kind: str, names: Sequence[str], bands: Sequence[str]) -> dict[str, xr.DataArray]:
-    """Masks decoded from ``ds.qa``; a pixel missing in any loaded band is no data, not clear.
-
-    (Sentinel-2's 10 m bands end at a swath edge a 20 m SCL pixel straddles, for instance.)
-    """
-    decoded = landsat_masks(ds["qa"]) if kind == "qa_pixel" else scl_masks(ds["qa"])
-    missing = None
+def _mask_block(qa: np.ndarray, *bands: np.ndarray, kind: str, mask_name: str, fill: Any) -> np.ndarray:
+    decoded = landsat_masks(qa) if kind == "qa_pixel" else scl_masks(qa)
+    mask = np.asarray(decoded[mask_name], bool)
+    if not bands:
+        return mask
+    missing = np.zeros(mask.shape, bool)
     for b in bands:
-        m = ds[b] == ds[b].attrs.get("nodata", 0)
-        missing = m if missing is None else (missing | m)
-    out = {}
-    for n in names:
-        mask = decoded[n].astype(bool)
-        if missing is not None and n == "nodata":
-            mask = mask | missing
-        elif missing is not None:
-            mask = mask & ~missing
-        out[n] = mask
+        missing |= b == fill
+    return mask | missing if mask_name == "nodata" else mask & ~missing
+
+
+def _masks(ds: xr.Dataset, kind: str, names: Sequence[str], bands: Sequence[str], fill: Any) -> dict[str, Any]:
+    """Dask masks decoded from ``ds.qa``; a pixel missing in any loaded band is no data, not clear.
+
+    (Sentinel-2's 10 m bands end at a swath edge a 20 m SCL pixel straddles, for instance.) One
+    blockwise task per chunk and mask keeps the graph small.
+    """
+    import dask.array as da
+
+    arrays = [ds["qa"].data, *(ds[b].data for b in bands)]
+    return {
+        n: da.map_blocks(_mask_block, *arrays, kind=kind, mask_name=n, fill=fill, dtype=bool)
+        for n in names
+    }
+
+
+def _scale_block(dn: np.ndarray, scale: np.ndarray, offset: np.ndarray, nodata: np.ndarray,
+                 block_info: dict | None = None) -> np.ndarray:
+    t0, t1 = block_info[0]["array-location"][0] if block_info else (0, dn.shape[0])
+    shape = (t1 - t0,) + (1,) * (dn.ndim - 1)
+    out = dn.astype(np.float32) * scale[t0:t1].astype(np.float32).reshape(shape)
+    out += offset[t0:t1].astype(np.float32).reshape(shape)
+    out[dn == nodata[t0:t1].reshape(shape)] = np.nan
     return out
+
+
+def _scaled(dn: Any, scale: np.ndarray, offset: np.ndarray, nodata: np.ndarray) -> Any:
+    """``dn * scale[t] + offset[t]`` as float32, NaN where ``dn == nodata[t]`` (dask or numpy)."""
+    import dask.array as da
+
+    if isinstance(dn, da.Array):
+        return da.map_blocks(_scale_block, dn, scale=scale, offset=offset, nodata=nodata, dtype=np.float32)
+    return _scale_block(np.asarray(dn), scale, offset, nodata)
 
 
 # pylint: disable=too-many-arguments,too-many-locals,too-many-branches,too-many-statements
@@ -577,26 +601,35 @@ def load_cube(
     chunks = dict(DEFAULT_CHUNKS if chunks is None else chunks)
     common = dict(geobox=gbox, chunks=chunks, resampling=resampling, driver=driver, progress=progress)
 
+    import dask.array as da
+
+    n = len(ordered)
+    # Per variable, per slice index: a (1, y, x) dask array; families are merged in time order
+    # by chunk-aligned slicing, which adds no work to the graph.
+    pieces: dict[str, list[Any]] = {}
+    template: xr.Dataset | None = None
     families: dict[tuple[str, str], list[_Slice]] = {}
     for s in ordered:
         families.setdefault((s.profile.collection, str(s.profile.assets.get("blue"))), []).append(s)
-    parts = []
     for fam in families.values():
         prof = fam[0].profile
         keys = {b: prof.assets[b] for b in refl_bands} | {"qa": prof.qa_asset}
         fam_items = [_prepared(it, keys, it.id) for s in fam for it in s.items]
         ds = _load_family(fam_items, keys, group_of, **common)
-        fill = {b: ds[b].attrs.get("nodata") for b in refl_bands}
-        if len({*fill.values()}) > 1:
-            raise HarmonizeError(f"Items of {prof.collection!r} mark no data differently per band ({fill}).")
+        template = ds if template is None else template
+        fills = {ds[b].attrs.get("nodata") for b in refl_bands}
+        if len(fills) > 1:
+            raise HarmonizeError(f"Items of {prof.collection!r} mark no data differently per band ({fills}).")
+        fill = next(iter(fills), None)
         for s in fam:  # the value odc-stac fills missing pixels with, which is what to mask
-            s.fill = next(iter(fill.values()), s.scaling.nodata)
-        ds = ds.assign(_masks(ds, prof.qa_kind, mask_names, refl_bands)).drop_vars("qa")
-        parts.append(ds)
-    cube = xr.concat(parts, dim="time", coords="minimal", compat="override", join="override") if len(parts) > 1 else parts[0]
-    cube = cube.sortby("time")
+            s.fill = fill if fill is not None else s.scaling.nodata
+        variables = {b: ds[b].data for b in refl_bands}
+        variables.update(_masks(ds, prof.qa_kind, mask_names, refl_bands, fill))
+        for k, i in enumerate(ds.time.values):
+            for name, arr in variables.items():
+                pieces.setdefault(name, [None] * n)[int(i)] = arr[k : k + 1]
+    assert template is not None
 
-    n = len(ordered)
     coords: dict[str, Any] = {
         "sensor": ("time", [s.profile.sensor for s in ordered]),
         "platform": ("time", [s.platform for s in ordered]),
@@ -609,37 +642,43 @@ def load_cube(
     }
 
     if want_pan:
-        pan_slices = [s for s in ordered if s.l1_items]
-        pan_parts = []
-        pan_fams: dict[str, list[_Slice]] = {}
-        for s in pan_slices:
-            pan_fams.setdefault(s.l1_items[0].collection_id or "", []).append(s)
         pan_scale, pan_offset, pan_nodata = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        pan_fams: dict[str, list[_Slice]] = {}
+        for s in ordered:
+            if s.l1_items:
+                pan_fams.setdefault(s.l1_items[0].collection_id or "", []).append(s)
+        pan_pieces: list[Any] = [None] * n
         for fam in pan_fams.values():
             prof = profiles[fam[0].l1_items[0].id]
             keys = {PAN: prof.assets[PAN]}
-            fam_items = [_prepared(l1, keys, l2id) for s in fam for l1 in s.l1_items for l2id in [_l2_of(l1, s)]]
-            part = _load_family(fam_items, keys, group_of, **common)[[PAN]]
-            pan_parts.append(part)
+            fam_items = [_prepared(l1, keys, _l2_of(l1, s)) for s in fam for l1 in s.l1_items]
+            part = _load_family(fam_items, keys, group_of, **common)
+            nd = part[PAN].attrs.get("nodata")
+            for k, i in enumerate(part.time.values):
+                pan_pieces[int(i)] = part[PAN].data[k : k + 1]
             for s in fam:
                 ps = band_scaling(s.l1_items[0], PAN, prof)
                 i = index[id(s)]
                 pan_scale[i], pan_offset[i] = ps.scale, ps.offset
-                nd = part[PAN].attrs.get("nodata", ps.nodata)
-                pan_nodata[i] = np.nan if nd is None else nd
+                pan_nodata[i] = np.nan if (nd if nd is not None else ps.nodata) is None else (nd if nd is not None else ps.nodata)
         fill = int(np.nanmax(pan_nodata)) if np.isfinite(pan_nodata).any() else 0
-        if pan_parts:
-            pan = xr.concat(pan_parts, dim="time", coords="minimal", compat="override", join="override").sortby("time")
-            pan = pan[PAN].reindex(time=np.arange(n), fill_value=fill)
-        else:
-            pan = xr.full_like(cube[refl_bands[0]] if refl_bands else cube[mask_names[0]], fill, dtype="uint16").rename(PAN)
         pan_nodata[np.isnan(pan_nodata)] = fill
-        cube[PAN] = pan.drop_vars([c for c in pan.coords if c not in pan.dims], errors="ignore")
-        coords.update(
-            pan_scale=("time", pan_scale),
-            pan_offset=("time", pan_offset),
-            pan_nodata=("time", pan_nodata),
-        )
+        ny, nx = gbox.shape.y, gbox.shape.x
+        empty = da.full((1, ny, nx), fill, dtype="uint16", chunks=(1, chunks.get("y", ny), chunks.get("x", nx)))
+        pieces[PAN] = [p if p is not None else empty for p in pan_pieces]
+        coords.update(pan_scale=("time", pan_scale), pan_offset=("time", pan_offset), pan_nodata=("time", pan_nodata))
+
+    var_order = [*refl_bands, *([PAN] if want_pan else []), *mask_names]
+    spatial = {c: template.coords[c] for c in template.coords if c != "time"}
+    cube = xr.Dataset(
+        {v: (("time", "y", "x"), da.concatenate(pieces[v], axis=0) if n > 1 else pieces[v][0]) for v in var_order},
+        coords={"time": np.arange(n), **spatial},
+    )
+    for v in var_order:
+        if v in template.data_vars:
+            cube[v].attrs = dict(template[v].attrs)
+        elif v == PAN:
+            cube[v].attrs = {"nodata": fill}
 
     times = np.array([np.datetime64(s.time.astimezone(timezone.utc).replace(tzinfo=None), "ns") for s in ordered])
     cube = cube.assign_coords(time=times).assign_coords(coords)
@@ -660,8 +699,6 @@ def load_cube(
         "chunks": chunks,
         "fail_on_error": bool(fail_on_error),
     }
-    var_order = [*refl_bands, *([PAN] if want_pan else []), *mask_names]
-    cube = cube[var_order]
     return to_reflectance(cube) if reflectance else cube
 
 
@@ -701,12 +738,11 @@ def to_reflectance(ds: xr.Dataset) -> xr.Dataset:
         if prefix is None:
             continue
         dn = ds[var]
-        scale = ds[f"{prefix}scale"].astype("float32")
-        offset = ds[f"{prefix}offset"].astype("float32")
-        nodata = ds[f"{prefix}nodata"]
-        value = (dn.astype("float32") * scale + offset).where(dn != nodata)
-        value.attrs = {"units": "1", "long_name": f"{var} reflectance"}
-        out[var] = value.astype("float32")
+        vectors = [np.asarray(ds[f"{prefix}{c}"].values, "float64") for c in ("scale", "offset", "nodata")]
+        out[var] = dn.copy(data=_scaled(dn.transpose("time", ...).data, *vectors)).assign_attrs(
+            units="1", long_name=f"{var} reflectance"
+        )
+        out[var].attrs.pop("nodata", None)
     out = out.drop_vars([c for c in _SCALE_COORDS if c in out.coords])
     if "harmonize_load" in out.attrs:
         out.attrs["harmonize_load"] = {**out.attrs["harmonize_load"], "reflectance": True}
