@@ -127,7 +127,7 @@ def _lk_refine(
     max_iter: int,
     tol: float,
     window: float,
-    max_pixels: int = 60_000,
+    max_pixels: int = 30_000,
 ) -> tuple[np.ndarray, float, int, bool]:
     """Masked Gauss-Newton fit of ``moving(p) = a + b * reference(p + s)`` for ``s``."""
     coeffs = ndimage.spline_filter(reference, order=3, mode="nearest")
@@ -178,23 +178,31 @@ def _integer_search(
     r_ok: np.ndarray,
     radius: int,
     *,
-    min_pixels: int,
+    step: int = 2,
+    max_pixels: int = 20_000,
 ) -> np.ndarray:
-    """Integer ``(row, col)`` within ``radius`` maximising the masked correlation coefficient of
-    ``moving(p)`` and ``reference(p + d)`` (on every other pixel: both images are smooth)."""
-    rows, cols = np.nonzero(m_ok[::2, ::2])
-    rows, cols = rows * 2, cols * 2
+    """Shift ``d`` on a lattice of ``step`` pixels within ``radius`` maximising the masked
+    correlation coefficient of ``moving(p)`` and ``reference(p + d)``.
+
+    Both images are blurred to Landsat's resolution, so a 2-pixel lattice and a sparse sample of
+    pixels find the right basin; the Gauss-Newton refinement does the rest.
+    """
+    rows, cols = np.nonzero(m_ok)
+    if rows.size > max_pixels:
+        pick = np.linspace(0, rows.size - 1, max_pixels).astype(int)
+        rows, cols = rows[pick], cols[pick]
     a_all = moving[rows, cols]
     ny, nx = moving.shape
+    lattice = range(-(radius // step) * step, radius + 1, step)
     best, best_d = -np.inf, np.zeros(2)
-    for dr in range(-radius, radius + 1):
+    for dr in lattice:
         rr = rows + dr
         in_r = (rr >= 0) & (rr < ny)
-        for dc in range(-radius, radius + 1):
+        for dc in lattice:
             cc = cols + dc
             ok = in_r & (cc >= 0) & (cc < nx)
             ok[ok] = r_ok[rr[ok], cc[ok]]
-            if ok.sum() * 4 < min_pixels:
+            if ok.sum() < 100:
                 continue
             a = a_all[ok]
             b = reference[rr[ok], cc[ok]]
@@ -264,10 +272,10 @@ def estimate_shift_pair(
 
     # Integer part: masked NCC over the plausible window, which the shared edges of the
     # common mask cannot fool (each shift only compares pixels both images see).
-    coarse = _integer_search(mov, ref, m_ok, r_ok, int(np.ceil(max_shift)), min_pixels=min_pixels)
+    coarse = _integer_search(mov, ref, m_ok, r_ok, int(np.ceil(max_shift)))
 
     # Sub-pixel part on pixels that stay valid in the reference over the whole search window.
-    margin = int(np.ceil(2 + 1))
+    margin = 4  # the refinement moves at most 2.5 pixels from the lattice point
     r_inner = ndimage.binary_erosion(r_ok, iterations=margin, border_value=0)
     r_inner = ndimage.shift(r_inner.astype("uint8"), -np.round(coarse), order=0, cval=0).astype(bool)
     m_inner = ndimage.binary_erosion(m_ok, iterations=1, border_value=0)
@@ -275,7 +283,7 @@ def estimate_shift_pair(
     if int(fit_mask.sum()) < min_pixels:
         fit_mask = common
     s, quality, it, converged = _lk_refine(
-        mov, ref, fit_mask, (coarse[0], coarse[1]), max_iter=max_iter, tol=tol, window=2.0
+        mov, ref, fit_mask, (coarse[0], coarse[1]), max_iter=max_iter, tol=tol, window=2.5
     )
     if not converged or np.any(np.abs(s) > max_shift):
         converged = False
@@ -333,6 +341,7 @@ def estimate_shifts(
     moving_sigma: float = 5.0,
     max_shift: float = 60.0,
     max_references: int = 4,
+    enough: float = 0.9,
     min_pixels: int = 500,
     max_size: int | None = 2048,
     progress: bool = False,
@@ -370,6 +379,8 @@ def estimate_shifts(
         At most this many reference scenes (nearest in time first) are matched; their estimates
         are averaged, weighted by common clear pixels and fit quality, so partly cloudy
         references together cover what one alone would not.
+    enough
+        Stop adding references once they cover this fraction of the Landsat scene's clear area.
     min_pixels
         Least number of common clear pixels for one scene pair to count.
     max_size
@@ -489,32 +500,36 @@ def estimate_shifts(
             movs, mov_clear = scene(cube, i)
             seen = np.zeros(mov_clear.shape, dtype=bool)
             ests: list[tuple[int, PairShift]] = []
-            for j, b in ((j, b) for j in order for b in bands):
+            mov_area = int((mov_clear & np.isfinite(movs[bands[0]])).sum())
+            for j in order:
                 if j not in cache:
                     cache[j] = scene(ref_cube, int(ref_idx[j]))
-                mov, ref, ref_clear_mask = movs[b], cache[j][0][b], cache[j][1]
-                common = mov_clear & np.isfinite(mov) & ref_clear_mask & np.isfinite(ref)
-                if common.sum() < min_pixels:
-                    continue
-                try:
-                    est = estimate_shift_pair(
-                        mov,
-                        ref,
-                        mov_clear,
-                        ref_clear_mask,
-                        reference_sigma=psf_sigma / res,
-                        moving_sigma=moving_sigma / res,
-                        max_shift=max_shift / res,
-                        min_pixels=min_pixels,
-                    )
-                except HarmonizeError as err:
-                    row["reason"] = str(err)
-                    continue
-                if not est.converged:
-                    row["reason"] = "sub-pixel refinement did not converge"
-                    continue
-                ests.append((j, est))
-                seen |= common
+                for b in bands:
+                    mov, ref, ref_clear_mask = movs[b], cache[j][0][b], cache[j][1]
+                    common = mov_clear & np.isfinite(mov) & ref_clear_mask & np.isfinite(ref)
+                    if common.sum() < min_pixels:
+                        continue
+                    try:
+                        est = estimate_shift_pair(
+                            mov,
+                            ref,
+                            mov_clear,
+                            ref_clear_mask,
+                            reference_sigma=psf_sigma / res,
+                            moving_sigma=moving_sigma / res,
+                            max_shift=max_shift / res,
+                            min_pixels=min_pixels,
+                        )
+                    except HarmonizeError as err:
+                        row["reason"] = str(err)
+                        continue
+                    if not est.converged:
+                        row["reason"] = "sub-pixel refinement did not converge"
+                        continue
+                    ests.append((j, est))
+                    seen |= common
+                if seen.sum() >= enough * mov_area:
+                    break  # the scene's clear area is covered: more references add little
             if ests:
                 shift, spread, quality, best = _combine(ests)
                 # moving(p) = reference(p + s): the scene shows the ground s pixels further on,
