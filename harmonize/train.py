@@ -396,7 +396,7 @@ def _latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def _load_checkpoint(path: Path, model: UNet, opt: torch.optim.Optimizer, sched: Any, scaler: Any,
-                     device: torch.device) -> dict[str, Any]:
+                     device: torch.device, epochs: int) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     try:
@@ -411,10 +411,18 @@ def _load_checkpoint(path: Path, model: UNet, opt: torch.optim.Optimizer, sched:
         opt_state = torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"cannot resume from checkpoint {path}: {exc}") from exc
-    opt.load_state_dict(opt_state["optimizer"])
-    sched.load_state_dict(opt_state["scheduler"])
-    if scaler is not None and opt_state.get("scaler"):
-        scaler.load_state_dict(opt_state["scaler"])
+    if state["epoch"] >= epochs:
+        # Nothing left to train (e.g. `epochs` lowered to stop at this checkpoint): the optimizer
+        # and a schedule built for another length are not needed.
+        return state
+    try:
+        opt.load_state_dict(opt_state["optimizer"])
+        sched.load_state_dict(opt_state["scheduler"])
+        if scaler is not None and opt_state.get("scaler"):
+            scaler.load_state_dict(opt_state["scaler"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"checkpoint {path} holds an optimizer or LR schedule that does not fit this "
+                         f"config ({exc}); keep schedule, epochs and batch settings when resuming") from exc
     return state
 
 
@@ -597,7 +605,7 @@ def fit(
                 shutil.rmtree(old, ignore_errors=True)
         (out / "best.safetensors").unlink(missing_ok=True)
     if ckpt is not None:
-        state = _load_checkpoint(ckpt, model, opt, sched, scaler, device)
+        state = _load_checkpoint(ckpt, model, opt, sched, scaler, device, cfg.epochs)
         start_epoch = state["epoch"] + 1
         global_step = state["global_step"]
         history = state["history"]

@@ -123,6 +123,11 @@ def test_resume_matches_uninterrupted_and_seed_reproduces(tmp_path):
     wa = load_file(str(tmp_path / "full" / "checkpoints" / "epoch-0003" / "model.safetensors"))
     wb = load_file(str(tmp_path / "cut" / "checkpoints" / "epoch-0003" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # stopping at a checkpoint by lowering `epochs` (a time budget) just exports that epoch, even
+    # though the shorter schedule could not take the longer one's state
+    short = fit(cfg.model_copy(update={"epochs": 1}), train, val, out_dir=tmp_path / "cut", resume=
+                tmp_path / "cut" / "checkpoints" / "epoch-0003", progress=False)
+    assert len(short.history) == 3 and short.global_step == 6
     # a different seed gives a different run
     other = fit(cfg.model_copy(update={"seed": 1, "epochs": 1}), train, val,
                 out_dir=tmp_path / "seed1", progress=False)
