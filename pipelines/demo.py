@@ -1,0 +1,295 @@
+"""The whole pipeline on a freshly simulated world, from nothing to a report.
+
+``harmonize demo OUT`` (or ``python -m pipelines.demo OUT``) does what a user would do by hand:
+
+1. simulate the demo world (5.12 km, one year of Landsat-8/9 and Sentinel-2) into ``OUT/world``;
+2. serve it as a STAC API on loopback (``rustac serve``) and search it over HTTP;
+3. run every stage into ``OUT/cube``, ``OUT/pairs``, ``OUT/model``, ``OUT/harmonized`` and
+   ``OUT/timeseries`` (the same functions ``harmonize run`` calls);
+4. write the report (``pipelines.report.write_report``) if that module is present.
+
+Stage durations (wall and CPU seconds) go to the log and ``OUT/timings.json``; the paths of
+everything to ``OUT/demo.json``. Running it again on the same ``OUT`` re-uses what is there
+(every stage is incremental) and finishes in seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from pipelines.config import (
+    DemoConfig,
+    IngestConfig,
+    InferCubeConfig,
+    PairsStageConfig,
+    TimeseriesStageConfig,
+    TrainStageConfig,
+)
+from pipelines.state import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "run_demo",
+    "run_demo_config",
+    "demo_paths",
+    "open_cube",
+    "open_harmonized",
+    "open_timeseries",
+    "DEMO_PAIRS",
+    "DEMO_TRAIN",
+    "main",
+]
+
+#: Patch settings that give the 5.12 km demo world 16 spatial blocks to split.
+DEMO_PAIRS: dict[str, Any] = {"patch_size": 64, "stride": 32, "block_size": 128, "min_clear": 0.95}
+#: The ``tiny`` UNet for about a minute on two CPU cores.
+DEMO_TRAIN: dict[str, Any] = {
+    "model": "tiny",
+    "epochs": 6,
+    "batch_size": 8,
+    "max_batches_per_epoch": 12,
+    "lr": 3e-3,
+    "patience": None,
+    "normalization_samples": 16,
+    "eval_samples": 16,
+    "device": "auto",
+}
+_TINY_PAIRS: dict[str, Any] = {"patch_size": 32, "stride": 16, "block_size": 64, "min_clear": 0.5, "max_days": 2}
+
+
+def demo_paths(out: str | Path) -> dict[str, Path]:
+    """Where the demo writes each product under ``out``."""
+    root = Path(out)
+    return {
+        "world": root / "world",
+        "cube": root / "cube",
+        "pairs": root / "pairs",
+        "pair_index": root / "pairs" / "index.parquet",
+        "model": root / "model",
+        "model_package": root / "model" / "model",
+        "harmonized": root / "harmonized",
+        "timeseries": root / "timeseries",
+        "timings": root / "timings.json",
+        "demo": root / "demo.json",
+    }
+
+
+def open_cube(out: str | Path) -> xr.Dataset:
+    """The demo's ingested, co-registered cube (both sensors), lazy."""
+    from pipelines.ingest import open_cube as _open
+
+    return _open(demo_paths(out)["cube"])
+
+
+def open_harmonized(out: str | Path) -> xr.Dataset:
+    """The demo's harmonized Landsat dates (the model's output), lazy."""
+    from pipelines.infer_cube import open_harmonized as _open
+
+    return _open(demo_paths(out)["harmonized"])
+
+
+def open_timeseries(out: str | Path) -> xr.Dataset:
+    """The demo's NDVI products: ``ndvi`` (gap-filled), ``observations`` and phenology, lazy."""
+    from pipelines.timeseries import open_timeseries as _open
+
+    return _open(demo_paths(out)["timeseries"])
+
+
+class _Timer:
+    """Wall and CPU seconds (this process and its finished children) of each stage."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, float]] = {}
+
+    @staticmethod
+    def _cpu() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        log.info("demo: %s ...", name)
+        w0, c0 = time.perf_counter(), self._cpu()
+        yield
+        wall, cpu = time.perf_counter() - w0, self._cpu() - c0
+        self.stages[name] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+        log.info("demo: %s done in %.1f s (CPU %.1f s)", name, wall, cpu)
+
+    def total(self) -> dict[str, float]:
+        return {
+            "wall_s": round(sum(s["wall_s"] for s in self.stages.values()), 2),
+            "cpu_s": round(sum(s["cpu_s"] for s in self.stages.values()), 2),
+        }
+
+
+def run_demo(
+    out: str | Path = "demo-out",
+    *,
+    size_km: float | None = None,
+    tiny: bool = False,
+    world: dict[str, Any] | None = None,
+    pairs: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    train_seconds: float | None = 90.0,
+    timeseries: dict[str, Any] | None = None,
+    scheduler: str | None = "threads",
+    report: bool = True,
+    progress: bool = False,
+) -> Path:
+    """Simulate a world, serve it, and run every stage on it; return the report (or ``demo.json``).
+
+    Parameters
+    ----------
+    out
+        Output folder (see :func:`demo_paths` for its layout).
+    size_km
+        Side of the simulated area (default: the demo world's 5.12 km).
+    tiny
+        Simulate :meth:`harmonize.world.WorldConfig.tiny` (1.28 km, six weeks) instead: seconds.
+    world
+        Further :class:`~harmonize.world.WorldConfig` fields (``seed``, ``start``, ``end`` …).
+    pairs, train, timeseries
+        Settings merged over :data:`DEMO_PAIRS`, :data:`DEMO_TRAIN` and the time-series defaults.
+    train_seconds
+        Training wall-time cap (the best epoch so far is exported when it is reached).
+    scheduler
+        dask scheduler of every stage: ``"threads"`` (default: a LocalCluster's start-up costs
+        more than it saves on a 5 km world), ``"local"``, or a scheduler address.
+    report
+        Call ``pipelines.report.write_report(out, world)`` at the end when that module exists.
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    pathlib.Path
+        The report written by ``pipelines.report`` or, without it, ``OUT/demo.json``.
+    """
+    from harmonize.world import WorldConfig, create_world
+    from harmonize.world.server import serve
+
+    from pipelines.infer_cube import infer_cube
+    from pipelines.ingest import ingest
+    from pipelines.pairs import pairs_stage
+    from pipelines.timeseries import timeseries_stage
+    from pipelines.train import train_stage
+
+    root = Path(out).expanduser().absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    paths = demo_paths(root)
+    timer = _Timer()
+    t_start = time.perf_counter()
+    common = {"scheduler": scheduler, "progress": progress}
+
+    world_fields = dict(world or {})
+    if size_km is not None:
+        world_fields["size_km"] = size_km
+    wcfg = WorldConfig.tiny(**world_fields) if tiny else WorldConfig(**world_fields)
+    pair_fields = {**(_TINY_PAIRS if tiny else DEMO_PAIRS), **(pairs or {})}
+    train_fields = {**DEMO_TRAIN, **(train or {})}
+
+    with timer("world"):
+        w = create_world(paths["world"], wcfg, progress=progress)
+    reports: dict[str, Any] = {}
+    with serve(w) as server:
+        log.info("demo: the simulated archive is served at %s", server.url)
+        with timer("ingest"):
+            reports["ingest"] = ingest(IngestConfig(source=server.url, out=paths["cube"], **common))
+    with timer("pairs"):
+        reports["pairs"] = pairs_stage(PairsStageConfig(cube=paths["cube"], out=paths["pairs"], pairs=pair_fields,
+                                                        **common))
+    with timer("train"):
+        reports["train"] = train_stage(TrainStageConfig(cube=paths["cube"], pairs=paths["pairs"], out=paths["model"],
+                                                        train=train_fields, max_seconds=train_seconds,
+                                                        world=w.root, **common))
+    with timer("infer"):
+        reports["infer"] = infer_cube(InferCubeConfig(cube=paths["cube"], model=str(paths["model_package"]),
+                                                      out=paths["harmonized"], device="cpu", **common))
+    with timer("timeseries"):
+        reports["timeseries"] = timeseries_stage(TimeseriesStageConfig(
+            cube=paths["cube"], harmonized=paths["harmonized"], out=paths["timeseries"],
+            timeseries=dict(timeseries or {}), world=w.root, **common))
+
+    doc = {
+        "world": str(w.root),
+        "world_config": json.loads(wcfg.model_dump_json()),
+        "cube": str(paths["cube"]),
+        "pairs": str(paths["pair_index"]),
+        "pair_index": str(paths["pair_index"]),
+        "pairs_dir": str(paths["pairs"]),
+        "model": str(paths["model_package"]),
+        "model_package": str(paths["model_package"]),
+        "training": str(paths["model"]),
+        "harmonized": str(paths["harmonized"]),
+        "timeseries": str(paths["timeseries"]),
+        "timings": str(paths["timings"]),
+        "stages": reports,
+    }
+    atomic_write_text(paths["demo"], json.dumps(doc, indent=1, default=str) + "\n")
+
+    result = paths["demo"]
+    if report and importlib.util.find_spec("pipelines.report") is not None:
+        from pipelines.report import write_report
+
+        with timer("report"):
+            result = Path(write_report(root, w))
+    elif report:
+        log.info("demo: pipelines.report is not available; skipping the report")
+    timings = {"stages": timer.stages, "total": timer.total(),
+               "elapsed_s": round(time.perf_counter() - t_start, 2),
+               "cores": len(os.sched_getaffinity(0)), "scheduler": scheduler}
+    atomic_write_text(paths["timings"], json.dumps(timings, indent=1) + "\n")
+    log.info("demo: finished in %.1f s wall (%.1f s CPU); %s", timings["elapsed_s"], timings["total"]["cpu_s"],
+             result)
+    return result
+
+
+def run_demo_config(config: DemoConfig, *, dry_run: bool = False, scheduler: str | None = None) -> dict[str, Any]:
+    """Run the demo from a :class:`~pipelines.config.DemoConfig` (``harmonize run demo.yaml``)."""
+    if dry_run:
+        return {"stage": "demo", "dry_run": True, "out": str(config.out),
+                "would_write": {k: str(v) for k, v in demo_paths(config.out).items()}}
+    path = run_demo(config.out, size_km=config.size_km, tiny=config.tiny, world=config.world,
+                    pairs=config.pairs or None, train=config.train or None,
+                    train_seconds=config.train_seconds, timeseries=config.timeseries or None,
+                    scheduler=scheduler or config.scheduler, report=config.report, progress=config.progress)
+    return {"stage": "demo", "out": str(config.out), "result": str(path),
+            "timings": json.loads(demo_paths(config.out)["timings"].read_text())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.demo [OUT] [--size-km KM] [--tiny]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.split("\n")[0])
+    p.add_argument("out", nargs="?", default="demo-out", type=Path)
+    p.add_argument("--size-km", type=float)
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--scheduler", default="threads")
+    p.add_argument("--train-seconds", type=float, default=90.0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("harmonize", "pipelines"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    path = run_demo(args.out, size_km=args.size_km, tiny=args.tiny, scheduler=args.scheduler,
+                    train_seconds=args.train_seconds)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Job: fuse Sentinel-2 with harmonized Landsat, gap-fill NDVI, derive phenology, plot.
+
+Usage::
+
+    python -m pipelines.timeseries pipelines/configs/timeseries.yaml [--dry-run] [key=value ...]
+
+What it writes under ``out``::
+
+    observations.zarr   NDVI of every clear observation, both sensors (``sensor`` coordinate)
+    ndvi.zarr           gap-filled NDVI on a regular time axis (``n_obs``: observations used)
+    phenology.zarr      start / peak / end / length of season, peak and base NDVI, amplitude
+    ndvi_series.png, ndvi_maps.png, clear_observations.png
+    ledger.json         the STAC items of both inputs, a fingerprint of inputs and settings
+
+Gap-filling is global in time, so the products are rebuilt (each store committed atomically)
+when either input gained stores or the settings changed, and left alone otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from pipelines.config import TimeseriesStageConfig
+from pipelines.pairs import inputs_fingerprint
+from pipelines.state import Ledger
+
+log = logging.getLogger(__name__)
+
+__all__ = ["timeseries_stage", "open_timeseries", "main"]
+
+STAGE = "timeseries"
+STORES = ("observations.zarr", "ndvi.zarr", "phenology.zarr")
+
+
+def _plot_locations(world_truth: xr.Dataset | None, ndvi: xr.DataArray, n: int = 4) -> dict[str, Any]:
+    """The ``n`` largest fields of a simulated world (masks), else ``n`` points on a diagonal."""
+    if world_truth is not None and "field_id" in world_truth:
+        fid = world_truth["field_id"].sel(y=ndvi["y"], x=ndvi["x"], method="nearest").values
+        ids, counts = np.unique(fid[fid > 0], return_counts=True)
+        top = ids[np.argsort(-counts)][:n]
+        return {f"field {int(k)}": xr.DataArray(fid == k, dims=("y", "x"), coords={"y": ndvi["y"], "x": ndvi["x"]})
+                for k in top}
+    ys, xs = ndvi["y"].values, ndvi["x"].values
+    return {f"point {k + 1}": (float(xs[len(xs) * (k + 1) // (n + 1)]), float(ys[len(ys) * (k + 1) // (n + 1)]))
+            for k in range(n)}
+
+
+def timeseries_stage(config: TimeseriesStageConfig, *, dry_run: bool = False,
+                     scheduler: str | None = None) -> dict[str, Any]:
+    """Build (or keep) the NDVI time series of ``config.cube`` (+ ``config.harmonized``).
+
+    Returns
+    -------
+    dict
+        ``up_to_date``, ``stores``, ``plots``, ``observations``, ``steps``, ``seconds``.
+    """
+    from harmonize.io import write_zarr
+    from harmonize.phenology import phenology
+    from harmonize.timeseries import TimeSeriesConfig, ndvi_timeseries
+
+    from pipelines.cluster import dask_scheduler
+    from pipelines.infer_cube import open_harmonized
+    from pipelines.ingest import open_cube
+
+    t0 = time.perf_counter()
+    ts_cfg = TimeSeriesConfig.build(**config.timeseries)
+    cube_ledger = Ledger(config.cube, "ingest")
+    hz_ledger = Ledger(config.harmonized, "infer") if config.harmonized is not None else None
+    fingerprint = inputs_fingerprint(cube_ledger.fingerprint(), hz_ledger.fingerprint() if hz_ledger else None,
+                                     hz_ledger.meta.get("model_checksum") if hz_ledger else None,
+                                     ts_cfg.model_dump(mode="json"), config.plots)
+    ledger = Ledger(config.out, STAGE)
+    up_to_date = ledger.meta.get("inputs") == fingerprint and all(ledger.committed(s) for s in STORES)
+    report: dict[str, Any] = {"stage": STAGE, "out": str(config.out), "up_to_date": up_to_date, "dry_run": dry_run}
+    if up_to_date or dry_run:
+        log.info("timeseries: %s", "up to date" if up_to_date else "would rebuild the time series")
+        report["seconds"] = round(time.perf_counter() - t0, 3)
+        return report
+    with ledger.lock():
+        ledger.clean()
+        cube = open_cube(config.cube)
+        s2 = cube.isel(time=np.flatnonzero(np.asarray(cube["sensor"].values) == "sentinel-2"))
+        hz = open_harmonized(config.harmonized) if config.harmonized is not None else None
+        crs = cube.rio.crs
+        obs, filled = ndvi_timeseries(s2, hz, config=ts_cfg)
+        items = sorted(cube_ledger.items() | (hz_ledger.items() if hz_ledger else set()))
+        with dask_scheduler(scheduler or config.scheduler, report=config.out / "performance-report.html",
+                            **config.cluster_kwargs()):
+            obs_ds = obs.rename("ndvi").to_dataset().rio.write_crs(crs)
+            for c in ("sensor", "platform"):
+                if c in obs_ds.coords:
+                    obs_ds = obs_ds.assign_coords({c: ("time", np.asarray(obs_ds[c].values).astype(str))})
+            tmp = ledger.tmp_path("observations.zarr")
+            write_zarr(obs_ds, tmp, mode="w-")
+            ledger.commit("observations.zarr", tmp, items)
+            tmp = ledger.tmp_path("ndvi.zarr")
+            write_zarr(filled.to_dataset(name="ndvi").rio.write_crs(crs), tmp, mode="w-")
+            ledger.commit("ndvi.zarr", tmp, items)
+            filled_back = xr.open_zarr(ledger.unit_path("ndvi.zarr"))["ndvi"]
+            phen = phenology(filled_back).rio.write_crs(crs)
+            tmp = ledger.tmp_path("phenology.zarr")
+            write_zarr(phen, tmp, mode="w-")
+            ledger.commit("phenology.zarr", tmp, items)
+            plots = _plots(config, ledger) if config.plots else []
+        ledger.meta["inputs"] = fingerprint
+        ledger.save()
+        report.update({
+            "stores": [str(ledger.unit_path(s)) for s in STORES],
+            "plots": [str(p) for p in plots],
+            "observations": int(obs.sizes["time"]),
+            "steps": int(filled.sizes["time"]),
+            "seconds": round(time.perf_counter() - t0, 3),
+        })
+        ledger.log_run(observations=report["observations"], steps=report["steps"], seconds=report["seconds"])
+    log.info("timeseries: %d observations -> %d steps in %.1f s", report["observations"], report["steps"],
+             report["seconds"])
+    return report
+
+
+def _plots(config: TimeseriesStageConfig, ledger: Ledger) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harmonize.plot import plot_clear_observations, plot_ndvi_maps, plot_ndvi_timeseries
+    from harmonize.timeseries import ndvi
+
+    obs = xr.open_zarr(ledger.unit_path("observations.zarr"))["ndvi"]
+    filled = xr.open_zarr(ledger.unit_path("ndvi.zarr"))["ndvi"]
+    truth_ds = truth = None
+    if config.world is not None:
+        from harmonize.world import open_world
+
+        truth_ds = open_world(config.world).truth
+        truth = ndvi(truth_ds)
+    out = Path(config.out)
+    paths = []
+    fig = plot_ndvi_timeseries(_plot_locations(truth_ds, filled), obs, filled, truth, path=out / "ndvi_series.png")
+    plt.close(fig)
+    paths.append(out / "ndvi_series.png")
+    times = filled["time"].values
+    dates = [times[int(k * (len(times) - 1) / 3)] for k in range(4)] if len(times) else []
+    fig = plot_ndvi_maps(filled, dates, path=out / "ndvi_maps.png")
+    plt.close(fig)
+    paths.append(out / "ndvi_maps.png")
+    clear = obs.notnull().rename("clear")
+    fig = plot_clear_observations(clear, path=out / "clear_observations.png")
+    plt.close(fig)
+    paths.append(out / "clear_observations.png")
+    return paths
+
+
+def open_timeseries(out: str | Path) -> xr.Dataset:
+    """The products of a timeseries run under ``out`` as one lazy Dataset.
+
+    Variables: ``ndvi`` (gap-filled, ``time``), ``observations`` (clear-sky NDVI on its own
+    ``obs_time`` axis, with ``sensor``), and the phenology variables (``sos``, ``pos``, ``eos``,
+    ``los``, ``peak_ndvi``, ``base_ndvi``, ``amplitude``) on ``(y, x)``.
+    """
+    from harmonize.errors import HarmonizeError
+
+    root = Path(out)
+    ledger = Ledger(root, STAGE)
+    missing = [s for s in STORES if not ledger.committed(s)]
+    if missing:
+        raise HarmonizeError(f"{root} lacks {missing}; run the timeseries stage first")
+    filled = xr.open_zarr(root / "ndvi.zarr")
+    obs = xr.open_zarr(root / "observations.zarr").rename(time="obs_time", ndvi="observations")
+    obs = obs.drop_vars("spatial_ref", errors="ignore")
+    for c in ("sensor", "platform"):
+        if c in obs.coords:
+            obs = obs.assign_coords({c: ("obs_time", np.asarray(obs[c].values).astype(object).astype(str))})
+    phen = xr.open_zarr(root / "phenology.zarr").drop_vars("spatial_ref", errors="ignore")
+    return xr.merge([filled, obs, phen], compat="override", join="exact", combine_attrs="drop_conflicts")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.timeseries CONFIG.yaml [--dry-run] [key=value ...]``."""
+    from pipelines.run import cli_main
+
+    return cli_main(argv, stage=STAGE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Job: fit the harmonization UNet on the indexed pairs and export a model package.
+
+Usage::
+
+    python -m pipelines.train pipelines/configs/train.yaml [--dry-run] [key=value ...]
+
+What it writes under ``out`` (see :func:`harmonize.train.fit`)::
+
+    model/                 the model package (model.safetensors + mlm.json)
+    checkpoints/, best.safetensors, history.csv, loss_curve.png, results.png
+    cache/{train,val}.zarr the patches, computed once from the cube
+    ledger.json            the pair index and settings the model was trained on
+
+Training is redone only when the pair index or the settings change; a run killed between epochs
+resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import TrainStageConfig
+from pipelines.pairs import INDEX, inputs_fingerprint
+from pipelines.state import Ledger
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train_stage", "model_package", "main"]
+
+STAGE = "train"
+
+
+def model_package(out: str | Path) -> Path:
+    """The model package folder a train run wrote under ``out``."""
+    return Path(out) / "model"
+
+
+class _OutOfTime(Exception):
+    def __init__(self, epoch: int) -> None:
+        super().__init__(epoch)
+        self.epoch = epoch
+
+
+def train_stage(config: TrainStageConfig, *, dry_run: bool = False, scheduler: str | None = None) -> dict[str, Any]:
+    """Train (or keep) the model for the pairs in ``config.pairs``.
+
+    Returns
+    -------
+    dict
+        ``up_to_date``, ``model`` (package path), ``epochs``, ``best_epoch``, ``metrics``, ``seconds``.
+    """
+    import dask
+    import pandas as pd
+
+    from harmonize.pairs import PairDataset
+    from harmonize.train import TrainConfig, fit
+
+    from pipelines.ingest import open_cube
+
+    t0 = time.perf_counter()
+    train_cfg = TrainConfig.model_validate({"model": "tiny", **config.train})
+    pairs_ledger = Ledger(config.pairs, "pairs")
+    fingerprint = inputs_fingerprint(pairs_ledger.fingerprint(), pairs_ledger.meta.get("inputs"),
+                                     train_cfg.model_dump(mode="json"), config.max_seconds)
+    ledger = Ledger(config.out, STAGE)
+    pkg = model_package(config.out)
+    up_to_date = ledger.meta.get("inputs") == fingerprint and (pkg / "mlm.json").exists()
+    report: dict[str, Any] = {"stage": STAGE, "out": str(config.out), "up_to_date": up_to_date,
+                              "model": str(pkg), "dry_run": dry_run}
+    if up_to_date or dry_run:
+        log.info("train: %s", "model up to date" if up_to_date else "would train a model")
+        report["seconds"] = round(time.perf_counter() - t0, 3)
+        return report
+    with ledger.lock():
+        cube = open_cube(config.cube)
+        index = pd.read_parquet(Path(config.pairs) / INDEX)
+        truth = None
+        if config.world is not None:
+            from harmonize.world import open_world
+
+            truth = open_world(config.world).truth
+        cache = Path(config.out) / "cache" if config.cache else None
+        # a changed index makes the cached patches stale; PairDataset rebuilds a cache whose
+        # fingerprint differs, so the folder can stay
+        train = PairDataset(cube, index, "train", cache=None if cache is None else cache / "train.zarr")
+        val = None
+        if (index["split"] == "val").any():
+            val = PairDataset(cube, index, "val", truth=truth, cache=None if cache is None else cache / "val.zarr")
+        summary = {"pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]),
+                   "windows": len(index), "cube": str(config.cube)}
+        started = time.perf_counter()
+
+        def budget(row: dict[str, float]) -> None:
+            if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds \
+                    and row["epoch"] < train_cfg.epochs:
+                raise _OutOfTime(int(row["epoch"]))
+
+        sched = scheduler or config.scheduler
+        with dask.config.set(scheduler=sched if sched in ("threads", "synchronous", "sync") else "threads"):
+            try:
+                result = fit(train_cfg, train, val, out_dir=config.out, callbacks=[budget],
+                             progress=config.progress, dataset_summary=summary)
+            except _OutOfTime as stop:
+                log.info("train: time budget of %.0f s used after epoch %d; exporting the best epoch",
+                         config.max_seconds, stop.epoch)
+                result = fit(train_cfg.model_copy(update={"epochs": stop.epoch}), train, val,
+                             out_dir=config.out, resume="auto", progress=config.progress,
+                             dataset_summary=summary)
+        ledger.meta["inputs"] = fingerprint
+        ledger.units["model"] = {"items": sorted(pairs_ledger.items()), "best_epoch": result.best_epoch}
+        ledger.save()
+        report.update({
+            "epochs": len(result.history),
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "metrics": {k: float(v) for k, v in result.metrics.items()},
+            "n_train": len(train),
+            "n_val": len(val) if val is not None else 0,
+            "seconds": round(time.perf_counter() - t0, 3),
+        })
+        ledger.log_run(epochs=report["epochs"], best_epoch=result.best_epoch, seconds=report["seconds"])
+    log.info("train: %d epochs, best %d, package %s (%.1f s)", report["epochs"], result.best_epoch, pkg,
+             report["seconds"])
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.train CONFIG.yaml [--dry-run] [key=value ...]``."""
+    from pipelines.run import cli_main
+
+    return cli_main(argv, stage=STAGE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
