@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-model", default="tiny", help="model preset of the memory runs")
     p.add_argument("--sink", choices=("zarr", "null"), default="zarr", help="where memory runs write")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--precision", choices=("bf16", "fp16"), default=None, help="autocast on the device")
+    p.add_argument("--precision", choices=("tf32", "bf16", "fp16"), default=None,
+                   help="tf32 convolutions or bf16/fp16 autocast on the device (default strict float32)")
     p.add_argument("--workers", type=int, default=None,
                    help="dask threads (default 1 on CPU, where torch uses every core, 4 on CUDA)")
     p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads on CPU")
@@ -173,8 +174,10 @@ def _raw_forward(model: Any, x: np.ndarray, chunk: int, batch_size: int, device:
     _, h, w = x.shape
     tiles = [(y0, x0) for y0 in range(0, h, chunk) for x0 in range(0, w, chunk)]
     out = np.empty((6, h, w), "float32")
+    if dev.type == "cuda":  # the same numerics as super_resolve
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     ctx = (torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-           if precision else None)
+           if precision in ("bf16", "fp16") else None)
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(tiles), batch_size):

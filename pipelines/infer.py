@@ -59,7 +59,7 @@ class InferConfig(BaseModel):
     device
         ``"cuda"``, ``"cpu"`` (default: CUDA when available).
     precision
-        ``"bf16"``/``"fp16"`` autocast on the device.
+        ``"tf32"``, or ``"bf16"``/``"fp16"`` autocast on the device (default strict float32).
     batch_size, tile
         Tiles per forward pass; inner tile size.
     uncertainty, mc_passes
@@ -81,7 +81,7 @@ class InferConfig(BaseModel):
     max_cloud: float | None = Field(None, ge=0, le=100)
     chunks: int | None = Field(None, gt=0)
     device: str | None = None
-    precision: Literal["bf16", "fp16"] | None = None
+    precision: Literal["tf32", "bf16", "fp16"] | None = None
     batch_size: int = Field(8, gt=0)
     tile: int | None = Field(None, gt=0)
     uncertainty: Literal["mc_dropout", "ensemble"] | None = None
@@ -121,7 +121,7 @@ def infer_job(
     max_cloud: float | None = None,
     chunks: int | None = None,
     device: str | None = None,
-    precision: Literal["bf16", "fp16"] | None = None,
+    precision: Literal["tf32", "bf16", "fp16"] | None = None,
     batch_size: int = 8,
     tile: int | None = None,
     uncertainty: Literal["mc_dropout", "ensemble"] | None = None,
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-cloud", type=float)
     p.add_argument("--chunks", type=int)
     p.add_argument("--device")
-    p.add_argument("--precision", choices=("bf16", "fp16"))
+    p.add_argument("--precision", choices=("tf32", "bf16", "fp16"))
     p.add_argument("--batch-size", type=int)
     p.add_argument("--tile", type=int)
     p.add_argument("--uncertainty", choices=("mc_dropout", "ensemble"))
