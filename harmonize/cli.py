@@ -125,6 +125,53 @@ def search_cmd(source, provider, collections, bbox, datetime_, max_cloud, max_it
     click.echo(f"{len(items)} items")
 
 
+# ---------------------------------------------------------------- train / infer / run
+@main.command("train")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field (repeatable).")
+@click.option("--no-resume", is_flag=True, help="Start afresh instead of resuming the latest checkpoint.")
+def train_cmd(config: Path, out: Path | None, overrides: tuple[str, ...], no_resume: bool) -> None:
+    """Train a harmonization UNet from a YAML CONFIG (see harmonize.train.TrainConfig)."""
+    from harmonize.train import train_from_config
+
+    result = train_from_config(config, list(overrides), out_dir=out, resume=None if no_resume else "auto")
+    click.echo(f"model package: {result.package_path} (best epoch {result.best_epoch}, val loss {result.best_val_loss:.5f})")
+
+
+@main.command("infer")
+@click.argument("model", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--source", required=True, help="STAC API URL or stac-geoparquet file.")
+@click.option("--bbox", required=True, help="west,south,east,north in degrees.")
+@click.option("--datetime", "datetime_", default=None, help="A date or range.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--provider", default=None)
+@click.option("--max-cloud", type=float, default=None)
+@click.option("--device", default=None, help="cpu, cuda (default: cuda when present).")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--uncertainty", type=click.Choice(["mc_dropout", "ensemble"]), default=None)
+@click.option("--format", "formats", multiple=True, type=click.Choice(["zarr", "cog"]), default=("zarr", "cog"))
+def infer_cmd(model, source, bbox, datetime_, out, provider, max_cloud, device, batch_size, uncertainty, formats) -> None:
+    """Harmonize every Landsat scene found in SOURCE with MODEL package(s); write Zarr/COGs + STAC items."""
+    from pipelines.infer import infer_job
+
+    report = infer_job(
+        [str(m) for m in model] if len(model) > 1 else str(model[0]),
+        source,
+        tuple(float(v) for v in bbox.split(",")),
+        datetime_,
+        out,
+        provider=provider,
+        max_cloud=max_cloud,
+        device=device,
+        batch_size=batch_size,
+        uncertainty=uncertainty,
+        formats=formats,
+        progress=True,
+    )
+    click.echo(json.dumps(report, indent=2, default=str))
+
+
 # ---------------------------------------------------------------- demo
 @main.command("demo")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"))
