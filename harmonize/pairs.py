@@ -707,37 +707,61 @@ def _prepare_truth(
 
 
 class _PatchCache:
-    """Per-sample Zarr cache: one chunk per sample and array; a ``done`` flag written last."""
+    """Per-sample Zarr cache: one float32 chunk per sample holding every array's channels.
+
+    A sample not yet written reads as the NaN fill value (written samples hold no NaN), so a hit
+    costs one chunk read and no separate flag.
+    """
+
+    VERSION = 2
 
     def __init__(self, path: Path, n: int, shapes: dict[str, tuple[int, ...]], fingerprint: str) -> None:
         import zarr
 
         self.pid = os.getpid()
-        group = None
+        self.names = tuple(shapes)
+        size = shapes["valid"][-1]
+        self.channels = {k: (v[0] if len(v) == 3 else 1) for k, v in shapes.items()}
+        total = sum(self.channels.values())
+        key = f"{fingerprint}:{self.VERSION}"
+        array = None
         if path.exists():
             group = zarr.open_group(str(path), mode="a")
-            if group.attrs.get("fingerprint") != fingerprint:
+            if group.attrs.get("fingerprint") == key and "samples" in group:
+                array = group["samples"]
+            else:
                 log.warning("pair cache %s was built for another index; rebuilding it", path)
-                group = None
-        if group is None:
+        if array is None:
             group = zarr.open_group(str(path), mode="w")
-            for name, shape in shapes.items():
-                dtype = bool if name == "valid" else np.float32
-                group.create_array(name, shape=(n, *shape), chunks=(1, *shape), dtype=dtype)
-            group.create_array("done", shape=(n,), chunks=(1,), dtype=bool, fill_value=False)
-            group.attrs["fingerprint"] = fingerprint
-        self.group = group
-        self.names = tuple(shapes)
+            array = group.create_array(
+                "samples",
+                shape=(n, total, size, size),
+                chunks=(1, total, size, size),
+                dtype=np.float32,
+                fill_value=np.nan,
+                compressors=None,  # reflectance barely compresses; reads stay cheap
+            )
+            group.attrs["fingerprint"] = key
+            group.attrs["layout"] = dict(self.channels)
+        self.array = array
 
     def read(self, i: int) -> dict[str, np.ndarray] | None:
-        if not bool(self.group["done"][i]):
+        block = np.asarray(self.array[i])
+        if np.isnan(block[0, 0, 0]):
             return None
-        return {name: np.asarray(self.group[name][i]) for name in self.names}
+        out, c = {}, 0
+        for name in self.names:
+            k = self.channels[name]
+            part = block[c : c + k]
+            out[name] = part[0] > 0.5 if name == "valid" else part
+            c += k
+        return out
 
     def write(self, i: int, arrays: dict[str, np.ndarray]) -> None:
-        for name in self.names:
-            self.group[name][i] = arrays[name]
-        self.group["done"][i] = True
+        parts = [
+            np.asarray(arrays[n], dtype=np.float32).reshape(-1, *arrays[n].shape[-2:]) for n in self.names
+        ]
+        self.array[i] = np.concatenate(parts)
 
 
 def cache_pairs(dataset: PairDataset, path: str | os.PathLike[str], *, progress: bool = True) -> PairDataset:

@@ -239,8 +239,9 @@ def run(argv: list[str]) -> dict[str, Any]:
             t = time.perf_counter()
             cached = cache_pairs(subset, Path(tmp) / "pairs.zarr", progress=False)
             write = time.perf_counter() - t
-            rate = loader_rate(cached, args.batch, args.batches, 0)
-        out["data"]["zarr_cache_workers_0"] = {**rate, "write_patches_per_s": round(n / write, 2)}
+            out["data"]["zarr_cache_write"] = {"patches": n, "patches_per_s": round(n / write, 2)}
+            for w in workers:
+                out["data"][f"zarr_cache_workers_{w}"] = loader_rate(cached, args.batch, args.batches, w)
 
     out["train"] = {}
     for preset in [m for m in args.models.split(",") if m]:
@@ -253,6 +254,8 @@ def run(argv: list[str]) -> dict[str, Any]:
         if "patches_per_s" not in tr:
             continue
         for name, d in out["data"].items():
+            if name == "zarr_cache_write":
+                continue
             headroom[f"{preset}/{name}"] = round(d["patches_per_s"] / tr["patches_per_s"], 2)
     out["headroom"] = headroom
     return out
