@@ -85,7 +85,10 @@ def test_dataarray_accessor(cube: xr.Dataset) -> None:
 
 
 def test_coregister_forwarding_reaches_estimator(cube: xr.Dataset) -> None:
-    # The accessor hands its object to estimate_shifts, which rejects a frame this tiny.
-    tab = cube.hz.estimate_shifts(band="red", min_clear=0.0)
-    assert bool(tab["flagged"].iloc[0])
-    assert "clear in both" in tab["reason"].iloc[0]
+    # The accessor hands its object and keywords to estimate_shifts: a 2 x 2 frame has no
+    # reference scene with enough clear pixels, and max_days shows up in the reason.
+    tab = cube.hz.estimate_shifts(band="red", max_days=3)
+    assert list(tab["item_id"]) == [""] and bool(tab["flagged"].iloc[0])
+    assert "within 3 days" in tab["reason"].iloc[0]
+    with pytest.raises(UnknownBandError):
+        cube.hz.coregister(band="swir16")

@@ -146,3 +146,29 @@ def test_bad_inputs(cube: xr.Dataset) -> None:
                 platform=("time", ["landsat-8", "sentinel-3a", "sentinel-2b", "landsat-9", "x"])
             )
         )
+
+
+def _rmse(a: xr.DataArray, b: xr.DataArray) -> float:
+    return float(np.sqrt(np.nanmean((a.values - b.values) ** 2)))
+
+
+def test_on_simulated_spectral_responses(request: pytest.FixtureRequest) -> None:
+    """The simulator's truth seen by Sentinel-2B and by Landsat-8 on the same days: HLS brings
+    S2B towards OLI where the bandpasses differ most, and the fitted baseline (which can absorb
+    the simulator's small non-linear OLI term only linearly) does better still."""
+    pytest.importorskip("harmonize.world")
+    world = request.getfixturevalue("tiny_world")
+    days = [0, 7]
+    s2b = world.truth_as_seen_by("sentinel-2b").isel(time=days).compute()
+    l8 = world.truth_as_seen_by("landsat-8").isel(time=days).compute()
+    s2b = s2b.assign_coords(sensor=("time", ["sentinel-2"] * 2), platform=("time", ["sentinel-2b"] * 2))
+    l8 = l8.assign_coords(sensor=("time", ["landsat"] * 2), platform=("time", ["landsat-8"] * 2))
+    to_oli = hls_adjust(s2b, "landsat")
+    for band in ("blue", "red", "nir"):
+        assert _rmse(to_oli[band], l8[band]) < 0.8 * _rmse(s2b[band], l8[band]), band
+    fitted = fit_linear_adjustment(l8, s2b)
+    hls_to_msi = hls_adjust(l8, "sentinel-2", platform="sentinel-2b")
+    out = fitted.apply(l8)
+    for band in fitted.bands:
+        assert _rmse(out[band], s2b[band]) < _rmse(hls_to_msi[band], s2b[band]), band
+        assert fitted.r2[band] > 0.999
