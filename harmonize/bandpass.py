@@ -95,7 +95,9 @@ def hls_adjust(
     bands
         Bands to adjust (default: every reflectance band present; ``pan`` is never adjusted).
     platform
-        The Sentinel-2 platform whose response Landsat is mapped onto when ``to="sentinel-2"``.
+        The Sentinel-2 platform whose response Landsat is mapped onto when ``to="sentinel-2"``;
+        also the platform assumed for Sentinel-2 scenes of a cube without a ``platform``
+        coordinate.
 
     Returns
     -------

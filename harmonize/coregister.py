@@ -701,9 +701,15 @@ def coregister(
         for _, r in table.iterrows():
             for item_id in _split_ids(r.item_id):
                 item_shifts[item_id] = (float(r.dx), float(r.dy))
-        out = reload_cube(cube, shifts={k: (float(v[0]), float(v[1])) for k, v in item_shifts.items()})
+        out = reload_cube(
+            cube,
+            geobox=cube.odc.geobox,  # the caller may have cropped the cube since loading
+            shifts={k: (float(v[0]), float(v[1])) for k, v in item_shifts.items()},
+        )
         if out.sizes["time"] != cube.sizes["time"]:  # the caller subset the cube in time
             out = out.sel(time=cube["time"].values)
+        keep = [v for v in cube.data_vars if v in out.data_vars]
+        out = out[keep] if keep else out
         out = _with_shift_coords(out, table)
     out.attrs["harmonize_shifts"] = _records(table)
     return out
