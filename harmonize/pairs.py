@@ -214,12 +214,12 @@ def match_pairs(
         signed), sorted by ``landsat_time``; empty when nothing matches.
     """
     obj = cube_or_two_cubes
-    offset = _solar_offset(obj if isinstance(obj, xr.Dataset) else (obj[0] if _is_ds(obj) else None))
     if isinstance(obj, xr.Dataset) or _is_ds(obj):
         landsat, lpos, s2, spos = _sources(obj)
         lt, st = _times(landsat)[lpos], _times(s2)[spos]
+        offset = _solar_offset(landsat)
     elif isinstance(obj, Sequence) and len(obj) == 2:
-        lt, st = _times(obj[0]), _times(obj[1])
+        lt, st, offset = _times(obj[0]), _times(obj[1]), pd.Timedelta(0)
     else:
         raise HarmonizeError(
             "match_pairs takes a combined cube, a (landsat, sentinel2) pair of datasets or of "
