@@ -88,6 +88,45 @@ class _HarmonizeAccessor:
 
         return apply_linear_adjustment(self._ds, adjustment, **kw)
 
+    # --- inference ---------------------------------------------------------------------------
+    def super_resolve(self, model: Any, **kw: Any) -> xr.Dataset:
+        """Harmonized 10 m Landsat from a model (package path, module or ensemble);
+        see :func:`harmonize.infer.super_resolve`."""
+        from harmonize.infer import super_resolve
+
+        return super_resolve(self._ds, model, **kw)
+
+    # --- time series ---------------------------------------------------------------------------
+    def fuse(self, landsat: xr.Dataset, **kw: Any) -> xr.Dataset:
+        """Sentinel-2 cube + harmonized Landsat cube; see :func:`harmonize.timeseries.fuse`."""
+        from harmonize.timeseries import fuse
+
+        return fuse(self._ds, landsat, **kw)
+
+    def ndvi_series(self) -> xr.DataArray:
+        """Clear-sky NDVI with sensor labels; see :func:`harmonize.timeseries.ndvi_series`."""
+        from harmonize.timeseries import ndvi_series
+
+        return ndvi_series(self._ds)
+
+    def gap_fill(self, **kw: Any) -> xr.Dataset | xr.DataArray:
+        """Regular, gap-filled series; see :func:`harmonize.gapfill.gap_fill` (cube or e.g. NDVI)."""
+        from harmonize.gapfill import gap_fill
+
+        return gap_fill(self._obj, **kw)
+
+    def monthly_composite(self) -> xr.Dataset | xr.DataArray:
+        """Monthly median of clear observations; see :func:`harmonize.timeseries.monthly_composite`."""
+        from harmonize.timeseries import monthly_composite
+
+        return monthly_composite(self._obj)
+
+    def phenology(self, **kw: Any) -> xr.Dataset:
+        """Start, peak and end of season of gap-filled NDVI; see :func:`harmonize.phenology.phenology`."""
+        from harmonize.phenology import phenology
+
+        return phenology(self._obj, **kw)  # type: ignore[arg-type]
+
 
 @xr.register_dataset_accessor("hz")
 class HarmonizeDatasetAccessor(_HarmonizeAccessor):
