@@ -12,10 +12,12 @@ What it writes under ``out``::
     performance-report.html   dask's report of the last run that computed anything
 
 Incremental: a run searches the catalog, drops the items the ledger already holds, and loads
-only the new Level-2 items, their Level-1 pan scenes, and the Sentinel-2 scenes within
-``max_days`` of a new Landsat scene (the co-registration references). Because the grid is fixed
-by the first run and each Landsat shift depends only on its own references, a store is the same
-whichever run wrote it. Each store is committed by atomic rename and recorded in the ledger right
+only the new Level-2 items and their Level-1 pan scenes. It writes the new Sentinel-2 stores
+first, then measures each new Landsat scene's shift against the committed Sentinel-2 stores
+within ``max_days`` (old and new; read back from Zarr) and writes the Landsat stores reloaded on
+shifted grids. Because the grid is fixed by the first run and each shift depends only on the
+scene and its references, a store is the same whichever run wrote it (a Sentinel-2 scene
+published after its Landsat neighbour was ingested is not used for it retroactively). Each store is committed by atomic rename and recorded in the ledger right
 after, so a killed run resumes where it stopped. :func:`open_cube` reads all stores as one lazy
 cube.
 """
@@ -68,23 +70,15 @@ def _sensor_of(item: Any) -> str:
     return "landsat" if "landsat" in (item.collection_id or "").lower() else "sentinel-2"
 
 
-def _select(items: Sequence[Any], done: set[str], max_days: float, coregister: bool) -> tuple[list[Any], list[str]]:
-    """Items to load this run (new L2 + their L1 + references) and the new L2 ids."""
+def _select(items: Sequence[Any], done: set[str]) -> tuple[list[Any], list[str]]:
+    """Items to load this run (new Level-2 items and their Level-1 pan scenes) and the new ids."""
     l1 = [it for it in items if _is_l1(it)]
-    l2 = [it for it in items if not _is_l1(it)]
-    new = [it for it in l2 if it.id not in done]
+    new = [it for it in items if not _is_l1(it) and it.id not in done]
     load = {it.id: it for it in new}
     for it in new:
         for c in _l1_companions(it, l1):
             load[c.id] = c
-    new_landsat = [it for it in new if _sensor_of(it) == "landsat"]
-    if coregister and new_landsat:
-        window = pd.Timedelta(days=max_days)
-        for s2 in (it for it in l2 if _sensor_of(it) == "sentinel-2"):
-            if any(abs(pd.Timestamp(s2.datetime) - pd.Timestamp(ls.datetime)) <= window for ls in new_landsat):
-                load.setdefault(s2.id, s2)
-    ordered = [it for it in items if it.id in load]
-    return ordered, [it.id for it in new]
+    return [it for it in items if it.id in load], [it.id for it in new]
 
 
 def ingest(
@@ -133,7 +127,7 @@ def ingest(
         )
     )
     done = ledger.items()
-    to_load, new = _select(items, done, config.max_days, config.coregister)
+    to_load, new = _select(items, done)
     n_l2 = sum(not _is_l1(it) for it in items)
     report: dict[str, Any] = {
         "stage": STAGE,
@@ -168,55 +162,91 @@ def ingest(
 
 
 def _ingest_new(config: IngestConfig, ledger: Ledger, items: list[Any], new: set[str]) -> list[str]:
-    import dask
-
-    from harmonize.coregister import coregister, estimate_shifts
+    """Write the new Sentinel-2 stores, then co-register the new Landsat scenes against the
+    Sentinel-2 stores (new and old) within ``max_days`` and write their stores."""
     from harmonize.cube import load_cube
     from harmonize.grid import geobox_from_dict, geobox_to_dict
-    from harmonize.io import write_zarr
 
     geobox = geobox_from_dict(ledger.meta["geobox"]) if "geobox" in ledger.meta else None
-    chunks = {"time": 1, "y": config.chunk, "x": config.chunk}
     cube = load_cube(
         items,
         geobox=geobox,
         bbox=config.bbox if geobox is None else None,
         resolution=config.resolution,
         provider=config.provider,
-        chunks=chunks,
+        chunks={"time": 1, "y": config.chunk, "x": config.chunk},
     )
     if geobox is None:
         ledger.meta["geobox"] = geobox_to_dict(cube.odc.geobox)
         ledger.meta["source"] = config.source
         ledger.save()
-
     sensors = np.asarray(cube["sensor"].values).astype(str)
     ids = [str(v).split(",") for v in cube["item_id"].values]
     todo = [i for i, step in enumerate(ids) if new & set(step)]
-    if config.coregister and (sensors[todo] == "landsat").any():
-        if (sensors == "sentinel-2").any():
-            table = estimate_shifts(cube, max_days=config.max_days, progress=config.progress)
-            log.info(
-                "co-registration: %d Landsat scene(s), median |shift| %.1f m, %d flagged",
-                len(table),
-                float(np.nanmedian(np.hypot(table["dx"], table["dy"]))) if len(table) else float("nan"),
-                int(table["flagged"].sum()) if "flagged" in table else 0,
-            )
-            cube = coregister(cube, shifts=table)
-        else:
-            log.warning("no Sentinel-2 scene within %g days of the new Landsat scenes: not co-registered",
-                        config.max_days)
-
+    s2_todo = [i for i in todo if sensors[i] != "landsat"]
+    ls_todo = [i for i in todo if sensors[i] == "landsat"]
     by_id = {it.id: it for it in items}
     l1 = [it for it in items if _is_l1(it)]
+
+    committed = _write_steps(config, ledger, cube, s2_todo, ids, by_id, l1)
+    if ls_todo and config.coregister:
+        cube = _coregistered(config, ledger, cube, ls_todo)
+    committed += _write_steps(config, ledger, cube, ls_todo, ids, by_id, l1)
+    return committed
+
+
+def _coregistered(config: IngestConfig, ledger: Ledger, cube: xr.Dataset, ls_todo: list[int]) -> xr.Dataset:
+    """The Landsat steps ``ls_todo`` of ``cube``, reloaded on grids shifted onto Sentinel-2.
+
+    The references are the committed Sentinel-2 stores within ``max_days`` (read back from
+    Zarr: cheaper than the COGs again, and the same whichever run wrote them).
+    """
+    from harmonize.coregister import coregister, estimate_shifts
+
+    times = pd.DatetimeIndex(cube["time"].values[ls_todo])
+    window = pd.Timedelta(days=config.max_days)
+    refs = []
+    for name, unit in ledger.units.items():
+        if unit.get("sensor") != "sentinel-2" or not ledger.unit_path(name).exists():
+            continue
+        t = pd.Timestamp(unit["time"])
+        if (abs(times - t) <= window).any():
+            refs.append(ledger.unit_path(name))
+    if not refs:
+        log.warning("no Sentinel-2 scene within %g days of the new Landsat scenes: not co-registered",
+                    config.max_days)
+        return cube
+    reference = _concat_units(sorted(refs))
+    moving = cube.isel(time=ls_todo)
+    table = estimate_shifts(moving, reference, max_days=config.max_days, progress=config.progress)
+    ok = table[~table["flagged"]] if "flagged" in table else table
+    log.info(
+        "co-registration: %d Landsat scene(s) against %d Sentinel-2 store(s), median |shift| %.1f m, "
+        "%d not measured",
+        len(table),
+        len(refs),
+        float(np.median(np.hypot(ok["dx"], ok["dy"]))) if len(ok) else float("nan"),
+        len(table) - len(ok),
+    )
+    return coregister(moving, shifts=table)
+
+
+def _write_steps(config: IngestConfig, ledger: Ledger, cube: xr.Dataset, todo: list[int], ids: list[list[str]],
+                 by_id: dict[str, Any], l1: list[Any]) -> list[str]:
+    """Write the steps ``todo`` (positions in the loaded cube; found in ``cube`` by item ids) as
+    stores, ``batch`` at a time, committing each."""
+    import dask
+
+    from harmonize.io import write_zarr
+
     committed: list[str] = []
+    step_ids = [str(v) for v in cube["item_id"].values]
     for start in range(0, len(todo), config.batch):
-        batch = todo[start : start + config.batch]
         jobs = []
-        for i in batch:
-            step = cube.isel(time=[i])
-            l2_ids = ids[i]
-            docs = [by_id[k] for k in l2_ids if k in by_id]
+        for i in todo[start : start + config.batch]:
+            key = ",".join(ids[i])
+            step = cube.isel(time=[step_ids.index(key)])
+            docs = [by_id[k] for k in ids[i] if k in by_id]
             companions = [c for it in docs for c in _l1_companions(it, l1)]
             unit_items = [it.id for it in docs] + [c.id for c in companions]
             step.attrs = {
@@ -224,12 +254,15 @@ def _ingest_new(config: IngestConfig, ledger: Ledger, items: list[Any], new: set
                 "harmonize_load": {**cube.attrs.get("harmonize_load", {}), "shifts": None},
                 "harmonize_stage": STAGE,
             }
-            name = unit_name(step["time"].values[0], sensors[i], str(step["platform"].values[0]))
+            sensor = str(np.asarray(step["sensor"].values)[0])
+            t = step["time"].values[0]
+            name = unit_name(t, sensor, str(step["platform"].values[0]))
             tmp = ledger.tmp_path(Path(name).name)
-            jobs.append((name, tmp, unit_items, write_zarr(step, tmp, mode="w-", compute=False)))
-        dask.compute(*[j[3] for j in jobs])
-        for name, tmp, unit_items, _ in jobs:
-            ledger.commit(name, tmp, unit_items, sensor=name.split("/")[1].split("_")[0])
+            info = {"sensor": sensor, "time": pd.Timestamp(t).isoformat()}
+            jobs.append((name, tmp, unit_items, info, write_zarr(step, tmp, mode="w-", compute=False)))
+        dask.compute(*[j[4] for j in jobs])
+        for name, tmp, unit_items, info, _ in jobs:
+            ledger.commit(name, tmp, unit_items, **info)
             committed.append(name)
             log.info("committed %s (%s)", name, ", ".join(unit_items))
     return committed
@@ -264,6 +297,14 @@ def _concat_units(paths: Sequence[Path]) -> xr.Dataset:
         part = xr.open_zarr(p, chunks={})
         small = [c for c, v in part.coords.items() if v.dims == ("time",)]
         parts.append(part.assign_coords({c: part[c].load() for c in small}))
+    # Sentinel-2 stores carry no co-registration quality coordinates: fill them in
+    kinds = {c: v.dtype for part in parts for c, v in part.coords.items() if v.dims == ("time",)}
+    fill = {"b": False, "f": np.nan, "i": 0}
+    for k, part in enumerate(parts):
+        missing = {c: ("time", np.full(part.sizes["time"], fill.get(dt.kind, ""), dtype=dt if dt.kind in fill
+                                       else object)) for c, dt in kinds.items() if c not in part.coords}
+        if missing:
+            parts[k] = part.assign_coords(missing)
     docs: list[dict[str, Any]] = []
     for p in parts:
         docs.extend(p.attrs.get("stac_items", []))
