@@ -58,6 +58,7 @@ __all__ = [
     "resolve_device",
     "ModelSpec",
     "DEFAULT_CHUNK",
+    "stripes",
 ]
 
 log = logging.getLogger(__name__)
@@ -424,6 +425,30 @@ def _landsat_dates(cube: xr.Dataset) -> xr.Dataset:
     return cube.isel(time=np.flatnonzero(keep))
 
 
+def stripes(ds: xr.Dataset, rows: int = 1) -> list[dict[str, slice]]:
+    """Regions of ``ds`` one row of chunks high (``rows`` rows) and the full width and time.
+
+    Computing (or writing) a super-resolved dataset stripe by stripe bounds memory by a stripe's
+    width instead of the whole scene: given the whole graph at once, dask materialises input
+    chunks far ahead of the model (measured with a null model on 2 CPUs, 1024-px chunks: peak
+    RSS 0.73 / 1.1 / 2.5 GB for 2048² / 4096² / 8192² at once, 0.80 / 1.1 GB for 4096² / 8192²
+    in stripes). Each stripe re-reads the halo rows of its neighbours (a few percent).
+
+    Returns
+    -------
+    list of dict
+        ``{"time": slice, "y": slice, "x": slice}`` regions, usable with ``ds.isel(**region)``
+        and as ``write_zarr(..., region=region)``.
+    """
+    first = next(iter(ds.data_vars.values()))
+    chunks_y = first.chunks[first.dims.index("y")] if first.chunks is not None else (ds.sizes["y"],)
+    edges = np.cumsum((0, *chunks_y))[:: max(1, int(rows))].tolist()
+    if edges[-1] != ds.sizes["y"]:
+        edges.append(ds.sizes["y"])
+    full = {d: slice(0, ds.sizes[d]) for d in ("time", "x") if d in ds.dims}
+    return [{**full, "y": slice(int(a), int(b))} for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def super_resolve(
     cube: xr.Dataset,
     model: ModelLike,
@@ -474,6 +499,11 @@ def super_resolve(
         whole-image results agree to ~1e-7; measured on an H200). ``"tf32"``: TF32 convolutions
         (faster on Ampere+, seams up to ~5e-4). ``"bf16"`` / ``"fp16"``: autocast (GPU; ~5e-3 /
         ~8e-4 from float32 on random weights).
+
+    Notes
+    -----
+    To write a large scene with bounded memory, write it stripe by stripe (:func:`stripes`):
+    :func:`pipelines.infer.infer_job` does.
 
     Returns
     -------

@@ -17,8 +17,9 @@ throughput (per model preset)
 memory (per size, each in its own subprocess)
     Peak resident memory of one process that generates a lazy single-date cube chunk by chunk
     (random reflectance, nothing in memory up front), super-resolves it and streams the result
-    into a Zarr store (``--sink zarr``) or discards it (``--sink null``). Goal: at most 2 GiB
-    and roughly flat in the scene size, because only a few chunks are alive at a time.
+    into a Zarr store (``--sink zarr``) or discards it (``--sink null``), one row of chunks at a
+    time (:func:`harmonize.infer.stripes`; ``--all-at-once`` hands dask the whole scene, which
+    lets it read inputs far ahead). Goal: at most 2 GiB and roughly flat in the scene size.
 
 Weights are random (fixed seed): speed and memory do not depend on their values. On CUDA the
 GPU utilisation is sampled every 0.1 s during the runs (NVML through ``torch.cuda.utilization``,
@@ -56,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated scene sizes for the peak-memory runs ('' to skip)")
     p.add_argument("--memory-model", default="tiny", help="model preset of the memory runs")
     p.add_argument("--sink", choices=("zarr", "null"), default="zarr", help="where memory runs write")
+    p.add_argument("--all-at-once", action="store_true",
+                   help="memory runs compute the whole scene in one graph instead of stripe by stripe")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--precision", choices=("tf32", "bf16", "fp16"), default=None,
                    help="tf32 convolutions or bf16/fp16 autocast on the device (default strict float32)")
@@ -297,12 +300,15 @@ def _memory_child(size: int, args: argparse.Namespace, device: str, workers: int
             out = infer.super_resolve(cube, os.path.join(tmp, "model"), chunks=args.chunk, tile=args.tile,
                                       batch_size=args.batch_size, device=device, precision=args.precision)
             if args.sink == "zarr":
-                from harmonize.io import write_zarr
+                from pipelines.infer import write_zarr_in_stripes
 
-                write_zarr(out, os.path.join(tmp, "out.zarr"))
+                write_zarr_in_stripes(out, os.path.join(tmp, "out.zarr"), stripes=not args.all_at_once)
             else:
-                arrays = [out[v].data for v in out.data_vars]
-                da.store(arrays, [_NullStore() for _ in arrays], lock=False)
+                regions = [None] if args.all_at_once else infer.stripes(out)
+                for region in regions:
+                    part = out if region is None else out.isel(region)
+                    arrays = [part[v].data for v in part.data_vars]
+                    da.store(arrays, [_NullStore() for _ in arrays], lock=False)
             _sync(device)
         seconds = time.perf_counter() - t0
         peak = _peak_rss_mib()
@@ -311,6 +317,7 @@ def _memory_child(size: int, args: argparse.Namespace, device: str, workers: int
             "chunk": args.chunk,
             "model": args.memory_model,
             "sink": args.sink,
+            "stripes": not args.all_at_once,
             "seconds": round(seconds, 1),
             "mpx_s": round(size * size / 1e6 / seconds, 4),
             "rss_before_compute_mib": round(rss_before, 1),

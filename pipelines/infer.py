@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InferConfig", "infer_job", "run_config", "main"]
+__all__ = ["InferConfig", "infer_job", "write_zarr_in_stripes", "run_config", "main"]
 
 
 class InferConfig(BaseModel):
@@ -110,6 +110,37 @@ def _sources_per_date(ds: Any, items: Sequence[pystac.Item]) -> dict[str, list[p
     return out
 
 
+def write_zarr_in_stripes(ds: Any, path: str | Path, *, stripes: bool = True) -> Path:
+    """Write a lazy dataset to a new Zarr store one row of chunks at a time, then move it into
+    place (replacing an existing store): memory stays bounded by a stripe, readers never see a
+    half-written store. ``stripes=False`` writes it in one graph."""
+    import shutil
+    import uuid
+
+    from harmonize.infer import stripes as _stripes
+    from harmonize.io import write_zarr
+
+    final = Path(path)
+    if not stripes:
+        return Path(write_zarr(ds, final, mode="w"))
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        write_zarr(ds, tmp, mode="w-", compute=False)  # metadata and coordinates only
+        for region in _stripes(ds):
+            write_zarr(ds.isel(region), tmp, region=region)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def infer_job(
     model: str | Path | Sequence[str | Path],
     source: str | Path,
@@ -165,7 +196,7 @@ def infer_job(
     from harmonize.catalog import search
     from harmonize.cube import load_cube
     from harmonize.infer import super_resolve
-    from harmonize.io import write_cogs, write_stac_items, write_zarr
+    from harmonize.io import write_cogs, write_stac_items
 
     unknown = set(formats) - {"zarr", "cog"}
     if unknown:
@@ -185,7 +216,7 @@ def infer_job(
     bar = ProgressBar() if progress else contextlib.nullcontext()
     with bar:
         if "zarr" in formats:
-            report["zarr"] = str(write_zarr(result, out / "harmonized.zarr", mode="w"))
+            report["zarr"] = str(write_zarr_in_stripes(result, out / "harmonized.zarr"))
         if "cog" in formats:
             src = xr_open(report["zarr"]) if report["zarr"] else result  # reuse what was written
             cogs = write_cogs(src, out / "cogs", overwrite=False)

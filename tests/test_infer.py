@@ -277,3 +277,23 @@ def test_infer_job_end_to_end_on_the_tiny_world(tiny_world, tmp_path):
         l2 = str(landsat["item_id"].values[i])
         assert l2 in sources and any("L1" in s for s in sources), sources
         assert item.properties["processing:software"]["harmonize"]
+
+
+def test_writing_in_stripes_equals_one_graph(model, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from pipelines.infer import write_zarr_in_stripes
+
+    cube = make_cube(100, 72, n_time=2, chunk=32)
+    out = infer.super_resolve(cube, model, chunks=32, device="cpu")
+    regions = infer.stripes(out)
+    assert [(r["y"].start, r["y"].stop) for r in regions] == [(0, 32), (32, 64), (64, 100)]  # 36-px last
+    assert all(r["x"] == slice(0, 72) and r["time"] == slice(0, 2) for r in regions)
+    path = write_zarr_in_stripes(out, tmp_path / "sr.zarr")
+    back = xr.open_zarr(path)
+    assert back.rio.crs.to_epsg() == EPSG
+    np.testing.assert_allclose(stacked(back), whole_image(model, cube, model.receptive_halo), atol=1e-5)
+    np.testing.assert_array_equal(back["clear"].values, np.ones((2, 100, 72), bool))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sr.zarr"]
