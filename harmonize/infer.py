@@ -39,7 +39,7 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -135,8 +135,10 @@ def _package_for(model: Any) -> str:
     if isinstance(model, (str, os.PathLike)):
         p = Path(model)
         if not (p / "mlm.json").is_file() and not (p.is_file() and p.suffix == ".json"):
-            raise ModelError(f"no model package at {p}: expected a directory with mlm.json "
-                             "(write one with harmonize.model.save_model_package or `harmonize train`)")
+            raise ModelError(
+                f"no model package at {p}: expected a directory with mlm.json "
+                "(write one with harmonize.model.save_model_package or `harmonize train`)"
+            )
         return os.path.abspath(os.fspath(p))
     try:
         import torch
@@ -145,7 +147,9 @@ def _package_for(model: Any) -> str:
     except ImportError:  # pragma: no cover
         is_module = False
     if not is_module:
-        raise ModelError(f"model must be a package path, a harmonize UNet or a list of those, not {type(model)}")
+        raise ModelError(
+            f"model must be a package path, a harmonize UNet or a list of those, not {type(model)}"
+        )
     from harmonize.model import save_model_package
 
     tmp = tempfile.mkdtemp(prefix="harmonize-model-")
@@ -202,8 +206,9 @@ class ModelSpec:
         return [load_cached(p, self.device, self.mc_passes > 1) for p in self.paths]
 
 
-def _spec_for(model: ModelLike, device: str, uncertainty: Uncertainty, mc_passes: int,
-              precision: Precision) -> tuple[ModelSpec, int]:
+def _spec_for(
+    model: ModelLike, device: str, uncertainty: Uncertainty, mc_passes: int, precision: Precision
+) -> tuple[ModelSpec, int]:
     members = list(model) if isinstance(model, (list, tuple)) else [model]
     if not members:
         raise ModelError("an empty list of models; pass a package path or several for an ensemble")
@@ -221,8 +226,10 @@ def _spec_for(model: ModelLike, device: str, uncertainty: Uncertainty, mc_passes
     first = loaded[0]
     for other, p in zip(loaded[1:], paths[1:], strict=True):
         if other.input_bands != first.input_bands or other.output_bands != first.output_bands:
-            raise ModelError(f"ensemble member {p} has bands {other.input_bands}->{other.output_bands}, "
-                             f"the first has {first.input_bands}->{first.output_bands}")
+            raise ModelError(
+                f"ensemble member {p} has bands {other.input_bands}->{other.output_bands}, "
+                f"the first has {first.input_bands}->{first.output_bands}"
+            )
     for m, p in zip(loaded, paths, strict=True):
         if not getattr(m, "tile_invariant", True):
             log.warning("model %s uses per-tile normalisation: chunked inference will show seams", p)
@@ -286,8 +293,9 @@ def _forward(models: list[Any], batch: np.ndarray, spec: ModelSpec) -> tuple[np.
         return mean.cpu().numpy(), (std.cpu().numpy() if std is not None else None)
 
 
-def _predict_block(block: np.ndarray, *, spec: ModelSpec, halo: int, tile: int, batch_size: int,
-                   with_std: bool) -> np.ndarray:
+def _predict_block(
+    block: np.ndarray, *, spec: ModelSpec, halo: int, tile: int, batch_size: int, with_std: bool
+) -> np.ndarray:
     """Run the model over one halo-extended block ``[t, c, h + 2 halo, w + 2 halo]``.
 
     Returns ``[t, n_out * (2 if with_std else 1), h, w]``: the prediction of the block's core,
@@ -310,8 +318,9 @@ def _predict_block(block: np.ndarray, *, spec: ModelSpec, halo: int, tile: int, 
     for (th, tw), where in groups.items():
         for i in range(0, len(where), batch_size):
             chunk = where[i : i + batch_size]
-            batch = np.stack([block[ti, :, y0 : y0 + th + 2 * halo, x0 : x0 + tw + 2 * halo]
-                              for ti, y0, x0 in chunk])
+            batch = np.stack(
+                [block[ti, :, y0 : y0 + th + 2 * halo, x0 : x0 + tw + 2 * halo] for ti, y0, x0 in chunk]
+            )
             mean, std = _forward(models, batch, spec)
             for j, (ti, y0, x0) in enumerate(chunk):
                 out[ti, :n_out, y0 : y0 + th, x0 : x0 + tw] = mean[j, :, halo : halo + th, halo : halo + tw]
@@ -321,8 +330,15 @@ def _predict_block(block: np.ndarray, *, spec: ModelSpec, halo: int, tile: int, 
     return out
 
 
-def _predict_bands(*blocks: np.ndarray, spec: ModelSpec, halo: int, tile: int, batch_size: int,
-                   with_std: bool, has_clear: bool) -> np.ndarray:
+def _predict_bands(
+    *blocks: np.ndarray,
+    spec: ModelSpec,
+    halo: int,
+    tile: int,
+    batch_size: int,
+    with_std: bool,
+    has_clear: bool,
+) -> np.ndarray:
     """One dask task: halo-extended ``[t, y, x]`` blocks of every input band (and ``clear``) ->
     ``[t, n_out (x2 with std) + 1, h, w]`` of the core, NaN where invalid, validity last."""
     bands = blocks[: len(spec.input_bands)]
@@ -340,10 +356,17 @@ def _predict_bands(*blocks: np.ndarray, spec: ModelSpec, halo: int, tile: int, b
     return np.concatenate([out, (~core)[:, None].astype("float32")], axis=1)
 
 
-def predict_array(x: np.ndarray, model: ModelLike, *, clear: np.ndarray | None = None,
-                  halo: int | None = None, device: str | None = None,
-                  uncertainty: Uncertainty = None, mc_passes: int = 8,
-                  precision: Precision = None) -> np.ndarray:
+def predict_array(
+    x: np.ndarray,
+    model: ModelLike,
+    *,
+    clear: np.ndarray | None = None,
+    halo: int | None = None,
+    device: str | None = None,
+    uncertainty: Uncertainty = None,
+    mc_passes: int = 8,
+    precision: Precision = None,
+) -> np.ndarray:
     """Whole-image inference on an in-memory array: the reference :func:`super_resolve` matches.
 
     Parameters
@@ -374,8 +397,9 @@ def predict_array(x: np.ndarray, model: ModelLike, *, clear: np.ndarray | None =
     filled = np.where(invalid, np.asarray(spec.fill, "float32")[None, :, None, None], arr)
     padded = np.pad(filled, ((0, 0), (0, 0), (halo, halo), (halo, halo)), mode="symmetric")
     size = max(arr.shape[-2:])
-    out = _predict_block(padded, spec=spec, halo=halo, tile=size, batch_size=1,
-                         with_std=uncertainty is not None)
+    out = _predict_block(
+        padded, spec=spec, halo=halo, tile=size, batch_size=1, with_std=uncertainty is not None
+    )
     out = np.where(invalid, np.float32(np.nan), out)
     return out[0] if single else out
 
@@ -528,7 +552,9 @@ def super_resolve(
     spec, model_halo = _spec_for(model, dev, uncertainty, mc_passes, precision)
     halo = model_halo if halo is None else int(halo)
     if halo < model_halo:
-        log.warning("halo %d < the model's receptive halo %d: chunk borders will show seams", halo, model_halo)
+        log.warning(
+            "halo %d < the model's receptive halo %d: chunk borders will show seams", halo, model_halo
+        )
     missing = [b for b in spec.input_bands if b not in cube.data_vars]
     if missing:
         raise UnknownBandError(
@@ -571,11 +597,19 @@ def super_resolve(
             return np.pad(b, ((0, 0), (halo, halo), (halo, halo)), mode="symmetric")
 
         cy, cx = (ny,), (nx,)
-        overlapped = [a.rechunk((1, -1, -1)).map_blocks(
-            _mirror, chunks=(a.chunks[0], (ny + 2 * halo,), (nx + 2 * halo,)), dtype=a.dtype) for a in arrays]
+        overlapped = [
+            a.rechunk((1, -1, -1)).map_blocks(
+                _mirror, chunks=(a.chunks[0], (ny + 2 * halo,), (nx + 2 * halo,)), dtype=a.dtype
+            )
+            for a in arrays
+        ]
     else:
-        overlapped = [da.overlap.overlap(a, depth={0: 0, 1: halo, 2: halo},
-                                         boundary={0: "none", 1: "reflect", 2: "reflect"}) for a in arrays]
+        overlapped = [
+            da.overlap.overlap(
+                a, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: "reflect", 2: "reflect"}
+            )
+            for a in arrays
+        ]
     with_std = uncertainty is not None
     n_out = len(spec.output_bands)
     n_chan = n_out * (2 if with_std else 1) + 1  # + the validity mask
@@ -604,8 +638,11 @@ def super_resolve(
         data_vars[b] = (dims, pred[:, i], {"long_name": f"Sentinel-2-like {b} reflectance", "units": "1"})
     if with_std:
         for i, b in enumerate(spec.output_bands):
-            data_vars[f"{b}_std"] = (dims, pred[:, n_out + i],
-                                     {"long_name": f"standard deviation of {b} ({uncertainty})", "units": "1"})
+            data_vars[f"{b}_std"] = (
+                dims,
+                pred[:, n_out + i],
+                {"long_name": f"standard deviation of {b} ({uncertainty})", "units": "1"},
+            )
     data_vars["clear"] = (dims, valid, {"long_name": "valid clear input in every band"})
     coords = {k: v for k, v in cube.coords.items() if set(v.dims) <= set(dims)}
     out = xr.Dataset(data_vars, coords=coords)

@@ -46,27 +46,51 @@ INPUTS = ("blue", "green", "red", "nir", "swir16", "swir22", "pan")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.benchmark infer", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines.benchmark infer", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--models", default="tiny,base", help="comma-separated model presets")
     p.add_argument("--size", type=int, default=1024, help="throughput scene size (pixels per side)")
-    p.add_argument("--chunk", type=int, default=None,
-                   help="spatial chunk of super_resolve (default 1024 on CPU, 2048 on CUDA)")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="spatial chunk of super_resolve (default 1024 on CPU, 2048 on CUDA)",
+    )
     p.add_argument("--tile", type=int, default=None, help="inner tile (default: whole chunk)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--memory-sizes", default="2048,8192",
-                   help="comma-separated scene sizes for the peak-memory runs ('' to skip)")
+    p.add_argument(
+        "--memory-sizes",
+        default="2048,8192",
+        help="comma-separated scene sizes for the peak-memory runs ('' to skip)",
+    )
     p.add_argument("--memory-model", default="tiny", help="model preset of the memory runs")
     p.add_argument("--sink", choices=("zarr", "null"), default="zarr", help="where memory runs write")
-    p.add_argument("--all-at-once", action="store_true",
-                   help="memory runs compute the whole scene in one graph instead of stripe by stripe")
+    p.add_argument(
+        "--all-at-once",
+        action="store_true",
+        help="memory runs compute the whole scene in one graph instead of stripe by stripe",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--precision", choices=("tf32", "bf16", "fp16"), default=None,
-                   help="tf32 convolutions or bf16/fp16 autocast on the device (default strict float32)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="dask threads (default 1 on CPU, where torch uses every core, 4 on CUDA)")
+    p.add_argument(
+        "--precision",
+        choices=("tf32", "bf16", "fp16"),
+        default=None,
+        help="tf32 convolutions or bf16/fp16 autocast on the device (default strict float32)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="dask threads (default 1 on CPU, where torch uses every core, 4 on CUDA)",
+    )
     p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads on CPU")
-    p.add_argument("--repeat", type=int, default=2, help="timed repetitions, raw and chunked alternating "
-                   "(the best of each counts)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="timed repetitions, raw and chunked alternating (the best of each counts)",
+    )
     p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -95,8 +119,9 @@ def _cube(x: np.ndarray | None, size: int, chunk: int, *, lazy_seed: int | None 
         bands = [da.from_array(x[i][None], chunks=(1, chunk, chunk)) for i in range(len(INPUTS))]
     else:
         rng = da.random.default_rng(lazy_seed)
-        bands = [rng.uniform(0.0, 0.4, (1, size, size), chunks=(1, chunk, chunk)).astype("float32")
-                 for _ in INPUTS]
+        bands = [
+            rng.uniform(0.0, 0.4, (1, size, size), chunks=(1, chunk, chunk)).astype("float32") for _ in INPUTS
+        ]
     ds = xr.Dataset(
         {b: (("time", "y", "x"), arr) for b, arr in zip(INPUTS, bands, strict=True)},
         coords={
@@ -129,7 +154,10 @@ class _GpuSampler:
             try:
                 out = subprocess.run(
                     ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
-                    capture_output=True, text=True, timeout=5, check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                    check=True,
                 )
                 return float(out.stdout.strip().splitlines()[0])
             except Exception:
@@ -158,7 +186,11 @@ class _GpuSampler:
         if not self.samples:
             return None
         s = np.asarray(self.samples)
-        return {"mean_percent": round(float(s.mean()), 1), "max_percent": float(s.max()), "n_samples": int(s.size)}
+        return {
+            "mean_percent": round(float(s.mean()), 1),
+            "max_percent": float(s.max()),
+            "n_samples": int(s.size),
+        }
 
 
 def _sync(device: str) -> None:
@@ -168,8 +200,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _raw_forward(model: Any, x: np.ndarray, chunk: int, batch_size: int, device: str,
-                 precision: str | None) -> float:
+def _raw_forward(
+    model: Any, x: np.ndarray, chunk: int, batch_size: int, device: str, precision: str | None
+) -> float:
     """Seconds for the model over ``x`` [7, H, W] in tiles of ``chunk`` (no halo), host to host."""
     import torch
 
@@ -179,8 +212,11 @@ def _raw_forward(model: Any, x: np.ndarray, chunk: int, batch_size: int, device:
     out = np.empty((6, h, w), "float32")
     if dev.type == "cuda":  # the same numerics as super_resolve
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    ctx = (torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-           if precision in ("bf16", "fp16") else None)
+    ctx = (
+        torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+        if precision in ("bf16", "fp16")
+        else None
+    )
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(tiles), batch_size):
@@ -217,8 +253,14 @@ def _throughput(preset: str, args: argparse.Namespace, device: str, workers: int
         x = np.random.default_rng(0).uniform(0.0, 0.4, (len(INPUTS), size, size)).astype("float32")
         mpx = size * size / 1e6
         # warm-up: kernels, allocator, cuDNN autotuning
-        _raw_forward(cached, x[:, : min(size, args.chunk), : min(size, args.chunk)], args.chunk, 1, device,
-                     args.precision)
+        _raw_forward(
+            cached,
+            x[:, : min(size, args.chunk), : min(size, args.chunk)],
+            args.chunk,
+            1,
+            device,
+            args.precision,
+        )
         cube = _cube(x, size, args.chunk)
         sampler = _GpuSampler(device)
         times, raws = [], []
@@ -226,11 +268,22 @@ def _throughput(preset: str, args: argparse.Namespace, device: str, workers: int
             # raw and chunked runs alternate, so a noisy neighbour on the machine hits both alike
             for _ in range(args.repeat):
                 # the raw baseline gets its best batching: one tile at a time or batch_size tiles
-                raws.append(min(_raw_forward(cached, x, args.chunk, b, device, args.precision)
-                                for b in sorted({1, args.batch_size})))
+                raws.append(
+                    min(
+                        _raw_forward(cached, x, args.chunk, b, device, args.precision)
+                        for b in sorted({1, args.batch_size})
+                    )
+                )
                 t0 = time.perf_counter()
-                out = infer.super_resolve(cube, tmp, chunks=args.chunk, tile=args.tile, batch_size=args.batch_size,
-                                          device=device, precision=args.precision)
+                out = infer.super_resolve(
+                    cube,
+                    tmp,
+                    chunks=args.chunk,
+                    tile=args.tile,
+                    batch_size=args.batch_size,
+                    device=device,
+                    precision=args.precision,
+                )
                 out[list(out.data_vars)].compute()
                 _sync(device)
                 times.append(time.perf_counter() - t0)
@@ -291,14 +344,23 @@ def _memory_child(size: int, args: argparse.Namespace, device: str, workers: int
 
     tmp = tempfile.mkdtemp(prefix="bench-infer-mem-")
     try:
-        save_model_package(_random_model(args.memory_model), os.path.join(tmp, "model"), metadata={"name": "bench"})
+        save_model_package(
+            _random_model(args.memory_model), os.path.join(tmp, "model"), metadata={"name": "bench"}
+        )
         cube = _cube(None, size, args.chunk, lazy_seed=0)
         rss_before = _rss_mib()
         sampler = _GpuSampler(device)
         t0 = time.perf_counter()
         with sampler, dask.config.set(scheduler="threads", num_workers=workers):
-            out = infer.super_resolve(cube, os.path.join(tmp, "model"), chunks=args.chunk, tile=args.tile,
-                                      batch_size=args.batch_size, device=device, precision=args.precision)
+            out = infer.super_resolve(
+                cube,
+                os.path.join(tmp, "model"),
+                chunks=args.chunk,
+                tile=args.tile,
+                batch_size=args.batch_size,
+                device=device,
+                precision=args.precision,
+            )
             if args.sink == "zarr":
                 from pipelines.infer import write_zarr_in_stripes
 

@@ -95,15 +95,20 @@ def _sources_per_date(ds: Any, items: Sequence[pystac.Item]) -> dict[str, list[p
     same platform within 12 hours."""
     by_id = {it.id: it for it in items}
     out: dict[str, list[pystac.Item]] = {}
-    for key, t, plat in zip(ds["item_id"].values, ds["time"].values,
-                            ds["platform"].values if "platform" in ds.coords else [None] * ds.sizes["time"],
-                            strict=True):
+    for key, t, plat in zip(
+        ds["item_id"].values,
+        ds["time"].values,
+        ds["platform"].values if "platform" in ds.coords else [None] * ds.sizes["time"],
+        strict=True,
+    ):
         srcs = [by_id[i] for i in str(key).split(",") if i in by_id]
         when = pd.Timestamp(t).tz_localize("UTC") if pd.Timestamp(t).tzinfo is None else pd.Timestamp(t)
         for it in items:
             if it in srcs or "l1" not in (it.collection_id or "").lower() or it.datetime is None:
                 continue
-            same_platform = plat is None or str(it.properties.get("platform", "")).lower().replace("_", "-") == str(plat)
+            same_platform = plat is None or str(it.properties.get("platform", "")).lower().replace(
+                "_", "-"
+            ) == str(plat)
             if same_platform and abs(pd.Timestamp(it.datetime) - when) < pd.Timedelta(hours=12):
                 srcs.append(it)
         out[str(key)] = srcs or [str(i) for i in str(key).split(",")]
@@ -204,15 +209,39 @@ def infer_job(
 
         raise HarmonizeError(f"unknown output formats {sorted(unknown)}; use 'zarr' and/or 'cog'")
     out = Path(out)
-    items = list(search(source, provider=provider, sensors=("landsat",), bbox=bbox, datetime=datetime,
-                        max_cloud=max_cloud, include_pan=True, require=True))
+    items = list(
+        search(
+            source,
+            provider=provider,
+            sensors=("landsat",),
+            bbox=bbox,
+            datetime=datetime,
+            max_cloud=max_cloud,
+            include_pan=True,
+            require=True,
+        )
+    )
     log.info("found %d Landsat items", len(items))
     cube = load_cube(items, bbox=bbox, provider=provider)
     models = [str(m) for m in model] if isinstance(model, (list, tuple)) else str(model)
-    result = super_resolve(cube, models, chunks=chunks, device=device, precision=precision,
-                           batch_size=batch_size, tile=tile, uncertainty=uncertainty, mc_passes=mc_passes)
-    report: dict[str, Any] = {"items_found": len(items), "dates": int(result.sizes["time"]),
-                              "zarr": None, "cogs": [], "stac_items": []}
+    result = super_resolve(
+        cube,
+        models,
+        chunks=chunks,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        tile=tile,
+        uncertainty=uncertainty,
+        mc_passes=mc_passes,
+    )
+    report: dict[str, Any] = {
+        "items_found": len(items),
+        "dates": int(result.sizes["time"]),
+        "zarr": None,
+        "cogs": [],
+        "stac_items": [],
+    }
     bar = ProgressBar() if progress else contextlib.nullcontext()
     with bar:
         if "zarr" in formats:
@@ -222,8 +251,13 @@ def infer_job(
             cogs = write_cogs(src, out / "cogs", overwrite=False)
             from importlib.metadata import version
 
-            stac = write_stac_items(cogs, src, out / "items", derived_from=_sources_per_date(src, items),
-                                    software={"harmonize": version("harmonize")})
+            stac = write_stac_items(
+                cogs,
+                src,
+                out / "items",
+                derived_from=_sources_per_date(src, items),
+                software={"harmonize": version("harmonize")},
+            )
             report["cogs"] = [str(p) for p in cogs]
             report["stac_items"] = [it.get_self_href() for it in stac]
     return report
@@ -239,10 +273,24 @@ def xr_open(path: str) -> Any:
 def run_config(config: InferConfig) -> dict[str, Any]:
     """Run :func:`infer_job` from a config object."""
     c = config
-    return infer_job(c.model, c.source, c.bbox, c.datetime, c.out, provider=c.provider, max_cloud=c.max_cloud,
-                     chunks=c.chunks, device=c.device, precision=c.precision, batch_size=c.batch_size,
-                     tile=c.tile, uncertainty=c.uncertainty, mc_passes=c.mc_passes, formats=c.formats,
-                     progress=c.progress)
+    return infer_job(
+        c.model,
+        c.source,
+        c.bbox,
+        c.datetime,
+        c.out,
+        provider=c.provider,
+        max_cloud=c.max_cloud,
+        chunks=c.chunks,
+        device=c.device,
+        precision=c.precision,
+        batch_size=c.batch_size,
+        tile=c.tile,
+        uncertainty=c.uncertainty,
+        mc_passes=c.mc_passes,
+        formats=c.formats,
+        progress=c.progress,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

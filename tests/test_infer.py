@@ -47,13 +47,27 @@ def random_model(seed: int = 0, **overrides) -> torch.nn.Module:
     return model.eval()
 
 
-def make_cube(height: int = 136, width: int = 120, n_time: int = 1, chunk: int = 64, seed: int = 0,
-              sensors: list[str] | None = None, source: np.ndarray | None = None) -> xr.Dataset:
+def make_cube(
+    height: int = 136,
+    width: int = 120,
+    n_time: int = 1,
+    chunk: int = 64,
+    seed: int = 0,
+    sensors: list[str] | None = None,
+    source: np.ndarray | None = None,
+) -> xr.Dataset:
     rng = np.random.default_rng(seed)
-    arr = rng.uniform(0.0, 0.45, (n_time, len(INPUTS), height, width)).astype("float32") if source is None else source
+    arr = (
+        rng.uniform(0.0, 0.45, (n_time, len(INPUTS), height, width)).astype("float32")
+        if source is None
+        else source
+    )
     sensors = sensors or ["landsat"] * n_time
     ds = xr.Dataset(
-        {b: (("time", "y", "x"), da.from_array(arr[:, i], chunks=(1, chunk, chunk))) for i, b in enumerate(INPUTS)},
+        {
+            b: (("time", "y", "x"), da.from_array(arr[:, i], chunks=(1, chunk, chunk)))
+            for i, b in enumerate(INPUTS)
+        },
         coords={
             "time": pd.date_range("2024-05-01T10:00", periods=n_time, freq="8D"),
             "y": 4_000_000 - 5 - 10 * np.arange(height),
@@ -114,7 +128,9 @@ def test_too_small_halo_shows_seams(model):
 def test_scene_smaller_than_halo(model):
     cube = make_cube(20, 44, chunk=16)
     ref = whole_image(model, cube, model.receptive_halo)
-    np.testing.assert_allclose(stacked(infer.super_resolve(cube, model, device="cpu").compute()), ref, atol=1e-4)
+    np.testing.assert_allclose(
+        stacked(infer.super_resolve(cube, model, device="cpu").compute()), ref, atol=1e-4
+    )
 
 
 def test_nothing_invented_where_input_is_missing_or_cloudy(model):
@@ -142,8 +158,12 @@ def test_lazy_crs_and_coordinates_carried(model, tmp_path):
         return np.full(block.shape, 0.2, "float32")
 
     cube = make_cube(64, 64, n_time=3, sensors=["landsat", "sentinel-2", "landsat"])
-    lazy = da.map_blocks(source, da.zeros((3, 64, 64), "float32", chunks=(1, 32, 32)), dtype="float32",
-                         meta=np.empty((0, 0, 0), "float32"))
+    lazy = da.map_blocks(
+        source,
+        da.zeros((3, 64, 64), "float32", chunks=(1, 32, 32)),
+        dtype="float32",
+        meta=np.empty((0, 0, 0), "float32"),
+    )
     cube["nir"] = (("time", "y", "x"), lazy)
     out = infer.super_resolve(cube, model, device="cpu")
     assert calls == [], "super_resolve computed input data before being asked"
@@ -187,7 +207,9 @@ def test_model_loaded_once_per_process_and_not_shipped_in_tasks(tmp_path):
 def test_mc_dropout_spread(tmp_path):
     cube = make_cube(64, 64)
     with_dropout = random_model(2, dropout=0.3)
-    out = infer.super_resolve(cube, with_dropout, uncertainty="mc_dropout", mc_passes=4, device="cpu").compute()
+    out = infer.super_resolve(
+        cube, with_dropout, uncertainty="mc_dropout", mc_passes=4, device="cpu"
+    ).compute()
     std = stacked(out, "_std")
     assert std.shape == (1, 6, 64, 64)
     assert np.all(std > 0)
@@ -195,9 +217,13 @@ def test_mc_dropout_spread(tmp_path):
     det = whole_image(with_dropout, cube, with_dropout.receptive_halo)
     assert np.nanmean(np.abs(stacked(out) - det)) < 5 * np.nanmean(std) + 1e-3
     no_dropout = random_model(2, dropout=0.0)
-    out0 = infer.super_resolve(cube, no_dropout, uncertainty="mc_dropout", mc_passes=3, device="cpu").compute()
+    out0 = infer.super_resolve(
+        cube, no_dropout, uncertainty="mc_dropout", mc_passes=3, device="cpu"
+    ).compute()
     assert np.all(stacked(out0, "_std") == 0)
-    np.testing.assert_allclose(stacked(out0), whole_image(no_dropout, cube, no_dropout.receptive_halo), atol=1e-4)
+    np.testing.assert_allclose(
+        stacked(out0), whole_image(no_dropout, cube, no_dropout.receptive_halo), atol=1e-4
+    )
 
 
 def test_ensemble_mean_and_spread(tmp_path):
@@ -216,7 +242,9 @@ def test_ensemble_mean_and_spread(tmp_path):
 def test_predict_array_is_the_whole_image_reference(model):
     cube = make_cube(72, 72)
     x = np.stack([cube[b].values for b in INPUTS], axis=1)
-    np.testing.assert_allclose(infer.predict_array(x, model, device="cpu"), whole_image(model, cube, 32), atol=1e-5)
+    np.testing.assert_allclose(
+        infer.predict_array(x, model, device="cpu"), whole_image(model, cube, 32), atol=1e-5
+    )
 
 
 def test_bad_inputs_raise_named_errors(model, tmp_path):
@@ -252,9 +280,13 @@ def test_infer_job_end_to_end_on_the_tiny_world(tiny_world, tmp_path):
 
     package = tmp_path / "identity"
     save_model_package(build_model("tiny"), package)
-    report = infer_job(package, str(tiny_world.items_path), tiny_world.bbox, None, tmp_path / "out", device="cpu")
+    report = infer_job(
+        package, str(tiny_world.items_path), tiny_world.bbox, None, tmp_path / "out", device="cpu"
+    )
 
-    items = list(search(str(tiny_world.items_path), sensors=("landsat",), bbox=tiny_world.bbox, include_pan=True))
+    items = list(
+        search(str(tiny_world.items_path), sensors=("landsat",), bbox=tiny_world.bbox, include_pan=True)
+    )
     cube = load_cube(items, bbox=tiny_world.bbox)
     landsat = cube.sel(time=cube["sensor"] == "landsat").compute()
     assert report["dates"] == landsat.sizes["time"] == len(report["cogs"]) == len(report["stac_items"])

@@ -127,12 +127,17 @@ def test_stac_item_for_cog_has_provenance_projection_and_bands(tmp_path):
     ds = harmonized(n_time=1, size=64, chunk=64)
     [path] = write_cogs(ds, tmp_path, bands=list(REFLECTANCE_BANDS))
     src = pystac.Item(
-        "LC09_src", {"type": "Point", "coordinates": [15.0, 36.0]}, [15, 36, 15, 36],
-        pd.Timestamp("2024-05-01T10:00Z").to_pydatetime(), {},
+        "LC09_src",
+        {"type": "Point", "coordinates": [15.0, 36.0]},
+        [15, 36, 15, 36],
+        pd.Timestamp("2024-05-01T10:00Z").to_pydatetime(),
+        {},
     )
     src.set_self_href("https://example.test/collections/landsat-c2-l2/items/LC09_src")
     item = stac_item_for_output(
-        path, ds.isel(time=0), derived_from=[src, "https://example.test/items/pan"],
+        path,
+        ds.isel(time=0),
+        derived_from=[src, "https://example.test/items/pan"],
         software={"harmonize": "9.9"},
     )
     d = item.to_dict()
