@@ -157,7 +157,7 @@ def test_killed_ingest_resumes_to_the_uninterrupted_result(worlds, reference, tm
 def test_ingest_on_a_local_cluster_with_worker_processes(worlds, reference, tmp_path):
     out = tmp_path / "cube"
     cfg = _cfg(worlds[1].root, out, scheduler="local", n_workers=2, threads_per_worker=1,
-               datetime="2023-05-01/2023-05-12")
+               datetime="2023-05-01/2023-05-06")
     from distributed import LocalCluster  # noqa: F401 - the real thing, not a stub
 
     report = ingest(cfg)
@@ -174,8 +174,10 @@ def test_ingest_on_a_local_cluster_with_worker_processes(worlds, reference, tmp_
 
 
 def test_config_yaml_round_trip_and_overrides(tmp_path):
-    for path in sorted((REPO / "pipelines" / "configs").glob("*.yaml")):
+    for name in ("ingest", "pairs", "train", "infer", "timeseries", "demo"):
+        path = REPO / "pipelines" / "configs" / f"{name}.yaml"
         cfg = load_config(path)
+        assert cfg.stage == name
         again = tmp_path / path.name
         dump_config(cfg, again)
         assert load_config(again) == cfg, path.name
@@ -225,3 +227,30 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     assert stages["ingest"]["committed"] == [] and stages["infer"]["committed"] == []
     assert stages["pairs"]["up_to_date"] and stages["train"]["up_to_date"] and stages["timeseries"]["up_to_date"]
     assert time.perf_counter() - t0 < 60
+
+
+def test_ledger_commits_atomically_locks_and_cleans_up(tmp_path):
+    from harmonize.errors import HarmonizeError
+
+    ledger = Ledger(tmp_path / "out", "ingest")
+    tmp = ledger.tmp_path("a.zarr")
+    tmp.mkdir()
+    (tmp / "data").write_text("v1")
+    ledger.commit("scenes/a.zarr", tmp, ["ITEM_1"], sensor="landsat")
+    again = Ledger(tmp_path / "out", "ingest")  # what a restarted run reads
+    assert again.items() == {"ITEM_1"} and again.committed("scenes/a.zarr")
+    tmp2 = again.tmp_path("a.zarr")
+    tmp2.mkdir()
+    (tmp2 / "data").write_text("v2")
+    again.commit("scenes/a.zarr", tmp2, ["ITEM_1", "ITEM_2"])  # replaces the older store
+    assert (tmp_path / "out/scenes/a.zarr/data").read_text() == "v2"
+    # leftovers of a killed run: a half-written unit and a replaced one
+    (tmp_path / "out" / ".tmp-b.zarr.1234").mkdir()
+    (tmp_path / "out" / "scenes" / ".old-a.zarr.5678").mkdir()
+    assert len(again.clean()) == 2
+    assert not [p for p in (tmp_path / "out").rglob(".*") if p.name.startswith((".tmp-", ".old-"))]
+    with pytest.raises(HarmonizeError, match="another run"):
+        with again.lock(), Ledger(tmp_path / "out", "ingest").lock():
+            pass
+    with pytest.raises(HarmonizeError, match="stage 'ingest'"):
+        Ledger(tmp_path / "out", "pairs")
