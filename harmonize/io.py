@@ -166,7 +166,7 @@ def _write_zarr(
         _consolidate(path)
         return result if not compute else _ret(path)
     if mode == "a":
-        exists = _is_local(path) and _local_path(path).exists()
+        exists = _local_path(path).exists() if _is_local(path) else _remote_exists(path)
         kwargs: dict[str, Any] = {"append_dim": "time"} if exists and "time" in out.dims else {}
         out.to_zarr(path, mode="a" if exists else "w-", zarr_format=3, consolidated=True, **kwargs)
         return _ret(path)
@@ -195,6 +195,14 @@ def _write_zarr(
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote Zarr store %s (%s)", final, ", ".join(map(str, ds.data_vars)))
     return final
+
+
+def _remote_exists(url: str | os.PathLike[str]) -> bool:
+    """Whether an fsspec URL (``s3://bucket/store.zarr``) already holds something."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(os.fspath(url))
+    return bool(fs.exists(root))
 
 
 def _ret(path: str | os.PathLike[str]) -> Path | str:
@@ -250,6 +258,8 @@ def write_cogs(
     out_dir
         Directory for the files, created if missing. Each file is named after the date's
         ``item_id`` coordinate when present (``<item_id><suffix>.tif``), else its timestamp.
+        An fsspec URL (``s3://bucket/prefix``) works too: each COG is written to a local
+        temporary file and uploaded, and the URLs (``str``) are returned.
     bands
         Variables to write, in band order; default every floating-point variable on ``(y, x)``,
         canonical bands first (``blue … swir22``), then their ``<band>_std``.
@@ -265,7 +275,7 @@ def write_cogs(
     Returns
     -------
     list of pathlib.Path
-        The files, one per date, in time order.
+        The files, one per date, in time order (``str`` URLs for a remote ``out_dir``).
 
     Raises
     ------
@@ -277,6 +287,10 @@ def write_cogs(
     from harmonize.errors import UnknownBandError
 
     _require_crs(ds)
+    if not _is_local(out_dir):
+        return _write_cogs_remote(  # type: ignore[return-value]
+            ds, os.fspath(out_dir), bands=bands, suffix=suffix, blocksize=blocksize, overwrite=overwrite
+        )
     names = list(bands) if bands is not None else _default_bands(ds)
     missing = [b for b in names if b not in ds.data_vars]
     if missing:
@@ -321,6 +335,34 @@ def write_cogs(
             tmp.unlink(missing_ok=True)
         log.info("wrote COG %s", target)
     return paths
+
+
+def _write_cogs_remote(
+    ds: xr.Dataset, url: str, *, bands: Sequence[str] | None, suffix: str, blocksize: int, overwrite: bool
+) -> list[str]:
+    """:func:`write_cogs` to an fsspec URL: each COG is written locally, then uploaded.
+
+    GDAL's COG driver needs a seekable file; an object-store PUT is atomic, so readers see the
+    old object or the new one, never half a file.
+    """
+    import tempfile
+
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(url)
+    base = url.rstrip("/")
+    n = ds.sizes["time"] if "time" in ds.dims else 1
+    stems = [_time_label(ds, i) if "time" in ds.dims else "harmonized" for i in range(n)]
+    targets = [f"{base}/{stem}{suffix}.tif" for stem in stems]
+    todo = [i for i, t in enumerate(targets) if overwrite or not fs.exists(t)]
+    if todo:
+        part = ds.isel(time=todo) if "time" in ds.dims else ds
+        with tempfile.TemporaryDirectory(prefix="hz-cogs-") as tmp:
+            local = write_cogs(part, tmp, bands=bands, suffix=suffix, blocksize=blocksize, overwrite=True)
+            for i, path in zip(todo, local, strict=True):
+                fs.put_file(str(path), targets[i])
+                log.info("wrote COG %s", targets[i])
+    return targets
 
 
 # --------------------------------------------------------------------------------------------
