@@ -30,11 +30,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import numpy as np
-import pystac
 import odc.geo.xr  # noqa: F401 - registers the .odc accessor
+import pystac
 import rasterio.errors
-import shapely.affinity
 import rioxarray  # noqa: F401 - registers the .rio accessor
+import shapely.affinity
 import xarray as xr
 from odc.geo import geom
 from odc.geo.geobox import GeoBox
@@ -224,9 +224,15 @@ def shift_item(item: pystac.Item, dx: float, dy: float, assets: Iterable[str] | 
         g = _translate(geom.Geometry(d["geometry"], "epsg:4326").to_crs(crs), dx, dy).to_crs("epsg:4326")
         d["geometry"] = g.json
         d["bbox"] = list(g.boundingbox)
-    keys = list(assets) if assets is not None else [
-        k for k, a in d["assets"].items() if "proj:transform" in a or "image/tiff" in str(a.get("type", ""))
-    ]
+    keys = (
+        list(assets)
+        if assets is not None
+        else [
+            k
+            for k, a in d["assets"].items()
+            if "proj:transform" in a or "image/tiff" in str(a.get("type", ""))
+        ]
+    )
     for key in keys:
         a = d["assets"][key]
         t = a.get("proj:transform") or props.get("proj:transform")
@@ -283,7 +289,11 @@ def _reflectance_scaling(item: pystac.Item, profile: CollectionProfile, bands: S
     if not scalings:
         return Scaling()
     first = next(iter(scalings.values()))
-    odd = {b: s for b, s in scalings.items() if (s.scale, s.offset, s.nodata) != (first.scale, first.offset, first.nodata)}
+    odd = {
+        b: s
+        for b, s in scalings.items()
+        if (s.scale, s.offset, s.nodata) != (first.scale, first.offset, first.nodata)
+    }
     if odd:
         raise HarmonizeError(
             f"Item {item.id!r} scales its bands differently ({scalings}); load those bands in "
@@ -371,7 +381,9 @@ def _mask_block(qa: np.ndarray, *bands: np.ndarray, kind: str, mask_name: str, f
     return mask | missing if mask_name == "nodata" else mask & ~missing
 
 
-def _masks(ds: xr.Dataset, kind: str, names: Sequence[str], bands: Sequence[str], fill: Any) -> dict[str, Any]:
+def _masks(
+    ds: xr.Dataset, kind: str, names: Sequence[str], bands: Sequence[str], fill: Any
+) -> dict[str, Any]:
     """Dask masks decoded from ``ds.qa``; a pixel missing in any loaded band is no data, not clear.
 
     (Sentinel-2's 10 m bands end at a swath edge a 20 m SCL pixel straddles, for instance.) One
@@ -381,13 +393,13 @@ def _masks(ds: xr.Dataset, kind: str, names: Sequence[str], bands: Sequence[str]
 
     arrays = [ds["qa"].data, *(ds[b].data for b in bands)]
     return {
-        n: da.map_blocks(_mask_block, *arrays, kind=kind, mask_name=n, fill=fill, dtype=bool)
-        for n in names
+        n: da.map_blocks(_mask_block, *arrays, kind=kind, mask_name=n, fill=fill, dtype=bool) for n in names
     }
 
 
-def _scale_block(dn: np.ndarray, scale: np.ndarray, offset: np.ndarray, nodata: np.ndarray,
-                 block_info: dict | None = None) -> np.ndarray:
+def _scale_block(
+    dn: np.ndarray, scale: np.ndarray, offset: np.ndarray, nodata: np.ndarray, block_info: dict | None = None
+) -> np.ndarray:
     t0, t1 = block_info[0]["array-location"][0] if block_info else (0, dn.shape[0])
     shape = (t1 - t0,) + (1,) * (dn.ndim - 1)
     out = dn.astype(np.float32) * scale[t0:t1].astype(np.float32).reshape(shape)
@@ -496,7 +508,8 @@ def load_cube(
     items = list(items)
     if not items:
         raise EmptySearchError(
-            "load_cube got no items; widen the search (bbox, datetime, cloud cover) or check the collection ids."
+            "load_cube got no items; widen the search (bbox, datetime, cloud cover) "
+            "or check the collection ids."
         )
     prov = get_provider(provider) if provider is not None else None
     requested = None if bands is None else check_bands(bands)
@@ -510,7 +523,8 @@ def load_cube(
     l1 = [it for it in items if profiles[it.id].level == "L1"]
     if not l2:
         raise EmptySearchError(
-            f"None of the {len(items)} items is a Level-2 scene (only Level-1 {sorted({it.collection_id for it in l1})}); "
+            f"None of the {len(items)} items is a Level-2 scene "
+            f"(only Level-1 {sorted({it.collection_id for it in l1})}); "
             "search the Level-2 collections too: pan is loaded alongside them."
         )
     if requested is None:
@@ -557,7 +571,9 @@ def load_cube(
         for it in l1:
             match = _match_l1(it, landsat_l2)
             if match is None:
-                log.warning("Level-1 item %s matches no Level-2 scene on the grid; its pan is not loaded", it.id)
+                log.warning(
+                    "Level-1 item %s matches no Level-2 scene on the grid; its pan is not loaded", it.id
+                )
                 continue
             l1_of.setdefault(match.id, []).append(it)
 
@@ -569,8 +585,13 @@ def load_cube(
         prof = profiles[it.id]
         scaling = _reflectance_scaling(it, prof, refl_bands)
         plat = normalize_platform(it.properties.get("platform"))
-        key = (prof.collection, prof.assets.get("blue"), plat, (scaling.scale, scaling.offset, scaling.nodata),
-               _group_key(it, groupby, lon))
+        key = (
+            prof.collection,
+            prof.assets.get("blue"),
+            plat,
+            (scaling.scale, scaling.offset, scaling.nodata),
+            _group_key(it, groupby, lon),
+        )
         sl = slices.setdefault(key, _Slice(profile=prof, platform=plat, scaling=scaling))
         sl.items.append(it)
         sl.l1_items.extend(l1_of.get(it.id, []))
@@ -660,18 +681,29 @@ def load_cube(
                 ps = band_scaling(s.l1_items[0], PAN, prof)
                 i = index[id(s)]
                 pan_scale[i], pan_offset[i] = ps.scale, ps.offset
-                pan_nodata[i] = np.nan if (nd if nd is not None else ps.nodata) is None else (nd if nd is not None else ps.nodata)
+                value = nd if nd is not None else ps.nodata
+                pan_nodata[i] = np.nan if value is None else value
         fill = int(np.nanmax(pan_nodata)) if np.isfinite(pan_nodata).any() else 0
         pan_nodata[np.isnan(pan_nodata)] = fill
         ny, nx = gbox.shape.y, gbox.shape.x
-        empty = da.full((1, ny, nx), fill, dtype="uint16", chunks=(1, chunks.get("y", ny), chunks.get("x", nx)))
+        empty = da.full(
+            (1, ny, nx), fill, dtype="uint16", chunks=(1, chunks.get("y", ny), chunks.get("x", nx))
+        )
         pieces[PAN] = [p if p is not None else empty for p in pan_pieces]
-        coords.update(pan_scale=("time", pan_scale), pan_offset=("time", pan_offset), pan_nodata=("time", pan_nodata))
+        coords.update(
+            pan_scale=("time", pan_scale), pan_offset=("time", pan_offset), pan_nodata=("time", pan_nodata)
+        )
 
     var_order = [*refl_bands, *([PAN] if want_pan else []), *mask_names]
     spatial = {c: template.coords[c] for c in template.coords if c != "time"}
+    tchunk = int(chunks.get("time", 1) or 1)
+
+    def _stacked(parts: list[Any]) -> Any:
+        arr = da.concatenate(parts, axis=0) if n > 1 else parts[0]
+        return arr.rechunk({0: tchunk}) if tchunk > 1 else arr
+
     cube = xr.Dataset(
-        {v: (("time", "y", "x"), da.concatenate(pieces[v], axis=0) if n > 1 else pieces[v][0]) for v in var_order},
+        {v: (("time", "y", "x"), _stacked(pieces[v])) for v in var_order},
         coords={"time": np.arange(n), **spatial},
     )
     for v in var_order:
@@ -680,13 +712,17 @@ def load_cube(
         elif v == PAN:
             cube[v].attrs = {"nodata": fill}
 
-    times = np.array([np.datetime64(s.time.astimezone(timezone.utc).replace(tzinfo=None), "ns") for s in ordered])
+    times = np.array(
+        [np.datetime64(s.time.astimezone(timezone.utc).replace(tzinfo=None), "ns") for s in ordered]
+    )
     cube = cube.assign_coords(time=times).assign_coords(coords)
     for name in mask_names:
         cube[name].attrs = {"long_name": f"{name} (decoded from QA_PIXEL / SCL)"}
 
     used = [it for s in ordered for it in (*s.items, *s.l1_items)]
-    cube.attrs["stac_items"] = [copy.deepcopy(it.to_dict(include_self_link=False, transform_hrefs=False)) for it in used]
+    cube.attrs["stac_items"] = [
+        copy.deepcopy(it.to_dict(include_self_link=False, transform_hrefs=False)) for it in used
+    ]
     cube.attrs["harmonize_load"] = {
         "bands": list(requested),
         "geobox": geobox_to_dict(gbox),
@@ -759,7 +795,9 @@ def cube_items(ds: xr.Dataset) -> list[pystac.Item]:
     """
     docs = ds.attrs.get("stac_items")
     if docs is None:
-        raise HarmonizeError("This dataset does not record its STAC items; build it with harmonize.cube.load_cube.")
+        raise HarmonizeError(
+            "This dataset does not record its STAC items; build it with harmonize.cube.load_cube."
+        )
     return [pystac.Item.from_dict(d) for d in docs]
 
 
@@ -771,7 +809,9 @@ def reload_cube(ds: xr.Dataset, **overrides: Any) -> xr.Dataset:
     """
     opts = dict(ds.attrs.get("harmonize_load") or {})
     if not opts:
-        raise HarmonizeError("This dataset does not record its load options; build it with harmonize.cube.load_cube.")
+        raise HarmonizeError(
+            "This dataset does not record its load options; build it with harmonize.cube.load_cube."
+        )
     opts["geobox"] = geobox_from_dict(opts["geobox"])
     opts.update(overrides)
     return load_cube(cube_items(ds), **opts)

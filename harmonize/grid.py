@@ -79,7 +79,7 @@ def _is_sentinel2(item: pystac.Item) -> bool:
 def aoi_crs(aoi: geom.Geometry) -> CRS:
     """The UTM CRS of the zone holding the centre of ``aoi`` (any CRS)."""
     centre = aoi.to_crs("epsg:4326").centroid
-    (lon, lat), = centre.points
+    ((lon, lat),) = centre.points
     return CRS.utm(lon, lat)
 
 

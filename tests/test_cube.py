@@ -39,9 +39,33 @@ SIDE = 240.0  # metres: 4 x 4 blocks of 60 m
 BLOCK = 60.0
 
 # Asset key and native resolution of each canonical band, per item shape.
-S2_ES_KEYS = {"blue": "blue", "green": "green", "red": "red", "nir": "nir08", "swir16": "swir16", "swir22": "swir22", "qa": "scl"}
-S2_PC_KEYS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B8A", "swir16": "B11", "swir22": "B12", "qa": "SCL"}
-LS_KEYS = {"blue": "blue", "green": "green", "red": "red", "nir": "nir08", "swir16": "swir16", "swir22": "swir22", "qa": "qa_pixel"}
+S2_ES_KEYS = {
+    "blue": "blue",
+    "green": "green",
+    "red": "red",
+    "nir": "nir08",
+    "swir16": "swir16",
+    "swir22": "swir22",
+    "qa": "scl",
+}
+S2_PC_KEYS = {
+    "blue": "B02",
+    "green": "B03",
+    "red": "B04",
+    "nir": "B8A",
+    "swir16": "B11",
+    "swir22": "B12",
+    "qa": "SCL",
+}
+LS_KEYS = {
+    "blue": "blue",
+    "green": "green",
+    "red": "red",
+    "nir": "nir08",
+    "swir16": "swir16",
+    "swir22": "swir22",
+    "qa": "qa_pixel",
+}
 S2_RES = {"blue": 10, "green": 10, "red": 10, "nir": 20, "swir16": 20, "swir22": 20, "qa": 20}
 LS_RES = dict.fromkeys(LS_KEYS, 30)
 
@@ -107,8 +131,18 @@ def localise(
         arr = np.kron(blocks, np.ones((rep, rep), "int64")).astype(dtype)
         path = tmp_path / f"{d['id']}_{key}.tif"
         transform = Affine(r, 0, x0, 0, -r, y0)
-        with rasterio.open(path, "w", driver="COG", width=n, height=n, count=1, dtype=dtype, crs=crs,
-                           transform=transform, nodata=nodata) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="COG",
+            width=n,
+            height=n,
+            count=1,
+            dtype=dtype,
+            crs=crs,
+            transform=transform,
+            nodata=nodata,
+        ) as dst:
             dst.write(arr, 1)
         a = d["assets"][key]
         a["href"] = path.as_uri() if key != fail_key else (tmp_path / "missing.tif").as_uri()
@@ -208,7 +242,11 @@ def test_both_sensors_one_cube_default_grid(tmp_path: Path) -> None:
         t0 = _native_transform(item.to_dict(), "blue")
         bx, by = (xs - t0[2]) / BLOCK, (t0[5] - ys) / BLOCK
         inside = (bx >= 0) & (by >= 0) & (bx < 4) & (by < 4)
-        safe = inside & (np.minimum(bx % 1, 1 - bx % 1) * BLOCK >= 15) & (np.minimum(by % 1, 1 - by % 1) * BLOCK >= 15)
+        safe = (
+            inside
+            & (np.minimum(bx % 1, 1 - bx % 1) * BLOCK >= 15)
+            & (np.minimum(by % 1, 1 - by % 1) * BLOCK >= 15)
+        )
         scale, offset = RULES[name]
         for i, band in enumerate(BANDS):
             dn = block_dn(i)[by[safe].astype(int), bx[safe].astype(int)]
@@ -256,7 +294,9 @@ def test_shift_moves_scene_on_the_grid(tmp_path: Path) -> None:
     item = localise(ES_LS, tmp_path)
     gb = native_geobox(item, 30)
     base = load_cube([item], geobox=gb, bands=["red"], resampling="nearest")
-    shifted = load_cube([item], geobox=gb, bands=["red"], resampling="nearest", shifts={item.id: (60.0, -30.0)})
+    shifted = load_cube(
+        [item], geobox=gb, bands=["red"], resampling="nearest", shifts={item.id: (60.0, -30.0)}
+    )
     assert shifted.shift_x.values.tolist() == [60.0] and shifted.shift_y.values.tolist() == [-30.0]
     a, b = base["red"].isel(time=0).values, shifted["red"].isel(time=0).values
     # Pixels really sit 60 m east and 30 m south: two columns right, one row down.
@@ -316,7 +356,10 @@ def test_unreadable_asset_strict_and_lenient(tmp_path: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         red, green = lenient["red"].compute(), lenient["green"].compute()
-    assert any(issubclass(w.category, AssetReadWarning) and missing.removeprefix("file://") in str(w.message) for w in caught)
+    assert any(
+        issubclass(w.category, AssetReadWarning) and missing.removeprefix("file://") in str(w.message)
+        for w in caught
+    )
     assert np.isnan(red.values).all()
     assert np.isfinite(green.values).any()
 
@@ -336,13 +379,28 @@ def level1_of(l2: pystac.Item, tmp_path: Path, pan_dn: int = 30000) -> pystac.It
     # Row-dependent DNs so that a misplaced or flipped pan shows.
     arr = (pan_dn + 100 * np.arange(n)[:, None] + np.zeros((1, n), "int64")).astype("uint16")
     path = tmp_path / f"{d['id']}_B8.tif"
-    with rasterio.open(path, "w", driver="COG", width=n, height=n, count=1, dtype="uint16", crs=_crs(d),
-                       transform=Affine(15, 0, x0, 0, -15, y0), nodata=0) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="COG",
+        width=n,
+        height=n,
+        count=1,
+        dtype="uint16",
+        crs=_crs(d),
+        transform=Affine(15, 0, x0, 0, -15, y0),
+        nodata=0,
+    ) as dst:
         dst.write(arr, 1)
     qa = d["assets"]["qa_pixel"]
     d["assets"] = {
-        "pan": {"href": path.as_uri(), "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                "roles": ["data"], "proj:shape": [n, n], "proj:transform": [15, 0, x0, 0, -15, y0]},
+        "pan": {
+            "href": path.as_uri(),
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "roles": ["data"],
+            "proj:shape": [n, n],
+            "proj:transform": [15, 0, x0, 0, -15, y0],
+        },
         "qa_pixel": qa,
     }
     return pystac.Item.from_dict(d)
@@ -457,7 +515,9 @@ def test_world_clear_is_the_injected_mask_resampled(world, world_cube) -> None: 
         # A pixel some band lacks (a 10 m swath edge inside a clear 20 m SCL pixel) is not clear.
         has_data = np.logical_and.reduce([np.isfinite(scene[b].values) for b in BANDS])
         assert (want & ~has_data).sum() < 0.01 * want.size
-        np.testing.assert_array_equal(scene["clear"].values, want & has_data, err_msg=str(scene.item_id.values))
+        np.testing.assert_array_equal(
+            scene["clear"].values, want & has_data, err_msg=str(scene.item_id.values)
+        )
 
 
 def test_world_true_shifts_bring_landsat_onto_the_truth(world, world_items, world_cube) -> None:  # noqa: ANN001
