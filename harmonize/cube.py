@@ -455,8 +455,8 @@ def load_cube(
     geobox
         Target grid; overrides ``bbox``, ``crs`` and ``resolution``.
     bbox
-        Area of interest ``(west, south, east, north)`` in degrees; default: the items' footprint
-        union.
+        Area of interest ``(west, south, east, north)`` in degrees; default: the footprint union
+        of the Sentinel-2 items (the grid is theirs), or of all items when there are none.
     crs
         Output CRS; default: the UTM zone of the AOI centre.
     resolution
@@ -485,7 +485,8 @@ def load_cube(
         ``True``: an unreadable asset raises :class:`~harmonize.errors.AssetReadError` at compute
         time. ``False``: it warns (:class:`AssetReadWarning`, with the href) and loads as NaN.
     progress
-        Passed to ``odc.stac.load``.
+        Passed to ``odc.stac.load`` (it only shows for eager loads; wrap ``.compute()`` in
+        ``dask.diagnostics.ProgressBar`` for the lazy cube).
 
     Returns
     -------
