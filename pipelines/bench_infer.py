@@ -443,7 +443,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     }
     for preset in [m for m in args.models.split(",") if m]:
         result["throughput"].append(_throughput(preset, args, device, workers))
-    child_argv = [a for a in argv if a]  # the child re-parses the same options
+    child_argv = list(argv)  # the child re-parses the same options (empty values included)
     for size in [int(s) for s in args.memory_sizes.split(",") if s]:
         result["memory"].append(_memory(size, child_argv))
     return result
