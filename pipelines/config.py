@@ -173,6 +173,8 @@ class InferCubeConfig(StageConfig):
         Passed to :func:`harmonize.infer.super_resolve`.
     cogs
         Also write one COG per date (``out/cogs``) and its STAC item (``out/items``).
+    batch
+        Dates computed together before being committed one by one.
     """
 
     stage: Literal["infer"] = "infer"
@@ -184,6 +186,7 @@ class InferCubeConfig(StageConfig):
     tile: int | None = Field(None, gt=0)
     precision: Literal["bf16", "fp16"] | None = None
     cogs: bool = False
+    batch: int = Field(4, ge=1)
 
 
 class TimeseriesStageConfig(StageConfig):

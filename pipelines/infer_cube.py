@@ -105,15 +105,21 @@ def infer_cube(config: InferCubeConfig, *, dry_run: bool = False, scheduler: str
             result = super_resolve(cube.isel(time=todo), config.model, chunks=config.chunks,
                                    device=config.device, batch_size=config.batch_size, tile=config.tile,
                                    precision=config.precision)
-            for k, i in enumerate(todo):
-                step = result.isel(time=[k])
-                ids = str(cube["item_id"].values[i]).split(",")
-                step.attrs = {"harmonize_stage": STAGE, "source_items": ids, "model": str(config.model)}
-                tmp = ledger.tmp_path(Path(names[i]).name)
-                dask.compute(write_zarr(step, tmp, mode="w-", compute=False))
-                ledger.commit(names[i], tmp, ids)
-                report["committed"].append(names[i])
-                log.info("committed %s", names[i])
+            # a few dates per compute, so the workers' threads run dates side by side
+            for start in range(0, len(todo), config.batch):
+                jobs = []
+                for k in range(start, min(start + config.batch, len(todo))):
+                    i = todo[k]
+                    step = result.isel(time=[k])
+                    ids = str(cube["item_id"].values[i]).split(",")
+                    step.attrs = {"harmonize_stage": STAGE, "source_items": ids, "model": str(config.model)}
+                    tmp = ledger.tmp_path(Path(names[i]).name)
+                    jobs.append((names[i], tmp, ids, write_zarr(step, tmp, mode="w-", compute=False)))
+                dask.compute(*[j[3] for j in jobs])
+                for name, tmp, ids, _ in jobs:
+                    ledger.commit(name, tmp, ids)
+                    report["committed"].append(name)
+                    log.info("committed %s", name)
             if config.cogs:
                 _write_cogs(config, ledger, [names[i] for i in todo])
     report["seconds"] = round(time.perf_counter() - t0, 3)
