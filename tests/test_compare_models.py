@@ -1,0 +1,96 @@
+"""pipelines.compare_models on the tiny world: export against truth, then a short train-eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.compare_models import BASELINES, export_pairs
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "pairs.npz"
+    meta = export_pairs(tiny_world.root, out, tiny=True, progress=False)
+    return tiny_world, out, meta
+
+
+def test_export_patches_match_truth_and_keep_splits_apart(exported):
+    world, path, meta = exported
+    z = np.load(path)
+    assert all(meta["windows"].get(s, 0) > 0 for s in ("train", "val", "test"))
+    assert z["test_input"].shape[1:] == (7, 32, 32) and z["test_truth"].shape[1:] == (6, 32, 32)
+    # the truth of each test window is the simulator's truth at that place (float16 precision)
+    truth = world.truth
+    cfg = meta["settings"]
+    assert meta["world_config"]["size_km"] == world.config.size_km
+    found = 0
+    for k, (y0, x0) in enumerate(zip(z["test_y0"], z["test_x0"], strict=True)):
+        win = truth[["red"]].isel(y=slice(int(y0), int(y0) + 32), x=slice(int(x0), int(x0) + 32))
+        red = win["red"].values  # (time, y, x): the window matches one date of the truth
+        err = np.abs(red - z["test_truth"][k, 2].astype(np.float32)).max(axis=(1, 2))
+        found += bool(err.min() < 2e-3)
+    assert found == len(z["test_y0"])
+    # no test pixel is a training pixel (blocks dealt to splits)
+    P = cfg["patch_size"]
+    ny, nx = world.geobox.shape
+    used = {}
+    for split in ("train", "test"):
+        m = np.zeros((ny, nx), bool)
+        for y0, x0 in zip(z[f"{split}_y0"], z[f"{split}_x0"], strict=True):
+            m[y0 : y0 + P, x0 : x0 + P] = True
+        used[split] = m
+    assert not (used["train"] & used["test"]).any()
+    # the bandpass baselines are not the raw input, and HLS brings blue closer to truth
+    bic = z["test_input"][:, :6].astype(np.float32)
+    assert not np.allclose(bic, z["test_hls"].astype(np.float32))
+    assert not np.allclose(bic, z["test_fitted"].astype(np.float32))
+    v = z["test_valid"]
+    t = z["test_truth"].astype(np.float32)
+    err_raw = np.abs(bic[:, 0] - t[:, 0])[v].mean()
+    err_hls = np.abs(z["test_hls"][:, 0].astype(np.float32) - t[:, 0])[v].mean()
+    assert err_hls < err_raw
+    # the linear fit saw training-block pixels only: at most the train area in every pair
+    assert 0 < meta["fitted_linear"]["n_pixels"]["red"] <= meta["pairs"] * used["train"].sum()
+
+
+def test_train_eval_scores_every_method_without_the_geospatial_stack(exported, tmp_path):
+    """train-eval runs where dask, rasterio, odc-stac and pystac-client are not installed."""
+    _, path, _ = exported
+    code = (
+        "import sys, json; from pipelines.compare_models import train_eval;"
+        f"train_eval({str(path)!r}, {str(tmp_path)!r}, presets=['tiny'], steps=6, batch=4);"
+        "print(json.dumps(sorted(m for m in ('dask', 'rasterio', 'odc', 'pystac_client', 'rustac', 'zarr')"
+        " if m in sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    result = json.loads((tmp_path / "compare.json").read_text())
+    names = list(result["methods"])
+    assert names == [*BASELINES.values(), "UNet tiny"]
+    for m in result["methods"].values():
+        assert np.isfinite([m["psnr"], m["ssim"], m["sam"], m["nrmse"], m["ndvi_r"]]).all()
+    rec = result["training"]["tiny"]
+    assert rec["steps"] == 6 and rec["parameters"] > 0 and rec["steps_per_s"] > 0
+    # the bicubic row is the test input scored against truth
+    z = np.load(path)
+    v = z["test_valid"]
+    t = z["test_truth"].astype(np.float32)
+    mse = np.mean([((z["test_input"][:, b].astype(np.float32) - t[:, b])[v] ** 2).mean() for b in range(6)])
+    assert result["methods"][BASELINES["bicubic"]]["psnr"] == pytest.approx(-10 * np.log10(mse), abs=1e-3)
+    assert "UNet tiny" in (tmp_path / "compare.md").read_text()
