@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pipelines.compare_models")  # not __main__ under python -m
 
 __all__ = [
     "ExportSettings",
