@@ -459,11 +459,13 @@ def train_eval(
     device: str = "cpu",
     amp: bool = True,
     seed: int = 0,
+    save_models: bool = False,
 ) -> dict[str, Any]:
     """Train ``presets`` with one budget and score them and the baselines on the test patches.
 
     Writes ``compare.json`` and ``compare.md`` under ``out`` after each preset (a run cut short
-    keeps what it finished).
+    keeps what it finished); with ``save_models`` also each model package (safetensors + MLM
+    item) as ``out/model-<preset>``.
 
     Returns
     -------
@@ -528,6 +530,13 @@ def train_eval(
         )
         record["predict_s"] = round(time.perf_counter() - t, 2)
         methods[f"UNet {preset}"] = _scores(pred, truth, valid)
+        if save_models:
+            from harmonize.model import save_model_package
+
+            meta_doc = {"name": f"compare-{preset}", "steps": steps, "batch": batch}
+            record["package"] = str(
+                save_model_package(model.cpu(), out / f"model-{preset}", metadata=meta_doc)
+            )
         result["training"][preset] = record
         _write(result, out)
         del model
@@ -602,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     t.add_argument("--no-amp", action="store_true")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save-models", action="store_true", help="write each trained model package to OUT")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -637,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         amp=not args.no_amp,
         seed=args.seed,
+        save_models=args.save_models,
     )
     print(markdown_tables(result))
     print(
