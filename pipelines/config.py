@@ -143,6 +143,9 @@ class TrainStageConfig(StageConfig):
         Stop after the epoch that passes this wall time and export the best epoch so far.
     cache
         Cache the patches in Zarr stores under ``out/cache`` (later epochs read them back).
+    max_val_windows
+        Validate on at most this many validation windows (a seeded sample), which bounds the
+        time of every epoch's validation.
     world
         A simulated world folder: validation samples then carry its truth.
     """
@@ -154,6 +157,7 @@ class TrainStageConfig(StageConfig):
     train: dict[str, Any] = Field(default_factory=dict)
     max_seconds: float | None = Field(None, gt=0)
     cache: bool = True
+    max_val_windows: int | None = Field(None, ge=1)
     world: Path | None = None
 
 

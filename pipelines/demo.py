@@ -210,13 +210,15 @@ def run_demo(
     with serve(w) as server:
         log.info("demo: the simulated archive is served at %s", server.url)
         with timer("ingest"):
-            reports["ingest"] = ingest(IngestConfig(source=server.url, out=paths["cube"], **common))
+            # 256-pixel chunks: training reads 64-pixel patches, and a patch reads whole chunks
+            reports["ingest"] = ingest(IngestConfig(source=server.url, out=paths["cube"], chunk=256, **common))
     with timer("pairs"):
         reports["pairs"] = pairs_stage(PairsStageConfig(cube=paths["cube"], out=paths["pairs"], pairs=pair_fields,
                                                         **common))
     with timer("train"):
         reports["train"] = train_stage(TrainStageConfig(cube=paths["cube"], pairs=paths["pairs"], out=paths["model"],
                                                         train=train_fields, max_seconds=train_seconds,
+                                                        max_val_windows=32,
                                                         world=w.root, **common))
     with timer("infer"):
         reports["infer"] = infer_cube(InferCubeConfig(cube=paths["cube"], model=str(paths["model_package"]),

@@ -65,7 +65,7 @@ def infer_cube(config: InferCubeConfig, *, dry_run: bool = False, scheduler: str
     from harmonize.io import write_zarr
 
     from pipelines.cluster import dask_scheduler
-    from pipelines.ingest import open_cube
+    from pipelines.ingest import exact_time_encoding, open_cube
 
     t0 = time.perf_counter()
     ledger = Ledger(config.out, STAGE)
@@ -112,6 +112,7 @@ def infer_cube(config: InferCubeConfig, *, dry_run: bool = False, scheduler: str
                     i = todo[k]
                     step = result.isel(time=[k])
                     ids = str(cube["item_id"].values[i]).split(",")
+                    step = exact_time_encoding(step)
                     step.attrs = {"harmonize_stage": STAGE, "source_items": ids, "model": str(config.model)}
                     tmp = ledger.tmp_path(Path(names[i]).name)
                     jobs.append((names[i], tmp, ids, write_zarr(step, tmp, mode="w-", compute=False)))

@@ -45,6 +45,14 @@ __all__ = ["ingest", "open_cube", "unit_name", "main"]
 STAGE = "ingest"
 
 
+def exact_time_encoding(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its ``time`` stored as int64 microseconds (acquisition times carry fractions of
+    a second, which xarray's default "days since" cannot hold exactly)."""
+    if "time" in ds.coords:
+        ds["time"].encoding.update(units="microseconds since 1970-01-01", dtype="int64")
+    return ds
+
+
 def unit_name(time: Any, sensor: str, platform: str) -> str:
     """Store name of one acquisition: ``scenes/<sensor>_<platform>_<YYYYmmddTHHMMSS>.zarr``."""
     t = pd.Timestamp(time)
@@ -259,6 +267,7 @@ def _write_steps(config: IngestConfig, ledger: Ledger, cube: xr.Dataset, todo: l
             name = unit_name(t, sensor, str(step["platform"].values[0]))
             tmp = ledger.tmp_path(Path(name).name)
             info = {"sensor": sensor, "time": pd.Timestamp(t).isoformat()}
+            step = exact_time_encoding(step)
             jobs.append((name, tmp, unit_items, info, write_zarr(step, tmp, mode="w-", compute=False)))
         dask.compute(*[j[4] for j in jobs])
         for name, tmp, unit_items, info, _ in jobs:

@@ -67,7 +67,7 @@ def timeseries_stage(config: TimeseriesStageConfig, *, dry_run: bool = False,
 
     from pipelines.cluster import dask_scheduler
     from pipelines.infer_cube import open_harmonized
-    from pipelines.ingest import open_cube
+    from pipelines.ingest import exact_time_encoding, open_cube
 
     t0 = time.perf_counter()
     ts_cfg = TimeSeriesConfig.build(**config.timeseries)
@@ -98,7 +98,7 @@ def timeseries_stage(config: TimeseriesStageConfig, *, dry_run: bool = False,
                 if c in obs_ds.coords:
                     obs_ds = obs_ds.assign_coords({c: ("time", np.asarray(obs_ds[c].values).astype(str))})
             tmp = ledger.tmp_path("observations.zarr")
-            write_zarr(obs_ds, tmp, mode="w-")
+            write_zarr(exact_time_encoding(obs_ds), tmp, mode="w-")
             ledger.commit("observations.zarr", tmp, items)
             tmp = ledger.tmp_path("ndvi.zarr")
             write_zarr(filled.to_dataset(name="ndvi").rio.write_crs(crs), tmp, mode="w-")

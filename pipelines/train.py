@@ -65,7 +65,8 @@ def train_stage(config: TrainStageConfig, *, dry_run: bool = False, scheduler: s
     train_cfg = TrainConfig.model_validate({"model": "tiny", **config.train})
     pairs_ledger = Ledger(config.pairs, "pairs")
     fingerprint = inputs_fingerprint(pairs_ledger.fingerprint(), pairs_ledger.meta.get("inputs"),
-                                     train_cfg.model_dump(mode="json"), config.max_seconds)
+                                     train_cfg.model_dump(mode="json"), config.max_seconds,
+                                     config.max_val_windows)
     ledger = Ledger(config.out, STAGE)
     pkg = model_package(config.out)
     up_to_date = ledger.meta.get("inputs") == fingerprint and (pkg / "mlm.json").exists()
@@ -88,8 +89,11 @@ def train_stage(config: TrainStageConfig, *, dry_run: bool = False, scheduler: s
         # fingerprint differs, so the folder can stay
         train = PairDataset(cube, index, "train", cache=None if cache is None else cache / "train.zarr")
         val = None
-        if (index["split"] == "val").any():
-            val = PairDataset(cube, index, "val", truth=truth, cache=None if cache is None else cache / "val.zarr")
+        val_rows = index[index["split"] == "val"]
+        if config.max_val_windows is not None and len(val_rows) > config.max_val_windows:
+            val_rows = val_rows.sample(n=config.max_val_windows, random_state=train_cfg.seed).sort_index()
+        if len(val_rows):
+            val = PairDataset(cube, val_rows, "val", truth=truth, cache=None if cache is None else cache / "val.zarr")
         summary = {"pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]),
                    "windows": len(index), "cube": str(config.cube)}
         started = time.perf_counter()
