@@ -14,8 +14,12 @@ from typing import Any
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install nbformat nbclient ipykernel)")
-nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install nbclient ipykernel)")
+nbformat = pytest.importorskip(
+    "nbformat", reason="nbformat is not installed (pip install nbformat nbclient ipykernel)"
+)
+nbclient = pytest.importorskip(
+    "nbclient", reason="nbclient is not installed (pip install nbclient ipykernel)"
+)
 pytest.importorskip("ipykernel", reason="ipykernel is not installed: no Python kernel to run the notebooks")
 
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
@@ -41,7 +45,10 @@ def _assert_png(path: str | Path) -> None:
 
 def _images(nb: Any) -> int:
     return sum(
-        "image/png" in out.get("data", {}) for c in nb.cells if c.cell_type == "code" for out in c.get("outputs", [])
+        "image/png" in out.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for out in c.get("outputs", [])
     )
 
 
@@ -50,7 +57,9 @@ def test_notebooks_are_committed_without_outputs(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and all(not c.outputs and c.execution_count is None for c in code), f"strip the outputs of {name}"
+    assert code and all(not c.outputs and c.execution_count is None for c in code), (
+        f"strip the outputs of {name}"
+    )
     assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code) // 2, f"{name} needs its narrative"
     assert "HARMONIZE_NOTEBOOK_DIR" in "".join(c.source for c in code)
 

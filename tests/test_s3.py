@@ -31,7 +31,9 @@ moto_server = pytest.importorskip(
     "moto.moto_server.threaded_moto_server",
     reason="moto[server] is not installed (pip install 'moto[server]' s3fs): no S3 endpoint to test against",
 )
-pytest.importorskip("s3fs", reason="s3fs is not installed (pip install s3fs): Zarr cannot be written to s3://")
+pytest.importorskip(
+    "s3fs", reason="s3fs is not installed (pip install s3fs): Zarr cannot be written to s3://"
+)
 
 import boto3  # noqa: E402  (moto depends on it)
 from werkzeug.serving import make_server  # noqa: E402
@@ -72,7 +74,11 @@ class _RecordingMotoServer(moto_server.ThreadedMotoServer):
     def _server_entry(self) -> None:  # same as moto's, with the recording middleware
         app = moto_server.DomainDispatcherApplication(moto_server.create_backend_app)
         self._server = make_server(
-            self._ip_address, self._port, self._record(app), True, request_handler=moto_server.MotoRequestHandler
+            self._ip_address,
+            self._port,
+            self._record(app),
+            True,
+            request_handler=moto_server.MotoRequestHandler,
         )
         self._server_ready_event.set()
         self._server.serve_forever()
@@ -143,7 +149,9 @@ def _to_s3(items: Any, world: Any, prefix: str) -> list[Any]:
             if asset.href.startswith(local):
                 asset.href = f"s3://{BUCKET}/{prefix}/" + asset.href[len(local) :]
         out.append(it)
-    assert all(a.href.startswith("s3://") for it in out for a in it.assets.values() if a.href.endswith(".tif"))
+    assert all(
+        a.href.startswith("s3://") for it in out for a in it.assets.values() if a.href.endswith(".tif")
+    )
     return out
 
 
@@ -196,10 +204,10 @@ def test_requester_pays_reaches_gdal(s3, tiny_world):
 
 
 def _small_cube(world: Any) -> xr.Dataset:
+    """A few dates of the world in memory, in a handful of chunks (each chunk is one object)."""
     items = list(search(str(world.items_path), bbox=world.bbox, datetime=WINDOW))
-    return load_cube(items, bbox=world.bbox).compute().chunk(
-        {"time": 2, "y": 64, "x": 64}
-    )
+    cube = load_cube(items, geobox=world.geobox).compute()
+    return cube.chunk({"time": 3, "y": 64, "x": world.geobox.shape[1]})
 
 
 def test_write_zarr_to_s3_round_trips(s3, tiny_world):
@@ -209,7 +217,9 @@ def test_write_zarr_to_s3_round_trips(s3, tiny_world):
     url = f"s3://{BUCKET}/out/cube.zarr"
     assert write_zarr(cube, url) == url
     fs = s3fs.S3FileSystem()
-    assert fs.exists(f"{BUCKET}/out/cube.zarr/zarr.json") and fs.exists(f"{BUCKET}/out/cube.zarr/red/zarr.json")
+    assert fs.exists(f"{BUCKET}/out/cube.zarr/zarr.json") and fs.exists(
+        f"{BUCKET}/out/cube.zarr/red/zarr.json"
+    )
 
     back = xr.open_zarr(url)
     assert back.rio.crs == cube.rio.crs and back.rio.transform() == cube.rio.transform()
@@ -237,7 +247,9 @@ def test_write_cogs_to_s3_and_read_back_with_gdal(s3, tiny_world):
     cube = _small_cube(tiny_world).isel(time=slice(0, 3))
     prefix = f"s3://{BUCKET}/cogs"
     urls = write_cogs(cube, prefix, bands=list(REFLECTANCE_BANDS))
-    assert len(urls) == 3 and all(str(u).startswith(prefix + "/") and str(u).endswith("_hz.tif") for u in urls)
+    assert len(urls) == 3 and all(
+        str(u).startswith(prefix + "/") and str(u).endswith("_hz.tif") for u in urls
+    )
     assert not Path("s3:").exists(), "write_cogs wrote into a local folder named 's3:'"
     for i, url in enumerate(urls):
         assert cog_validate(url, quiet=True)[0], url
