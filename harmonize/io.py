@@ -545,7 +545,8 @@ def write_stac_items(
     ds
         The dataset the files hold.
     out_dir
-        Where the ``<id>.json`` files go; default beside each file.
+        Where the ``<id>.json`` files go; default beside each file. Files or ``out_dir`` on an
+        fsspec URL (``s3://…``) get their items written there, with ``s3://`` self hrefs.
     derived_from
         Per-file sources: a mapping from each date's ``item_id`` coordinate value (else its
         ISO timestamp) to its sources, or one list shared by all files. Default: the ids in
@@ -583,6 +584,10 @@ def write_stac_items(
         else:
             sources = list(derived_from)
         item = stac_item_for_output(f, one, derived_from=sources, software=software, collection=collection)
+        remote_dir = os.fspath(out_dir) if out_dir is not None else os.fspath(f).rsplit("/", 1)[0]
+        if not _is_local(remote_dir):
+            items.append(_put_stac_item(item, remote_dir))
+            continue
         p = Path(os.fspath(f))
         target_dir = Path(out_dir) if out_dir is not None else p.parent
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -593,3 +598,16 @@ def write_stac_items(
         tmp.replace(target)
         items.append(item)
     return items
+
+
+def _put_stac_item(item: pystac.Item, url_dir: str) -> pystac.Item:
+    """Write ``item`` as ``<url_dir>/<id>.json`` on an fsspec file system (one atomic PUT)."""
+    import fsspec
+
+    target = f"{url_dir.rstrip('/')}/{item.id}.json"
+    item.set_self_href(target)
+    fs, path = fsspec.core.url_to_fs(target)
+    fs.pipe_file(path, json.dumps(item.to_dict(include_self_link=True, transform_hrefs=False), indent=2).encode())
+    log.info("wrote STAC item %s", target)
+    return item
+

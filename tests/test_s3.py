@@ -12,11 +12,13 @@ GDAL actually sent.
 * Requester pays: loading with a requester-pays provider profile must send
   ``x-amz-request-payer: requester`` on every object read; loading without must not.
 * :func:`harmonize.io.write_zarr` and :func:`harmonize.io.write_cogs` write to ``s3://`` and
-  read back equal (Zarr through s3fs, COGs through GDAL).
+  read back equal (Zarr through s3fs, COGs through GDAL); :func:`harmonize.io.write_stac_items`
+  puts the items beside the COGs in the bucket.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -41,7 +43,7 @@ from werkzeug.serving import make_server  # noqa: E402
 from harmonize.bands import REFLECTANCE_BANDS  # noqa: E402
 from harmonize.catalog import search  # noqa: E402
 from harmonize.cube import load_cube  # noqa: E402
-from harmonize.io import write_cogs, write_zarr  # noqa: E402
+from harmonize.io import write_cogs, write_stac_items, write_zarr  # noqa: E402
 from harmonize.providers import get_provider  # noqa: E402
 
 BUCKET = "hz-test"
@@ -242,6 +244,7 @@ def test_write_zarr_to_s3_round_trips(s3, tiny_world):
 
 def test_write_cogs_to_s3_and_read_back_with_gdal(s3, tiny_world):
     import rasterio
+    import s3fs
     from rio_cogeo.cogeo import cog_validate
 
     cube = _small_cube(tiny_world).isel(time=slice(0, 3))
@@ -257,6 +260,19 @@ def test_write_cogs_to_s3_and_read_back_with_gdal(s3, tiny_world):
             assert src.crs == cube.rio.crs and src.transform == cube.rio.transform()
             assert src.descriptions == tuple(REFLECTANCE_BANDS)
             np.testing.assert_array_equal(src.read(3), cube["red"].values[i])
+
+    # their STAC items go beside them in the bucket, pointing at the s3:// files
+    items = write_stac_items(urls, cube)
+    assert not Path("s3:").exists(), "write_stac_items wrote into a local folder named 's3:'"
+    fs = s3fs.S3FileSystem()
+    for i, (item, url) in enumerate(zip(items, urls, strict=True)):
+        doc = json.loads(fs.cat_file(f"{prefix.removeprefix('s3://')}/{item.id}.json"))
+        assert doc["assets"]["data"]["href"] == url
+        assert {link["href"] for link in doc["links"] if link["rel"] == "self"} == {
+            f"{prefix}/{item.id}.json"
+        }
+        sources = {link["title"] for link in doc["links"] if link["rel"] == "derived_from"}
+        assert sources == set(str(cube["item_id"].values[i]).split(","))
 
     # overwrite=False keeps what is there: nothing is uploaded again
     before = len([r for r in s3.requests if r["method"] == "PUT" and "/cogs/" in r["path"]])
