@@ -143,9 +143,9 @@ class TrainStageConfig(StageConfig):
         Stop after the epoch that passes this wall time and export the best epoch so far.
     cache
         Cache the patches in Zarr stores under ``out/cache`` (later epochs read them back).
-    max_val_windows
-        Validate on at most this many validation windows (a seeded sample), which bounds the
-        time of every epoch's validation.
+    max_train_windows, max_val_windows
+        Train / validate on at most this many windows (a seeded sample). Patches are computed
+        from the cube on first use and cached, so a smaller set makes later epochs cheap.
     world
         A simulated world folder: validation samples then carry its truth.
     """
@@ -157,6 +157,7 @@ class TrainStageConfig(StageConfig):
     train: dict[str, Any] = Field(default_factory=dict)
     max_seconds: float | None = Field(None, gt=0)
     cache: bool = True
+    max_train_windows: int | None = Field(None, ge=1)
     max_val_windows: int | None = Field(None, ge=1)
     world: Path | None = None
 

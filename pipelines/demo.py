@@ -60,7 +60,7 @@ DEMO_PAIRS: dict[str, Any] = {"patch_size": 64, "stride": 32, "block_size": 128,
 #: The ``tiny`` UNet for about a minute on two CPU cores.
 DEMO_TRAIN: dict[str, Any] = {
     "model": "tiny",
-    "epochs": 6,
+    "epochs": 5,
     "batch_size": 8,
     "max_batches_per_epoch": 12,
     "lr": 3e-3,
@@ -218,7 +218,7 @@ def run_demo(
     with timer("train"):
         reports["train"] = train_stage(TrainStageConfig(cube=paths["cube"], pairs=paths["pairs"], out=paths["model"],
                                                         train=train_fields, max_seconds=train_seconds,
-                                                        max_val_windows=32,
+                                                        max_train_windows=256, max_val_windows=32,
                                                         world=w.root, **common))
     with timer("infer"):
         reports["infer"] = infer_cube(InferCubeConfig(cube=paths["cube"], model=str(paths["model_package"]),

@@ -39,6 +39,13 @@ def model_package(out: str | Path) -> Path:
     return Path(out) / "model"
 
 
+def _sample(rows: Any, n: int | None, seed: int) -> Any:
+    """At most ``n`` of ``rows`` (a seeded sample, in index order)."""
+    if n is None or len(rows) <= n:
+        return rows
+    return rows.sample(n=n, random_state=seed).sort_index()
+
+
 class _OutOfTime(Exception):
     def __init__(self, epoch: int) -> None:
         super().__init__(epoch)
@@ -66,7 +73,7 @@ def train_stage(config: TrainStageConfig, *, dry_run: bool = False, scheduler: s
     pairs_ledger = Ledger(config.pairs, "pairs")
     fingerprint = inputs_fingerprint(pairs_ledger.fingerprint(), pairs_ledger.meta.get("inputs"),
                                      train_cfg.model_dump(mode="json"), config.max_seconds,
-                                     config.max_val_windows)
+                                     config.max_train_windows, config.max_val_windows)
     ledger = Ledger(config.out, STAGE)
     pkg = model_package(config.out)
     up_to_date = ledger.meta.get("inputs") == fingerprint and (pkg / "mlm.json").exists()
@@ -87,11 +94,10 @@ def train_stage(config: TrainStageConfig, *, dry_run: bool = False, scheduler: s
         cache = Path(config.out) / "cache" if config.cache else None
         # a changed index makes the cached patches stale; PairDataset rebuilds a cache whose
         # fingerprint differs, so the folder can stay
-        train = PairDataset(cube, index, "train", cache=None if cache is None else cache / "train.zarr")
+        train_rows = _sample(index[index["split"] == "train"], config.max_train_windows, train_cfg.seed)
+        train = PairDataset(cube, train_rows, "train", cache=None if cache is None else cache / "train.zarr")
         val = None
-        val_rows = index[index["split"] == "val"]
-        if config.max_val_windows is not None and len(val_rows) > config.max_val_windows:
-            val_rows = val_rows.sample(n=config.max_val_windows, random_state=train_cfg.seed).sort_index()
+        val_rows = _sample(index[index["split"] == "val"], config.max_val_windows, train_cfg.seed)
         if len(val_rows):
             val = PairDataset(cube, val_rows, "val", truth=truth, cache=None if cache is None else cache / "val.zarr")
         summary = {"pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]),
