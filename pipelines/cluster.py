@@ -29,7 +29,13 @@ import dask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LOCAL_SCHEDULERS", "available_cores", "available_memory", "dask_scheduler", "local_cluster_kwargs"]
+__all__ = [
+    "LOCAL_SCHEDULERS",
+    "available_cores",
+    "available_memory",
+    "dask_scheduler",
+    "local_cluster_kwargs",
+]
 
 #: dask's in-process / single-machine schedulers.
 LOCAL_SCHEDULERS = ("threads", "synchronous", "sync", "single-threaded", "processes")

@@ -260,7 +260,10 @@ STAGES: dict[str, type[StageConfig]] = {
     "demo": DemoConfig,
 }
 
-def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
+
+def apply_overrides(
+    data: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None
+) -> dict[str, Any]:
     """Merge ``overrides`` into a copy of ``data``.
 
     Parameters
@@ -315,8 +318,11 @@ def parse_config(data: Mapping[str, Any], overrides: Mapping[str, Any] | Sequenc
         from pipelines.infer import InferConfig
 
         cls = InferConfig
-        merged = {k: v for k, v in merged.items() if k not in ("stage", "scheduler", "n_workers",
-                                                              "threads_per_worker", "memory_limit")}
+        merged = {
+            k: v
+            for k, v in merged.items()
+            if k not in ("stage", "scheduler", "n_workers", "threads_per_worker", "memory_limit")
+        }
     try:
         return cls.model_validate(merged)
     except ValidationError as exc:

@@ -31,8 +31,8 @@ import xarray as xr
 
 from pipelines.config import (
     DemoConfig,
-    IngestConfig,
     InferCubeConfig,
+    IngestConfig,
     PairsStageConfig,
     TimeseriesStageConfig,
     TrainStageConfig,
@@ -56,7 +56,13 @@ __all__ = [
 #: Patch settings that give the 5.12 km demo world 16 spatial blocks to split. Same-day pairs
 #: are few in one cloudy year (4 with clear windows in the default world); pairs up to 2 days
 #: apart give 22, with windows in every split.
-DEMO_PAIRS: dict[str, Any] = {"patch_size": 64, "stride": 32, "block_size": 128, "min_clear": 0.9, "max_days": 2}
+DEMO_PAIRS: dict[str, Any] = {
+    "patch_size": 64,
+    "stride": 32,
+    "block_size": 128,
+    "min_clear": 0.9,
+    "max_days": 2,
+}
 #: The ``tiny`` UNet for about a minute on two CPU cores.
 DEMO_TRAIN: dict[str, Any] = {
     "model": "tiny",
@@ -69,7 +75,13 @@ DEMO_TRAIN: dict[str, Any] = {
     "eval_samples": 16,
     "device": "auto",
 }
-_TINY_PAIRS: dict[str, Any] = {"patch_size": 32, "stride": 16, "block_size": 64, "min_clear": 0.5, "max_days": 2}
+_TINY_PAIRS: dict[str, Any] = {
+    "patch_size": 32,
+    "stride": 16,
+    "block_size": 64,
+    "min_clear": 0.5,
+    "max_days": 2,
+}
 
 
 def demo_paths(out: str | Path) -> dict[str, Path]:
@@ -183,7 +195,6 @@ def run_demo(
     """
     from harmonize.world import WorldConfig, create_world
     from harmonize.world.server import serve
-
     from pipelines.infer_cube import infer_cube
     from pipelines.ingest import ingest
     from pipelines.pairs import pairs_stage
@@ -211,22 +222,48 @@ def run_demo(
         log.info("demo: the simulated archive is served at %s", server.url)
         with timer("ingest"):
             # 256-pixel chunks: training reads 64-pixel patches, and a patch reads whole chunks
-            reports["ingest"] = ingest(IngestConfig(source=server.url, out=paths["cube"], chunk=256, **common))
+            reports["ingest"] = ingest(
+                IngestConfig(source=server.url, out=paths["cube"], chunk=256, **common)
+            )
     with timer("pairs"):
-        reports["pairs"] = pairs_stage(PairsStageConfig(cube=paths["cube"], out=paths["pairs"], pairs=pair_fields,
-                                                        **common))
+        reports["pairs"] = pairs_stage(
+            PairsStageConfig(cube=paths["cube"], out=paths["pairs"], pairs=pair_fields, **common)
+        )
     with timer("train"):
-        reports["train"] = train_stage(TrainStageConfig(cube=paths["cube"], pairs=paths["pairs"], out=paths["model"],
-                                                        train=train_fields, max_seconds=train_seconds,
-                                                        max_train_windows=256, max_val_windows=32,
-                                                        world=w.root, **common))
+        reports["train"] = train_stage(
+            TrainStageConfig(
+                cube=paths["cube"],
+                pairs=paths["pairs"],
+                out=paths["model"],
+                train=train_fields,
+                max_seconds=train_seconds,
+                max_train_windows=256,
+                max_val_windows=32,
+                world=w.root,
+                **common,
+            )
+        )
     with timer("infer"):
-        reports["infer"] = infer_cube(InferCubeConfig(cube=paths["cube"], model=str(paths["model_package"]),
-                                                      out=paths["harmonized"], device="cpu", **common))
+        reports["infer"] = infer_cube(
+            InferCubeConfig(
+                cube=paths["cube"],
+                model=str(paths["model_package"]),
+                out=paths["harmonized"],
+                device="cpu",
+                **common,
+            )
+        )
     with timer("timeseries"):
-        reports["timeseries"] = timeseries_stage(TimeseriesStageConfig(
-            cube=paths["cube"], harmonized=paths["harmonized"], out=paths["timeseries"],
-            timeseries=dict(timeseries or {}), world=w.root, **common))
+        reports["timeseries"] = timeseries_stage(
+            TimeseriesStageConfig(
+                cube=paths["cube"],
+                harmonized=paths["harmonized"],
+                out=paths["timeseries"],
+                timeseries=dict(timeseries or {}),
+                world=w.root,
+                **common,
+            )
+        )
 
     doc = {
         "world": str(w.root),
@@ -253,26 +290,53 @@ def run_demo(
             result = Path(write_report(root, w))
     elif report:
         log.info("demo: pipelines.report is not available; skipping the report")
-    timings = {"stages": timer.stages, "total": timer.total(),
-               "elapsed_s": round(time.perf_counter() - t_start, 2),
-               "cores": len(os.sched_getaffinity(0)), "scheduler": scheduler}
+    timings = {
+        "stages": timer.stages,
+        "total": timer.total(),
+        "elapsed_s": round(time.perf_counter() - t_start, 2),
+        "cores": len(os.sched_getaffinity(0)),
+        "scheduler": scheduler,
+    }
     atomic_write_text(paths["timings"], json.dumps(timings, indent=1) + "\n")
-    log.info("demo: finished in %.1f s wall (%.1f s CPU); %s", timings["elapsed_s"], timings["total"]["cpu_s"],
-             result)
+    log.info(
+        "demo: finished in %.1f s wall (%.1f s CPU); %s",
+        timings["elapsed_s"],
+        timings["total"]["cpu_s"],
+        result,
+    )
     return result
 
 
-def run_demo_config(config: DemoConfig, *, dry_run: bool = False, scheduler: str | None = None) -> dict[str, Any]:
+def run_demo_config(
+    config: DemoConfig, *, dry_run: bool = False, scheduler: str | None = None
+) -> dict[str, Any]:
     """Run the demo from a :class:`~pipelines.config.DemoConfig` (``harmonize run demo.yaml``)."""
     if dry_run:
-        return {"stage": "demo", "dry_run": True, "out": str(config.out),
-                "would_write": {k: str(v) for k, v in demo_paths(config.out).items()}}
-    path = run_demo(config.out, size_km=config.size_km, tiny=config.tiny, world=config.world,
-                    pairs=config.pairs or None, train=config.train or None,
-                    train_seconds=config.train_seconds, timeseries=config.timeseries or None,
-                    scheduler=scheduler or config.scheduler, report=config.report, progress=config.progress)
-    return {"stage": "demo", "out": str(config.out), "result": str(path),
-            "timings": json.loads(demo_paths(config.out)["timings"].read_text())}
+        return {
+            "stage": "demo",
+            "dry_run": True,
+            "out": str(config.out),
+            "would_write": {k: str(v) for k, v in demo_paths(config.out).items()},
+        }
+    path = run_demo(
+        config.out,
+        size_km=config.size_km,
+        tiny=config.tiny,
+        world=config.world,
+        pairs=config.pairs or None,
+        train=config.train or None,
+        train_seconds=config.train_seconds,
+        timeseries=config.timeseries or None,
+        scheduler=scheduler or config.scheduler,
+        report=config.report,
+        progress=config.progress,
+    )
+    return {
+        "stage": "demo",
+        "out": str(config.out),
+        "result": str(path),
+        "timings": json.loads(demo_paths(config.out)["timings"].read_text()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,8 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("harmonize", "pipelines"):
         logging.getLogger(name).setLevel(logging.INFO)
-    path = run_demo(args.out, size_km=args.size_km, tiny=args.tiny, scheduler=args.scheduler,
-                    train_seconds=args.train_seconds)
+    path = run_demo(
+        args.out,
+        size_km=args.size_km,
+        tiny=args.tiny,
+        scheduler=args.scheduler,
+        train_seconds=args.train_seconds,
+    )
     print(path)
     return 0
 

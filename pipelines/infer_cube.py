@@ -50,7 +50,9 @@ def _weights_checksum(model: str | list[str]) -> str:
     return ";".join(sums)
 
 
-def infer_cube(config: InferCubeConfig, *, dry_run: bool = False, scheduler: str | None = None) -> dict[str, Any]:
+def infer_cube(
+    config: InferCubeConfig, *, dry_run: bool = False, scheduler: str | None = None
+) -> dict[str, Any]:
     """Harmonize the Landsat dates of ``config.cube`` that are not done yet.
 
     Returns
@@ -63,7 +65,6 @@ def infer_cube(config: InferCubeConfig, *, dry_run: bool = False, scheduler: str
 
     from harmonize.infer import super_resolve
     from harmonize.io import write_zarr
-
     from pipelines.cluster import dask_scheduler
     from pipelines.ingest import exact_time_encoding, open_cube
 
@@ -82,11 +83,21 @@ def infer_cube(config: InferCubeConfig, *, dry_run: bool = False, scheduler: str
         names.append(name)
         if not set(ids) <= done or not ledger.unit_path(name).exists():
             todo.append(i)
-    report: dict[str, Any] = {"stage": STAGE, "out": str(config.out), "dates": len(names),
-                              "new": [names[i] for i in todo], "committed": [],
-                              "model_changed": model_changed, "dry_run": dry_run}
-    log.info("infer: %d Landsat dates, %d to harmonize%s", len(names), len(todo),
-             " (the model changed)" if model_changed else "")
+    report: dict[str, Any] = {
+        "stage": STAGE,
+        "out": str(config.out),
+        "dates": len(names),
+        "new": [names[i] for i in todo],
+        "committed": [],
+        "model_changed": model_changed,
+        "dry_run": dry_run,
+    }
+    log.info(
+        "infer: %d Landsat dates, %d to harmonize%s",
+        len(names),
+        len(todo),
+        " (the model changed)" if model_changed else "",
+    )
     if dry_run or not todo:
         report["seconds"] = round(time.perf_counter() - t0, 3)
         if not dry_run:
@@ -100,11 +111,20 @@ def infer_cube(config: InferCubeConfig, *, dry_run: bool = False, scheduler: str
         ledger.meta["model_checksum"] = checksum
         ledger.meta["model"] = config.model
         ledger.save()
-        with dask_scheduler(scheduler or config.scheduler, report=config.out / "performance-report.html",
-                            **config.cluster_kwargs()):
-            result = super_resolve(cube.isel(time=todo), config.model, chunks=config.chunks,
-                                   device=config.device, batch_size=config.batch_size, tile=config.tile,
-                                   precision=config.precision)
+        with dask_scheduler(
+            scheduler or config.scheduler,
+            report=config.out / "performance-report.html",
+            **config.cluster_kwargs(),
+        ):
+            result = super_resolve(
+                cube.isel(time=todo),
+                config.model,
+                chunks=config.chunks,
+                device=config.device,
+                batch_size=config.batch_size,
+                tile=config.tile,
+                precision=config.precision,
+            )
             # a few dates per compute, so the workers' threads run dates side by side
             for start in range(0, len(todo), config.batch):
                 jobs = []
@@ -137,9 +157,13 @@ def _write_cogs(config: InferCubeConfig, ledger: Ledger, names: list[str]) -> No
     for name in names:
         ds = xr.open_zarr(ledger.unit_path(name))
         cogs = write_cogs(ds, Path(config.out) / "cogs", overwrite=True)
-        write_stac_items(cogs, ds, Path(config.out) / "items",
-                         derived_from={str(ds["item_id"].values[0]): list(ds.attrs.get("source_items", []))},
-                         software={"harmonize": version("harmonize")})
+        write_stac_items(
+            cogs,
+            ds,
+            Path(config.out) / "items",
+            derived_from={str(ds["item_id"].values[0]): list(ds.attrs.get("source_items", []))},
+            software={"harmonize": version("harmonize")},
+        )
 
 
 def open_harmonized(out: str | Path) -> xr.Dataset:
@@ -151,7 +175,6 @@ def open_harmonized(out: str | Path) -> xr.Dataset:
         If ``out`` holds no committed date.
     """
     from harmonize.errors import HarmonizeError
-
     from pipelines.ingest import _concat_units
 
     ledger = Ledger(out, STAGE)

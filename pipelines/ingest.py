@@ -17,9 +17,9 @@ first, then measures each new Landsat scene's shift against the committed Sentin
 within ``max_days`` (old and new; read back from Zarr) and writes the Landsat stores reloaded on
 shifted grids. Because the grid is fixed by the first run and each shift depends only on the
 scene and its references, a store is the same whichever run wrote it (a Sentinel-2 scene
-published after its Landsat neighbour was ingested is not used for it retroactively). Each store is committed by atomic rename and recorded in the ledger right
-after, so a killed run resumes where it stopped. :func:`open_cube` reads all stores as one lazy
-cube.
+published after its Landsat neighbour was ingested is not used for it retroactively). Each
+store is committed by atomic rename and recorded in the ledger right after, so a killed run
+resumes where it stopped. :func:`open_cube` reads all stores as one lazy cube.
 """
 
 from __future__ import annotations
@@ -221,8 +221,9 @@ def _coregistered(config: IngestConfig, ledger: Ledger, cube: xr.Dataset, ls_tod
         if (abs(times - t) <= window).any():
             refs.append(ledger.unit_path(name))
     if not refs:
-        log.warning("no Sentinel-2 scene within %g days of the new Landsat scenes: not co-registered",
-                    config.max_days)
+        log.warning(
+            "no Sentinel-2 scene within %g days of the new Landsat scenes: not co-registered", config.max_days
+        )
         return cube
     reference = _concat_units(sorted(refs))
     moving = cube.isel(time=ls_todo)
@@ -239,8 +240,15 @@ def _coregistered(config: IngestConfig, ledger: Ledger, cube: xr.Dataset, ls_tod
     return coregister(moving, shifts=table)
 
 
-def _write_steps(config: IngestConfig, ledger: Ledger, cube: xr.Dataset, todo: list[int], ids: list[list[str]],
-                 by_id: dict[str, Any], l1: list[Any]) -> list[str]:
+def _write_steps(
+    config: IngestConfig,
+    ledger: Ledger,
+    cube: xr.Dataset,
+    todo: list[int],
+    ids: list[list[str]],
+    by_id: dict[str, Any],
+    l1: list[Any],
+) -> list[str]:
     """Write the steps ``todo`` (positions in the loaded cube; found in ``cube`` by item ids) as
     stores, ``batch`` at a time, committing each."""
     import dask
@@ -310,16 +318,29 @@ def _concat_units(paths: Sequence[Path]) -> xr.Dataset:
     kinds = {c: v.dtype for part in parts for c, v in part.coords.items() if v.dims == ("time",)}
     fill = {"b": False, "f": np.nan, "i": 0}
     for k, part in enumerate(parts):
-        missing = {c: ("time", np.full(part.sizes["time"], fill.get(dt.kind, ""), dtype=dt if dt.kind in fill
-                                       else object)) for c, dt in kinds.items() if c not in part.coords}
+        missing = {
+            c: (
+                "time",
+                np.full(part.sizes["time"], fill.get(dt.kind, ""), dtype=dt if dt.kind in fill else object),
+            )
+            for c, dt in kinds.items()
+            if c not in part.coords
+        }
         if missing:
             parts[k] = part.assign_coords(missing)
     docs: list[dict[str, Any]] = []
     for p in parts:
         docs.extend(p.attrs.get("stac_items", []))
     attrs = {k: v for k, v in parts[0].attrs.items() if k not in ("stac_items", "coordinates")}
-    ds = xr.concat(parts, dim="time", data_vars="minimal", coords="minimal", compat="override",
-                   join="exact", combine_attrs="drop")
+    ds = xr.concat(
+        parts,
+        dim="time",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        join="exact",
+        combine_attrs="drop",
+    )
     ds = ds.isel(time=np.argsort(ds["time"].values, kind="stable"))
     for c in ("sensor", "platform", "item_id"):
         if c in ds.coords:

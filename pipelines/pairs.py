@@ -50,7 +50,9 @@ def read_index(out: str | Path) -> pd.DataFrame:
     return pd.read_parquet(Path(out) / INDEX)
 
 
-def pairs_stage(config: PairsStageConfig, *, dry_run: bool = False, scheduler: str | None = None) -> dict[str, Any]:
+def pairs_stage(
+    config: PairsStageConfig, *, dry_run: bool = False, scheduler: str | None = None
+) -> dict[str, Any]:
     """Build (or keep) the pair index of the cube in ``config.cube``.
 
     Returns
@@ -59,7 +61,6 @@ def pairs_stage(config: PairsStageConfig, *, dry_run: bool = False, scheduler: s
         ``up_to_date`` (nothing to do), ``windows`` per split, ``pairs``, ``index`` path, ``seconds``.
     """
     from harmonize.pairs import PairConfig, build_pair_index
-
     from pipelines.cluster import dask_scheduler
     from pipelines.ingest import open_cube
 
@@ -69,8 +70,13 @@ def pairs_stage(config: PairsStageConfig, *, dry_run: bool = False, scheduler: s
     fingerprint = inputs_fingerprint(cube_ledger.fingerprint(), pair_config.model_dump(mode="json"))
     ledger = Ledger(config.out, STAGE)
     up_to_date = ledger.meta.get("inputs") == fingerprint and ledger.committed(INDEX)
-    report: dict[str, Any] = {"stage": STAGE, "out": str(config.out), "up_to_date": up_to_date,
-                              "index": str(ledger.unit_path(INDEX)), "dry_run": dry_run}
+    report: dict[str, Any] = {
+        "stage": STAGE,
+        "out": str(config.out),
+        "up_to_date": up_to_date,
+        "index": str(ledger.unit_path(INDEX)),
+        "dry_run": dry_run,
+    }
     if up_to_date or dry_run:
         log.info("pairs: %s", "index up to date" if up_to_date else "would rebuild the index")
         report["seconds"] = round(time.perf_counter() - t0, 3)
@@ -80,8 +86,11 @@ def pairs_stage(config: PairsStageConfig, *, dry_run: bool = False, scheduler: s
     with ledger.lock():
         ledger.clean()
         cube = open_cube(config.cube)
-        with dask_scheduler(scheduler or config.scheduler, report=config.out / "performance-report.html",
-                            **config.cluster_kwargs()):
+        with dask_scheduler(
+            scheduler or config.scheduler,
+            report=config.out / "performance-report.html",
+            **config.cluster_kwargs(),
+        ):
             index = build_pair_index(cube, pair_config, progress=config.progress)
         items = sorted(cube_ledger.items())
         tmp = ledger.tmp_path(INDEX)
@@ -103,8 +112,13 @@ def pairs_stage(config: PairsStageConfig, *, dry_run: bool = False, scheduler: s
         report.update(summary)
         report["seconds"] = round(time.perf_counter() - t0, 3)
         ledger.log_run(windows=summary["windows"], pairs=summary["pairs"], seconds=report["seconds"])
-    log.info("pairs: %d windows from %d pairs (%s) in %.1f s", len(index), summary["pairs"],
-             summary["windows"], report["seconds"])
+    log.info(
+        "pairs: %d windows from %d pairs (%s) in %.1f s",
+        len(index),
+        summary["pairs"],
+        summary["windows"],
+        report["seconds"],
+    )
     return report
 
 

@@ -180,8 +180,10 @@ class Ledger:
         if not self.root.exists():
             return gone
         # temporary units live in the root; replaced ones beside their unit (e.g. scenes/)
-        folders = [self.root, *(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                                and not p.suffix)]
+        folders = [
+            self.root,
+            *(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and not p.suffix),
+        ]
         for folder in folders:
             for p in folder.iterdir():
                 if p.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):

@@ -45,15 +45,22 @@ def _plot_locations(world_truth: xr.Dataset | None, ndvi: xr.DataArray, n: int =
         fid = world_truth["field_id"].sel(y=ndvi["y"], x=ndvi["x"], method="nearest").values
         ids, counts = np.unique(fid[fid > 0], return_counts=True)
         top = ids[np.argsort(-counts)][:n]
-        return {f"field {int(k)}": xr.DataArray(fid == k, dims=("y", "x"), coords={"y": ndvi["y"], "x": ndvi["x"]})
-                for k in top}
+        return {
+            f"field {int(k)}": xr.DataArray(
+                fid == k, dims=("y", "x"), coords={"y": ndvi["y"], "x": ndvi["x"]}
+            )
+            for k in top
+        }
     ys, xs = ndvi["y"].values, ndvi["x"].values
-    return {f"point {k + 1}": (float(xs[len(xs) * (k + 1) // (n + 1)]), float(ys[len(ys) * (k + 1) // (n + 1)]))
-            for k in range(n)}
+    return {
+        f"point {k + 1}": (float(xs[len(xs) * (k + 1) // (n + 1)]), float(ys[len(ys) * (k + 1) // (n + 1)]))
+        for k in range(n)
+    }
 
 
-def timeseries_stage(config: TimeseriesStageConfig, *, dry_run: bool = False,
-                     scheduler: str | None = None) -> dict[str, Any]:
+def timeseries_stage(
+    config: TimeseriesStageConfig, *, dry_run: bool = False, scheduler: str | None = None
+) -> dict[str, Any]:
     """Build (or keep) the NDVI time series of ``config.cube`` (+ ``config.harmonized``).
 
     Returns
@@ -64,7 +71,6 @@ def timeseries_stage(config: TimeseriesStageConfig, *, dry_run: bool = False,
     from harmonize.io import write_zarr
     from harmonize.phenology import phenology
     from harmonize.timeseries import TimeSeriesConfig, ndvi_timeseries
-
     from pipelines.cluster import dask_scheduler
     from pipelines.infer_cube import open_harmonized
     from pipelines.ingest import exact_time_encoding, open_cube
@@ -73,12 +79,21 @@ def timeseries_stage(config: TimeseriesStageConfig, *, dry_run: bool = False,
     ts_cfg = TimeSeriesConfig.build(**config.timeseries)
     cube_ledger = Ledger(config.cube, "ingest")
     hz_ledger = Ledger(config.harmonized, "infer") if config.harmonized is not None else None
-    fingerprint = inputs_fingerprint(cube_ledger.fingerprint(), hz_ledger.fingerprint() if hz_ledger else None,
-                                     hz_ledger.meta.get("model_checksum") if hz_ledger else None,
-                                     ts_cfg.model_dump(mode="json"), config.plots)
+    fingerprint = inputs_fingerprint(
+        cube_ledger.fingerprint(),
+        hz_ledger.fingerprint() if hz_ledger else None,
+        hz_ledger.meta.get("model_checksum") if hz_ledger else None,
+        ts_cfg.model_dump(mode="json"),
+        config.plots,
+    )
     ledger = Ledger(config.out, STAGE)
     up_to_date = ledger.meta.get("inputs") == fingerprint and all(ledger.committed(s) for s in STORES)
-    report: dict[str, Any] = {"stage": STAGE, "out": str(config.out), "up_to_date": up_to_date, "dry_run": dry_run}
+    report: dict[str, Any] = {
+        "stage": STAGE,
+        "out": str(config.out),
+        "up_to_date": up_to_date,
+        "dry_run": dry_run,
+    }
     if up_to_date or dry_run:
         log.info("timeseries: %s", "up to date" if up_to_date else "would rebuild the time series")
         report["seconds"] = round(time.perf_counter() - t0, 3)
@@ -91,8 +106,11 @@ def timeseries_stage(config: TimeseriesStageConfig, *, dry_run: bool = False,
         crs = cube.rio.crs
         obs, filled = ndvi_timeseries(s2, hz, config=ts_cfg)
         items = sorted(cube_ledger.items() | (hz_ledger.items() if hz_ledger else set()))
-        with dask_scheduler(scheduler or config.scheduler, report=config.out / "performance-report.html",
-                            **config.cluster_kwargs()):
+        with dask_scheduler(
+            scheduler or config.scheduler,
+            report=config.out / "performance-report.html",
+            **config.cluster_kwargs(),
+        ):
             obs_ds = obs.rename("ndvi").to_dataset().rio.write_crs(crs)
             for c in ("sensor", "platform"):
                 if c in obs_ds.coords:
@@ -111,16 +129,22 @@ def timeseries_stage(config: TimeseriesStageConfig, *, dry_run: bool = False,
             plots = _plots(config, ledger) if config.plots else []
         ledger.meta["inputs"] = fingerprint
         ledger.save()
-        report.update({
-            "stores": [str(ledger.unit_path(s)) for s in STORES],
-            "plots": [str(p) for p in plots],
-            "observations": int(obs.sizes["time"]),
-            "steps": int(filled.sizes["time"]),
-            "seconds": round(time.perf_counter() - t0, 3),
-        })
+        report.update(
+            {
+                "stores": [str(ledger.unit_path(s)) for s in STORES],
+                "plots": [str(p) for p in plots],
+                "observations": int(obs.sizes["time"]),
+                "steps": int(filled.sizes["time"]),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
         ledger.log_run(observations=report["observations"], steps=report["steps"], seconds=report["seconds"])
-    log.info("timeseries: %d observations -> %d steps in %.1f s", report["observations"], report["steps"],
-             report["seconds"])
+    log.info(
+        "timeseries: %d observations -> %d steps in %.1f s",
+        report["observations"],
+        report["steps"],
+        report["seconds"],
+    )
     return report
 
 
@@ -143,7 +167,9 @@ def _plots(config: TimeseriesStageConfig, ledger: Ledger) -> list[Path]:
         truth = ndvi(truth_ds)
     out = Path(config.out)
     paths = []
-    fig = plot_ndvi_timeseries(_plot_locations(truth_ds, filled), obs, filled, truth, path=out / "ndvi_series.png")
+    fig = plot_ndvi_timeseries(
+        _plot_locations(truth_ds, filled), obs, filled, truth, path=out / "ndvi_series.png"
+    )
     plt.close(fig)
     paths.append(out / "ndvi_series.png")
     times = filled["time"].values

@@ -52,7 +52,9 @@ class _OutOfTime(Exception):
         self.epoch = epoch
 
 
-def train_stage(config: TrainStageConfig, *, dry_run: bool = False, scheduler: str | None = None) -> dict[str, Any]:
+def train_stage(
+    config: TrainStageConfig, *, dry_run: bool = False, scheduler: str | None = None
+) -> dict[str, Any]:
     """Train (or keep) the model for the pairs in ``config.pairs``.
 
     Returns
@@ -65,20 +67,29 @@ def train_stage(config: TrainStageConfig, *, dry_run: bool = False, scheduler: s
 
     from harmonize.pairs import PairDataset
     from harmonize.train import TrainConfig, fit
-
     from pipelines.ingest import open_cube
 
     t0 = time.perf_counter()
     train_cfg = TrainConfig.model_validate({"model": "tiny", **config.train})
     pairs_ledger = Ledger(config.pairs, "pairs")
-    fingerprint = inputs_fingerprint(pairs_ledger.fingerprint(), pairs_ledger.meta.get("inputs"),
-                                     train_cfg.model_dump(mode="json"), config.max_seconds,
-                                     config.max_train_windows, config.max_val_windows)
+    fingerprint = inputs_fingerprint(
+        pairs_ledger.fingerprint(),
+        pairs_ledger.meta.get("inputs"),
+        train_cfg.model_dump(mode="json"),
+        config.max_seconds,
+        config.max_train_windows,
+        config.max_val_windows,
+    )
     ledger = Ledger(config.out, STAGE)
     pkg = model_package(config.out)
     up_to_date = ledger.meta.get("inputs") == fingerprint and (pkg / "mlm.json").exists()
-    report: dict[str, Any] = {"stage": STAGE, "out": str(config.out), "up_to_date": up_to_date,
-                              "model": str(pkg), "dry_run": dry_run}
+    report: dict[str, Any] = {
+        "stage": STAGE,
+        "out": str(config.out),
+        "up_to_date": up_to_date,
+        "model": str(pkg),
+        "dry_run": dry_run,
+    }
     if up_to_date or dry_run:
         log.info("train: %s", "model up to date" if up_to_date else "would train a model")
         report["seconds"] = round(time.perf_counter() - t0, 3)
@@ -99,42 +110,73 @@ def train_stage(config: TrainStageConfig, *, dry_run: bool = False, scheduler: s
         val = None
         val_rows = _sample(index[index["split"] == "val"], config.max_val_windows, train_cfg.seed)
         if len(val_rows):
-            val = PairDataset(cube, val_rows, "val", truth=truth, cache=None if cache is None else cache / "val.zarr")
-        summary = {"pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]),
-                   "windows": len(index), "cube": str(config.cube)}
+            val = PairDataset(
+                cube, val_rows, "val", truth=truth, cache=None if cache is None else cache / "val.zarr"
+            )
+        summary = {
+            "pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]),
+            "windows": len(index),
+            "cube": str(config.cube),
+        }
         started = time.perf_counter()
 
         def budget(row: dict[str, float]) -> None:
-            if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds \
-                    and row["epoch"] < train_cfg.epochs:
+            if (
+                config.max_seconds is not None
+                and time.perf_counter() - started > config.max_seconds
+                and row["epoch"] < train_cfg.epochs
+            ):
                 raise _OutOfTime(int(row["epoch"]))
 
         sched = scheduler or config.scheduler
         with dask.config.set(scheduler=sched if sched in ("threads", "synchronous", "sync") else "threads"):
             try:
-                result = fit(train_cfg, train, val, out_dir=config.out, callbacks=[budget],
-                             progress=config.progress, dataset_summary=summary)
+                result = fit(
+                    train_cfg,
+                    train,
+                    val,
+                    out_dir=config.out,
+                    callbacks=[budget],
+                    progress=config.progress,
+                    dataset_summary=summary,
+                )
             except _OutOfTime as stop:
-                log.info("train: time budget of %.0f s used after epoch %d; exporting the best epoch",
-                         config.max_seconds, stop.epoch)
-                result = fit(train_cfg.model_copy(update={"epochs": stop.epoch}), train, val,
-                             out_dir=config.out, resume="auto", progress=config.progress,
-                             dataset_summary=summary)
+                log.info(
+                    "train: time budget of %.0f s used after epoch %d; exporting the best epoch",
+                    config.max_seconds,
+                    stop.epoch,
+                )
+                result = fit(
+                    train_cfg.model_copy(update={"epochs": stop.epoch}),
+                    train,
+                    val,
+                    out_dir=config.out,
+                    resume="auto",
+                    progress=config.progress,
+                    dataset_summary=summary,
+                )
         ledger.meta["inputs"] = fingerprint
         ledger.units["model"] = {"items": sorted(pairs_ledger.items()), "best_epoch": result.best_epoch}
         ledger.save()
-        report.update({
-            "epochs": len(result.history),
-            "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss,
-            "metrics": {k: float(v) for k, v in result.metrics.items()},
-            "n_train": len(train),
-            "n_val": len(val) if val is not None else 0,
-            "seconds": round(time.perf_counter() - t0, 3),
-        })
+        report.update(
+            {
+                "epochs": len(result.history),
+                "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
+                "metrics": {k: float(v) for k, v in result.metrics.items()},
+                "n_train": len(train),
+                "n_val": len(val) if val is not None else 0,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
         ledger.log_run(epochs=report["epochs"], best_epoch=result.best_epoch, seconds=report["seconds"])
-    log.info("train: %d epochs, best %d, package %s (%.1f s)", report["epochs"], result.best_epoch, pkg,
-             report["seconds"])
+    log.info(
+        "train: %d epochs, best %d, package %s (%.1f s)",
+        report["epochs"],
+        result.best_epoch,
+        pkg,
+        report["seconds"],
+    )
     return report
 
 

@@ -82,8 +82,13 @@ def test_reference_ingest_matches_the_world(worlds, reference):
     # co-registration recovered the simulator's known shifts where it measured them
     truth = {s["id"]: s["shift"] for s in w.scenes if s["sensor"] == "landsat"}
     ls = cube.isel(time=np.flatnonzero(cube["sensor"].values == "landsat"))
-    measured = [(i, x, y) for i, x, y, f in zip(ls.item_id.values, ls.shift_x.values, ls.shift_y.values,
-                                                 ls.shift_flagged.values, strict=True) if not f]
+    measured = [
+        (i, x, y)
+        for i, x, y, f in zip(
+            ls.item_id.values, ls.shift_x.values, ls.shift_y.values, ls.shift_flagged.values, strict=True
+        )
+        if not f
+    ]
     assert measured, "no Landsat scene was co-registered"
     for i, x, y in measured:
         assert np.hypot(x - truth[i][0], y - truth[i][1]) < 6.0, (i, x, y, truth[i])
@@ -132,8 +137,13 @@ def test_killed_ingest_resumes_to_the_uninterrupted_result(worlds, reference, tm
     cfg_path = tmp_path / "ingest.yaml"
     dump_config(_cfg(worlds[1].root, out, batch=1), cfg_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.ingest", str(cfg_path)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.ingest", str(cfg_path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ledger_path = out / "ledger.json"
     n_total = len(Ledger(reference, "ingest").units)
     deadline = time.monotonic() + 120
@@ -156,8 +166,14 @@ def test_killed_ingest_resumes_to_the_uninterrupted_result(worlds, reference, tm
 
 def test_ingest_on_a_local_cluster_with_worker_processes(worlds, reference, tmp_path):
     out = tmp_path / "cube"
-    cfg = _cfg(worlds[1].root, out, scheduler="local", n_workers=2, threads_per_worker=1,
-               datetime="2023-05-01/2023-05-06")
+    cfg = _cfg(
+        worlds[1].root,
+        out,
+        scheduler="local",
+        n_workers=2,
+        threads_per_worker=1,
+        datetime="2023-05-01/2023-05-06",
+    )
     from distributed import LocalCluster  # noqa: F401 - the real thing, not a stub
 
     report = ingest(cfg)
@@ -166,9 +182,13 @@ def test_ingest_on_a_local_cluster_with_worker_processes(worlds, reference, tmp_
     got = _stores(out)
     want = _stores(reference)
     s2 = [n for n in got if n.startswith("scenes/sentinel-2")]
-    same_shift = [n for n in got if n.startswith("scenes/landsat")
-                  and got[n].shift_x.values[0] == want[n].shift_x.values[0]
-                  and got[n].shift_y.values[0] == want[n].shift_y.values[0]]
+    same_shift = [
+        n
+        for n in got
+        if n.startswith("scenes/landsat")
+        and got[n].shift_x.values[0] == want[n].shift_x.values[0]
+        and got[n].shift_y.values[0] == want[n].shift_y.values[0]
+    ]
     assert s2
     _assert_same_stores(out, reference, names=s2 + same_shift)
 
@@ -181,12 +201,15 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
         again = tmp_path / path.name
         dump_config(cfg, again)
         assert load_config(again) == cfg, path.name
-    cfg = load_config(REPO / "pipelines" / "configs" / "train.yaml",
-                      overrides=["train.epochs=3", "out=/tmp/x", "max_seconds=5"])
+    cfg = load_config(
+        REPO / "pipelines" / "configs" / "train.yaml",
+        overrides=["train.epochs=3", "out=/tmp/x", "max_seconds=5"],
+    )
     assert cfg.train["epochs"] == 3 and cfg.train["model"] == "tiny"  # nested keys merge
     assert str(cfg.out) == "/tmp/x" and cfg.max_seconds == 5
-    cfg = parse_config(yaml.safe_load((REPO / "pipelines/configs/ingest.yaml").read_text()),
-                       overrides={"bbox": [1, 2, 3, 4]})
+    cfg = parse_config(
+        yaml.safe_load((REPO / "pipelines/configs/ingest.yaml").read_text()), overrides={"bbox": [1, 2, 3, 4]}
+    )
     assert cfg.bbox == (1, 2, 3, 4)
     from harmonize.errors import HarmonizeError
 
@@ -200,8 +223,9 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     from pipelines import demo
 
     out = tmp_path / "demo"
-    result = demo.run_demo(out, tiny=True, train={"epochs": 2, "max_batches_per_epoch": 2},
-                           train_seconds=30, report=False)
+    result = demo.run_demo(
+        out, tiny=True, train={"epochs": 2, "max_batches_per_epoch": 2}, train_seconds=30, report=False
+    )
     meta = json.loads(result.read_text())
     assert result == out / "demo.json"
     for key in ("world", "cube", "pair_index", "model_package", "harmonized", "timeseries"):
@@ -221,11 +245,14 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     assert np.isfinite(v).any() and np.nanmax(np.abs(v)) < 1.5
     # a second run re-uses everything: no stage reprocesses anything
     t0 = time.perf_counter()
-    demo.run_demo(out, tiny=True, train={"epochs": 2, "max_batches_per_epoch": 2}, train_seconds=30,
-                  report=False)
+    demo.run_demo(
+        out, tiny=True, train={"epochs": 2, "max_batches_per_epoch": 2}, train_seconds=30, report=False
+    )
     stages = json.loads((out / "demo.json").read_text())["stages"]
     assert stages["ingest"]["committed"] == [] and stages["infer"]["committed"] == []
-    assert stages["pairs"]["up_to_date"] and stages["train"]["up_to_date"] and stages["timeseries"]["up_to_date"]
+    assert (
+        stages["pairs"]["up_to_date"] and stages["train"]["up_to_date"] and stages["timeseries"]["up_to_date"]
+    )
     assert time.perf_counter() - t0 < 60
 
 
