@@ -39,7 +39,7 @@ from pipelines.config import (
 )
 from pipelines.state import atomic_write_text
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pipelines.demo")  # not __main__ under `python -m`
 
 __all__ = [
     "run_demo",
