@@ -41,6 +41,7 @@ __all__ = [
     "train_block_mask",
     "interior_mask",
     "harmonization_table",
+    "ndvi_observations",
     "gapfill_table",
     "clear_observation_gain",
     "same_day_ndvi_agreement",
@@ -214,18 +215,52 @@ def _subsample(obj: xr.Dataset | xr.DataArray, step: int) -> Any:
     return obj.isel(y=slice(step // 2, None, step), x=slice(step // 2, None, step)) if step > 1 else obj
 
 
-def gapfill_table(
+def ndvi_observations(
     s2: xr.Dataset,
     landsat_raw: xr.Dataset,
     landsat_harmonized: xr.Dataset,
+    *,
+    pixel_step: int = 4,
+) -> dict[str, xr.DataArray]:
+    """Clear-sky NDVI observations of each sensor combination, computed once, in memory.
+
+    Keys: ``"S2 only"``, ``"S2 + harmonized Landsat"``, ``"S2 + raw Landsat"``; each masked to
+    clear observations and sorted in time with a ``sensor`` coordinate, as
+    :func:`harmonize.timeseries.fuse` would give. Every ``pixel_step``-th pixel in y and x is
+    kept: time series are per pixel, so a regular subsample estimates the same errors at a
+    fraction of the reads.
+    """
+    import dask
+
+    def obs(cube: xr.Dataset) -> xr.DataArray:
+        cube = _subsample(cube, pixel_step)
+        nd = ndvi(cube.where(cube["clear"])) if "clear" in cube else ndvi(cube)
+        keep = [c for c in ("sensor",) if c in nd.coords]
+        nd = nd.drop_vars([c for c, v in nd.coords.items() if "time" in v.dims and c != "time" and c not in keep])
+        return nd.assign_coords(time=[_day(t) for t in nd["time"].values])
+
+    # One compute for all three, so the Sentinel-2 chunks are read once.
+    s2_obs, raw_obs, harm_obs = dask.compute(obs(s2), obs(landsat_raw), obs(landsat_harmonized))
+
+    def both(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
+        return xr.concat([a, b], dim="time", coords="minimal", compat="override").sortby("time")
+
+    return {
+        "S2 only": s2_obs,
+        "S2 + harmonized Landsat": both(s2_obs, harm_obs),
+        "S2 + raw Landsat": both(s2_obs, raw_obs),
+    }
+
+
+def gapfill_table(
+    observations: Mapping[str, xr.DataArray],
     truth: xr.Dataset,
     *,
     methods: Sequence[str] = GAPFILL_METHODS,
     freq: str = "5D",
     max_gap: str = "45D",
-    pixel_step: int = 4,
     interior_margin: int | None = 3,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict[str, dict[str, xr.DataArray]]]:
     """Gap-filled NDVI RMSE against true NDVI, per sensor combination and method.
 
     Every method is scored on the same pixel-dates (those every combination filled), so RMSEs
@@ -233,55 +268,43 @@ def gapfill_table(
 
     Parameters
     ----------
-    s2, landsat_raw, landsat_harmonized
-        Sentinel-2, resampled (not harmonized) Landsat and harmonized Landsat, each with a
-        ``clear`` variable, on one grid.
+    observations
+        NDVI observations per combination (:func:`ndvi_observations`); the first one sets the
+        output time axis (its first to last day).
     truth
         The simulator's truth.
-    pixel_step
-        Score every ``pixel_step``-th pixel in y and x (time series are per pixel, so a regular
-        subsample estimates the same RMSE at a fraction of the cost).
     interior_margin
         Also score parcel interiors only (:func:`interior_mask`), as ``NDVI RMSE interior``;
         ``None`` to skip.
 
     Returns
     -------
-    pandas.DataFrame
+    (pandas.DataFrame, dict)
         One row per (method, inputs): ``NDVI RMSE``, ``NDVI MAE``, ``NDVI RMSE interior``,
-        ``coverage`` and ``pixel-dates``.
+        ``coverage`` and ``pixel-dates``; and the filled series, ``{method: {inputs: filled}}``.
     """
-    s2 = _subsample(s2, pixel_step)
-    combos = {
-        "S2 only": s2,
-        "S2 + harmonized Landsat": fuse(s2, _subsample(landsat_harmonized, pixel_step)),
-        "S2 + raw Landsat": fuse(s2, _subsample(landsat_raw, pixel_step)),
-    }
-    tr = truth_on_grid(truth, s2)
-    truth_ndvi = ndvi(tr).astype("float32")
-    interior = (
-        interior_mask(truth.load() if interior_margin else truth, s2, margin=interior_margin).values
-        if interior_margin
-        else None
-    )
-    start = pd.Timestamp(s2["time"].values.min()).normalize()
-    end = pd.Timestamp(s2["time"].values.max()).normalize()
+    first = next(iter(observations.values()))
+    tr = truth_on_grid(truth, first)
+    truth_ndvi = ndvi(tr).astype("float32").compute()
+    interior = interior_mask(truth.load(), first, margin=interior_margin).values if interior_margin else None
+    start = pd.Timestamp(first["time"].values.min()).normalize()
+    end = pd.Timestamp(first["time"].values.max()).normalize()
     rows: list[dict[str, Any]] = []
+    filled_all: dict[str, dict[str, xr.DataArray]] = {}
     for method in methods:
         ests = {}
-        for combo, cube in combos.items():
-            obs = ndvi(cube.where(cube["clear"])) if "clear" in cube else ndvi(cube)
-            obs = obs.assign_coords(time=[_day(t) for t in obs["time"].values])
+        for combo, obs in observations.items():
             filled = gap_fill(obs, method=method, freq=freq, max_gap=max_gap, start=start, end=end)
             drop = [c for c, v in filled.coords.items() if "time" in v.dims and c != "time"]
             ests[combo] = filled.drop_vars(drop).compute()
-        t_axis = ests["S2 only"]["time"].values
+        filled_all[method] = ests
+        t_axis = next(iter(ests.values()))["time"].values
         tru = truth_ndvi.interp(time=t_axis).values
         common = np.isfinite(tru)
         for e in ests.values():
             common &= np.isfinite(e.values)
-        total = np.isfinite(tru).sum()
         inner = common & interior[None] if interior is not None else None
+        total = np.isfinite(tru).sum()
         for combo, e in ests.items():
             diff = e.values - tru
             filled_here = np.isfinite(e.values) & np.isfinite(tru)
@@ -298,7 +321,7 @@ def gapfill_table(
                     "pixel-dates": int(common.sum()),
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), filled_all
 
 
 def clear_observation_gain(s2: xr.Dataset, landsat: xr.Dataset) -> dict[str, float]:

@@ -32,7 +32,6 @@ import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from harmonize.bands import REFLECTANCE_BANDS  # noqa: E402
-from harmonize.gapfill import gap_fill  # noqa: E402
 from harmonize.indices import ndvi  # noqa: E402
 from harmonize.plot import plot_clear_observations, plot_ndvi_maps, plot_ndvi_timeseries  # noqa: E402
 from harmonize.timeseries import fuse  # noqa: E402
@@ -251,7 +250,8 @@ def write_report(
     harm = harmonized
     if "clear" not in harm and "clear" in landsat:
         harm = harm.assign(clear=landsat["clear"].sel(time=harm["time"]))
-    gtable = ev.gapfill_table(s2, landsat, harm, truth, pixel_step=pixel_step)
+    observations = ev.ndvi_observations(s2, landsat, harm, pixel_step=pixel_step)
+    gtable, filled_all = ev.gapfill_table(observations, truth)
     metrics["gapfill"] = gtable.to_dict(orient="records")
     pivot = gtable.pivot(index="method", columns="inputs", values="NDVI RMSE")
     order = [c for c in ("S2 only", "S2 + harmonized Landsat", "S2 + raw Landsat") if c in set(gtable["inputs"])]
@@ -301,12 +301,10 @@ def write_report(
         "",
     ]
 
-    # plots
+    # plots, from the series already computed for the table
     s2_sub = ev._subsample(s2, pixel_step)
-    fused = fuse(s2_sub, ev._subsample(harm, pixel_step))
-    obs = ndvi(fused.where(fused["clear"])).compute()
-    obs = obs.assign_coords(time=[ev._day(t) for t in obs["time"].values])
-    filled = gap_fill(obs, method="whittaker", freq="5D").compute()
+    obs = observations["S2 + harmonized Landsat"]
+    filled = filled_all["whittaker"]["S2 + harmonized Landsat"]
     truth_ndvi = ndvi(ev.truth_on_grid(truth, s2_sub)).compute()
     fields = _field_masks(truth, s2_sub)
     if fields:
