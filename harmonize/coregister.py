@@ -26,7 +26,10 @@ Scenes with too little common clear area keep their current shift and are flagge
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -344,6 +347,7 @@ def estimate_shifts(
     enough: float = 0.9,
     min_pixels: int = 500,
     max_size: int | None = 2048,
+    threads: int | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Measure each Landsat scene's misregistration against the nearest clear Sentinel-2 scenes.
@@ -387,6 +391,8 @@ def estimate_shifts(
         Measure on at most the central ``max_size`` x ``max_size`` pixels of the frame, which
         bounds memory on large cubes (a misregistration is one translation per scene); ``None``
         uses the whole frame. ``common_clear`` refers to that window.
+    threads
+        Scenes registered at once (default: the machine's cores); the table does not depend on it.
     progress
         Show a tqdm bar over Landsat scenes.
 
@@ -462,18 +468,23 @@ def estimate_shifts(
     cur_y = _time_coord(cube, "shift_y", 0.0)
 
     cache: dict[int, tuple[dict[str, np.ndarray], np.ndarray]] = {}
+    locks: dict[int, threading.Lock] = {}
+    guard = threading.Lock()
 
     def scene(c: xr.Dataset, i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         one = c[[*bands, clear]].isel(time=i).compute()
         return {b: one[b].values.astype("float64") for b in bands}, one[clear].values.astype(bool)
 
-    iterator: Any = mov_idx
-    if progress:
-        from tqdm.auto import tqdm
+    def reference_scene(j: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        # Shared by the worker threads: each reference is read once.
+        with guard:
+            lock = locks.setdefault(j, threading.Lock())
+        with lock:
+            if j not in cache:
+                cache[j] = scene(ref_cube, int(ref_idx[j]))
+            return cache[j]
 
-        iterator = tqdm(mov_idx, desc="co-registering", unit="scene")
-    rows = []
-    for i in iterator:
+    def register(i: int) -> dict[str, Any]:
         t = times[i]
         days = np.abs((ref_times - t) / np.timedelta64(1, "D")).astype("float64")
         order = [j for j in np.argsort(days, kind="stable") if days[j] <= max_days]
@@ -502,10 +513,9 @@ def estimate_shifts(
             ests: list[tuple[int, PairShift]] = []
             mov_area = int((mov_clear & np.isfinite(movs[bands[0]])).sum())
             for j in order:
-                if j not in cache:
-                    cache[j] = scene(ref_cube, int(ref_idx[j]))
+                ref_bands, ref_clear_mask = reference_scene(j)
                 for b in bands:
-                    mov, ref, ref_clear_mask = movs[b], cache[j][0][b], cache[j][1]
+                    mov, ref = movs[b], ref_bands[b]
                     common = mov_clear & np.isfinite(mov) & ref_clear_mask & np.isfinite(ref)
                     if common.sum() < min_pixels:
                         continue
@@ -559,7 +569,18 @@ def estimate_shifts(
                     )
         if row["flagged"]:
             log.info("scene %s at %s not co-registered: %s", row["item_id"], t, row["reason"])
-        rows.append(row)
+        return row
+
+    # Scenes are independent: register them on a few threads (the filters and solvers release
+    # the GIL), in order, so the table is the same as a sequential run's.
+    n_threads = max(1, min(threads if threads is not None else (os.cpu_count() or 1), len(mov_idx)))
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        results: Any = pool.map(register, mov_idx)
+        if progress:
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=len(mov_idx), desc="co-registering", unit="scene")
+        rows = list(results)
     table = pd.DataFrame(rows).set_index("time")
     return table[list(SHIFT_COLUMNS)]
 

@@ -323,3 +323,9 @@ def test_separate_reference_cube_gives_the_same_table(cube: xr.Dataset, table: p
     s2 = cube.isel(time=[0])
     sep = estimate_shifts(landsat, s2, max_days=30)
     pd.testing.assert_frame_equal(sep, table)
+
+
+def test_threaded_registration_gives_the_sequential_table(cube: xr.Dataset) -> None:
+    sequential = estimate_shifts(cube, max_days=30, threads=1)
+    threaded = estimate_shifts(cube, max_days=30, threads=3)
+    pd.testing.assert_frame_equal(sequential, threaded)
