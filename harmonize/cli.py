@@ -172,6 +172,23 @@ def infer_cmd(model, source, bbox, datetime_, out, provider, max_cloud, device, 
     click.echo(json.dumps(report, indent=2, default=str))
 
 
+@main.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="'local' (a LocalCluster sized to the machine), 'threads', 'synchronous', 'processes', or tcp://host:port.",
+)
+@click.option("--dry-run", is_flag=True, help="Report what would be processed (new items); write nothing.")
+def run_cmd(config: Path, overrides: tuple[str, ...], scheduler: str | None, dry_run: bool) -> None:
+    """Run the pipeline stage that CONFIG (YAML with a 'stage:' key) describes; KEY=VALUE overrides."""
+    from pipelines.run import run
+
+    report = run(config, scheduler=scheduler, dry_run=dry_run, overrides=list(overrides))
+    click.echo(json.dumps(report, indent=2, default=str))
+
+
 # ---------------------------------------------------------------- demo
 @main.command("demo")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"))
