@@ -49,6 +49,7 @@ from harmonize.errors import HarmonizeError, ModelError
 from harmonize.metrics import evaluate
 from harmonize.metrics import ssim as ssim_metric
 from harmonize.model import PRESETS, UNet, UNetConfig, count_parameters, save_model_package
+from harmonize.overrides import apply_overrides
 from harmonize.plot_training import plot_loss_curve, plot_lr_find, show_results
 
 __all__ = [
@@ -170,27 +171,6 @@ class TrainConfig(BaseModel):
         return UNetConfig(**{**base, **self.model_overrides})
 
 
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | Sequence[str] | None) -> dict[str, Any]:
-    """Merge ``overrides`` (dict or ``"a.b=value"`` strings) into a copy of ``data``."""
-    out = copy.deepcopy(data)
-    if not overrides:
-        return out
-    items = overrides.items() if isinstance(overrides, dict) else []
-    if not isinstance(overrides, dict):
-        parsed = []
-        for s in overrides:
-            if "=" not in s:
-                raise HarmonizeError(f"override {s!r} must look like key=value")
-            k, v = s.split("=", 1)
-            parsed.append((k.strip(), yaml.safe_load(v)))
-        items = parsed
-    for key, value in items:
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return out
 
 
 @dataclass

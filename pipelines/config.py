@@ -10,7 +10,6 @@ of the run (as with odc-stats and most schedulers' job files).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harmonize.errors import HarmonizeError
+from harmonize.overrides import apply_overrides
 
 __all__ = [
     "StageConfig",
@@ -261,41 +261,6 @@ STAGES: dict[str, type[StageConfig]] = {
 }
 
 
-def apply_overrides(
-    data: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None
-) -> dict[str, Any]:
-    """Merge ``overrides`` into a copy of ``data``.
-
-    Parameters
-    ----------
-    data
-        The YAML mapping.
-    overrides
-        A mapping of (dotted) keys to values, or ``"key=value"`` strings whose value is parsed as
-        YAML (``"train.epochs=3"``, ``"bbox=[1, 2, 3, 4]"``).
-    """
-    out = copy.deepcopy(dict(data))
-    if not overrides:
-        return out
-    if isinstance(overrides, Mapping):
-        pairs = list(overrides.items())
-    else:
-        pairs = []
-        for s in overrides:
-            if "=" not in s:
-                raise HarmonizeError(f"override {s!r} must look like key=value (e.g. out=/tmp/run)")
-            k, v = s.split("=", 1)
-            pairs.append((k.strip(), yaml.safe_load(v)))
-    for key, value in pairs:
-        node = out
-        parts = str(key).split(".")
-        for p in parts[:-1]:
-            nxt = node.get(p)
-            if not isinstance(nxt, dict):
-                nxt = node[p] = {}
-            node = nxt
-        node[parts[-1]] = value
-    return out
 
 
 def parse_config(data: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Any:

@@ -1,0 +1,50 @@
+"""``key=value`` overrides for YAML configs: the one rule every CLI and job follows."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from harmonize.errors import HarmonizeError
+
+__all__ = ["apply_overrides"]
+
+
+def apply_overrides(
+    data: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None
+) -> dict[str, Any]:
+    """Merge ``overrides`` into a copy of ``data``.
+
+    Parameters
+    ----------
+    data
+        The YAML mapping.
+    overrides
+        A mapping of (dotted) keys to values, or ``"key=value"`` strings whose value is parsed as
+        YAML (``"train.epochs=3"``, ``"bbox=[1, 2, 3, 4]"``).
+    """
+    out = copy.deepcopy(dict(data))
+    if not overrides:
+        return out
+    if isinstance(overrides, Mapping):
+        pairs = list(overrides.items())
+    else:
+        pairs = []
+        for s in overrides:
+            if "=" not in s:
+                raise HarmonizeError(f"override {s!r} must look like key=value (e.g. out=/tmp/run)")
+            k, v = s.split("=", 1)
+            pairs.append((k.strip(), yaml.safe_load(v)))
+    for key, value in pairs:
+        node = out
+        parts = str(key).split(".")
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if not isinstance(nxt, dict):
+                nxt = node[p] = {}
+            node = nxt
+        node[parts[-1]] = value
+    return out
