@@ -212,8 +212,9 @@ def write_report(
     # ---------------------------------------------------------------- harmonization
     log.info("report: scoring harmonization on held-out blocks")
     preset = None
-    if model_dir is not None and Path(model_dir, "model.json").exists():
-        preset = json.loads(Path(model_dir, "model.json").read_text()).get("harmonize:preset")
+    if model_dir is not None and Path(model_dir, "mlm.json").exists():
+        doc = json.loads(Path(model_dir, "mlm.json").read_text())
+        preset = doc.get("properties", doc).get("harmonize:preset")
     model_name = f"UNet ({preset})" if preset else "UNet"
     table, details = ev.harmonization_table(
         cube, pair_index, truth, {model_name: harmonized}, max_windows=max_windows
@@ -330,8 +331,11 @@ def write_report(
 
     # ---------------------------------------------------------------- training and timings
     if model_dir is not None:
+        # The package sits inside the training folder, beside the curves and the history.
         model_dir = Path(model_dir)
-        pics = [p for p in ("loss_curve.png", "show_results.png", "lr_find.png") if (model_dir / p).exists()]
+        if not (model_dir / "history.csv").exists() and (model_dir.parent / "history.csv").exists():
+            model_dir = model_dir.parent
+        pics = [p for p in ("loss_curve.png", "results.png", "lr_find.png") if (model_dir / p).exists()]
         if pics or (model_dir / "history.csv").exists():
             md += ["## Training", ""]
             if (model_dir / "history.csv").exists():
