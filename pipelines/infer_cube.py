@@ -178,10 +178,10 @@ def open_harmonized(out: str | Path) -> xr.Dataset:
     from pipelines.ingest import _concat_units
 
     ledger = Ledger(out, STAGE)
-    names = sorted(n for n in ledger.units if ledger.unit_path(n).exists())
-    if not names:
+    paths = ledger.committed_paths()
+    if not paths:
         raise HarmonizeError(f"{out} holds no harmonized dates; run the infer stage first")
-    return _concat_units([ledger.unit_path(n) for n in names])
+    return _concat_units(paths)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -215,7 +215,7 @@ def _coregistered(config: IngestConfig, ledger: Ledger, cube: xr.Dataset, ls_tod
     window = pd.Timedelta(days=config.max_days)
     refs = []
     for name, unit in ledger.units.items():
-        if unit.get("sensor") != "sentinel-2" or not ledger.unit_path(name).exists():
+        if unit.get("sensor") != "sentinel-2" or not ledger.committed(name):
             continue
         t = pd.Timestamp(unit["time"])
         if (abs(times - t) <= window).any():
@@ -300,10 +300,10 @@ def open_cube(out: str | Path) -> xr.Dataset:
     from harmonize.errors import HarmonizeError
 
     ledger = Ledger(out, STAGE)
-    names = sorted(n for n in ledger.units if ledger.unit_path(n).exists())
-    if not names:
+    paths = ledger.committed_paths()
+    if not paths:
         raise HarmonizeError(f"{out} holds no ingested scenes; run the ingest stage first")
-    return _concat_units([ledger.unit_path(n) for n in names])
+    return _concat_units(paths)
 
 
 def _concat_units(paths: Sequence[Path]) -> xr.Dataset:

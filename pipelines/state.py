@@ -137,6 +137,10 @@ class Ledger:
         """Whether unit ``name`` is committed and still on disk."""
         return name in self.units and self.unit_path(name).exists()
 
+    def committed_paths(self) -> list[Path]:
+        """Paths of every committed unit still on disk, sorted by name."""
+        return [self.unit_path(n) for n in sorted(self.units) if self.committed(n)]
+
     def fingerprint(self) -> str:
         """A short hash of the committed units and their items (changes when anything is committed)."""
         doc = {k: sorted(v.get("items", [])) for k, v in sorted(self.units.items())}
