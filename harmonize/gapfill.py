@@ -18,6 +18,10 @@ dask block ``(y, x, time)``; time must be one chunk):
     of its weight over all acquisitions that falls on clear ones), so where clouds leave a narrow
     kernel empty the wider ones bridge the gap.
 
+Every method but ``linear`` honours observation weights (``gap_fill(weights=...)``): a per-pixel
+or per-sensor confidence, e.g. lower for Landsat where the 10 m scene is heterogeneous at 30 m
+(:func:`harmonize.timeseries.observation_weights`). ``linear`` only drops weight-0 observations.
+
 Whatever the method, an output step is left NaN when the clear observations before and after it
 are more than ``max_gap`` apart, or, before the first / after the last observation, when it lies
 more than ``max_gap / 2`` from it.
@@ -26,7 +30,7 @@ more than ``max_gap / 2`` from it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -230,27 +234,28 @@ def _pentadiagonal_cholesky_solve(
 
 
 def _whittaker(
-    y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, lmbda: float
+    y: np.ndarray, wts: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, lmbda: float
 ) -> np.ndarray:
     # Daily grid covering observations and output; observations snap to their nearest day.
     t0 = np.floor(min(t_obs.min(), t_out.min()))
     t1 = np.ceil(max(t_obs.max(), t_out.max()))
     length = int(t1 - t0) + 1
     if length < 3:
+        valid = wts > 0
         return _linear(y, valid, t_obs, t_out, *_bracketing(valid, t_obs, t_out))
     day = np.rint(t_obs - t0).astype(int)
     onehot = np.zeros((length, t_obs.size))
     onehot[day, np.arange(t_obs.size)] = 1.0
     # (L, n) layout throughout: one column per pixel.
-    w = onehot @ valid.T.astype(float)  # observations per day
-    b = onehot @ np.where(valid, y, 0.0).T
+    w = onehot @ wts.T  # summed observation weight per day
+    b = onehot @ np.where(wts > 0, wts * y, 0.0).T
     n_days = (w > 0).sum(axis=0)
     # Fewer than two observed days leaves the smoother singular: fit a constant instead
     # (mean of what is there; an unobserved pixel is masked later by the gap rule).
     few = n_days < 2
     if few.any():
         cnt = w[:, few].sum(0)
-        mean = np.where(cnt > 0, b[:, few].sum(0) / np.maximum(cnt, 1), 0.0)
+        mean = np.where(cnt > 0, b[:, few].sum(0) / np.where(cnt > 0, cnt, 1.0), 0.0)
         w[:, few] = 1.0
         b[:, few] = mean[None, :]
     p0, p1, p2 = _second_difference_bands(length)
@@ -265,7 +270,7 @@ def _whittaker(
 
 
 def _harmonic(
-    y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, n_harmonics: int, period: float
+    y: np.ndarray, wts: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, n_harmonics: int, period: float
 ) -> np.ndarray:
     def design(t: np.ndarray) -> np.ndarray:
         cols = [np.ones_like(t)]
@@ -276,10 +281,9 @@ def _harmonic(
 
     x_obs = design(t_obs)  # (T, p)
     p = x_obs.shape[1]
-    v = valid.astype(float)
-    gram = (v @ (x_obs[:, :, None] * x_obs[:, None, :]).reshape(t_obs.size, p * p)).reshape(-1, p, p)
-    rhs = np.where(valid, y, 0.0) @ x_obs
-    enough = valid.sum(axis=1) >= p
+    gram = (wts @ (x_obs[:, :, None] * x_obs[:, None, :]).reshape(t_obs.size, p * p)).reshape(-1, p, p)
+    rhs = np.where(wts > 0, wts * y, 0.0) @ x_obs
+    enough = (wts > 0).sum(axis=1) >= p
     # Tiny ridge keeps nearly collinear designs (observations bunched in time) solvable.
     scale = np.maximum(np.trace(gram, axis1=1, axis2=2) / p, 1.0)
     gram = gram + 1e-9 * scale[:, None, None] * np.eye(p)
@@ -292,7 +296,7 @@ def _harmonic(
 
 def _rbf(
     y: np.ndarray,
-    valid: np.ndarray,
+    wts: np.ndarray,
     t_obs: np.ndarray,
     t_out: np.ndarray,
     sigmas: Sequence[float],
@@ -300,8 +304,8 @@ def _rbf(
 ) -> np.ndarray:
     half_width = norm.ppf(0.5 + cutoff / 2)
     dt = t_out[:, None] - t_obs[None, :]  # (m, T)
-    v = valid.astype(float)
-    y0 = np.where(valid, y, 0.0)
+    v = wts
+    y0 = np.where(wts > 0, wts * y, 0.0)
     num = np.zeros((y.shape[0], t_out.size))
     den = np.zeros_like(num)
     for s in sigmas:
@@ -309,7 +313,8 @@ def _rbf(
         kw = v @ k.T  # kernel mass of the observations under it
         est = np.divide(y0 @ k.T, kw, out=np.zeros_like(kw), where=kw > 0)
         # Weight (as FORCE): the share of the kernel's weight over all acquisitions that falls
-        # on clear ones, so a kernel whose window is mostly cloudy or empty counts for little.
+        # on clear ones (scaled by their observation weights), so a kernel whose window is
+        # mostly cloudy, empty or down-weighted counts for little.
         total = k.sum(axis=1)
         avail = np.divide(kw, total[None, :], out=np.zeros_like(kw), where=total[None, :] > 0)
         num += avail * est
@@ -318,36 +323,59 @@ def _rbf(
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def fill_pixels(values: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, params: _Params) -> np.ndarray:
+def fill_pixels(
+    values: np.ndarray,
+    t_obs: np.ndarray,
+    t_out: np.ndarray,
+    params: _Params,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Fill ``values`` ``(n_pixels, n_times)`` observed at ``t_obs`` (days, sorted) onto ``t_out``.
 
-    The numpy kernel behind :func:`gap_fill`; returns float32 ``(n_pixels, len(t_out))``.
+    The numpy kernel behind :func:`gap_fill`; ``weights`` (broadcastable to ``values``; NaN,
+    negative and zero mean "not used") scale each observation's influence. Returns float32
+    ``(n_pixels, len(t_out))``.
     """
     y = values.astype(np.float64)
-    valid = np.isfinite(y)
+    wts = np.isfinite(y).astype(np.float64)
+    if weights is not None:
+        w = np.broadcast_to(np.asarray(weights, dtype=np.float64), y.shape)
+        wts = np.where(np.isfinite(w) & (w > 0), w, 0.0) * wts
+    valid = wts > 0
     ip, inn = _bracketing(valid, t_obs, t_out)
     ok = _gap_ok(ip, inn, t_obs, t_out, params.max_gap)
     if params.method == "linear":
         out = _linear(y, valid, t_obs, t_out, ip, inn)
     elif params.method == "whittaker":
-        out = _whittaker(y, valid, t_obs, t_out, params.lmbda)
+        out = _whittaker(y, wts, t_obs, t_out, params.lmbda)
     elif params.method == "harmonic":
-        out = _harmonic(y, valid, t_obs, t_out, params.n_harmonics, params.period)
+        out = _harmonic(y, wts, t_obs, t_out, params.n_harmonics, params.period)
     else:
-        out = _rbf(y, valid, t_obs, t_out, params.sigmas, params.rbf_cutoff)
+        out = _rbf(y, wts, t_obs, t_out, params.sigmas, params.rbf_cutoff)
     return np.where(ok, out, np.nan).astype(np.float32)
 
 
-def _fill_block(block: np.ndarray, *, t_obs: np.ndarray, t_out: np.ndarray, params: _Params) -> np.ndarray:
+def _fill_block(
+    block: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    t_obs: np.ndarray,
+    t_out: np.ndarray,
+    params: _Params,
+) -> np.ndarray:
     lead = block.shape[:-1]
     flat = block.reshape(-1, block.shape[-1])
+    wflat = None
+    if weights is not None:
+        wflat = np.broadcast_to(weights, block.shape).reshape(flat.shape)
     out = np.empty((flat.shape[0], t_out.size), dtype=np.float32)
     length = max(t_obs.size, t_out.size)
     if params.method == "whittaker":  # the daily grid spans observations and output
         length = max(length, int(max(t_obs.max(), t_out.max()) - min(t_obs.min(), t_out.min())) + 1)
     batch = int(np.clip(_BATCH_ELEMENTS // max(length, 1), 256, _BATCH_MAX))
     for s in range(0, flat.shape[0], batch):
-        out[s : s + batch] = fill_pixels(flat[s : s + batch], t_obs, t_out, params)
+        w = None if wflat is None else wflat[s : s + batch]
+        out[s : s + batch] = fill_pixels(flat[s : s + batch], t_obs, t_out, params, w)
     return out.reshape(*lead, t_out.size)
 
 
@@ -365,25 +393,95 @@ def _time_whole(da: xr.DataArray) -> xr.DataArray:
 
 
 def _fill_dataarray(
-    da: xr.DataArray, t_obs: np.ndarray, t_out: np.ndarray, axis: pd.DatetimeIndex, params: _Params
+    da: xr.DataArray,
+    t_obs: np.ndarray,
+    t_out: np.ndarray,
+    axis: pd.DatetimeIndex,
+    params: _Params,
+    weights: xr.DataArray | None = None,
 ) -> xr.DataArray:
     dims = da.dims
     da = _time_whole(da.astype(np.float32))
     time_coords = [c for c, v in da.coords.items() if "time" in v.dims]
     da = da.drop_vars(time_coords)
+    args = [da]
+    core = [["time"]]
+    if weights is not None:
+        if da.chunks is not None and weights.chunks is None and weights.ndim > 1:
+            weights = weights.chunk({d: da.chunksizes[d] for d in weights.dims})
+        elif da.chunks is not None and weights.chunks is not None:
+            weights = weights.chunk({d: da.chunksizes[d] for d in weights.dims})
+        args.append(weights)
+        core.append(["time"])
     out = xr.apply_ufunc(
         _fill_block,
-        da,
-        input_core_dims=[["time"]],
+        *args,
+        input_core_dims=core,
         output_core_dims=[["_time_out"]],
         dask="parallelized",
         output_dtypes=[np.float32],
         dask_gufunc_kwargs={"output_sizes": {"_time_out": t_out.size}},
         kwargs={"t_obs": t_obs, "t_out": t_out, "params": params},
         keep_attrs=True,
+        join="exact",
     )
     out = out.rename({"_time_out": "time"}).assign_coords(time=axis).transpose(*dims)
     return out
+
+
+def _sensor_weights(obj: xr.DataArray | xr.Dataset, mapping: Mapping[str, float]) -> np.ndarray:
+    """One weight per time step from the ``sensor`` coordinate (``"a+b"`` takes the larger)."""
+    if "sensor" not in obj.coords:
+        raise TimeSeriesError(
+            "weights given per sensor need a 'sensor' coordinate on time (as fuse() writes); "
+            "pass a weights DataArray instead."
+        )
+    sensors = np.asarray(obj["sensor"].values).astype(object).astype(str)
+    out = np.empty(sensors.size)
+    for i, label in enumerate(sensors):
+        parts = label.split("+")
+        missing = [p for p in parts if p not in mapping]
+        if missing:
+            raise TimeSeriesError(
+                f"No weight for sensor {missing[0]!r}; the mapping names {sorted(mapping)} "
+                f"but the series holds {sorted(set(sensors))}."
+            )
+        out[i] = max(float(mapping[p]) for p in parts)
+    if not np.all(np.isfinite(out)) or (out < 0).any():
+        raise TimeSeriesError(f"Sensor weights must be finite and >= 0; got {dict(mapping)}.")
+    return out
+
+
+def _resolve_weights(
+    obj: xr.DataArray | xr.Dataset, weights: xr.DataArray | Mapping[str, float] | None, order: np.ndarray
+) -> xr.DataArray | None:
+    """Weights as a ``(time[, y, x])`` DataArray aligned by position with ``obj.isel(time=order)``."""
+    if weights is None:
+        return None
+    if isinstance(weights, Mapping):
+        return xr.DataArray(_sensor_weights(obj, weights)[order], dims=("time",))
+    if not isinstance(weights, xr.DataArray):
+        raise TimeSeriesError(
+            f"weights must be an xarray.DataArray or a mapping sensor -> weight, not {type(weights).__name__}."
+        )
+    extra = [d for d in weights.dims if d not in obj.dims]
+    if extra:
+        raise TimeSeriesError(
+            f"weights have dimensions {extra} the series lacks; give them dims among {tuple(obj.dims)}."
+        )
+    for d in weights.dims:
+        if weights.sizes[d] != obj.sizes[d]:
+            raise TimeSeriesError(
+                f"weights have {weights.sizes[d]} steps along {d!r}, the series {obj.sizes[d]}; "
+                "build them on the series' own axes."
+            )
+    weights = weights.drop_vars(list(weights.coords)).astype(np.float64)
+    if "time" not in weights.dims:
+        weights = weights.expand_dims(time=obj.sizes["time"])
+    else:
+        weights = weights.isel(time=order)
+    keep = [d for d in obj.dims if d in weights.dims]
+    return weights.transpose(*keep)
 
 
 def gap_fill(
@@ -399,6 +497,7 @@ def gap_fill(
     period: float = 365.25,
     sigmas: Sequence[float] = (8.0, 16.0, 32.0),
     rbf_cutoff: float = 0.95,
+    weights: xr.DataArray | Mapping[str, float] | None = None,
 ) -> xr.DataArray | xr.Dataset:
     """Fill a cloud-gapped cube onto a regular time axis, pixel by pixel.
 
@@ -425,6 +524,17 @@ def gap_fill(
         Harmonic regression modes and the base period in days.
     sigmas, rbf_cutoff
         RBF kernel widths in days and the kernel mass kept (0.95 truncates at +-1.96 sigma).
+    weights
+        Relative confidence of each observation: a DataArray whose dims are among the input's
+        ``(time, y, x)`` and whose sizes match (aligned by position, in the input's order
+        before sorting), or a mapping ``{sensor: weight}`` read through the ``sensor``
+        coordinate (a same-day combined label ``"a+b"`` takes the larger weight). NaN or values
+        <= 0 mean "do not use". ``whittaker`` minimises ``sum w (y - z)^2 + lmbda |D2 z|^2``,
+        ``harmonic`` solves weighted least squares, ``rbf`` uses weighted kernel sums (and
+        weighted data availability); ``linear`` ignores the values and only drops observations
+        of weight 0. Observations of weight 0 do not count for ``max_gap`` or ``n_obs``. Only
+        relative values matter for ``harmonic`` and ``rbf``; for ``whittaker`` they scale
+        against ``lmbda`` (weights of 1 are the unweighted smoother). Default: all 1.
 
     Returns
     -------
@@ -458,7 +568,9 @@ def gap_fill(
         sigmas=tuple(float(s) for s in sigmas),
         rbf_cutoff=float(rbf_cutoff),
     )
-    obj = obj.sortby("time")
+    order = np.argsort(np.asarray(obj["time"].values, dtype="datetime64[ns]"), kind="stable")
+    wts = _resolve_weights(obj, weights, order)
+    obj = obj.isel(time=order)
     axis = regular_time_axis(obj["time"].values, freq=freq, start=start, end=end)
     origin = np.datetime64(axis[0].to_datetime64(), "ns")
     t_obs = _to_days(obj["time"].values, origin)
@@ -466,10 +578,19 @@ def gap_fill(
     log.debug("gap_fill %s: %d observations -> %d steps", method, t_obs.size, t_out.size)
     attrs = {"gap_fill_method": method, "gap_fill_freq": freq, "gap_fill_max_gap_days": params.max_gap}
 
+    if wts is not None:
+        attrs["gap_fill_weighted"] = 1
+
+    def used(valid: xr.DataArray) -> xr.DataArray:
+        if wts is None:
+            return valid
+        valid = valid.drop_vars([c for c, v in valid.coords.items() if "time" in v.dims])
+        return valid & (wts > 0)
+
     if isinstance(obj, xr.DataArray):
-        n_obs = obj.notnull().sum("time").astype(np.int32)
+        n_obs = used(obj.notnull()).sum("time").astype(np.int32)
         n_obs = n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")
-        out = _fill_dataarray(obj, t_obs, t_out, axis, params)
+        out = _fill_dataarray(obj, t_obs, t_out, axis, params, wts)
         out.attrs = {**obj.attrs, **attrs}
         return out.assign_coords(n_obs=n_obs)
 
@@ -488,9 +609,9 @@ def gap_fill(
         var = ds[name] if clear is None else ds[name].where(clear)
         ok = var.notnull()
         valid = ok if valid is None else valid & ok
-        filled[name] = _fill_dataarray(var, t_obs, t_out, axis, params)
+        filled[name] = _fill_dataarray(var, t_obs, t_out, axis, params, wts)
     assert valid is not None
-    n_obs = valid.sum("time").astype(np.int32)
+    n_obs = used(valid).sum("time").astype(np.int32)
     n_obs = n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")
     others = {k: v for k, v in ds.data_vars.items() if "time" not in v.dims}
     out = xr.Dataset({**filled, "n_obs": n_obs, **others}, attrs={**ds.attrs, **attrs})

@@ -260,6 +260,8 @@ def gapfill_table(
     freq: str = "5D",
     max_gap: str = "45D",
     interior_margin: int | None = 3,
+    weights: Mapping[str, Any] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, xr.DataArray]]]:
     """Gap-filled NDVI RMSE against true NDVI, per sensor combination and method.
 
@@ -276,6 +278,12 @@ def gapfill_table(
     interior_margin
         Also score parcel interiors only (:func:`interior_mask`), as ``NDVI RMSE interior``;
         ``None`` to skip.
+    weights
+        Observation weights per combination (``gap_fill(weights=...)``: a DataArray on that
+        combination's observations or a mapping sensor -> weight); combinations not named are
+        unweighted. Weights change the fit, never which pixel-dates are scored.
+    options
+        Extra ``gap_fill`` keyword arguments per method, e.g. ``{"whittaker": {"lmbda": 300}}``.
 
     Returns
     -------
@@ -294,7 +302,11 @@ def gapfill_table(
     for method in methods:
         ests = {}
         for combo, obs in observations.items():
-            filled = gap_fill(obs, method=method, freq=freq, max_gap=max_gap, start=start, end=end)
+            kw = dict((options or {}).get(method, {}))
+            w = (weights or {}).get(combo)
+            filled = gap_fill(
+                obs, method=method, freq=freq, max_gap=max_gap, start=start, end=end, weights=w, **kw
+            )
             drop = [c for c, v in filled.coords.items() if "time" in v.dims and c != "time"]
             ests[combo] = filled.drop_vars(drop).compute()
         filled_all[method] = ests

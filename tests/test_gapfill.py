@@ -268,3 +268,96 @@ def test_benchmark_runs_and_fills_close_to_truth():
         # Noise sigma is 0.02 NDVI; every method must stay within a few sigma of the true curve.
         assert fig["rmse_vs_truth"] < 0.06, method
         assert fig["filled_fraction"] > 0.9
+
+
+# --------------------------------------------------------------------------------------------
+# observation weights
+
+
+def _noisy_series(seed: int, n: int = 50):
+    rng = np.random.default_rng(seed)
+    t = irregular_times(rng, n)
+    y = (0.5 + 0.2 * np.sin(days(t) / 40.0) + rng.normal(0, 0.02, n)).astype(np.float32)
+    return t, y
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_uniform_weights_equal_the_unweighted_fit(method):
+    t, y = _noisy_series(20)
+    obs = knock_out(y, np.random.default_rng(21), 0.3)
+    da = cube(obs, t)
+    kw = dict(method=method, max_gap=1000, lmbda=50.0)
+    plain = gap_fill(da, **kw).compute()
+    ones = gap_fill(da, weights=xr.DataArray(np.ones(len(t)), dims="time"), **kw).compute()
+    by_sensor = gap_fill(da, weights={"sentinel-2": 1.0}, **kw).compute()
+    np.testing.assert_allclose(ones.values, plain.values, atol=1e-6)
+    np.testing.assert_allclose(by_sensor.values, plain.values, atol=1e-6)
+    if method in ("harmonic", "rbf"):  # only relative weights matter there
+        scaled = gap_fill(da, weights={"sentinel-2": 7.0}, **kw).compute()
+        np.testing.assert_allclose(scaled.values, plain.values, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_weight_zero_observation_has_no_effect(method):
+    t, y = _noisy_series(22)
+    k = 25
+    spoiled = y.copy()
+    spoiled[k] = 5.0  # an outlier the weights must switch off
+    w = np.ones((len(t), *GEOBOX.shape))
+    w[k] = 0.0
+    kw = dict(method=method, max_gap=1000, lmbda=50.0)
+    cloudy = y.copy()
+    cloudy[k] = np.nan  # weight 0 means "as if not clear" (rbf's availability still counts it)
+    without = gap_fill(cube(cloudy, t), **kw)
+    zeroed = gap_fill(cube(spoiled, t), weights=xr.DataArray(w, dims=("time", "y", "x")), **kw).compute()
+    np.testing.assert_allclose(zeroed.values, without.compute().values, atol=1e-5)
+    assert int(zeroed["n_obs"].max()) == len(t) - 1
+
+
+@pytest.mark.parametrize("method", ["whittaker", "harmonic", "rbf"])
+def test_down_weighted_outlier_moves_the_fit_less(method):
+    t, y = _noisy_series(23)
+    k = 25
+    spoiled = y.copy()
+    spoiled[k] += 0.5
+    sensors = np.array(["sentinel-2"] * len(t), dtype=object)
+    sensors[k] = "landsat"
+    da = cube(spoiled, t).assign_coords(sensor=("time", sensors.astype(str)))
+    kw = dict(method=method, max_gap=1000, lmbda=50.0)
+    clean = gap_fill(cube(y, t), **kw).compute()
+    full = gap_fill(da, **kw).compute()
+    light = gap_fill(da, weights={"sentinel-2": 1.0, "landsat": 0.1}, **kw).compute()
+    err_full = np.abs(full - clean).max()
+    err_light = np.abs(light - clean).max()
+    assert float(err_light) < 0.3 * float(err_full)
+
+
+def test_weights_stay_lazy_chunked_and_check_their_shape():
+    rng = np.random.default_rng(24)
+    t = irregular_times(rng, 12)
+    base = dsa.zeros((12, *GEOBOX.shape), chunks=(3, 2, 3), dtype=np.float32)
+    da = xr.DataArray(base.map_blocks(_boom, dtype=np.float32), dims=("time", "y", "x"),
+                      coords={"time": t, **xr_coords(GEOBOX)})
+    w = xr.DataArray(dsa.ones((12, *GEOBOX.shape), chunks=(12, 4, 6)), dims=("time", "y", "x"))
+    for method in METHODS:
+        out = gap_fill(da, method=method, weights=w)
+        assert isinstance(out.data, dsa.Array)
+        assert out.chunks[0] == (out.sizes["time"],)
+        assert out.chunks == gap_fill(da, method=method).chunks  # the data's chunks, not the weights'
+        with pytest.raises(RuntimeError, match="a chunk was computed"):
+            out.compute()
+    # A (y, x) weight map applies to every date; unsorted input keeps weights with their step.
+    vals = np.linspace(0, 1, 12)
+    ok = cube(vals, t)
+    shuffled = ok.isel(time=np.r_[6:12, 0:6])
+    wmap = xr.DataArray(np.where(np.arange(12) == 3, 0.0, 1.0), dims="time")
+    a = gap_fill(ok, method="linear", weights=wmap).compute()
+    b = gap_fill(shuffled, method="linear", weights=wmap.isel(time=np.r_[6:12, 0:6])).compute()
+    np.testing.assert_allclose(a.values, b.values)
+    assert int(a["n_obs"].max()) == 11
+    with pytest.raises(TimeSeriesError, match="steps along 'time'"):
+        gap_fill(ok, weights=xr.DataArray(np.ones(5), dims="time"))
+    with pytest.raises(TimeSeriesError, match="No weight for sensor 'sentinel-2'"):
+        gap_fill(ok, weights={"landsat": 0.5})
+    with pytest.raises(TimeSeriesError, match="dimensions"):
+        gap_fill(ok, weights=xr.DataArray(np.ones(3), dims="band"))
