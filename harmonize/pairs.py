@@ -103,6 +103,12 @@ class PairConfig(BaseModel):
         Share of blocks for each split; they sum to 1.
     seed
         Seed of the deterministic shuffle that deals blocks to splits.
+    sharpen_target
+        Sharpen the Sentinel-2 target's 20 m bands (nir, swir16, swir22) to 10 m with its 10 m
+        bands (:func:`harmonize.sharpen.sharpen_20m`) before a model learns from them; on the
+        demo world this brings them 3-5 dB closer to the truth. :class:`PairDataset` reads it
+        from the index it is given. Off by default, so that a sample's target is the cube's
+        own pixels unless asked for.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -117,6 +123,7 @@ class PairConfig(BaseModel):
     val_fraction: float = Field(0.1, ge=0.0, le=1.0)
     test_fraction: float = Field(0.1, ge=0.0, le=1.0)
     seed: int = 0
+    sharpen_target: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> PairConfig:
@@ -488,6 +495,10 @@ class PairDataset(Dataset):
     scheduler
         dask scheduler for one patch; default ``"threads"`` in the main process and
         ``"synchronous"`` inside DataLoader workers.
+    sharpen_target
+        Sharpen the target's 20 m bands with :func:`harmonize.sharpen.sharpen_block` (each patch
+        is read with a halo, so it equals the patch of the sharpened cube). ``None``: the
+        index's ``attrs["config"]["sharpen_target"]`` (false for an index without it).
     """
 
     def __init__(
@@ -502,6 +513,7 @@ class PairDataset(Dataset):
         input_bands: Sequence[str] = INPUT_BANDS,
         target_bands: Sequence[str] = TARGET_BANDS,
         scheduler: str | None = None,
+        sharpen_target: bool | None = None,
     ) -> None:
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, not {split!r}")
@@ -524,9 +536,15 @@ class PairDataset(Dataset):
             missing = [b for b in (*bands, "clear") if b not in ds]
             if missing:
                 raise UnknownBandError(f"the {what} cube lacks {missing}; load it with those bands")
+        if sharpen_target is None:
+            sharpen_target = bool((index.attrs.get("config") or {}).get("sharpen_target", False))
+        self._sharpen = _sharpen_plan(s2, self.target_bands) if sharpen_target else None
+        self.sharpen_target = self._sharpen is not None
         # the raw (dask) arrays: slicing them costs far less per patch than Dataset.isel
         self._ldata = [_tyx(landsat[v]) for v in (*self.input_bands, "clear")]
         self._sdata = [_tyx(s2[v]) for v in (*self.target_bands, "clear")]
+        extra = [] if self._sharpen is None else self._sharpen["extra"]
+        self._gdata = [_tyx(s2[v]) for v in extra]
         lmap = _position_map(_times(landsat)[lpos], lpos)
         smap = _position_map(_times(s2)[spos], spos)
         try:
@@ -588,7 +606,14 @@ class PairDataset(Dataset):
         y0, x0, n = int(self._y0[i]), int(self._x0[i]), int(self._size[i])
         ys, xs = slice(y0, y0 + n), slice(x0, x0 + n)
         lt, st = int(self._lpos[i]), int(self._spos[i])
-        parts = [_window(a, lt, ys, xs) for a in self._ldata] + [_window(a, st, ys, xs) for a in self._sdata]
+        sys_, sxs = ys, xs
+        if self._sharpen is not None:  # read the Sentinel-2 side with the sharpening halo
+            h, (sny, snx) = self._sharpen["halo"], self._sharpen["shape"]
+            sys_ = slice(max(0, y0 - h), min(sny, y0 + n + h))
+            sxs = slice(max(0, x0 - h), min(snx, x0 + n + h))
+        parts = [_window(a, lt, ys, xs) for a in self._ldata] + [
+            _window(a, st, sys_, sxs) for a in (*self._sdata, *self._gdata)
+        ]
         if self._truth is not None:
             oy, ox = self._toff
             tys, txs = slice(y0 + oy, y0 + oy + n), slice(x0 + ox, x0 + ox + n)
@@ -598,6 +623,11 @@ class PairDataset(Dataset):
             scheduler = "synchronous" if torch.utils.data.get_worker_info() is not None else "threads"
         parts = [np.asarray(p) for p in dask.compute(*parts, scheduler=scheduler)]
         nl, ns = len(self._ldata), len(self._sdata)
+        if self._sharpen is not None:
+            oy, ox = y0 - sys_.start, x0 - sxs.start
+            crop = (slice(oy, oy + n), slice(ox, ox + n))
+            s2parts = self._sharpened(parts[nl : nl + ns + len(self._gdata)], sys_.start, sxs.start)
+            parts = parts[:nl] + [p[crop] for p in s2parts] + parts[nl + ns + len(self._gdata) :]
         inp = np.stack(parts[: nl - 1]).astype(np.float32, copy=False)
         tgt = np.stack(parts[nl : nl + ns - 1]).astype(np.float32, copy=False)
         valid = (
@@ -611,6 +641,24 @@ class PairDataset(Dataset):
             truth = np.stack(parts[nl + ns :]).astype(np.float32, copy=False)
             out["truth"] = np.nan_to_num(truth, nan=0.0)
         return out
+
+    def _sharpened(self, s2parts: list[np.ndarray], y0: int, x0: int) -> list[np.ndarray]:
+        """Sentinel-2 window arrays (targets, clear, extra guides) with the 20 m bands sharpened."""
+        from harmonize.sharpen import sharpen_block
+
+        plan = self._sharpen
+        assert plan is not None
+        named = dict(zip((*self.target_bands, "clear", *plan["extra"]), s2parts, strict=True))
+        py, px = plan["phase"]
+        sharp = sharpen_block(
+            np.stack([named[b] for b in plan["bands"]]),
+            np.stack([named[g] for g in plan["guides"]]),
+            named["clear"].astype(bool),
+            phase=((py + y0) % 2, (px + x0) % 2),
+        )
+        for k, b in enumerate(plan["bands"]):
+            named[b] = sharp[k]
+        return [named[b] for b in (*self.target_bands, "clear")]
 
     # -- cache ----------------------------------------------------------------------------------
 
@@ -627,6 +675,8 @@ class PairDataset(Dataset):
         for a in (self._lpos, self._spos, self._y0, self._x0, self._size, self._pair_id):
             h.update(a.tobytes())
         h.update(repr((self.input_bands, self.target_bands, self._truth is not None)).encode())
+        if self._sharpen is not None:
+            h.update(repr(("sharpen", self._sharpen["bands"], self._sharpen["guides"], self._sharpen["settings"])).encode())
         h.update(self.rows["landsat_time"].values.tobytes() + self.rows["s2_time"].values.tobytes())
         return h.hexdigest()
 
@@ -652,6 +702,27 @@ class PairDataset(Dataset):
         state = self.__dict__.copy()
         state["_cache"] = None
         return state
+
+
+def _sharpen_plan(s2: xr.Dataset, target_bands: Sequence[str]) -> dict[str, Any] | None:
+    """What sharpening the target needs: bands, guides (and those beyond the targets), halo."""
+    from harmonize.sharpen import DEFAULT_EPS, DEFAULT_WINDOW, GUIDE_BANDS, SHARPEN_BANDS, grid_phase, halo
+
+    bands = [b for b in target_bands if b in SHARPEN_BANDS]
+    if not bands:
+        return None
+    missing = [g for g in GUIDE_BANDS if g not in s2]
+    if missing:
+        raise UnknownBandError(f"sharpen_target needs the Sentinel-2 10 m bands {missing}; load them too")
+    return {
+        "bands": bands,
+        "guides": list(GUIDE_BANDS),
+        "extra": [g for g in GUIDE_BANDS if g not in target_bands],
+        "halo": halo(),
+        "phase": grid_phase(s2),
+        "shape": (s2.sizes["y"], s2.sizes["x"]),
+        "settings": {"window": DEFAULT_WINDOW, "eps": DEFAULT_EPS},
+    }
 
 
 def _tyx(da: xr.DataArray) -> Any:
