@@ -33,6 +33,9 @@ __all__ = [
     "TimeSeriesConfig",
     "ndvi_timeseries",
     "labels",
+    "heterogeneity",
+    "observation_weights",
+    "disagreement",
 ]
 
 log = logging.getLogger(__name__)
@@ -249,6 +252,214 @@ def fuse(
         fused.sizes["time"],
     )
     return fused
+
+
+# --------------------------------------------------------------------------------------------
+# observation weights
+
+
+def _local_std(block: np.ndarray, size: int) -> np.ndarray:
+    """NaN-aware standard deviation in a ``size x size`` window (NaN where the window is empty)."""
+    from scipy import ndimage
+
+    ok = np.isfinite(block)
+    v = np.where(ok, block, 0.0).astype(np.float64)
+    n = ndimage.uniform_filter(ok.astype(np.float64), size, mode="nearest")
+    m1 = ndimage.uniform_filter(v, size, mode="nearest")
+    m2 = ndimage.uniform_filter(v * v, size, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = m1 / n
+        var = m2 / n - mean * mean
+    return np.where(n > 0, np.sqrt(np.maximum(var, 0.0)), np.nan).astype(np.float32)
+
+
+def heterogeneity(obs: xr.DataArray, *, window: int = 3) -> xr.DataArray:
+    """Spatial heterogeneity of a scene at a coarser sensor's scale.
+
+    The local standard deviation, in a ``window x window`` pixel window, of the per-pixel median
+    over time of ``obs`` (e.g. Sentinel-2 NDVI observations). On the 10 m grid, ``window=3`` is
+    one 30 m Landsat pixel: near zero inside a parcel, large at field edges, roads and shores,
+    where a 30 m observation resampled to 10 m mixes what lies around the pixel.
+
+    Parameters
+    ----------
+    obs
+        ``(time, y, x)`` observations, NaN where not clear.
+    window
+        Odd window side in pixels.
+
+    Returns
+    -------
+    xarray.DataArray
+        float32 ``(y, x)``, named ``"heterogeneity"``, NaN where no pixel of the window was ever
+        observed. Lazy if ``obs`` is (time whole per chunk for the median, a ``window // 2``
+        halo for the window).
+    """
+    if window < 1 or window % 2 == 0:
+        raise TimeSeriesError(f"window must be an odd number of pixels, got {window}.")
+    drop = [c for c, v in obs.coords.items() if "time" in v.dims]
+    data = obs.drop_vars(drop)
+    if data.chunks is not None:
+        data = data.chunk({"time": -1})
+    comp = data.median("time", skipna=True).astype(np.float32)
+    depth = window // 2
+    if comp.chunks is None:
+        out = _local_std(comp.values, window)
+        het = comp.copy(data=out)
+    else:
+        arr = comp.data.map_overlap(
+            _local_std, depth=depth, boundary="nearest", size=window, dtype=np.float32
+        )
+        het = comp.copy(data=arr)
+    het.attrs = {"long_name": f"local std of the median composite, {window}x{window} window"}
+    return het.rename("heterogeneity")
+
+
+def observation_weights(
+    obs: xr.DataArray | xr.Dataset,
+    *,
+    reference: str = S2,
+    window: int = 3,
+    scale: float = 0.02,
+    disagreement_scale: float | None = 0.03,
+    het: xr.DataArray | None = None,
+) -> xr.DataArray:
+    """Weights for :func:`harmonize.gapfill.gap_fill` that trust a coarser sensor less at edges.
+
+    Landsat is observed at 30 m: even harmonized onto the 10 m grid by the model, it is blurred
+    where the 10 m scene changes within 30 m (field edges, roads, shores), while it is as good
+    as Sentinel-2 inside parcels. Observations of the ``reference`` sensor get weight 1; every
+    other observation gets ``1 / (1 + (h / scale)^2)``, with ``h`` the :func:`heterogeneity` of
+    the reference sensor's observations, times ``1 / (1 + (d / disagreement_scale)^2)``, with
+    ``d`` the :func:`disagreement` of the other sensors with the reference at that pixel (it
+    also catches water and harmonization errors that heterogeneity does not see). The weights
+    use no truth, only the observations.
+
+    Parameters
+    ----------
+    obs
+        Fused NDVI observations ``(time, y, x)`` with a ``sensor`` coordinate (as
+        :func:`ndvi_series` of :func:`fuse` gives), or the fused cube itself (NDVI is derived).
+    reference
+        The sensor whose 10 m observations define heterogeneity and which keeps weight 1; a
+        same-day combined label containing it (``"sentinel-2+landsat"``) also keeps 1.
+    window
+        Window of :func:`heterogeneity`, in pixels (3 = one Landsat pixel on the 10 m grid).
+    scale
+        Heterogeneity (NDVI standard deviation) at which the weight halves; about twice the
+        within-parcel spread of a uniform field.
+    disagreement_scale
+        Disagreement (NDVI RMS) at which that factor halves; ``None`` leaves the factor out.
+    het
+        A precomputed :func:`heterogeneity` map on ``obs``' ``(y, x)`` grid (e.g. computed at full
+        resolution when ``obs`` is a subsample); default computed from ``obs``.
+
+    Returns
+    -------
+    xarray.DataArray
+        float32 ``(time, y, x)`` named ``"weight"``, with the time coordinates of ``obs``; lazy
+        if ``obs`` is. Pixels never seen by the reference sensor get weight 1.
+
+    Raises
+    ------
+    TimeSeriesError
+        No ``sensor`` coordinate, no reference observation, or a non-positive ``scale``.
+    """
+    if scale <= 0:
+        raise TimeSeriesError(f"scale must be positive, got {scale}.")
+    if isinstance(obs, xr.Dataset):
+        obs = ndvi_series(obs)
+    if "sensor" not in obs.coords:
+        raise TimeSeriesError("observation_weights needs a 'sensor' coordinate on time (as fuse() writes).")
+    sensors = labels(obs["sensor"].values)
+    is_ref = np.array([reference in s.split("+") for s in sensors])
+    if not is_ref.any():
+        raise TimeSeriesError(
+            f"No {reference!r} observation to measure heterogeneity on; sensors are {sorted(set(sensors))}."
+        )
+    if het is None:
+        het = heterogeneity(obs.isel(time=np.flatnonzero(is_ref)), window=window)
+    het = het.drop_vars([c for c in het.coords if c not in het.dims])
+    other = (1.0 / (1.0 + (het / scale) ** 2)).fillna(1.0)
+    if disagreement_scale is not None:
+        if disagreement_scale <= 0:
+            raise TimeSeriesError(f"disagreement_scale must be positive, got {disagreement_scale}.")
+        dis = disagreement(obs, reference=reference)
+        other = other * (1.0 / (1.0 + (dis / disagreement_scale) ** 2)).fillna(1.0)
+    other = other.astype(np.float32)
+    ref = xr.DataArray(is_ref, dims=("time",), coords={"time": obs["time"]})
+    weights = xr.where(ref, np.float32(1.0), other).astype(np.float32)
+    weights = weights.transpose("time", *[d for d in obs.dims if d != "time"])
+    weights = weights.assign_coords({c: v for c, v in obs.coords.items() if "time" in v.dims})
+    weights.attrs = {
+        "reference": reference,
+        "window": window,
+        "scale": scale,
+        "disagreement_scale": "none" if disagreement_scale is None else disagreement_scale,
+    }
+    return weights.rename("weight")
+
+
+def _disagreement_block(
+    block: np.ndarray, *, t_obs: np.ndarray, is_ref: np.ndarray, max_gap: float
+) -> np.ndarray:
+    """RMS over non-reference observations of (observation - reference interpolated to its time)."""
+    from harmonize.gapfill import _bracketing, _gap_ok, _linear
+
+    lead = block.shape[:-1]
+    y = block.reshape(-1, block.shape[-1]).astype(np.float64)
+    ref_y = y[:, is_ref]
+    t_ref, t_other = t_obs[is_ref], t_obs[~is_ref]
+    valid = np.isfinite(ref_y)
+    ip, inn = _bracketing(valid, t_ref, t_other)
+    interp = _linear(ref_y, valid, t_ref, t_other, ip, inn)
+    interp = np.where(_gap_ok(ip, inn, t_ref, t_other, max_gap), interp, np.nan)
+    d = y[:, ~is_ref] - interp
+    ok = np.isfinite(d)
+    n = ok.sum(axis=1)
+    sq = np.where(ok, d * d, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(n > 0, np.sqrt(sq / np.maximum(n, 1)), np.nan)
+    return out.reshape(lead).astype(np.float32)
+
+
+def disagreement(
+    obs: xr.DataArray, *, reference: str = S2, max_gap: str | float = "20D"
+) -> xr.DataArray:
+    """Per pixel, how far the other sensors' observations lie from the reference sensor's.
+
+    Each non-reference observation is compared with the reference series interpolated
+    linearly to its time (only where reference observations lie at most ``max_gap`` apart
+    around it); the result is the root mean square of those differences. Large at field edges
+    (30 m blur), on water (unstable NDVI, sensor-specific bias) and where the harmonization is
+    off; small where the sensors agree.
+
+    Returns
+    -------
+    xarray.DataArray
+        float32 ``(y, x)`` named ``"disagreement"``, NaN where nothing could be compared. Lazy.
+    """
+    from harmonize.gapfill import _as_days, _to_days
+
+    sensors = labels(obs["sensor"].values)
+    is_ref = np.array([reference in s.split("+") for s in sensors])
+    order = np.argsort(np.asarray(obs["time"].values, dtype="datetime64[ns]"), kind="stable")
+    obs = obs.isel(time=order)
+    is_ref = is_ref[order]
+    t = np.asarray(obs["time"].values, dtype="datetime64[ns]")
+    t_obs = _to_days(t, t[0])
+    data = obs.drop_vars([c for c, v in obs.coords.items() if "time" in v.dims])
+    if data.chunks is not None:
+        data = data.chunk({"time": -1})
+    out = xr.apply_ufunc(
+        _disagreement_block,
+        data,
+        input_core_dims=[["time"]],
+        dask="parallelized",
+        output_dtypes=[np.float32],
+        kwargs={"t_obs": t_obs, "is_ref": is_ref, "max_gap": _as_days(max_gap)},
+    )
+    return out.rename("disagreement")
 
 
 # --------------------------------------------------------------------------------------------

@@ -221,6 +221,9 @@ def ndvi_observations(
     landsat_harmonized: xr.Dataset,
     *,
     pixel_step: int = 4,
+    weights: bool = True,
+    weight_window: int = 3,
+    weight_scale: float = 0.02,
 ) -> dict[str, xr.DataArray]:
     """Clear-sky NDVI observations of each sensor combination, computed once, in memory.
 
@@ -229,8 +232,15 @@ def ndvi_observations(
     :func:`harmonize.timeseries.fuse` would give. Every ``pixel_step``-th pixel in y and x is
     kept: time series are per pixel, so a regular subsample estimates the same errors at a
     fraction of the reads.
+
+    With ``weights`` (the default, as the time-series stage does), the fused combinations carry
+    a ``weight`` coordinate ``(time, y, x)``: :func:`harmonize.timeseries.observation_weights`
+    with the heterogeneity measured on the full-resolution Sentinel-2 observations, then
+    subsampled like the observations. :func:`gapfill_table` uses it.
     """
     import dask
+
+    from harmonize.timeseries import heterogeneity, observation_weights
 
     def obs(cube: xr.Dataset) -> xr.DataArray:
         cube = _subsample(cube, pixel_step)
@@ -239,11 +249,19 @@ def ndvi_observations(
         nd = nd.drop_vars([c for c, v in nd.coords.items() if "time" in v.dims and c != "time" and c not in keep])
         return nd.assign_coords(time=[_day(t) for t in nd["time"].values])
 
-    # One compute for all three, so the Sentinel-2 chunks are read once.
-    s2_obs, raw_obs, harm_obs = dask.compute(obs(s2), obs(landsat_raw), obs(landsat_harmonized))
+    lazy = [obs(s2), obs(landsat_raw), obs(landsat_harmonized)]
+    if weights:
+        full = ndvi(s2.where(s2["clear"])) if "clear" in s2 else ndvi(s2)
+        lazy.append(_subsample(heterogeneity(full, window=weight_window), pixel_step))
+    # One compute for all, so the Sentinel-2 chunks are read once.
+    s2_obs, raw_obs, harm_obs, *het = dask.compute(*lazy)
 
     def both(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
-        return xr.concat([a, b], dim="time", coords="minimal", compat="override").sortby("time")
+        out = xr.concat([a, b], dim="time", coords="minimal", compat="override").sortby("time")
+        if het:
+            w = observation_weights(out, scale=weight_scale, window=weight_window, het=het[0])
+            out = out.assign_coords(weight=(out.dims, w.values))
+        return out
 
     return {
         "S2 only": s2_obs,
@@ -280,8 +298,9 @@ def gapfill_table(
         ``None`` to skip.
     weights
         Observation weights per combination (``gap_fill(weights=...)``: a DataArray on that
-        combination's observations or a mapping sensor -> weight); combinations not named are
-        unweighted. Weights change the fit, never which pixel-dates are scored.
+        combination's observations or a mapping sensor -> weight); a combination not named here
+        uses its observations' ``weight`` coordinate if they carry one (:func:`ndvi_observations`),
+        else none. Weights change the fit, never which pixel-dates are scored.
     options
         Extra ``gap_fill`` keyword arguments per method, e.g. ``{"whittaker": {"lmbda": 300}}``.
 
@@ -304,6 +323,11 @@ def gapfill_table(
         for combo, obs in observations.items():
             kw = dict((options or {}).get(method, {}))
             w = (weights or {}).get(combo)
+            if w is None and "weight" in obs.coords:
+                w = obs["weight"]
+                obs = obs.drop_vars("weight")
+            elif "weight" in obs.coords:
+                obs = obs.drop_vars("weight")
             filled = gap_fill(
                 obs, method=method, freq=freq, max_gap=max_gap, start=start, end=end, weights=w, **kw
             )
