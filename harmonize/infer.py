@@ -294,13 +294,22 @@ def _forward(models: list[Any], batch: np.ndarray, spec: ModelSpec) -> tuple[np.
 
 
 def _predict_block(
-    block: np.ndarray, *, spec: ModelSpec, halo: int, tile: int, batch_size: int, with_std: bool
+    block: np.ndarray,
+    *,
+    spec: ModelSpec,
+    halo: int,
+    tile: int,
+    batch_size: int,
+    with_std: bool,
+    invalid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run the model over one halo-extended block ``[t, c, h + 2 halo, w + 2 halo]``.
 
     Returns ``[t, n_out * (2 if with_std else 1), h, w]``: the prediction of the block's core,
     computed in tiles of ``tile`` pixels (each with its own ``halo``), batched ``batch_size`` at
-    a time. ``block`` holds no NaN (the caller filled invalid pixels).
+    a time. ``block`` holds no NaN (the caller filled invalid pixels). Tiles whose core is all
+    ``invalid`` (``[t, h + 2 halo, w + 2 halo]``, e.g. under cloud) are not run and come out NaN;
+    tiles are independent, so the others are unchanged.
     """
     t, _, hb, wb = block.shape
     h, w = hb - 2 * halo, wb - 2 * halo
@@ -314,6 +323,9 @@ def _predict_block(
     for ti in range(t):
         for y0, th in _tiles(h, tile):
             for x0, tw in _tiles(w, tile):
+                if invalid is not None and invalid[ti, halo + y0 : halo + y0 + th, halo + x0 : halo + x0 + tw].all():
+                    out[ti, :, y0 : y0 + th, x0 : x0 + tw] = np.nan
+                    continue
                 groups.setdefault((th, tw), []).append((ti, y0, x0))
     for (th, tw), where in groups.items():
         for i in range(0, len(where), batch_size):
@@ -349,7 +361,9 @@ def _predict_bands(
     if invalid.any():
         for i, v in enumerate(spec.fill):
             x[:, i][invalid] = v
-    out = _predict_block(x, spec=spec, halo=halo, tile=tile, batch_size=batch_size, with_std=with_std)
+    out = _predict_block(
+        x, spec=spec, halo=halo, tile=tile, batch_size=batch_size, with_std=with_std, invalid=invalid
+    )
     h, w = out.shape[-2:]
     core = invalid[:, halo : halo + h, halo : halo + w]
     out[:, :][np.broadcast_to(core[:, None], out.shape)] = np.nan

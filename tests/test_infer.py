@@ -150,6 +150,25 @@ def test_nothing_invented_where_input_is_missing_or_cloudy(model):
     np.testing.assert_allclose(stacked(out), whole_image(model, cube, model.receptive_halo), atol=1e-4)
 
 
+def test_all_cloudy_tiles_are_not_run_and_the_rest_is_unchanged(model, monkeypatch):
+    """A tile that is cloud or no data everywhere is skipped (cloudy scenes cost nothing), and
+    skipping never changes a valid pixel: tiles carry their own halo."""
+    cube = make_cube(128, 128, n_time=2)
+    clear = np.ones((2, 128, 128), bool)
+    clear[0] = False  # a wholly cloudy scene
+    clear[1, :64, :64] = False  # one cloudy chunk of the other
+    clear[1, 70:80, 70:90] = False  # and a small cloud
+    cube["clear"] = (("time", "y", "x"), da.from_array(clear, chunks=(1, 64, 64)))
+    tiles = []
+    forward = infer._forward
+    monkeypatch.setattr(infer, "_forward", lambda models, batch, spec: tiles.append(len(batch)) or forward(models, batch, spec))
+    out = infer.super_resolve(cube, model, chunks=64, device="cpu").compute(scheduler="synchronous")
+    assert sum(tiles) == 3  # 8 chunk-tiles, 5 of them all cloud
+    for b in REFLECTANCE_BANDS:
+        np.testing.assert_array_equal(np.isnan(out[b].values), ~clear)
+    np.testing.assert_allclose(stacked(out), whole_image(model, cube, model.receptive_halo), atol=1e-5)
+
+
 def test_lazy_crs_and_coordinates_carried(model, tmp_path):
     calls = []
 
