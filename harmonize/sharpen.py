@@ -115,7 +115,9 @@ def _bilinear_up(c: np.ndarray, phase: tuple[int, int], shape: tuple[int, int]) 
 def _degrade_linear(a: np.ndarray, phase: tuple[int, int], sigma: float) -> np.ndarray:
     """The linear degradation operator (no normalisation) on (..., y, x)."""
     if sigma > 0:
-        a = ndimage.gaussian_filter(a, sigma=[0] * (a.ndim - 2) + [sigma, sigma], mode="constant", truncate=4.0)
+        a = ndimage.gaussian_filter(
+            a, sigma=[0] * (a.ndim - 2) + [sigma, sigma], mode="constant", truncate=4.0
+        )
     return _bilinear_up(_cell_sum(a, phase) / 4.0, phase, a.shape[-2:])
 
 
@@ -147,7 +149,11 @@ def degrade(
         float64, same shape; NaN where no valid pixel contributes.
     """
     a = np.asarray(a, np.float64)
-    w = np.isfinite(a).all(axis=tuple(range(a.ndim - 2))) if weight is None else np.asarray(weight, np.float64)
+    w = (
+        np.isfinite(a).all(axis=tuple(range(a.ndim - 2)))
+        if weight is None
+        else np.asarray(weight, np.float64)
+    )
     w = w.astype(np.float64) * np.isfinite(a).all(axis=tuple(range(a.ndim - 2)))
     num = _degrade_linear(np.where(w > 0, a, 0.0) * w, phase, sigma)
     den = _degrade_linear(w, phase, sigma)
@@ -212,7 +218,7 @@ def sharpen_block(
     D = np.where(ok, D, 0.0)
     D = np.nan_to_num(D)
 
-    n = _box(w, window)
+    n = np.rint(_box(w, window))  # integer counts: the threshold below must not see rounding
     inv = np.where(n >= _MIN_WEIGHT, 1.0 / np.maximum(n, 1.0), 0.0)
     mg = _box(D * w, window) * inv  # (ng, y, x)
     mt = _box(Tz * w, window) * inv  # (nb, y, x)
@@ -272,14 +278,17 @@ def grid_phase(ds: xr.Dataset | xr.DataArray, cell: float = 20.0) -> tuple[int, 
 def _block_kernel(
     stack: np.ndarray, iy: np.ndarray, ix: np.ndarray, *, nb: int, ng: int, phase0: tuple[int, int], **kw: Any
 ) -> np.ndarray:
-    """map_overlap kernel: ``stack`` (t, nb + ng + 1, y, x) -> (t, nb, y, x)."""
-    out = np.empty((stack.shape[0], nb) + stack.shape[2:], np.float32)
+    """map_overlap kernel: ``stack`` (t, nb + ng + 1, y, x) -> the same shape, bands first.
+
+    (Keeping the block shape lets ``map_overlap`` trim the halo; the caller drops the rest.)
+    """
+    out = np.zeros(stack.shape, np.float32)
     if stack.size == 0:
         return out
     phase = ((int(iy.flat[0]) + phase0[0]) % 2, (int(ix.flat[0]) + phase0[1]) % 2)
     for t in range(stack.shape[0]):
         s = stack[t]
-        out[t] = sharpen_block(s[:nb], s[nb : nb + ng], s[nb + ng] > 0.5, phase=phase, **kw)
+        out[t, :nb] = sharpen_block(s[:nb], s[nb : nb + ng], s[nb + ng] > 0.5, phase=phase, **kw)
     return out
 
 
@@ -335,7 +344,14 @@ def sharpen_20m(
         raise UnknownBandError(f"sharpen_20m needs {missing} in the dataset; load them too")
     if "time" not in ds.dims:
         return sharpen_20m(
-            ds.expand_dims("time"), bands, guides, window=window, eps=eps, residual=residual, mask=mask, sigma=sigma
+            ds.expand_dims("time"),
+            bands,
+            guides,
+            window=window,
+            eps=eps,
+            residual=residual,
+            mask=mask,
+            sigma=sigma,
         ).isel(time=0)
     bands, guides = list(bands), list(guides)
     if "sensor" in ds.coords:
@@ -372,7 +388,11 @@ def sharpen_20m(
             stack,
             iy,
             ix,
-            depth=[{0: 0, 1: 0, 2: depth, 3: depth}, {0: 0, 1: 0, 2: depth, 3: 0}, {0: 0, 1: 0, 2: 0, 3: depth}],
+            depth=[
+                {0: 0, 1: 0, 2: depth, 3: depth},
+                {0: 0, 1: 0, 2: depth, 3: 0},
+                {0: 0, 1: 0, 2: 0, 3: depth},
+            ],
             boundary="none",
             trim=True,
             align_arrays=False,
@@ -385,8 +405,7 @@ def sharpen_20m(
             eps=eps,
             residual=residual,
             sigma=sigma,
-            chunks=(stack.chunks[0], (len(bands),), stack.chunks[2], stack.chunks[3]),
-        )
+        )[:, : len(bands)]
     else:
         stack = np.stack(
             [np.asarray(a, np.float64) for a in arrays]
@@ -410,7 +429,9 @@ def sharpen_20m(
     order = np.concatenate([pos, np.setdiff1d(np.arange(ds.sizes["time"]), pos)])
     inverse = np.argsort(order)
     for k, b in enumerate(bands):
-        sharp = xr.DataArray(out[:, k], dims=("time", "y", "x"), coords=sub[b].transpose("time", "y", "x").coords)
+        sharp = xr.DataArray(
+            out[:, k], dims=("time", "y", "x"), coords=sub[b].transpose("time", "y", "x").coords
+        )
         rest = ds[b].isel(time=np.setdiff1d(np.arange(ds.sizes["time"]), pos)).transpose("time", "y", "x")
         full = xr.concat([sharp, rest.astype(np.float32)], dim="time", coords="minimal", compat="override")
         full = full.isel(time=inverse).transpose(*ds[b].dims)

@@ -563,3 +563,40 @@ def test_tiny_world_patches_are_the_cubes_pixels(world):
     )  # fmt: skip
     assert val is None and len(train) == len(ds) and train.augment
     np.testing.assert_array_equal(train.load(best)["target"], sample["target"].numpy())
+
+
+def test_sharpened_targets_are_the_sharpened_cubes_pixels(world):
+    """``sharpen_target`` serves each patch of ``sharpen_20m(cube)`` (the patch read with a halo)."""
+    import pystac
+
+    from harmonize.cube import load_cube
+    from harmonize.sharpen import SHARPEN_BANDS, sharpen_20m
+
+    items = [pystac.Item.from_dict(d) for d in world.items()]
+    cube = load_cube(items, geobox=world.geobox, chunks={"time": 1, "y": 64, "x": 64})
+    config = PairConfig(
+        max_days=2, min_clear=0.0, patch_size=32, stride=32, block_size=64,
+        train_fraction=1, val_fraction=0, test_fraction=0, sharpen_target=True,
+    )  # fmt: skip
+    index = build_pair_index(cube, config)
+    assert index.attrs["config"]["sharpen_target"] is True
+    ds = PairDataset(cube, index, "train", augment=False)  # the index's config turns it on
+    plain = PairDataset(cube, index, "train", augment=False, sharpen_target=False)
+    assert ds.sharpen_target and not plain.sharpen_target
+    assert ds._fingerprint() != plain._fingerprint()  # a cache of raw targets is not reused
+    sharp = sharpen_20m(cube).compute()
+    rows = ds.rows
+    # a corner window (the halo is clipped by the cube's edge) and an interior one
+    picks = [int(np.flatnonzero((rows.y0 == 0) & (rows.x0 == 0))[0]), int(np.flatnonzero((rows.y0 == 32) & (rows.x0 == 64))[0])]
+    for i in picks:
+        r = rows.iloc[i]
+        t = int(np.flatnonzero((cube.time == r.s2_time) & (cube.sensor == "sentinel-2"))[0])
+        win = sharp.isel(time=t, y=slice(r.y0, r.y0 + 32), x=slice(r.x0, r.x0 + 32))
+        got, raw = ds.load(i)["target"], plain.load(i)["target"]
+        for k, b in enumerate(TARGET_BANDS):
+            want = np.nan_to_num(win[b].values)
+            if b in SHARPEN_BANDS:
+                np.testing.assert_allclose(got[k], want, rtol=0, atol=1e-6)
+                assert not np.allclose(got[k], raw[k])
+            else:
+                np.testing.assert_array_equal(got[k], raw[k])
