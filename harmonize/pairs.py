@@ -676,7 +676,8 @@ class PairDataset(Dataset):
             h.update(a.tobytes())
         h.update(repr((self.input_bands, self.target_bands, self._truth is not None)).encode())
         if self._sharpen is not None:
-            h.update(repr(("sharpen", self._sharpen["bands"], self._sharpen["guides"], self._sharpen["settings"])).encode())
+            plan = self._sharpen
+            h.update(repr(("sharpen", plan["bands"], plan["guides"], plan["settings"])).encode())
         h.update(self.rows["landsat_time"].values.tobytes() + self.rows["s2_time"].values.tobytes())
         return h.hexdigest()
 

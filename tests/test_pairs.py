@@ -587,7 +587,10 @@ def test_sharpened_targets_are_the_sharpened_cubes_pixels(world):
     sharp = sharpen_20m(cube).compute()
     rows = ds.rows
     # a corner window (the halo is clipped by the cube's edge) and an interior one
-    picks = [int(np.flatnonzero((rows.y0 == 0) & (rows.x0 == 0))[0]), int(np.flatnonzero((rows.y0 == 32) & (rows.x0 == 64))[0])]
+    picks = [
+        int(np.flatnonzero((rows.y0 == 0) & (rows.x0 == 0))[0]),
+        int(np.flatnonzero((rows.y0 == 32) & (rows.x0 == 64))[0]),
+    ]
     for i in picks:
         r = rows.iloc[i]
         t = int(np.flatnonzero((cube.time == r.s2_time) & (cube.sensor == "sentinel-2"))[0])
