@@ -194,6 +194,14 @@ def _span(mask: np.ndarray) -> slice:
     return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
 
 
+def _sep(wy: np.ndarray, a: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """``wy @ a @ wx.T`` with the banded weight matrices as sparse matrices (2-4 taps a row)."""
+    import scipy.sparse as sp
+
+    tmp = sp.csr_matrix(wy) @ a
+    return np.ascontiguousarray((sp.csr_matrix(wx) @ tmp.T).T)
+
+
 def resample(src: np.ndarray, valid: np.ndarray | None, y: AxisWeights, x: AxisWeights, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Separable resampling of a source window: ``(values, has_value)``, both destination-shaped.
 
@@ -203,26 +211,26 @@ def resample(src: np.ndarray, valid: np.ndarray | None, y: AxisWeights, x: AxisW
     a = src.astype(np.float64)
     if valid is None:
         # Renormalising over the taps inside the image is separable: normalise the rows.
-        out = _rownorm(y.linear) @ a @ _rownorm(x.linear).T
+        out = _sep(_rownorm(y.linear), a, _rownorm(x.linear))
         if kind == "cubic":
             assert y.cubic is not None and x.cubic is not None
             fy, fx = _span(y.full), _span(x.full)
-            out[fy, fx] = (y.cubic[fy] @ a @ x.cubic[fx].T)
+            out[fy, fx] = _sep(y.cubic[fy], a, x.cubic[fx])
         return out, np.outer(y.inside, x.inside)
     v = valid.astype(np.float64)
     a[~valid] = 0.0  # no-data may be NaN, which a zero weight would not hide
-    num = y.linear @ a @ x.linear.T
-    den = y.linear @ v @ x.linear.T
-    on_valid = den if kind == "nearest" else y.nearest @ v @ x.nearest.T
+    num = _sep(y.linear, a, x.linear)
+    den = _sep(y.linear, v, x.linear)
+    on_valid = den if kind == "nearest" else _sep(y.nearest, v, x.nearest)
     has = np.outer(y.inside, x.inside) & (on_valid > 0.5) & (den >= _MIN_WEIGHT)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / den
     if kind == "cubic":
         assert y.cubic is not None and x.cubic is not None and y.support is not None and x.support is not None
         full = np.outer(y.full, x.full) & has
-        full &= (y.support @ (~valid).astype(np.float64) @ x.support.T) == 0
+        full &= (_sep(y.support, (~valid).astype(np.float64), x.support)) == 0
         if full.any():
-            np.copyto(out, y.cubic @ a @ x.cubic.T, where=full)
+            np.copyto(out, _sep(y.cubic, a, x.cubic), where=full)
     return out, has
 
 
@@ -244,6 +252,7 @@ def _to_dtype(values: np.ndarray, has: np.ndarray, dtype: np.dtype, nodata: floa
             hit = has & (values == nodata)
             if hit.any():
                 values[hit] = nodata + 1 if nodata == info.min else nodata - 1
+    values[~has] = 0  # 0/0 where nothing was valid; masked by the caller
     return values.astype(dtype)
 
 
