@@ -40,7 +40,6 @@ from odc.geo import geom
 from odc.geo.geobox import GeoBox
 from odc.loader._rio import RioDriver, RioReader, rio_read
 
-from harmonize import fastread
 from harmonize.bands import PAN, REFLECTANCE_BANDS, check_bands
 from harmonize.errors import (
     AssetReadError,
@@ -114,11 +113,6 @@ class _Reader(RioReader):
 
     def read(self, cfg: Any, dst_geobox: GeoBox, *, dst: np.ndarray | None = None, selection: Any = None):  # noqa: ANN201
         try:
-            if fastread.enabled():
-                # Same CRS, axis-aligned grids: separable resampling instead of GDAL's warper.
-                fast = fastread.read(self._src, cfg, dst_geobox, dst=dst, selection=selection)
-                if fast is not None:
-                    return fast
             return rio_read(self._src, cfg, dst_geobox, dst=dst, selection=selection)
         except (rasterio.errors.RasterioError, OSError) as exc:
             href = _display_href(self._src.uri)

@@ -9,11 +9,7 @@ Three ways of reading the same assets onto the same 10 m grid, in the same run, 
 
 ``cube``
     ``load_cube(items).compute()``: odc-stac reads, resamples and fuses every band, QA and pan
-    asset onto the common grid; scale/offset, masks and pan alignment on top. Aligned grids are
-    resampled by :mod:`harmonize.fastread` (separable kernels).
-``cube_gdal``
-    The same with the fast path switched off (``fastread.disabled()``): every resampled read
-    goes through odc-loader's ``rio_read`` and GDAL's warper (``--no-gdal`` skips it).
+    asset onto the common grid; scale/offset, masks and pan alignment on top.
 ``rasterio``
     The floor: one ``rasterio`` windowed read per asset of the window covering the grid, with
     ``out_shape`` the grid's shape (bilinear; nearest for QA), in a thread pool of the same size,
@@ -133,7 +129,6 @@ def run(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=512, help="spatial chunk of the cube (pixels)")
     ap.add_argument("--no-stackstac", action="store_true")
-    ap.add_argument("--no-gdal", action="store_true", help="skip the cube_gdal run (fast path off)")
     args = ap.parse_args(argv)
 
     import dask
@@ -143,7 +138,6 @@ def run(argv: list[str]) -> dict[str, Any]:
     from rasterio.enums import Resampling
     from rasterio.windows import from_bounds
 
-    from harmonize import fastread
     from harmonize.cube import load_cube
     from harmonize.providers import profile_for_item
 
@@ -188,9 +182,6 @@ def run(argv: list[str]) -> dict[str, Any]:
     results["rasterio"] = _figures(mpix, *_best(raw, args.repeat))
     cube()  # warm imports and GDAL
     results["cube"] = _figures(mpix, *_best(cube, args.repeat))
-    if not args.no_gdal:
-        with fastread.disabled():
-            results["cube_gdal"] = _figures(mpix, *_best(cube, args.repeat))
 
     if not args.no_stackstac:
         import stackstac
@@ -239,11 +230,6 @@ def run(argv: list[str]) -> dict[str, Any]:
         "cube_vs_rasterio": round(results["rasterio"]["seconds"] / results["cube"]["seconds"], 3),
         "cube_vs_rasterio_cpu": round(results["rasterio"]["cpu_seconds"] / results["cube"]["cpu_seconds"], 3),
     }
-    if "cube_gdal" in results:
-        out["cube_vs_cube_gdal"] = round(results["cube_gdal"]["seconds"] / results["cube"]["seconds"], 3)
-        out["cube_gdal_vs_rasterio"] = round(
-            results["rasterio"]["seconds"] / results["cube_gdal"]["seconds"], 3
-        )
     if "stackstac" in results:
         out["cube_vs_stackstac"] = round(results["stackstac"]["seconds"] / results["cube"]["seconds"], 3)
         out["cube_vs_stackstac_cpu"] = round(
