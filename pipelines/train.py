@@ -113,10 +113,15 @@ def train_stage(
             val = PairDataset(
                 cube, val_rows, "val", truth=truth, cache=None if cache is None else cache / "val.zarr"
             )
+        if cache is not None:  # read every patch up front, a batch per dask computation
+            for ds in (train, val):
+                if ds is not None:
+                    ds.prefetch(progress=config.progress)
         summary = {
             "pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]),
             "windows": len(index),
             "cube": str(config.cube),
+            "pair_config": index.attrs.get("config"),
         }
         started = time.perf_counter()
 

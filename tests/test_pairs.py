@@ -459,6 +459,34 @@ def test_zarr_cache_round_trip(tmp_path):
     np.testing.assert_array_equal(other[0]["input"].numpy(), plain.load(1)["input"])
 
 
+def test_prefetch_reads_a_batch_per_computation_and_resumes(tmp_path, monkeypatch):
+    import harmonize.pairs as pairs_mod
+
+    cube = make_cube(days(0, 16), days(0, 16), 96, 96)
+    config = PairConfig(
+        patch_size=32, stride=32, block_size=32, train_fraction=1, val_fraction=0, test_fraction=0
+    )
+    index = build_pair_index(cube, config)
+    plain = PairDataset(cube, index, augment=False)
+    n = len(plain)
+    assert n >= 6
+    calls = []
+    compute = pairs_mod.dask.compute
+    monkeypatch.setattr(pairs_mod.dask, "compute", lambda *a, **k: calls.append(len(a)) or compute(*a, **k))
+    ds = PairDataset(cube, index, augment=False, cache=tmp_path / "p.zarr")
+    ds.load(0)  # one sample already cached: prefetch does the rest
+    calls.clear()
+    assert ds.prefetch(batch_size=4) == n - 1
+    assert len(calls) == -(-(n - 1) // 4)  # one computation per batch of 4
+    assert ds.prefetch() == 0  # nothing left
+    monkeypatch.setattr(pairs_mod.dask, "compute", compute)
+    for i in range(n):
+        a, b = plain.load(i), ds.load(i)
+        for k in ("input", "target", "valid"):
+            np.testing.assert_array_equal(a[k], b[k])
+    assert PairDataset(cube, index, augment=False).prefetch() == 0  # no cache: nothing to fill
+
+
 def test_cache_and_workers(tmp_path):
     landsat, s2 = days(0), days(0)
     cube = make_cube(landsat, s2, 96, 96)
