@@ -26,6 +26,7 @@ _LAZY = {
     "coregister": "harmonize.coregister",
     "hls_adjust": "harmonize.bandpass",
     "fit_linear_adjustment": "harmonize.bandpass",
+    "sharpen_20m": "harmonize.sharpen",
     "ndvi": "harmonize.indices",
     "PairConfig": "harmonize.pairs",
     "build_pair_index": "harmonize.pairs",

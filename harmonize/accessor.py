@@ -88,6 +88,13 @@ class _HarmonizeAccessor:
 
         return apply_linear_adjustment(self._ds, adjustment, **kw)
 
+    def sharpen_20m(self, **kw: Any) -> xr.Dataset:
+        """Sentinel-2's 20 m bands sharpened to 10 m on its 10 m bands (Sentinel-2 time steps
+        only); see :func:`harmonize.sharpen.sharpen_20m`."""
+        from harmonize.sharpen import sharpen_20m
+
+        return sharpen_20m(self._ds, **kw)
+
     # --- inference ---------------------------------------------------------------------------
     def super_resolve(self, model: Any, **kw: Any) -> xr.Dataset:
         """Harmonized 10 m Landsat from a model (package path, module or ensemble);

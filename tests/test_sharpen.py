@@ -88,6 +88,9 @@ def test_sharpened_bands_are_closer_to_truth(clear_scene):
         assert sharp > raw + 3.0, (b, raw, sharp)
     for b in GUIDE_BANDS:  # the guides are untouched
         np.testing.assert_array_equal(out[b].values, scene[b].values)
+    import harmonize  # noqa: F401 - registers .hz
+
+    np.testing.assert_array_equal(scene.hz.sharpen_20m()["nir"].values, out["nir"].values)
 
 
 # --------------------------------------------------------------------------------------------
