@@ -70,7 +70,9 @@ class ExportSettings(dict):
 
     Keys: ``max_days`` (0: same-day pairs), ``patch_size`` (64), ``stride`` (64),
     ``block_size`` (64), ``min_clear`` (0.3), ``train_fraction`` (0.7),
-    ``val_fraction`` (0.1), ``test_fraction`` (0.2), ``seed`` (0), ``resampling`` ("cubic").
+    ``val_fraction`` (0.1), ``test_fraction`` (0.2), ``seed`` (0), ``resampling`` ("cubic"),
+    ``sharpen_target`` (True: Sentinel-2 targets with their 20 m bands sharpened to 10 m, as the
+    demo trains; the ``truth`` arrays are unaffected).
     """
 
     DEFAULTS: dict[str, Any] = {
@@ -84,6 +86,7 @@ class ExportSettings(dict):
         "test_fraction": 0.2,
         "seed": 0,
         "resampling": "cubic",
+        "sharpen_target": True,
     }
 
     def __init__(self, **kw: Any) -> None:
@@ -212,6 +215,7 @@ def export_from(
         val_fraction=s["val_fraction"],
         test_fraction=s["test_fraction"],
         seed=s["seed"],
+        sharpen_target=bool(s["sharpen_target"]),
     )
     index = build_pair_index(sub, pcfg, pairs=pairs)
     counts = {k: int(v) for k, v in index["split"].value_counts().items()}

@@ -32,6 +32,7 @@ def test_export_patches_match_truth_and_keep_splits_apart(exported):
     truth = world.truth
     cfg = meta["settings"]
     assert meta["world_config"]["size_km"] == world.config.size_km
+    assert cfg["sharpen_target"] is True  # trained as the demo trains: sharpened 20 m targets
     found = 0
     for k, (y0, x0) in enumerate(zip(z["test_y0"], z["test_x0"], strict=True)):
         win = truth[["red"]].isel(y=slice(int(y0), int(y0) + 32), x=slice(int(x0), int(x0) + 32))
