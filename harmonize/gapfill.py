@@ -243,12 +243,18 @@ def _whittaker(
     if length < 3:
         valid = wts > 0
         return _linear(y, valid, t_obs, t_out, *_bracketing(valid, t_obs, t_out))
-    day = np.rint(t_obs - t0).astype(int)
-    onehot = np.zeros((length, t_obs.size))
-    onehot[day, np.arange(t_obs.size)] = 1.0
-    # (L, n) layout throughout: one column per pixel.
-    w = onehot @ wts.T  # summed observation weight per day
-    b = onehot @ np.where(wts > 0, wts * y, 0.0).T
+    day = np.rint(t_obs - t0).astype(int)  # sorted, as t_obs is
+    # (L, n) layout throughout: one column per pixel. Observations of one day add up (fused
+    # sensors): a segment sum over the sorted days, O(T n) rather than a one-hot product.
+    days, first = np.unique(day, return_index=True)
+    w = np.zeros((length, y.shape[0]))
+    b = np.zeros((length, y.shape[0]))
+    if days.size == day.size:  # no same-day pair: a plain scatter
+        w[days] = wts.T
+        b[days] = np.where(wts > 0, wts * y, 0.0).T
+    else:
+        w[days] = np.add.reduceat(wts, first, axis=1).T  # summed observation weight per day
+        b[days] = np.add.reduceat(np.where(wts > 0, wts * y, 0.0), first, axis=1).T
     n_days = (w > 0).sum(axis=0)
     # Fewer than two observed days leaves the smoother singular: fit a constant instead
     # (mean of what is there; an unobserved pixel is masked later by the gap rule).

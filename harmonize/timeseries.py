@@ -36,6 +36,7 @@ __all__ = [
     "heterogeneity",
     "observation_weights",
     "disagreement",
+    "fill_ndvi",
 ]
 
 log = logging.getLogger(__name__)
@@ -567,6 +568,12 @@ class TimeSeriesConfig(BaseModel):
         Method parameters, see :func:`harmonize.gapfill.gap_fill`.
     same_day
         Same-day rule of :func:`fuse`.
+    weights
+        Weight each fused observation with :func:`observation_weights` (Sentinel-2 1, Landsat
+        less at edges and where it disagrees with Sentinel-2); ignored for a one-sensor series.
+    weight_window, weight_scale, disagreement_scale
+        ``window``, ``scale`` and ``disagreement_scale`` of :func:`observation_weights`
+        (``disagreement_scale: 0`` leaves the disagreement factor out).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -582,6 +589,10 @@ class TimeSeriesConfig(BaseModel):
     sigmas: tuple[float, ...] = (8.0, 16.0, 32.0)
     rbf_cutoff: float = Field(0.95, gt=0, lt=1)
     same_day: Literal["keep", "mean", "prefer-s2"] = "keep"
+    weights: bool = True
+    weight_window: int = Field(3, ge=1)
+    weight_scale: float = Field(0.02, gt=0)
+    disagreement_scale: float = Field(0.03, ge=0)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TimeSeriesConfig:
@@ -601,7 +612,36 @@ class TimeSeriesConfig(BaseModel):
 
     def gap_fill_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`harmonize.gapfill.gap_fill`."""
-        return self.model_dump(exclude={"same_day"})
+        return self.model_dump(
+            exclude={"same_day", "weights", "weight_window", "weight_scale", "disagreement_scale"}
+        )
+
+
+def fill_ndvi(obs: xr.DataArray, config: TimeSeriesConfig | None = None, **overrides: Any) -> xr.DataArray:
+    """Gap-fill NDVI observations (:func:`ndvi_series` of a fused cube) as the stage does.
+
+    With ``config.weights`` and more than one sensor in ``obs``' ``sensor`` coordinate, the
+    observations are weighted by :func:`observation_weights`. Lazy.
+
+    Returns
+    -------
+    xarray.DataArray
+        Gap-filled NDVI named ``"ndvi"`` on the regular axis, ``n_obs`` coordinate.
+    """
+    cfg = config or TimeSeriesConfig()
+    if overrides:
+        cfg = TimeSeriesConfig.build(**{**cfg.model_dump(), **overrides})
+    weights = None
+    if cfg.weights and "sensor" in obs.coords:
+        parts = {p for s in labels(obs["sensor"].values) for p in s.split("+")}
+        if len(parts) > 1 and S2 in parts:
+            weights = observation_weights(
+                obs,
+                window=cfg.weight_window,
+                scale=cfg.weight_scale,
+                disagreement_scale=cfg.disagreement_scale or None,
+            )
+    return gap_fill(obs, weights=weights, **cfg.gap_fill_kwargs()).rename("ndvi")
 
 
 def ndvi_timeseries(
@@ -637,5 +677,4 @@ def ndvi_timeseries(
     else:
         cube = fuse(s2_cube, landsat_cube, same_day=cfg.same_day)
     obs = ndvi_series(cube)
-    filled = gap_fill(obs, **cfg.gap_fill_kwargs())
-    return obs, filled.rename("ndvi")
+    return obs, fill_ndvi(obs, cfg)

@@ -313,7 +313,10 @@ def gapfill_table(
     first = next(iter(observations.values()))
     tr = truth_on_grid(truth, first)
     truth_ndvi = ndvi(tr).astype("float32").compute()
-    interior = interior_mask(truth.load(), first, margin=interior_margin).values if interior_margin else None
+    # Only the static maps are needed: loading the whole truth (every band, every date) was
+    # the table's slowest step.
+    static = truth[[v for v in ("landcover", "field_id") if v in truth.data_vars]]
+    interior = interior_mask(static.load(), first, margin=interior_margin).values if interior_margin else None
     start = pd.Timestamp(first["time"].values.min()).normalize()
     end = pd.Timestamp(first["time"].values.max()).normalize()
     rows: list[dict[str, Any]] = []
