@@ -33,6 +33,9 @@ def make_item(
     raster_bands: bool | None = None,
     href_root: str = "file:///tmp/harmonize-test",
     level: Literal["L2", "L1"] = "L2",
+    footprint_from_grid: bool = False,
+    native_resolution: bool = False,
+    wrs_path_row: tuple[int, int] | None = None,
 ) -> pystac.Item:
     """Build a small item the way ``provider`` would serve it.
 
@@ -47,6 +50,15 @@ def make_item(
         Planetary Computer's Landsat: yes; Planetary Computer's Sentinel-2 and USGS: no).
     processing_baseline
         ``s2:processing_baseline`` for Sentinel-2 items (``None`` to omit it).
+    footprint_from_grid
+        Make ``geometry``/``bbox`` the grid's true extent in lon/lat (needed where code derives a
+        grid or an overlap from the footprint); default a fixed box near the real items (Colorado).
+    native_resolution
+        Give each asset its own ``proj:transform``/``proj:shape`` at the band's native resolution
+        (Sentinel-2 B8A/B11/B12 and SCL at 20 m, Landsat Level-1 QA_PIXEL at 30 m), as real items
+        do; ``transform``/``shape`` then describe the finest band. Default: one grid for all.
+    wrs_path_row
+        ``landsat:wrs_path``/``landsat:wrs_row`` for Landsat items (zero-padded strings, as served).
 
     Returns
     -------
@@ -63,10 +75,18 @@ def make_item(
     x1, y1 = x0 + shape[1] * transform[0], y0 + shape[0] * transform[4]
     # A footprint in lon/lat near the real items (Colorado); exactness is not needed here.
     bbox = [-104.3, 40.2, -104.1, 40.4]
+    if footprint_from_grid:
+        from odc.geo import geom
+
+        box = geom.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), f"EPSG:{epsg}")
+        footprint = box.to_crs("epsg:4326")
+        bbox = list(footprint.boundingbox)
     geometry = {
         "type": "Polygon",
         "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]], [bbox[0], bbox[3]], [bbox[0], bbox[1]]]],
     }
+    if footprint_from_grid:
+        geometry = footprint.json
     if item_id is None:
         stamp = when.strftime("%Y%m%d")
         item_id = f"S2A_13TDE_{stamp}_0_L2A" if sensor == "sentinel-2" else f"LC08_L2SP_033032_{stamp}_02_T1"
@@ -81,6 +101,8 @@ def make_item(
         props["platform"] = "Sentinel-2A"
     if provider == "usgs":
         props["platform"] = "LANDSAT_8"
+    if sensor == "landsat" and wrs_path_row is not None:
+        props["landsat:wrs_path"], props["landsat:wrs_row"] = f"{wrs_path_row[0]:03d}", f"{wrs_path_row[1]:03d}"
     item = pystac.Item(item_id, geometry, bbox, when, props, collection=profile.collection)
     with_rb = raster_bands
     if with_rb is None:
@@ -88,6 +110,15 @@ def make_item(
     keys = {**{b: k for b, k in profile.assets.items()}, "qa": profile.qa_asset}
     for band, key in keys.items():
         extra: dict[str, Any] = {"proj:shape": list(shape), "proj:transform": list(transform)}
+        if native_resolution:
+            r = _native_res(band, sensor)
+            if r is not None and r != res:
+                f = r / res
+                t = list(transform)
+                extra = {
+                    "proj:shape": [max(1, round(shape[0] / f)), max(1, round(shape[1] / f))],
+                    "proj:transform": [t[0] * f, t[1], t[2], t[3], t[4] * f, t[5]],
+                }
         if with_rb:
             scaling = profile.scaling[band]
             rb: dict[str, Any] = {"data_type": scaling.dtype, "nodata": scaling.nodata}
@@ -107,3 +138,12 @@ def make_item(
         )
     item.collection_id = profile.collection
     return item
+
+
+def _native_res(band: str, sensor: str) -> float | None:
+    """Native resolution of canonical ``band`` (or ``"qa"``: SCL 20 m, QA_PIXEL 30 m)."""
+    from harmonize.bands import BANDS
+
+    if band == "qa":
+        return 20.0 if sensor == "sentinel-2" else 30.0
+    return BANDS[band].resolution(sensor) if band in BANDS else None
