@@ -10,6 +10,7 @@ harmonize.providers.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import warnings
 from pathlib import Path
@@ -24,6 +25,8 @@ from odc.geo.geobox import GeoBox
 
 from harmonize import errors
 from harmonize.cube import AssetReadWarning, cube_items, load_cube, reload_cube, to_reflectance
+from harmonize.qa import encode_landsat_qa, encode_scl
+from harmonize.testing import make_item
 
 STAC_DIR = Path(__file__).parents[2] / "shared" / "stac-items"
 
@@ -171,7 +174,11 @@ def native_geobox(item: pystac.Item, res: float) -> GeoBox:
 
 def expected(name: str, res: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Expected reflectance per band and clear mask on the native grid at ``res``."""
-    scale, offset = RULES[name]
+    return expected_for(*RULES[name], res)
+
+
+def expected_for(scale: float, offset: float, res: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Expected reflectance per band (rule ``dn * scale + offset``) and clear mask at ``res``."""
     rep = int(BLOCK // res)
     out = {}
     for i, band in enumerate(BANDS):
@@ -235,28 +242,35 @@ def test_both_sensors_one_cube_default_grid(tmp_path: Path) -> None:
     assert ds.sensor.values.tolist() == ["landsat", "sentinel-2"]
     assert (np.diff(ds.time.values) > np.timedelta64(0)).all()
     assert ds.shift_x.values.tolist() == [0.0, 0.0]
-    # Bilinear only mixes source pixels whose centres are within one pixel (<= 30 m): pixels
-    # at least 15 m inside a 60 m block see only that block, so they are exact.
-    xs, ys = np.meshgrid(ds.x.values, ds.y.values)
+    # Pixels well inside a 60 m block are exact under bilinear resampling.
     for t, (item, name) in enumerate([(ls, ES_LS), (s2, ES_S2)]):
-        t0 = _native_transform(item.to_dict(), "blue")
-        bx, by = (xs - t0[2]) / BLOCK, (t0[5] - ys) / BLOCK
-        inside = (bx >= 0) & (by >= 0) & (bx < 4) & (by < 4)
-        safe = (
-            inside
-            & (np.minimum(bx % 1, 1 - bx % 1) * BLOCK >= 15)
-            & (np.minimum(by % 1, 1 - by % 1) * BLOCK >= 15)
-        )
-        scale, offset = RULES[name]
-        for i, band in enumerate(BANDS):
-            dn = block_dn(i)[by[safe].astype(int), bx[safe].astype(int)]
-            want = np.where(dn == 0, np.nan, dn * scale + offset)
-            np.testing.assert_allclose(ds[band].isel(time=t).values[safe], want, atol=2e-7)
-        cls = np.array(BLOCK_CLASS).reshape(4, 4)[by[safe].astype(int), bx[safe].astype(int)]
-        np.testing.assert_array_equal(ds["clear"].isel(time=t).values[safe], cls == "clear")
-        assert safe.sum() > 10
+        assert_blocks_where_exact(ds, t, item, *RULES[name])
     # Outside every footprint: NaN and not clear.
     assert not ds["clear"].values[:, ~np.isfinite(ds["red"].values).any(axis=0)].any()
+
+
+def assert_blocks_where_exact(ds, t: int, item: pystac.Item, scale: float, offset: float) -> None:  # noqa: ANN001
+    """Time step ``t`` of ``ds`` shows ``item``'s blocks wherever bilinear resampling is exact.
+
+    Bilinear only mixes source pixels whose centres are within one pixel (<= 30 m): pixels at
+    least 15 m inside a 60 m block see only that block, so they are exact.
+    """
+    xs, ys = np.meshgrid(ds.x.values, ds.y.values)
+    t0 = _native_transform(item.to_dict(), "blue" if "blue" in item.assets else "B02")
+    bx, by = (xs - t0[2]) / BLOCK, (t0[5] - ys) / BLOCK
+    inside = (bx >= 0) & (by >= 0) & (bx < 4) & (by < 4)
+    safe = (
+        inside
+        & (np.minimum(bx % 1, 1 - bx % 1) * BLOCK >= 15)
+        & (np.minimum(by % 1, 1 - by % 1) * BLOCK >= 15)
+    )
+    for i, band in enumerate(BANDS):
+        dn = block_dn(i)[by[safe].astype(int), bx[safe].astype(int)]
+        want = np.where(dn == 0, np.nan, dn * scale + offset)
+        np.testing.assert_allclose(ds[band].isel(time=t).values[safe], want, atol=2e-7)
+    cls = np.array(BLOCK_CLASS).reshape(4, 4)[by[safe].astype(int), bx[safe].astype(int)]
+    np.testing.assert_array_equal(ds["clear"].isel(time=t).values[safe], cls == "clear")
+    assert safe.sum() > 10
 
 
 @needs_items
@@ -416,16 +430,21 @@ def test_pan_comes_from_the_matching_level1_scene(tmp_path: Path) -> None:
     assert ds.sensor.values.tolist() == ["landsat", "sentinel-2"]
     assert ds.item_id.values.tolist() == [l2.id, s2.id]
     assert np.isnan(ds["pan"].sel(time=ds.sensor == "sentinel-2").values).all()
-    pan = ds["pan"].isel(time=0)
-    t = _native_transform(l1.to_dict(), "pan")
-    rows = np.floor((t[5] - ds.y.values) / 15).astype(int)
-    valid_rows = (rows >= 0) & (rows < SIDE / 15)
-    cols_in = ((ds.x.values - t[2]) >= 0) & ((ds.x.values - t[2]) < SIDE)
-    want = (30000 + 100 * rows[valid_rows]) * 2.0e-5 - 0.1  # Collection 2 L1 TOA rule
-    got = pan.values[np.ix_(valid_rows, cols_in)]
-    np.testing.assert_allclose(got, np.repeat(want[:, None], cols_in.sum(), axis=1), atol=2e-7)
+    assert_pan_rows(ds["pan"].isel(time=0), l1, 30000)
     # bands=None without Level-1 items: no pan variable at all.
     assert "pan" not in load_cube([s2, l2]).data_vars
+
+
+def assert_pan_rows(pan, l1: pystac.Item, pan_dn: int) -> None:  # noqa: ANN001
+    """``pan`` (nearest-resampled) holds ``l1``'s row-dependent DNs in TOA reflectance."""
+    t = _native_transform(l1.to_dict(), "pan")
+    rows = np.floor((t[5] - pan.y.values) / 15).astype(int)
+    valid_rows = (rows >= 0) & (rows < SIDE / 15)
+    cols_in = ((pan.x.values - t[2]) >= 0) & ((pan.x.values - t[2]) < SIDE)
+    want = (pan_dn + 100 * rows[valid_rows]) * 2.0e-5 - 0.1  # Collection 2 L1 TOA rule
+    got = pan.values[np.ix_(valid_rows, cols_in)]
+    assert got.size > 0
+    np.testing.assert_allclose(got, np.repeat(want[:, None], cols_in.sum(), axis=1), atol=2e-7)
 
 
 @needs_items
@@ -436,6 +455,350 @@ def test_shift_applies_to_the_level1_pan_too(tmp_path: Path) -> None:
     base = load_cube([l2, l1], bands=["pan"], geobox=gb, resampling="nearest")
     moved = load_cube([l2, l1], bands=["pan"], geobox=gb, resampling="nearest", shifts={l2.id: (0.0, -30.0)})
     a, b = base["pan"].isel(time=0).values, moved["pan"].isel(time=0).values
+    np.testing.assert_array_equal(b[2:], a[:-2])  # 30 m south = two 15 m rows down
+    assert np.isnan(b[:2]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Always-on twins: the same situations from our own provider-shaped items (harmonize.testing)
+#
+# Each case above that reads /work/shared has a twin here built from ``make_item`` (the provider's
+# asset keys, raster:bands or not, per-asset native grids) over COGs written in tmp_path with the
+# same known block DNs; the QA layers are encoded from known block masks with harmonize.qa.
+
+# Corners on each sensor's own grid, as the real Colorado scenes have them (Landsat edges sit on
+# odd multiples of 15 m, Sentinel-2 edges on multiples of 10 m: the grids are 15 m apart).
+OWN_S2_CORNER = (460020.0, 4450020.0)
+OWN_LS_CORNER = (460005.0, 4449975.0)
+OWN_POLAR_CORNER = (1517685.0, -1812285.0)  # EPSG:3031, inside the real USGS scene's grid
+OWN_S2_TIME = dt.datetime(2023, 10, 8, 18, 2, 12, tzinfo=dt.timezone.utc)
+OWN_LS_TIME = dt.datetime(2023, 10, 8, 17, 37, 26, tzinfo=dt.timezone.utc)
+OWN_L1_KEYS = {"pan": "pan", "qa": "qa_pixel"}
+
+# provider, sensor, make_item options, (scale, offset) by the provider's published rule.
+OWN_CASES = {
+    "earth-search-s2": ("earth-search", "sentinel-2", {}, (1e-4, -0.1)),
+    "pc-s2-baseline-02.12": (
+        "planetary-computer",
+        "sentinel-2",
+        {"processing_baseline": "02.12", "when": dt.datetime(2019, 1, 1, 0, 0, 1, tzinfo=dt.timezone.utc)},
+        (1e-4, 0.0),
+    ),
+    # Not in the real documents: a recent Planetary Computer item, still without raster:bands.
+    "pc-s2-baseline-05.10": ("planetary-computer", "sentinel-2", {"processing_baseline": "05.10"}, (1e-4, -0.1)),
+    "earth-search-landsat": ("earth-search", "landsat", {}, (2.75e-5, -0.2)),
+    "pc-landsat": ("planetary-computer", "landsat", {}, (2.75e-5, -0.2)),
+    "usgs-landsat": ("usgs", "landsat", {}, (2.75e-5, -0.2)),
+}
+
+
+def block_qa(sensor: str) -> np.ndarray:
+    """The 4 x 4 block QA layer (no data, cloud, shadow, 13 clear), encoded with harmonize.qa."""
+    cls = np.array(BLOCK_CLASS).reshape(4, 4)
+    none = np.zeros((4, 4), bool)
+    nodata, cloud, shadow = cls == "nodata", cls == "cloud", cls == "shadow"
+    if sensor == "landsat":
+        return encode_landsat_qa(
+            nodata=nodata, cloud=cloud, dilated_cloud=none, cirrus=none, shadow=shadow, snow=none, water=none
+        )
+    return encode_scl(
+        nodata=nodata,
+        cloud_high=cloud,
+        cloud_medium=none,
+        cirrus=none,
+        shadow=shadow,
+        snow=none,
+        water=none,
+        vegetation=cls == "clear",
+    )
+
+
+def _write_cog(path: Path, arr: np.ndarray, crs: str, transform: Affine, nodata: int) -> None:
+    with rasterio.open(
+        path,
+        "w",
+        driver="COG",
+        width=arr.shape[1],
+        height=arr.shape[0],
+        count=1,
+        dtype=arr.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as dst:
+        dst.write(arr, 1)
+
+
+def own_item(
+    provider: str,
+    sensor: str,
+    tmp_path: Path,
+    *,
+    corner: tuple[float, float] | None = None,
+    epsg: int = 32613,
+    level: str = "L2",
+    fail_key: str | None = None,
+    pan_dn: int = 30000,
+    **options,  # noqa: ANN003
+) -> pystac.Item:
+    """A ``make_item`` item shaped like ``provider``'s, 240 m square, with local COGs of known DNs.
+
+    Reflectance bands hold :func:`block_dn` per 60 m block at their native resolution, the QA
+    asset :func:`block_qa`; a Level-1 ``pan`` holds ``pan_dn + 100 * row`` at 15 m.
+    """
+    if corner is None:
+        corner = OWN_S2_CORNER if sensor == "sentinel-2" else OWN_LS_CORNER
+    res = 10.0 if sensor == "sentinel-2" else 15.0 if level == "L1" else 30.0
+    n = int(SIDE // res)
+    options.setdefault("when", OWN_S2_TIME if sensor == "sentinel-2" else OWN_LS_TIME)
+    if sensor == "landsat":
+        options.setdefault("wrs_path_row", (33, 32))
+    item = make_item(
+        provider,
+        sensor,
+        epsg=epsg,
+        transform=(res, 0.0, corner[0], 0.0, -res, corner[1]),
+        shape=(n, n),
+        href_root=tmp_path.as_uri(),
+        level=level,
+        footprint_from_grid=True,
+        native_resolution=True,
+        **options,
+    )
+    if level == "L1":
+        keys, native = OWN_L1_KEYS, {"pan": 15, "qa": 30}
+    elif sensor == "sentinel-2":
+        keys, native = (S2_PC_KEYS if provider == "planetary-computer" else S2_ES_KEYS), S2_RES
+    else:
+        keys, native = LS_KEYS, LS_RES
+    assert set(item.assets) == set(keys.values()), "make_item's asset keys are the provider's"
+    for band, key in keys.items():
+        asset = item.assets[key]
+        t = Affine(*asset.extra_fields["proj:transform"][:6])
+        assert t.a == native[band] and t.c == corner[0] and t.f == corner[1]  # the native grid
+        rep = int(BLOCK // t.a)
+        if band == "pan":
+            rows = np.arange(int(SIDE // 15))[:, None] + np.zeros((1, int(SIDE // 15)), "int64")
+            arr, nodata = (pan_dn + 100 * rows).astype("uint16"), 0
+        elif band == "qa":
+            arr = np.kron(block_qa(sensor), np.ones((rep, rep), "int64"))
+            arr = arr.astype("uint8" if sensor == "sentinel-2" else "uint16")
+            nodata = 0 if sensor == "sentinel-2" else 1
+        else:
+            arr, nodata = np.kron(block_dn(BANDS.index(band)), np.ones((rep, rep), "int64")).astype("uint16"), 0
+        assert list(arr.shape) == asset.extra_fields["proj:shape"]
+        path = tmp_path / f"{item.id}_{key}.tif"
+        assert asset.href == path.as_uri()
+        _write_cog(path, arr, f"EPSG:{epsg}", t, nodata)
+        if key == fail_key:
+            asset.href = (tmp_path / "missing.tif").as_uri()
+    return item
+
+
+def own_level1(l2: pystac.Item, tmp_path: Path, pan_dn: int = 30000) -> pystac.Item:
+    """A USGS-shaped ``landsat-c2l1`` item of the same scene as ``l2`` (same grid, time, WRS)."""
+    t = _native_transform(l2.to_dict(), "blue")
+    return own_item(
+        "usgs",
+        "landsat",
+        tmp_path,
+        corner=(t[2], t[5]),
+        epsg=int(l2.properties["proj:epsg"]),
+        level="L1",
+        item_id=l2.id.replace("L2SP", "L1TP"),
+        when=l2.datetime,
+        pan_dn=pan_dn,
+    )
+
+
+def test_own_block_qa_is_what_the_real_products_store() -> None:
+    # The encoders give the values of the real-document cases (and of real scenes).
+    np.testing.assert_array_equal(block_qa("landsat").ravel(), [LS_QA[c] for c in BLOCK_CLASS])
+    np.testing.assert_array_equal(block_qa("sentinel-2").ravel(), [SCL[c] for c in BLOCK_CLASS])
+
+
+@pytest.mark.parametrize("case", list(OWN_CASES))
+def test_own_reflectance_follows_each_provider_rule(case: str, tmp_path: Path) -> None:
+    provider, sensor, options, (scale, offset) = OWN_CASES[case]
+    item = own_item(provider, sensor, tmp_path, **options)
+    res = 10.0 if sensor == "sentinel-2" else 30.0
+    # Nearest keeps the 20 m bands exact on the 10 m grid (each 20 m pixel -> 2 x 2).
+    ds = load_cube([item], geobox=native_geobox(item, res), resampling="nearest")
+    want, clear = expected_for(scale, offset, res)
+    assert ds.sizes["time"] == 1
+    for band in BANDS:
+        got = ds[band].isel(time=0).values
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want[band], rtol=0, atol=2e-7, err_msg=f"{case} {band}")
+        assert np.isnan(got).sum() == np.isnan(want[band]).sum() > 0
+    np.testing.assert_array_equal(ds["clear"].isel(time=0).values, clear)
+    assert ds.sensor.values.tolist() == [sensor]
+    assert ds.item_id.values.tolist() == [item.id]
+    assert ds.platform.values.tolist() == ["sentinel-2a" if sensor == "sentinel-2" else "landsat-8"]
+    assert ds.rio.crs == ds.odc.geobox.crs == native_geobox(item, res).crs
+
+
+def test_own_raw_dn_and_to_reflectance(tmp_path: Path) -> None:
+    provider, sensor, options, _ = OWN_CASES["pc-s2-baseline-02.12"]
+    item = own_item(provider, sensor, tmp_path, **options)
+    raw = load_cube([item], geobox=native_geobox(item, 10), resampling="nearest", reflectance=False)
+    assert raw["red"].dtype == np.uint16
+    np.testing.assert_array_equal(
+        raw["red"].isel(time=0).values, np.kron(block_dn(BANDS.index("red")), np.ones((6, 6), "int64"))
+    )
+    assert raw.scale.values.tolist() == [1e-4] and raw.offset.values.tolist() == [0.0]
+    refl = to_reflectance(raw)
+    want, _ = expected_for(1e-4, 0.0, 10)
+    np.testing.assert_allclose(refl["red"].isel(time=0).values, want["red"], atol=2e-7)
+    assert "scale" not in refl.coords
+    with pytest.raises(errors.HarmonizeError, match="already reflectance"):
+        to_reflectance(refl)
+
+
+def test_own_both_sensors_one_cube_default_grid(tmp_path: Path) -> None:
+    s2 = own_item("earth-search", "sentinel-2", tmp_path)
+    ls = own_item("earth-search", "landsat", tmp_path)
+    ds = load_cube([s2, ls])
+    assert ds.sizes["y"] < 40 and ds.sizes["x"] < 40
+    gb = ds.odc.geobox
+    assert gb.crs.epsg == 32613
+    assert gb.resolution.x == 10 and gb.transform.c % 10 == 0 and gb.transform.f % 10 == 0
+    assert ds.sensor.values.tolist() == ["landsat", "sentinel-2"]  # 17:37 before 18:02
+    assert ds.item_id.values.tolist() == [ls.id, s2.id]
+    assert ds.shift_x.values.tolist() == [0.0, 0.0]
+    assert_blocks_where_exact(ds, 0, ls, 2.75e-5, -0.2)
+    assert_blocks_where_exact(ds, 1, s2, 1e-4, -0.1)
+    assert not ds["clear"].values[:, ~np.isfinite(ds["red"].values).any(axis=0)].any()
+
+
+def test_own_polar_stereographic_is_reprojected_onto_utm(tmp_path: Path) -> None:
+    from pyproj import Transformer
+
+    item = own_item("usgs", "landsat", tmp_path, corner=OWN_POLAR_CORNER, epsg=3031)
+    ds = load_cube([item], bands=["red"], resampling="nearest")
+    # The UTM zone (south) of the footprint's centre, worked out here.
+    lon = (item.bbox[0] + item.bbox[2]) / 2
+    assert item.bbox[3] < 0
+    assert ds.odc.geobox.crs.epsg == 32700 + int((lon + 180) // 6) + 1
+    # Each output pixel centre, taken back to EPSG:3031, lies in a known block: nearest gives
+    # that block's value exactly wherever the centre is clear of block edges.
+    xs, ys = np.meshgrid(ds.x.values, ds.y.values)
+    px, py = Transformer.from_crs(ds.odc.geobox.crs.to_wkt(), "EPSG:3031", always_xy=True).transform(xs, ys)
+    bx, by = (px - OWN_POLAR_CORNER[0]) / BLOCK, (OWN_POLAR_CORNER[1] - py) / BLOCK
+    inside = (bx >= 0) & (by >= 0) & (bx < 4) & (by < 4)
+    safe = inside & (np.minimum(bx % 1, 1 - bx % 1) * BLOCK >= 3) & (np.minimum(by % 1, 1 - by % 1) * BLOCK >= 3)
+    red = ds["red"].isel(time=0).values
+    dn = block_dn(BANDS.index("red"))[by[safe].astype(int), bx[safe].astype(int)]
+    np.testing.assert_allclose(red[safe], np.where(dn == 0, np.nan, dn * 2.75e-5 - 0.2), atol=2e-7)
+    assert safe.sum() > 300
+    assert not np.isfinite(red[~inside]).any()  # nothing outside the 240 m scene
+
+
+def test_own_cube_is_lazy_until_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = [own_item("earth-search", "sentinel-2", tmp_path), own_item("earth-search", "landsat", tmp_path)]
+    opened: list[str] = []
+    real_open = rasterio.open
+
+    def counting_open(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio, "open", counting_open)
+    ds = load_cube(items)
+    assert all(v.chunks is not None for v in ds.data_vars.values())
+    assert opened == []
+    ds["red"].isel(time=0).compute()
+    assert opened, "computing a band must read its asset"
+
+
+def test_own_shift_moves_scene_on_the_grid(tmp_path: Path) -> None:
+    item = own_item("earth-search", "landsat", tmp_path)
+    gb = native_geobox(item, 30)
+    base = load_cube([item], geobox=gb, bands=["red"], resampling="nearest")
+    shifted = load_cube(
+        [item], geobox=gb, bands=["red"], resampling="nearest", shifts={item.id: (60.0, -30.0)}
+    )
+    assert shifted.shift_x.values.tolist() == [60.0] and shifted.shift_y.values.tolist() == [-30.0]
+    a, b = base["red"].isel(time=0).values, shifted["red"].isel(time=0).values
+    want, _ = expected_for(2.75e-5, -0.2, 30)
+    np.testing.assert_allclose(a, want["red"], atol=2e-7)
+    np.testing.assert_array_equal(b[1:, 2:], a[:-1, :-2])  # 60 m east, 30 m south
+    assert np.isnan(b[:, :2]).all() and np.isnan(b[:1, :]).all()
+    again = reload_cube(shifted)
+    np.testing.assert_array_equal(again["red"].values, shifted["red"].values)
+    assert [it.id for it in cube_items(shifted)] == [item.id]
+
+
+def test_own_unknown_collection(tmp_path: Path) -> None:
+    d = own_item("earth-search", "sentinel-2", tmp_path).to_dict()
+    d["collection"] = "modis-09a1"
+    with pytest.raises(errors.UnknownCollectionError, match="modis-09a1"):
+        load_cube([pystac.Item.from_dict(d)])
+
+
+def test_own_unknown_and_missing_bands(tmp_path: Path) -> None:
+    item = own_item("earth-search", "sentinel-2", tmp_path)
+    with pytest.raises(errors.UnknownBandError, match="coastal"):
+        load_cube([item], bands=["coastal"])
+    d = item.to_dict()
+    del d["assets"]["swir22"]
+    with pytest.raises(errors.MissingAssetError, match="swir22"):
+        load_cube([pystac.Item.from_dict(d)])
+    with pytest.raises(errors.MissingAssetError, match="landsat-c2l1"):
+        load_cube([item], bands=["red", "pan"])
+
+
+def test_own_bbox_outside_items(tmp_path: Path) -> None:
+    item = own_item("earth-search", "sentinel-2", tmp_path)
+    with pytest.raises(errors.NoOverlapError, match="does not intersect"):
+        load_cube([item], bbox=(10.0, 45.0, 10.1, 45.1))
+    # A bbox just inside the true footprint loads (the footprint is the grid's, not nominal).
+    w, s, e, n = item.bbox
+    inner = (w + (e - w) / 4, s + (n - s) / 4, e - (e - w) / 4, n - (n - s) / 4)
+    assert np.isfinite(load_cube([item], bbox=inner, bands=["red"])["red"].values).any()
+
+
+def test_own_unreadable_asset_strict_and_lenient(tmp_path: Path) -> None:
+    item = own_item("earth-search", "sentinel-2", tmp_path, fail_key="red")
+    missing = (tmp_path / "missing.tif").as_uri()
+    ds = load_cube([item], geobox=native_geobox(item, 10))  # building reads nothing
+    with pytest.raises(errors.AssetReadError, match="missing.tif"):
+        ds["red"].compute()
+    lenient = load_cube([item], geobox=native_geobox(item, 10), fail_on_error=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        red, green = lenient["red"].compute(), lenient["green"].compute()
+    assert any(
+        issubclass(w.category, AssetReadWarning) and missing.removeprefix("file://") in str(w.message)
+        for w in caught
+    )
+    assert np.isnan(red.values).all()
+    want, _ = expected_for(1e-4, -0.1, 10)
+    np.testing.assert_allclose(green.isel(time=0).values, want["green"], atol=2e-7)
+
+
+def test_own_pan_comes_from_the_matching_level1_scene(tmp_path: Path) -> None:
+    s2 = own_item("earth-search", "sentinel-2", tmp_path)
+    l2 = own_item("earth-search", "landsat", tmp_path)
+    l1 = own_level1(l2, tmp_path)
+    assert l1.collection_id == "landsat-c2l1" and l1.properties["platform"] == "LANDSAT_8"
+    ds = load_cube([s2, l1, l2], resampling="nearest")
+    assert "pan" in ds.data_vars and ds["pan"].dtype == np.float32
+    assert ds.sensor.values.tolist() == ["landsat", "sentinel-2"]
+    assert ds.item_id.values.tolist() == [l2.id, s2.id]
+    assert np.isnan(ds["pan"].sel(time=ds.sensor == "sentinel-2").values).all()
+    assert_pan_rows(ds["pan"].isel(time=0), l1, 30000)
+    assert "pan" not in load_cube([s2, l2]).data_vars
+
+
+def test_own_shift_applies_to_the_level1_pan_too(tmp_path: Path) -> None:
+    l2 = own_item("earth-search", "landsat", tmp_path)
+    l1 = own_level1(l2, tmp_path)
+    gb = native_geobox(l2, 15)
+    base = load_cube([l2, l1], bands=["pan"], geobox=gb, resampling="nearest")
+    moved = load_cube([l2, l1], bands=["pan"], geobox=gb, resampling="nearest", shifts={l2.id: (0.0, -30.0)})
+    a, b = base["pan"].isel(time=0).values, moved["pan"].isel(time=0).values
+    assert_pan_rows(base["pan"].isel(time=0), l1, 30000)
     np.testing.assert_array_equal(b[2:], a[:-2])  # 30 m south = two 15 m rows down
     assert np.isnan(b[:2]).all()
 
