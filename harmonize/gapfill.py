@@ -29,6 +29,7 @@ more than ``max_gap / 2`` from it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,12 +43,23 @@ from scipy.stats import norm
 
 from harmonize.errors import TimeSeriesError
 
-__all__ = ["gap_fill", "regular_time_axis", "METHODS", "TimeSeriesError", "fill_pixels"]
+__all__ = [
+    "gap_fill",
+    "regular_time_axis",
+    "METHODS",
+    "TimeSeriesError",
+    "fill_pixels",
+    "select_lmbda",
+    "whittaker_gcv",
+    "GCV_LMBDAS",
+]
 
 log = logging.getLogger(__name__)
 
 Method = Literal["linear", "whittaker", "harmonic", "rbf"]
 METHODS: tuple[str, ...] = ("linear", "whittaker", "harmonic", "rbf")
+#: Candidate Whittaker lambdas of ``lmbda="gcv"`` (half decades; passbands ~8 to ~60 days).
+GCV_LMBDAS: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 
 DAY_NS = 86_400 * 10**9
 # Pixels processed per vectorised batch inside one dask block: bounds the float64 temporaries
@@ -190,20 +202,20 @@ def _second_difference_bands(length: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return p.diagonal(0), p.diagonal(1), p.diagonal(2)
 
 
-def _pentadiagonal_cholesky_solve(
-    diag: np.ndarray, off1: np.ndarray, off2: np.ndarray, rhs: np.ndarray
-) -> np.ndarray:
-    """Solve ``A x = rhs`` for many symmetric positive-definite pentadiagonal systems at once.
+def _pentadiagonal_factor(
+    diag: np.ndarray, off1: np.ndarray, off2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Banded Cholesky ``A = C C'`` of many symmetric positive-definite pentadiagonal systems.
 
-    ``diag`` and ``rhs`` are ``(L, n)``, one system per column (rows contiguous, so each step of
-    the loop over ``L`` is a vector operation over ``n``); ``off1`` (``L-1``) and ``off2``
-    (``L-2``) are shared by all systems. Banded Cholesky ``A = L L'``; ``diag`` and ``rhs`` are
-    overwritten, the solution is returned as ``(L, n)``.
+    ``diag`` is ``(L, n)``, one system per column (rows contiguous, so each step of the loop
+    over ``L`` is a vector operation over ``n``); ``off1`` (``L-1``) and ``off2`` (``L-2``) are
+    shared by all systems. Returns ``C[i, i]``, ``C[i, i-1]``, ``C[i, i-2]`` as ``(L, n)``
+    arrays; ``diag`` is overwritten (it becomes ``C[i, i]``).
     """
     L, n = diag.shape
-    l0 = diag  # becomes L[i, i]
-    l1 = np.zeros((L, n))  # L[i, i-1]
-    l2 = np.zeros((L, n))  # L[i, i-2]
+    l0 = diag  # becomes C[i, i]
+    l1 = np.zeros((L, n))  # C[i, i-1]
+    l2 = np.zeros((L, n))  # C[i, i-2]
     for i in range(L):
         if i >= 2:
             np.divide(off2[i - 2], l0[i - 2], out=l2[i])
@@ -217,6 +229,14 @@ def _pentadiagonal_cholesky_solve(
                 np.divide(off1[0], l0[0], out=l1[1])
             l0[i] -= l1[i] * l1[i]
         np.sqrt(l0[i], out=l0[i])
+    return l0, l1, l2
+
+
+def _pentadiagonal_factored_solve(
+    l0: np.ndarray, l1: np.ndarray, l2: np.ndarray, rhs: np.ndarray
+) -> np.ndarray:
+    """Solve ``C C' x = rhs`` with the factor of :func:`_pentadiagonal_factor` (``rhs`` overwritten)."""
+    L = l0.shape[0]
     x = rhs
     for i in range(L):
         if i >= 1:
@@ -233,6 +253,176 @@ def _pentadiagonal_cholesky_solve(
     return x
 
 
+def _pentadiagonal_cholesky_solve(
+    diag: np.ndarray, off1: np.ndarray, off2: np.ndarray, rhs: np.ndarray
+) -> np.ndarray:
+    """Solve ``A x = rhs`` for many pentadiagonal SPD systems at once (``diag``, ``rhs`` ``(L, n)``,
+    both overwritten); the solution is returned as ``(L, n)``."""
+    return _pentadiagonal_factored_solve(*_pentadiagonal_factor(diag, off1, off2), rhs)
+
+
+def _inverse_diagonal(l0: np.ndarray, l1: np.ndarray, l2: np.ndarray) -> np.ndarray:
+    """Diagonal of ``A^-1`` from the banded Cholesky factor of ``A`` (Takahashi's recursion).
+
+    With ``A = L D L'`` (unit lower ``L``), ``S = A^-1`` satisfies, from the last row back,
+    ``S[i, j] = -sum_k L[k, i] S[k, j]`` (``j > i``) and ``S[i, i] = 1 / D[i] - sum_k L[k, i]
+    S[k, i]``; for a pentadiagonal ``A`` only ``S[i, i]``, ``S[i, i+1]``, ``S[i, i+2]`` are
+    needed. ``O(L n)``, vectorised over the ``n`` columns like the solve.
+    """
+    L, n = l0.shape
+    s0 = np.zeros((L + 2, n))
+    s1 = np.zeros((L + 2, n))
+    a = np.zeros(n)
+    b = np.zeros(n)
+    for i in range(L - 1, -1, -1):
+        if i + 1 < L:
+            np.divide(l1[i + 1], l0[i], out=a)
+        else:
+            a[:] = 0.0
+        if i + 2 < L:
+            np.divide(l2[i + 2], l0[i], out=b)
+        else:
+            b[:] = 0.0
+        s_i1 = -(a * s0[i + 1] + b * s1[i + 1])  # S[i, i+1]
+        s_i2 = -(a * s1[i + 1] + b * s0[i + 2])  # S[i, i+2]
+        s1[i] = s_i1
+        s0[i] = 1.0 / (l0[i] * l0[i]) - (a * s_i1 + b * s_i2)
+    return s0[:L]
+
+
+def _daily_sums(
+    y: np.ndarray, wts: np.ndarray, t_obs: np.ndarray, t0: float, length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed weight ``w`` and weighted sum ``b`` of the observations of each day, ``(L, n)``."""
+    day = np.rint(t_obs - t0).astype(int)  # sorted, as t_obs is
+    # (L, n) layout: one column per pixel. Observations of one day add up (fused sensors): a
+    # segment sum over the sorted days, O(T n) rather than a one-hot product.
+    days, first = np.unique(day, return_index=True)
+    w = np.zeros((length, y.shape[0]))
+    b = np.zeros((length, y.shape[0]))
+    wy = np.where(wts > 0, wts * y, 0.0)
+    if days.size == day.size:  # no same-day pair: a plain scatter
+        w[days] = wts.T
+        b[days] = wy.T
+    else:
+        w[days] = np.add.reduceat(wts, first, axis=1).T
+        b[days] = np.add.reduceat(wy, first, axis=1).T
+    return w, b
+
+
+def whittaker_gcv(
+    values: np.ndarray,
+    t_obs: np.ndarray,
+    lmbdas: Sequence[float],
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generalized cross-validation terms of the Whittaker smoother for several ``lmbda``.
+
+    Parameters
+    ----------
+    values
+        ``(n_pixels, n_times)`` observations, NaN where missing.
+    t_obs
+        Observation times in days, sorted.
+    lmbdas
+        Candidate smoothing parameters.
+    weights
+        Observation weights broadcastable to ``values`` (as :func:`gap_fill`).
+
+    Returns
+    -------
+    rss, trace, m : numpy.ndarray
+        ``(n_pixels, n_lmbdas)`` weighted residual sum of squares over observed days and trace
+        of the hat matrix (effective degrees of freedom), and ``(n_pixels,)`` observed days.
+        Per pixel ``GCV = m rss / (m - trace)^2``; :func:`select_lmbda` pools them.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    wts = np.isfinite(y).astype(np.float64)
+    if weights is not None:
+        wb = np.broadcast_to(np.asarray(weights, dtype=np.float64), y.shape)
+        wts = np.where(np.isfinite(wb) & (wb > 0), wb, 0.0) * wts
+    t0 = np.floor(t_obs.min())
+    length = max(int(np.ceil(t_obs.max()) - t0) + 1, 3)
+    w, b = _daily_sums(y, wts, t_obs, t0, length)
+    seen = w > 0
+    ybar = np.divide(b, w, out=np.zeros_like(b), where=seen)
+    m = seen.sum(axis=0).astype(float)
+    p0, p1, p2 = _second_difference_bands(length)
+    rss = np.empty((y.shape[0], len(lmbdas)))
+    trace = np.empty_like(rss)
+    for k, lam in enumerate(lmbdas):
+        factor = _pentadiagonal_factor(w + lam * p0[:, None], lam * p1, lam * p2)
+        z = _pentadiagonal_factored_solve(*factor, b.copy())
+        rss[:, k] = (w * (ybar - z) ** 2).sum(axis=0)
+        trace[:, k] = (w * _inverse_diagonal(*factor)).sum(axis=0)
+    return rss, trace, m
+
+
+def select_lmbda(
+    obj: xr.DataArray,
+    *,
+    weights: xr.DataArray | Mapping[str, float] | None = None,
+    lmbdas: Sequence[float] = GCV_LMBDAS,
+    sample: int = 4096,
+) -> float:
+    """The Whittaker ``lmbda`` of least generalized cross-validation error for one input.
+
+    The GCV of the joint smoother of a regular sample of pixels (one ``lmbda`` for all),
+    ``M * sum(rss) / (M - sum(trace))^2`` with ``M`` the observed pixel-days, is minimised over
+    ``lmbdas`` (:func:`whittaker_gcv`). Pooling lets fields, water and edges all count, and
+    gives one smoother for the whole series (no seams between chunks).
+
+    Parameters
+    ----------
+    obj
+        Observations ``(time, y, x)`` as given to :func:`gap_fill`.
+    weights
+        As :func:`gap_fill`'s ``weights``.
+    lmbdas
+        Candidates (default :data:`GCV_LMBDAS`).
+    sample
+        At most this many pixels, on a regular grid over the whole extent.
+
+    Returns
+    -------
+    float
+        The chosen ``lmbda``. This computes: it reads the sampled pixels (a strided pass over
+        the input; memory is that of the sample).
+    """
+    if "time" not in obj.dims:
+        raise TimeSeriesError(f"select_lmbda needs a 'time' dimension; the input has {tuple(obj.dims)}.")
+    order = np.argsort(np.asarray(obj["time"].values, dtype="datetime64[ns]"), kind="stable")
+    wts = _resolve_weights(obj, weights, order)
+    obj = obj.isel(time=order)
+    space = [d for d in obj.dims if d != "time"]
+    n_pix = int(np.prod([obj.sizes[d] for d in space])) if space else 1
+    step = max(1, int(np.ceil((n_pix / max(sample, 1)) ** (1 / max(len(space), 1)))))
+    pick = {d: slice(step // 2, None, step) for d in space}
+    vals = obj.isel(pick).transpose("time", *space)
+    t = np.asarray(obj["time"].values, dtype="datetime64[ns]")
+    t_obs = _to_days(t, t[0])
+    y = np.asarray(vals.values, dtype=np.float64).reshape(t.size, -1).T
+    w = None
+    if wts is not None:
+        wsel = wts.isel({d: pick[d] for d in wts.dims if d in pick})
+        w = np.broadcast_to(
+            np.asarray(wsel.transpose(*[d for d in ("time", *space) if d in wsel.dims]).values, np.float64)
+            .reshape([t.size] + [vals.sizes[d] if d in wsel.dims else 1 for d in space]),
+            (t.size, *[vals.sizes[d] for d in space]),
+        ).reshape(t.size, -1).T
+    rss, trace, m = whittaker_gcv(y, t_obs, lmbdas, w)
+    ok = m >= 4
+    if not ok.any():
+        log.warning("select_lmbda: no sampled pixel has 4 observed days; keeping lmbda=1000")
+        return 1000.0
+    big_m = m[ok].sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gcv = big_m * rss[ok].sum(axis=0) / (big_m - trace[ok].sum(axis=0)) ** 2
+    best = float(lmbdas[int(np.nanargmin(gcv))])
+    log.info("select_lmbda: GCV %s -> lmbda=%g", np.round(gcv, 8).tolist(), best)
+    return best
+
+
 def _whittaker(
     y: np.ndarray, wts: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, lmbda: float
 ) -> np.ndarray:
@@ -243,18 +433,7 @@ def _whittaker(
     if length < 3:
         valid = wts > 0
         return _linear(y, valid, t_obs, t_out, *_bracketing(valid, t_obs, t_out))
-    day = np.rint(t_obs - t0).astype(int)  # sorted, as t_obs is
-    # (L, n) layout throughout: one column per pixel. Observations of one day add up (fused
-    # sensors): a segment sum over the sorted days, O(T n) rather than a one-hot product.
-    days, first = np.unique(day, return_index=True)
-    w = np.zeros((length, y.shape[0]))
-    b = np.zeros((length, y.shape[0]))
-    if days.size == day.size:  # no same-day pair: a plain scatter
-        w[days] = wts.T
-        b[days] = np.where(wts > 0, wts * y, 0.0).T
-    else:
-        w[days] = np.add.reduceat(wts, first, axis=1).T  # summed observation weight per day
-        b[days] = np.add.reduceat(np.where(wts > 0, wts * y, 0.0), first, axis=1).T
+    w, b = _daily_sums(y, wts, t_obs, t0, length)  # (L, n): one column per pixel
     n_days = (w > 0).sum(axis=0)
     # Fewer than two observed days leaves the smoother singular: fit a constant instead
     # (mean of what is there; an unobserved pixel is masked later by the gap rule).
@@ -392,7 +571,7 @@ def _fill_block(
 def _time_whole(da: xr.DataArray) -> xr.DataArray:
     if da.chunks is None:
         return da
-    if len(da.chunksizes.get("time", ())) <= 1:
+    if len(da.data.chunks[da.get_axis_num("time")]) <= 1:  # the data's own chunks, not coords'
         return da
     spatial = {d: "auto" for d in da.dims if d != "time"}
     return da.chunk({"time": -1, **spatial})
@@ -498,7 +677,7 @@ def gap_fill(
     max_gap: str | float | pd.Timedelta = "45D",
     start: Any = None,
     end: Any = None,
-    lmbda: float = 1000.0,
+    lmbda: float | Literal["gcv"] = 1000.0,
     n_harmonics: int = 3,
     period: float = 365.25,
     sigmas: Sequence[float] = (8.0, 16.0, 32.0),
@@ -525,7 +704,10 @@ def gap_fill(
         also those outside ``[start, end]``.
     lmbda
         Whittaker smoothing parameter on a daily grid. The smoother passes periods longer than
-        about ``2 pi lmbda**0.25`` days (about 35 d for the default 1000).
+        about ``2 pi lmbda**0.25`` days (about 35 d for 1000, 15 d for 30). ``"gcv"`` chooses it
+        for this input by generalized cross-validation (:func:`select_lmbda`; this reads a
+        sample of pixels when called, each variable of a Dataset separately); the value used is
+        in ``attrs["gap_fill_lmbda"]``.
     n_harmonics, period
         Harmonic regression modes and the base period in days.
     sigmas, rbf_cutoff
@@ -565,10 +747,15 @@ def gap_fill(
         raise TimeSeriesError("n_harmonics must be at least 1.")
     if not sigmas or min(sigmas) <= 0:
         raise TimeSeriesError("sigmas must be positive kernel widths in days, e.g. (8, 16, 32).")
+    gcv = isinstance(lmbda, str)
+    if gcv and lmbda != "gcv":
+        raise TimeSeriesError(f"lmbda must be a positive number or 'gcv', not {lmbda!r}.")
+    if not gcv and not float(lmbda) > 0:
+        raise TimeSeriesError(f"lmbda must be positive, got {lmbda}.")
     params = _Params(
         method=method,
         max_gap=_as_days(max_gap),
-        lmbda=float(lmbda),
+        lmbda=1000.0 if gcv else float(lmbda),
         n_harmonics=int(n_harmonics),
         period=float(period),
         sigmas=tuple(float(s) for s in sigmas),
@@ -586,6 +773,12 @@ def gap_fill(
 
     if wts is not None:
         attrs["gap_fill_weighted"] = 1
+    gcv = gcv and method == "whittaker"
+
+    def tuned(da: xr.DataArray) -> _Params:
+        if not gcv:
+            return params
+        return dataclasses.replace(params, lmbda=select_lmbda(da, weights=wts))
 
     def used(valid: xr.DataArray) -> xr.DataArray:
         if wts is None:
@@ -596,8 +789,11 @@ def gap_fill(
     if isinstance(obj, xr.DataArray):
         n_obs = used(obj.notnull()).sum("time").astype(np.int32)
         n_obs = n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")
-        out = _fill_dataarray(obj, t_obs, t_out, axis, params, wts)
+        p = tuned(obj)
+        out = _fill_dataarray(obj, t_obs, t_out, axis, p, wts)
         out.attrs = {**obj.attrs, **attrs}
+        if method == "whittaker":
+            out.attrs["gap_fill_lmbda"] = p.lmbda
         return out.assign_coords(n_obs=n_obs)
 
     ds = obj
@@ -615,7 +811,10 @@ def gap_fill(
         var = ds[name] if clear is None else ds[name].where(clear)
         ok = var.notnull()
         valid = ok if valid is None else valid & ok
-        filled[name] = _fill_dataarray(var, t_obs, t_out, axis, params, wts)
+        p = tuned(var)
+        filled[name] = _fill_dataarray(var, t_obs, t_out, axis, p, wts)
+        if method == "whittaker":
+            filled[name].attrs["gap_fill_lmbda"] = p.lmbda
     assert valid is not None
     n_obs = used(valid).sum("time").astype(np.int32)
     n_obs = n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")

@@ -565,7 +565,8 @@ class TimeSeriesConfig(BaseModel):
     start, end
         Output axis bounds (ISO dates); default the observed span.
     lmbda, n_harmonics, period, sigmas, rbf_cutoff
-        Method parameters, see :func:`harmonize.gapfill.gap_fill`.
+        Method parameters, see :func:`harmonize.gapfill.gap_fill`; ``lmbda`` defaults to
+        ``"gcv"`` (chosen per input by generalized cross-validation).
     same_day
         Same-day rule of :func:`fuse`.
     weights
@@ -583,7 +584,7 @@ class TimeSeriesConfig(BaseModel):
     max_gap: str | float = "45D"
     start: str | None = None
     end: str | None = None
-    lmbda: float = Field(1000.0, gt=0)
+    lmbda: Literal["gcv"] | float = "gcv"
     n_harmonics: int = Field(3, ge=1)
     period: float = Field(365.25, gt=0)
     sigmas: tuple[float, ...] = (8.0, 16.0, 32.0)

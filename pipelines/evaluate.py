@@ -302,7 +302,9 @@ def gapfill_table(
         uses its observations' ``weight`` coordinate if they carry one (:func:`ndvi_observations`),
         else none. Weights change the fit, never which pixel-dates are scored.
     options
-        Extra ``gap_fill`` keyword arguments per method, e.g. ``{"whittaker": {"lmbda": 300}}``.
+        ``gap_fill`` keyword arguments per method, e.g. ``{"whittaker": {"lmbda": 300}}``, over
+        the defaults of :class:`harmonize.timeseries.TimeSeriesConfig` (what the time-series
+        stage runs: ``lmbda="gcv"``).
 
     Returns
     -------
@@ -310,6 +312,14 @@ def gapfill_table(
         One row per (method, inputs): ``NDVI RMSE``, ``NDVI MAE``, ``NDVI RMSE interior``,
         ``coverage`` and ``pixel-dates``; and the filled series, ``{method: {inputs: filled}}``.
     """
+    from harmonize.timeseries import TimeSeriesConfig
+
+    # The method parameters the time-series stage uses by default, so the table scores the product.
+    defaults = {
+        k: v
+        for k, v in TimeSeriesConfig().gap_fill_kwargs().items()
+        if k not in ("method", "freq", "max_gap", "start", "end")
+    }
     first = next(iter(observations.values()))
     tr = truth_on_grid(truth, first)
     truth_ndvi = ndvi(tr).astype("float32").compute()
@@ -324,7 +334,7 @@ def gapfill_table(
     for method in methods:
         ests = {}
         for combo, obs in observations.items():
-            kw = dict((options or {}).get(method, {}))
+            kw = {**defaults, **(options or {}).get(method, {})}
             w = (weights or {}).get(combo)
             if w is None and "weight" in obs.coords:
                 w = obs["weight"]

@@ -361,3 +361,57 @@ def test_weights_stay_lazy_chunked_and_check_their_shape():
         gap_fill(ok, weights={"landsat": 0.5})
     with pytest.raises(TimeSeriesError, match="dimensions"):
         gap_fill(ok, weights=xr.DataArray(np.ones(3), dims="band"))
+
+
+# --------------------------------------------------------------------------------------------
+# lambda by generalized cross-validation
+
+
+def test_gcv_terms_equal_the_explicit_hat_matrix():
+    from harmonize.gapfill import _pentadiagonal_factor, _inverse_diagonal, _second_difference_bands, whittaker_gcv
+
+    rng = np.random.default_rng(40)
+    L = 30
+    p0, p1, p2 = _second_difference_bands(L)
+    w = (rng.random((L, 2)) < 0.5) * rng.uniform(0.3, 2.0, (L, 2))
+    lam = 20.0
+    diag = w + lam * p0[:, None]
+    inv = _inverse_diagonal(*_pentadiagonal_factor(diag.copy(), lam * p1, lam * p2))
+    for j in range(2):
+        a = sparse.diags([diag[:, j], lam * p1, lam * p1, lam * p2, lam * p2], [0, 1, -1, 2, -2]).toarray()
+        np.testing.assert_allclose(inv[:, j], np.diag(np.linalg.inv(a)), rtol=1e-9)
+    # whittaker_gcv on daily observations: rss and trace of H = (W + lam P)^-1 W.
+    t_obs = np.flatnonzero(w[:, 0] > 0).astype(float)
+    y = rng.normal(0.5, 0.1, t_obs.size)
+    wts = w[t_obs.astype(int), 0]
+    rss, tr, m = whittaker_gcv(y[None], t_obs, [lam], wts[None])
+    length = int(t_obs.max() - t_obs.min()) + 1
+    q0, q1, q2 = _second_difference_bands(length)
+    wd = np.zeros(length)
+    wd[(t_obs - t_obs.min()).astype(int)] = wts
+    yd = np.zeros(length)
+    yd[(t_obs - t_obs.min()).astype(int)] = y
+    a = np.diag(wd) + lam * sparse.diags([q0, q1, q1, q2, q2], [0, 1, -1, 2, -2]).toarray()
+    hat = np.linalg.solve(a, np.diag(wd))
+    z = hat @ yd
+    assert m[0] == t_obs.size
+    np.testing.assert_allclose(tr[0, 0], np.trace(hat), rtol=1e-9)
+    np.testing.assert_allclose(rss[0, 0], np.sum(wd * (yd - z) ** 2), rtol=1e-9)
+
+
+def test_gcv_picks_little_smoothing_for_signal_and_much_for_noise():
+    from harmonize.gapfill import GCV_LMBDAS, select_lmbda
+
+    rng = np.random.default_rng(41)
+    t = ORIGIN + pd.to_timedelta(np.arange(0, 360, 3), "D")
+    d = days(t)
+    wiggle = (0.5 + 0.3 * np.sin(2 * np.pi * d / 40.0))[:, None, None] + rng.normal(0, 0.01, (d.size, *GEOBOX.shape))
+    noise = 0.5 + rng.normal(0, 0.1, (d.size, *GEOBOX.shape))
+    lam_signal = select_lmbda(cube(wiggle, t))
+    lam_noise = select_lmbda(cube(noise, t))
+    assert lam_signal <= 10.0
+    assert lam_noise == max(GCV_LMBDAS)
+    out = gap_fill(cube(wiggle, t), method="whittaker", lmbda="gcv", max_gap=1000)
+    assert isinstance(out.data, dsa.Array) and out.attrs["gap_fill_lmbda"] == lam_signal
+    with pytest.raises(TimeSeriesError, match="gcv"):
+        gap_fill(cube(wiggle, t), method="whittaker", lmbda="best")

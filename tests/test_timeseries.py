@@ -16,7 +16,11 @@ from harmonize.gapfill import TimeSeriesError, gap_fill
 from harmonize.phenology import phenology
 from harmonize.timeseries import (
     TimeSeriesConfig,
+    disagreement,
+    fill_ndvi,
     fuse,
+    heterogeneity,
+    observation_weights,
     monthly_composite,
     ndvi_rmse_against_truth,
     ndvi_series,
@@ -263,8 +267,12 @@ def test_timeseries_config_yaml_and_errors(tmp_path):
     path = tmp_path / "ts.yaml"
     path.write_text("method: rbf\nsigmas: [5, 10]\nmax_gap: 30D\n")
     cfg = TimeSeriesConfig.from_yaml(path, freq="10D", lmbda=None)
-    assert cfg.method == "rbf" and cfg.sigmas == (5.0, 10.0) and cfg.freq == "10D" and cfg.lmbda == 1000.0
+    assert cfg.method == "rbf" and cfg.sigmas == (5.0, 10.0) and cfg.freq == "10D" and cfg.lmbda == "gcv"
     assert cfg.gap_fill_kwargs()["max_gap"] == "30D"
+    assert TimeSeriesConfig.build(lmbda=300).lmbda == 300.0
+    assert "weights" not in cfg.gap_fill_kwargs()  # stage settings, not gap_fill arguments
+    with pytest.raises(TimeSeriesError, match="Invalid"):
+        TimeSeriesConfig.build(lmbda="auto")
     with pytest.raises(TimeSeriesError, match="Invalid"):
         TimeSeriesConfig.build(method="cubic")
     with pytest.raises(TimeSeriesError, match="Invalid"):
@@ -287,3 +295,74 @@ def test_fuse_and_plot_cubes_read_back_from_zarr(tmp_path):
     assert fused.odc.geobox == GEOBOX
     fig = plot_clear_observations(fuse(s2z, l8z))
     assert {c.get_label() for c in fig.axes[0].containers} == {"Sentinel-2", "Landsat (harmonized)"}
+
+
+# --------------------------------------------------------------------------------------------
+# observation weights
+
+
+def _edge_scene(n_s2: int = 20, n_l8: int = 8, seed: int = 30):
+    """Two parcels meeting at column 6 of a 6 x 12 grid: NDVI 0.8 | 0.2, Sentinel-2 exact, Landsat
+    blurred across the edge like a 30 m pixel (mean of 3 columns) and noisy, some clouds."""
+    rng = np.random.default_rng(seed)
+    gb = GeoBox.from_bbox((500000, 4000000, 500120, 4000060), crs="EPSG:32633", resolution=10)  # 6 x 12
+    scene = np.where(np.arange(12) < 6, 0.8, 0.2)[None, :].repeat(6, 0)
+    blurred = np.stack([scene[:, max(c - 1, 0) : c + 2].mean(1) for c in range(12)], axis=1)
+    t_s2 = pd.date_range("2023-05-01T10:30", periods=n_s2, freq="5D")
+    t_l8 = pd.date_range("2023-05-03T10:05", periods=n_l8, freq="8D")
+    s2 = np.broadcast_to(scene, (n_s2, 6, 12)).astype(np.float32).copy()
+    l8 = (blurred[None] + rng.normal(0, 0.005, (n_l8, 6, 12))).astype(np.float32)
+    s2[rng.random(s2.shape) < 0.2] = np.nan
+    times = t_s2.append(t_l8)
+    order = np.argsort(times.values, kind="stable")
+    sensors = np.array(["sentinel-2"] * n_s2 + ["landsat"] * n_l8)[order]
+    data = np.concatenate([s2, l8])[order]
+    obs = xr.DataArray(data, dims=("time", "y", "x"), coords={"time": times[order], **xr_coords(gb)})
+    return obs.assign_coords(sensor=("time", sensors)).chunk({"time": 7, "y": 3, "x": 6}), scene
+
+
+def test_heterogeneity_and_weights_find_the_edge():
+    obs, scene = _edge_scene()
+    s2 = obs.isel(time=np.flatnonzero(obs["sensor"].values == "sentinel-2"))
+    het = heterogeneity(s2)
+    assert isinstance(het.data, dsa.Array)
+    het = het.compute()
+    # 3 x 3 windows touching the edge (columns 5 and 6) hold 3 pixels of 0.8 and 0.2 out of 9
+    # (or 6 of 9); interiors are uniform. Chunk borders (x = 6) leave no seam.
+    edge_std = np.std([0.8] * 6 + [0.2] * 3)
+    np.testing.assert_allclose(het.values[:, [5, 6]], edge_std, atol=1e-5)
+    np.testing.assert_allclose(het.values[:, [0, 1, 2, 3, 8, 9, 10, 11]], 0.0, atol=1e-6)
+
+    w = observation_weights(obs, disagreement_scale=None)
+    assert isinstance(w.data, dsa.Array) and w.dims == ("time", "y", "x")
+    w = w.compute()
+    is_s2 = obs["sensor"].values == "sentinel-2"
+    assert np.all(w.values[is_s2] == 1.0)
+    land = w.values[~is_s2]
+    np.testing.assert_allclose(land[:, :, 0], 1.0, atol=1e-6)  # interior: Landsat as good as S2
+    np.testing.assert_allclose(land[:, :, 5], 1.0 / (1.0 + (edge_std / 0.02) ** 2), rtol=1e-4)
+
+    # Disagreement: Landsat off by the blur at the edge columns, by its noise elsewhere.
+    dis = disagreement(obs).compute()
+    assert float(dis[:, 5].min()) > 0.15 and float(dis[:, 0].max()) < 0.02
+    both = observation_weights(obs).compute().values[~is_s2]
+    assert np.all(both[:, :, 5] < land[:, :, 5]) and np.all(both[:, :, 0] > 0.6)
+
+
+def test_weighted_fill_follows_sentinel2_at_the_edge_and_stays_lazy():
+    obs, scene = _edge_scene(n_s2=30, n_l8=12, seed=31)
+    kw = dict(method="whittaker", lmbda=30.0, max_gap=200)
+    plain = fill_ndvi(obs, weights=False, **kw)
+    weighted = fill_ndvi(obs, **kw)
+    assert isinstance(weighted.data, dsa.Array) and weighted.attrs.get("gap_fill_weighted") == 1
+    truth = scene[None]
+    err_plain = np.abs(plain.compute().values - truth)[:, :, 5:7].mean()
+    err_weighted = np.abs(weighted.compute().values - truth)[:, :, 5:7].mean()
+    assert err_weighted < 0.2 * err_plain
+    # Inside the parcels the weights change (almost) nothing.
+    np.testing.assert_allclose(weighted.values[:, :, :3], plain.values[:, :, :3], atol=2e-3)
+    # A Sentinel-2-only series is filled unweighted.
+    s2 = obs.isel(time=np.flatnonzero(obs["sensor"].values == "sentinel-2"))
+    assert "gap_fill_weighted" not in fill_ndvi(s2, **kw).attrs
+    with pytest.raises(TimeSeriesError, match="No 'sentinel-2' observation"):
+        observation_weights(obs.isel(time=np.flatnonzero(obs["sensor"].values == "landsat")))
