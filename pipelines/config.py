@@ -110,7 +110,7 @@ class IngestConfig(StageConfig):
     chunk: int = Field(512, gt=0)
     coregister: bool = True
     max_days: float = Field(10.0, ge=0)
-    batch: int = Field(4, ge=1)
+    batch: int = Field(8, ge=1)
 
 
 class PairsStageConfig(StageConfig):
