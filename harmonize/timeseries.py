@@ -37,6 +37,7 @@ __all__ = [
     "observation_weights",
     "disagreement",
     "fill_ndvi",
+    "fused_ndvi",
 ]
 
 log = logging.getLogger(__name__)
@@ -673,9 +674,23 @@ def ndvi_timeseries(
     cfg = config or TimeSeriesConfig()
     if overrides:
         cfg = TimeSeriesConfig.build(**{**cfg.model_dump(), **overrides})
-    if landsat_cube is None:
-        cube = _prepare(s2_cube, S2, [b for b in ("red", "nir") if b in s2_cube.data_vars])
-    else:
-        cube = fuse(s2_cube, landsat_cube, same_day=cfg.same_day)
-    obs = ndvi_series(cube)
+    obs = fused_ndvi(s2_cube, landsat_cube, same_day=cfg.same_day)
     return obs, fill_ndvi(obs, cfg)
+
+
+def fused_ndvi(
+    s2_cube: xr.Dataset, landsat_cube: xr.Dataset | None = None, *, same_day: SameDay = "keep"
+) -> xr.DataArray:
+    """Clear-sky NDVI observations of Sentinel-2, fused with (harmonized) Landsat if given.
+
+    Only ``red``, ``nir`` and ``clear`` are read. Returns :func:`ndvi_series` of :func:`fuse`
+    (``sensor`` and ``platform`` time coordinates), lazy.
+    """
+    keep = ["red", "nir", "clear"]
+    s2 = s2_cube[[b for b in keep if b in s2_cube.data_vars]]
+    if landsat_cube is None:
+        cube = _prepare(s2, S2, [b for b in ("red", "nir") if b in s2.data_vars])
+    else:
+        landsat = landsat_cube[[b for b in keep if b in landsat_cube.data_vars]]
+        cube = fuse(s2, landsat, same_day=same_day)
+    return ndvi_series(cube)

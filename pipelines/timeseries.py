@@ -71,7 +71,7 @@ def timeseries_stage(
     """
     from harmonize.io import write_zarr
     from harmonize.phenology import phenology
-    from harmonize.timeseries import TimeSeriesConfig, fill_ndvi, fuse, ndvi_series
+    from harmonize.timeseries import TimeSeriesConfig, fill_ndvi, fused_ndvi
     from pipelines.cluster import dask_scheduler
     from pipelines.infer_cube import open_harmonized
     from pipelines.ingest import exact_time_encoding, open_cube
@@ -105,13 +105,7 @@ def timeseries_stage(
         s2 = cube.isel(time=np.flatnonzero(np.asarray(cube["sensor"].values) == "sentinel-2"))
         hz = open_harmonized(config.harmonized) if config.harmonized is not None else None
         crs = cube.rio.crs
-        # Only red and nir reach NDVI: fusing (and so reading) the other bands is wasted work.
-        nd_bands = ["red", "nir", "clear"]
-        s2 = s2[[b for b in nd_bands if b in s2.data_vars]]
-        if hz is not None:
-            obs = ndvi_series(fuse(s2, hz[[b for b in nd_bands if b in hz.data_vars]], same_day=ts_cfg.same_day))
-        else:
-            obs = ndvi_series(s2)
+        obs = fused_ndvi(s2, hz, same_day=ts_cfg.same_day)  # reads red, nir, clear only
         items = sorted(cube_ledger.items() | (hz_ledger.items() if hz_ledger else set()))
         with dask_scheduler(
             scheduler or config.scheduler,
