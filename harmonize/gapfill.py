@@ -647,7 +647,8 @@ def _resolve_weights(
         return xr.DataArray(_sensor_weights(obj, weights)[order], dims=("time",))
     if not isinstance(weights, xr.DataArray):
         raise TimeSeriesError(
-            f"weights must be an xarray.DataArray or a mapping sensor -> weight, not {type(weights).__name__}."
+            "weights must be an xarray.DataArray or a mapping sensor -> weight, "
+            f"not {type(weights).__name__}."
         )
     extra = [d for d in weights.dims if d not in obj.dims]
     if extra:

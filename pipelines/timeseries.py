@@ -210,7 +210,8 @@ def _field_series(
             reduced[key] = None
             continue
         r = next(it)
-        reduced[key] = r.assign_coords(y=[0.0], x=np.arange(len(names), dtype=float)).assign_attrs(arrays[key].attrs)
+        r = r.assign_coords(y=[0.0], x=np.arange(len(names), dtype=float))
+        reduced[key] = r.assign_attrs(arrays[key].attrs)
     points = {n: (float(i), 0.0) for i, n in enumerate(names)}
     return points, reduced
 

@@ -368,7 +368,12 @@ def test_weights_stay_lazy_chunked_and_check_their_shape():
 
 
 def test_gcv_terms_equal_the_explicit_hat_matrix():
-    from harmonize.gapfill import _pentadiagonal_factor, _inverse_diagonal, _second_difference_bands, whittaker_gcv
+    from harmonize.gapfill import (
+        _inverse_diagonal,
+        _pentadiagonal_factor,
+        _second_difference_bands,
+        whittaker_gcv,
+    )
 
     rng = np.random.default_rng(40)
     L = 30
@@ -405,7 +410,8 @@ def test_gcv_picks_little_smoothing_for_signal_and_much_for_noise():
     rng = np.random.default_rng(41)
     t = ORIGIN + pd.to_timedelta(np.arange(0, 360, 3), "D")
     d = days(t)
-    wiggle = (0.5 + 0.3 * np.sin(2 * np.pi * d / 40.0))[:, None, None] + rng.normal(0, 0.01, (d.size, *GEOBOX.shape))
+    shape = (d.size, *GEOBOX.shape)
+    wiggle = (0.5 + 0.3 * np.sin(2 * np.pi * d / 40.0))[:, None, None] + rng.normal(0, 0.01, shape)
     noise = 0.5 + rng.normal(0, 0.1, (d.size, *GEOBOX.shape))
     lam_signal = select_lmbda(cube(wiggle, t))
     lam_noise = select_lmbda(cube(noise, t))

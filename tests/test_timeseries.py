@@ -20,11 +20,11 @@ from harmonize.timeseries import (
     fill_ndvi,
     fuse,
     heterogeneity,
-    observation_weights,
     monthly_composite,
     ndvi_rmse_against_truth,
     ndvi_series,
     ndvi_timeseries,
+    observation_weights,
 )
 
 GEOBOX = GeoBox.from_bbox((500000, 4000000, 500050, 4000040), crs="EPSG:32633", resolution=10)  # 4 x 5
