@@ -2,6 +2,10 @@
 
 The fused cube is the input of :func:`harmonize.gapfill.gap_fill`: Sentinel-2 and harmonized
 Landsat on one 10 m grid, one time axis sorted in time, NaN wherever an observation is not clear.
+Not every observation is worth the same: :func:`observation_weights` trusts Landsat less where
+the 10 m scene is heterogeneous at 30 m (:func:`heterogeneity`) or where Landsat disagrees with
+Sentinel-2 (:func:`disagreement`); :func:`fill_ndvi` applies them, with the Whittaker lambda
+chosen by generalized cross-validation, as the time-series stage does.
 """
 
 from __future__ import annotations
@@ -669,7 +673,8 @@ def ndvi_timeseries(
     -------
     observations, filled : xarray.DataArray
         NDVI of every clear observation (``sensor`` coordinate) and the gap-filled NDVI on the
-        regular axis (``n_obs`` coordinate). Both lazy.
+        regular axis (``n_obs`` coordinate). Both lazy; with ``lmbda="gcv"`` (the default) a
+        regular sample of pixels is read when this is called, to choose the smoothing.
     """
     cfg = config or TimeSeriesConfig()
     if overrides:
