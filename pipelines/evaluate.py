@@ -91,18 +91,29 @@ def _stack_windows(
     patch: int,
     landsat_clear: xr.DataArray,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    preds: dict[str, list[np.ndarray]] = {k: [] for k in arrays}
+    import dask
+
+    # every window of every array lazily first, then one computation: each computation plans
+    # the cubes' whole graphs, which cost far more than reading the windows
+    lazy: dict[str, list[Any]] = {k: [] for k in arrays}
     truths, valids = [], []
     for r in windows.itertuples():
         ys, xs = slice(int(r.y0), int(r.y0) + patch), slice(int(r.x0), int(r.x0) + patch)
         lt = np.datetime64(pd.Timestamp(r.landsat_time).to_datetime64(), "ns")
         t_truth = truth.sel(time=_day(r.s2_time))[list(REFLECTANCE_BANDS)].isel(y=ys, x=xs)
-        truths.append(np.stack([t_truth[b].values for b in REFLECTANCE_BANDS]))
-        valids.append(np.asarray(landsat_clear.sel(time=lt).isel(y=ys, x=xs).values, bool))
+        truths.append([t_truth[b].data for b in REFLECTANCE_BANDS])
+        valids.append(landsat_clear.sel(time=lt).isel(y=ys, x=xs).data)
         for name, ds in arrays.items():
             sel = ds.sel(time=lt).isel(y=ys, x=xs)
-            preds[name].append(np.stack([np.asarray(sel[b].values, np.float32) for b in REFLECTANCE_BANDS]))
-    return {k: np.stack(v) for k, v in preds.items()}, np.stack(truths), np.stack(valids)
+            lazy[name].append([sel[b].data for b in REFLECTANCE_BANDS])
+    names = list(lazy)
+    truths, valids, *per_name = dask.compute(truths, valids, *[lazy[k] for k in names])
+    preds = {
+        k: np.stack([np.stack([np.asarray(b, np.float32) for b in w]) for w in v])
+        for k, v in zip(names, per_name, strict=True)
+    }
+    truth_arr = np.stack([np.stack([np.asarray(b) for b in w]) for w in truths])
+    return preds, truth_arr, np.stack([np.asarray(v, bool) for v in valids])
 
 
 def harmonization_table(
