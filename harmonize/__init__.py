@@ -45,7 +45,11 @@ _LAZY = {
     "fuse": "harmonize.timeseries",
     "ndvi_timeseries": "harmonize.timeseries",
     "TimeSeriesConfig": "harmonize.timeseries",
+    "observation_weights": "harmonize.timeseries",
+    "fill_ndvi": "harmonize.timeseries",
+    "fused_ndvi": "harmonize.timeseries",
     "gap_fill": "harmonize.gapfill",
+    "select_lmbda": "harmonize.gapfill",
     "phenology": "harmonize.phenology",
 }
 

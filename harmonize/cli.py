@@ -203,6 +203,19 @@ def demo_cmd(out: Path, size_km: float | None) -> None:
 # ---------------------------------------------------------------- timeseries
 
 
+def _lmbda(value: str) -> float | str:
+    """``--lmbda``: a positive number or ``gcv``."""
+    if str(value).lower() == "gcv":
+        return "gcv"
+    try:
+        out = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number nor 'gcv'") from None
+    if out <= 0:
+        raise click.BadParameter("must be positive")
+    return out
+
+
 @main.command("timeseries")
 @click.argument("s2_zarr", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
@@ -215,7 +228,15 @@ def demo_cmd(out: Path, size_km: float | None) -> None:
 @click.option("--max-gap", default=None, help="Longest bridged gap, e.g. 45D (default).")
 @click.option("--start", default=None, help="First output date (default: first observation).")
 @click.option("--end", default=None, help="Last output date (default: last observation).")
-@click.option("--lmbda", type=float, default=None, help="Whittaker smoothing (default 1000, daily grid).")
+@click.option("--lmbda", type=_lmbda, default=None,
+              help="Whittaker smoothing on a daily grid, a number or 'gcv' (chosen by generalized "
+                   "cross-validation; the default).")
+@click.option("--weights/--no-weights", default=None,
+              help="Weight Landsat by how far its 30 m view can be trusted (default on).")
+@click.option("--weight-window", type=int, default=None, help="Heterogeneity window in pixels (default 3).")
+@click.option("--weight-scale", type=float, default=None, help="NDVI heterogeneity at half weight (default 0.02).")
+@click.option("--disagreement-scale", type=float, default=None,
+              help="Landsat-vs-Sentinel-2 NDVI disagreement at half weight; 0 turns it off (default 0.03).")
 @click.option("--n-harmonics", type=int, default=None, help="Harmonic modes (default 3).")
 @click.option("--same-day", type=click.Choice(["keep", "mean", "prefer-s2"]), default=None)
 @click.option("--phenology/--no-phenology", default=False, help="Also write SOS/POS/EOS maps (one season).")
@@ -229,6 +250,7 @@ def timeseries_cmd(s2_zarr, out, landsat_zarr, config_path, phenology, plots, **
     from harmonize.io import write_zarr
     from harmonize.timeseries import TimeSeriesConfig, fuse, ndvi_timeseries
 
+    flags = {k: v for k, v in flags.items() if v is not None}
     cfg = (TimeSeriesConfig.from_yaml(config_path, **flags) if config_path else TimeSeriesConfig.build(**flags))
     s2 = xr.open_zarr(s2_zarr, chunks={})
     landsat = xr.open_zarr(landsat_zarr, chunks={}) if landsat_zarr else None
