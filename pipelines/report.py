@@ -34,7 +34,6 @@ import xarray as xr  # noqa: E402
 from harmonize.bands import REFLECTANCE_BANDS  # noqa: E402
 from harmonize.indices import ndvi  # noqa: E402
 from harmonize.plot import plot_clear_observations, plot_ndvi_maps, plot_ndvi_timeseries  # noqa: E402
-from harmonize.timeseries import fuse  # noqa: E402
 from pipelines import evaluate as ev  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -264,6 +263,19 @@ def write_report(
     ratio_in = float(best_in.get("S2 + harmonized Landsat", np.nan) / best_in.get("S2 only", np.nan))
     metrics["gapfill_best_ratio"] = ratio
     metrics["gapfill_best_ratio_interior"] = ratio_in
+    same_method = {}
+    for method in ("whittaker", "linear"):
+        if method in pivot.index and {"S2 only", "S2 + harmonized Landsat"} <= set(pivot.columns):
+            same_method[method] = float(
+                pivot.loc[method, "S2 + harmonized Landsat"] / pivot.loc[method, "S2 only"]
+            )
+    metrics["gapfill_same_method_ratio"] = same_method
+    lmbdas = {
+        combo: filled_all["whittaker"][combo].attrs.get("gap_fill_lmbda")
+        for combo in order
+        if "whittaker" in filled_all and combo in filled_all["whittaker"]
+    }
+    metrics["whittaker_lmbda"] = lmbdas
     cover = gtable.pivot(index="method", columns="inputs", values="coverage")[order]
     md += [
         "## Gap-filled NDVI against truth",
@@ -273,7 +285,18 @@ def write_report(
         "",
         markdown_table(pivot, index_name="method"),
         "",
-        f"Best method, Sentinel-2 + harmonized Landsat versus Sentinel-2 alone: **{ratio:.2f}×** the RMSE.",
+        f"Best method, Sentinel-2 + harmonized Landsat versus Sentinel-2 alone: **{ratio:.2f}×** the RMSE"
+        + (f" (Whittaker on both: {same_method['whittaker']:.2f}×)." if "whittaker" in same_method else "."),
+        "",
+        "Landsat observations are weighted by how far their 30 m view can be trusted "
+        "(`harmonize.timeseries.observation_weights`: heterogeneity of the 10 m scene within a "
+        "Landsat pixel, disagreement with Sentinel-2), and Whittaker's smoothing is chosen per "
+        "input by generalized cross-validation"
+        + (
+            " (" + ", ".join(f"{k}: λ={v:g}" for k, v in lmbdas.items() if v is not None) + ")."
+            if any(v is not None for v in lmbdas.values())
+            else "."
+        ),
         "",
         "The same on parcel interiors only (no field or land-cover edge within 30 m; no water, roads or "
         "buildings), where NDVI error is not dominated by mixing 10 m red with 20-30 m NIR at edges:",
@@ -317,7 +340,8 @@ def write_report(
     times = filled["time"].values
     dates = [times[int(i)] for i in np.linspace(len(times) * 0.15, len(times) * 0.85, 4).astype(int)]
     plot_ndvi_maps(filled, dates, path=rep / "ndvi_maps.png")
-    plot_clear_observations(fuse(s2_sub, ev._subsample(harm, pixel_step)), path=rep / "clear_observations.png")
+    # the fused observations are in memory already: a clear observation is a finite NDVI
+    plot_clear_observations(obs.notnull().rename("clear"), path=rep / "clear_observations.png")
     md += [
         "## NDVI maps (gap-filled, fused)",
         "",
