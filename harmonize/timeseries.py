@@ -42,6 +42,7 @@ __all__ = [
     "disagreement",
     "fill_ndvi",
     "fused_ndvi",
+    "sharpen_nir",
 ]
 
 log = logging.getLogger(__name__)
@@ -580,6 +581,10 @@ class TimeSeriesConfig(BaseModel):
     weight_window, weight_scale, disagreement_scale
         ``window``, ``scale`` and ``disagreement_scale`` of :func:`observation_weights`
         (``disagreement_scale: 0`` leaves the disagreement factor out).
+    sharpen_s2_nir
+        Sharpen Sentinel-2's 20 m nir (B8A) to 10 m on its 10 m bands before forming NDVI
+        (:func:`sharpen_nir`): NDVI at field edges otherwise mixes 10 m red with 20 m nir.
+        Reads blue and green too; about 0.35 s of CPU per 512² scene.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -599,6 +604,7 @@ class TimeSeriesConfig(BaseModel):
     weight_window: int = Field(3, ge=1)
     weight_scale: float = Field(0.02, gt=0)
     disagreement_scale: float = Field(0.03, ge=0)
+    sharpen_s2_nir: bool = True
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TimeSeriesConfig:
@@ -619,7 +625,7 @@ class TimeSeriesConfig(BaseModel):
     def gap_fill_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`harmonize.gapfill.gap_fill`."""
         return self.model_dump(
-            exclude={"same_day", "weights", "weight_window", "weight_scale", "disagreement_scale"}
+            exclude={"same_day", "weights", "weight_window", "weight_scale", "disagreement_scale", "sharpen_s2_nir"}
         )
 
 
@@ -679,20 +685,56 @@ def ndvi_timeseries(
     cfg = config or TimeSeriesConfig()
     if overrides:
         cfg = TimeSeriesConfig.build(**{**cfg.model_dump(), **overrides})
-    obs = fused_ndvi(s2_cube, landsat_cube, same_day=cfg.same_day)
+    obs = fused_ndvi(s2_cube, landsat_cube, same_day=cfg.same_day, sharpen_s2_nir=cfg.sharpen_s2_nir)
     return obs, fill_ndvi(obs, cfg)
 
 
+def sharpen_nir(s2_cube: xr.Dataset) -> xr.Dataset:
+    """Sentinel-2 cube with its 20 m ``nir`` (B8A) sharpened to 10 m, for NDVI (lazy).
+
+    :func:`harmonize.sharpen.sharpen_20m` regresses nir on blue, green and red in a small
+    window; at a sharp land/water edge the regression can overshoot below zero, where NDVI
+    then leaves [-1, 1], so the result is floored at 0 (reflectance is never negative).
+    Cubes without blue, green and red are returned unchanged (with a warning).
+    """
+    from harmonize.sharpen import GUIDE_BANDS, halo, sharpen_20m
+
+    missing = [b for b in ("nir", *GUIDE_BANDS) if b not in s2_cube.data_vars]
+    if missing:
+        log.warning("sharpen_nir: %s missing from the Sentinel-2 cube; nir left at 20 m", missing)
+        return s2_cube
+    import dask.array as da
+
+    lazy = any(isinstance(v.data, da.Array) for v in s2_cube.data_vars.values())
+    if lazy and min(s2_cube.sizes["y"], s2_cube.sizes["x"]) <= halo():
+        # map_overlap refuses a halo wider than the image: sharpen small images whole, per scene
+        whole = s2_cube.chunk({"time": 1, "y": -1, "x": -1})
+        out = xr.map_blocks(lambda b: sharpen_20m(b, bands=("nir",)), whole, template=whole)
+    else:
+        out = sharpen_20m(s2_cube, bands=("nir",))
+    nir = out["nir"]
+    return out.assign(nir=nir.where(~(nir < 0), 0.0).assign_attrs(nir.attrs))
+
+
 def fused_ndvi(
-    s2_cube: xr.Dataset, landsat_cube: xr.Dataset | None = None, *, same_day: SameDay = "keep"
+    s2_cube: xr.Dataset,
+    landsat_cube: xr.Dataset | None = None,
+    *,
+    same_day: SameDay = "keep",
+    sharpen_s2_nir: bool = TimeSeriesConfig.model_fields["sharpen_s2_nir"].default,
 ) -> xr.DataArray:
     """Clear-sky NDVI observations of Sentinel-2, fused with (harmonized) Landsat if given.
 
-    Only ``red``, ``nir`` and ``clear`` are read. Returns :func:`ndvi_series` of :func:`fuse`
-    (``sensor`` and ``platform`` time coordinates), lazy.
+    Only ``red``, ``nir`` and ``clear`` are read, and with ``sharpen_s2_nir`` (the default of
+    :class:`TimeSeriesConfig`) Sentinel-2's ``blue`` and ``green`` too, to sharpen its nir
+    (:func:`sharpen_nir`). Returns :func:`ndvi_series` of :func:`fuse` (``sensor`` and
+    ``platform`` time coordinates), lazy.
     """
     keep = ["red", "nir", "clear"]
-    s2 = s2_cube[[b for b in keep if b in s2_cube.data_vars]]
+    s2 = s2_cube[[b for b in (*keep, "blue", "green") if b in s2_cube.data_vars]]
+    if sharpen_s2_nir:
+        s2 = sharpen_nir(s2)
+    s2 = s2[[b for b in keep if b in s2.data_vars]]
     if landsat_cube is None:
         cube = _prepare(s2, S2, [b for b in ("red", "nir") if b in s2.data_vars])
     else:

@@ -40,6 +40,7 @@ __all__ = [
     "test_windows",
     "train_block_mask",
     "interior_mask",
+    "land_mask",
     "harmonization_table",
     "ndvi_observations",
     "gapfill_table",
@@ -222,6 +223,20 @@ def interior_mask(truth: xr.Dataset, like: xr.Dataset | xr.DataArray, *, margin:
     return mask.reindex(y=like["y"].values, x=like["x"].values, method="nearest", tolerance=1.0, fill_value=False)
 
 
+def land_mask(truth: xr.Dataset, like: xr.Dataset | xr.DataArray) -> xr.DataArray:
+    """Pixels of ``like``'s grid that are not water in the truth's land cover.
+
+    NDVI of water is a ratio of two small reflectances: a small error in either swings it far,
+    so water pixels (a few percent of the scene) can carry a large share of the squared error.
+    """
+    lc = truth["landcover"].values
+    meanings = str(truth["landcover"].attrs.get("flag_meanings", "")).split()
+    values = list(truth["landcover"].attrs.get("flag_values", []))
+    water = [v for v, m in zip(values, meanings) if m == "water"]
+    mask = xr.DataArray(~np.isin(lc, water), dims=("y", "x"), coords={"y": truth["y"].values, "x": truth["x"].values})
+    return mask.reindex(y=like["y"].values, x=like["x"].values, method="nearest", tolerance=1.0, fill_value=False)
+
+
 def _subsample(obj: xr.Dataset | xr.DataArray, step: int) -> Any:
     return obj.isel(y=slice(step // 2, None, step), x=slice(step // 2, None, step)) if step > 1 else obj
 
@@ -235,6 +250,7 @@ def ndvi_observations(
     weights: bool = True,
     weight_window: int = 3,
     weight_scale: float = 0.02,
+    sharpen_s2_nir: bool | None = None,
 ) -> dict[str, xr.DataArray]:
     """Clear-sky NDVI observations of each sensor combination, computed once, in memory.
 
@@ -248,10 +264,19 @@ def ndvi_observations(
     a ``weight`` coordinate ``(time, y, x)``: :func:`harmonize.timeseries.observation_weights`
     with the heterogeneity measured on the full-resolution Sentinel-2 observations, then
     subsampled like the observations. :func:`gapfill_table` uses it.
+
+    With ``sharpen_s2_nir`` (default: :class:`harmonize.timeseries.TimeSeriesConfig`'s, as
+    the time-series stage does), Sentinel-2's nir is sharpened to 10 m at full resolution
+    (:func:`harmonize.timeseries.sharpen_nir`) before NDVI and the subsample.
     """
     import dask
 
-    from harmonize.timeseries import heterogeneity, observation_weights
+    from harmonize.timeseries import TimeSeriesConfig, heterogeneity, observation_weights, sharpen_nir
+
+    if sharpen_s2_nir is None:
+        sharpen_s2_nir = TimeSeriesConfig().sharpen_s2_nir
+    if sharpen_s2_nir:
+        s2 = sharpen_nir(s2[[v for v in ("blue", "green", "red", "nir", "clear") if v in s2.data_vars]])
 
     def obs(cube: xr.Dataset) -> xr.DataArray:
         cube = _subsample(cube, pixel_step)
@@ -321,7 +346,8 @@ def gapfill_table(
     -------
     (pandas.DataFrame, dict)
         One row per (method, inputs): ``NDVI RMSE``, ``NDVI MAE``, ``NDVI RMSE interior``,
-        ``coverage`` and ``pixel-dates``; and the filled series, ``{method: {inputs: filled}}``.
+        ``NDVI RMSE land`` (every pixel but water, :func:`land_mask`), ``coverage`` and
+        ``pixel-dates``; and the filled series, ``{method: {inputs: filled}}``.
     """
     from harmonize.timeseries import TimeSeriesConfig
 
@@ -337,7 +363,9 @@ def gapfill_table(
     # Only the static maps are needed: loading the whole truth (every band, every date) was
     # the table's slowest step.
     static = truth[[v for v in ("landcover", "field_id") if v in truth.data_vars]]
-    interior = interior_mask(static.load(), first, margin=interior_margin).values if interior_margin else None
+    static = static.load()
+    interior = interior_mask(static, first, margin=interior_margin).values if interior_margin else None
+    land = land_mask(static, first).values
     start = pd.Timestamp(first["time"].values.min()).normalize()
     end = pd.Timestamp(first["time"].values.max()).normalize()
     rows: list[dict[str, Any]] = []
@@ -364,6 +392,7 @@ def gapfill_table(
         for e in ests.values():
             common &= np.isfinite(e.values)
         inner = common & interior[None] if interior is not None else None
+        on_land = common & land[None]
         total = np.isfinite(tru).sum()
         for combo, e in ests.items():
             diff = e.values - tru
@@ -377,6 +406,7 @@ def gapfill_table(
                     "NDVI RMSE interior": (
                         float(np.sqrt(np.mean(diff[inner] ** 2))) if inner is not None and inner.any() else float("nan")
                     ),
+                    "NDVI RMSE land": float(np.sqrt(np.mean(diff[on_land] ** 2))) if on_land.any() else float("nan"),
                     "coverage": float(filled_here.sum() / total) if total else 0.0,
                     "pixel-dates": int(common.sum()),
                 }

@@ -105,7 +105,8 @@ def timeseries_stage(
         s2 = cube.isel(time=np.flatnonzero(np.asarray(cube["sensor"].values) == "sentinel-2"))
         hz = open_harmonized(config.harmonized) if config.harmonized is not None else None
         crs = cube.rio.crs
-        obs = fused_ndvi(s2, hz, same_day=ts_cfg.same_day)  # reads red, nir, clear only
+        # reads red, nir, clear (+ Sentinel-2 blue, green to sharpen its nir)
+        obs = fused_ndvi(s2, hz, same_day=ts_cfg.same_day, sharpen_s2_nir=ts_cfg.sharpen_s2_nir)
         items = sorted(cube_ledger.items() | (hz_ledger.items() if hz_ledger else set()))
         with dask_scheduler(
             scheduler or config.scheduler,
