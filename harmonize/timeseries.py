@@ -707,8 +707,8 @@ def sharpen_nir(s2_cube: xr.Dataset) -> xr.Dataset:
 
     lazy = any(isinstance(v.data, da.Array) for v in s2_cube.data_vars.values())
     if lazy and min(s2_cube.sizes["y"], s2_cube.sizes["x"]) <= halo():
-        # map_overlap refuses a halo wider than the image: sharpen small images whole, per scene
-        whole = s2_cube.chunk({"time": 1, "y": -1, "x": -1})
+        # map_overlap refuses a halo wider than the image: sharpen such small cubes whole
+        whole = s2_cube.chunk({"time": -1, "y": -1, "x": -1})
         out = xr.map_blocks(lambda b: sharpen_20m(b, bands=("nir",)), whole, template=whole)
     else:
         out = sharpen_20m(s2_cube, bands=("nir",))
