@@ -48,6 +48,7 @@ _LAZY = {
     "observation_weights": "harmonize.timeseries",
     "fill_ndvi": "harmonize.timeseries",
     "fused_ndvi": "harmonize.timeseries",
+    "sharpen_nir": "harmonize.timeseries",
     "gap_fill": "harmonize.gapfill",
     "select_lmbda": "harmonize.gapfill",
     "phenology": "harmonize.phenology",

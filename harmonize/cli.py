@@ -235,6 +235,8 @@ def _lmbda(value: str) -> float | str:
               help="Weight Landsat by how far its 30 m view can be trusted (default on).")
 @click.option("--weight-window", type=int, default=None, help="Heterogeneity window in pixels (default 3).")
 @click.option("--weight-scale", type=float, default=None, help="NDVI heterogeneity at half weight (default 0.02).")
+@click.option("--sharpen-s2-nir/--no-sharpen-s2-nir", default=None,
+              help="Sharpen Sentinel-2's 20 m nir to 10 m before NDVI (default off).")
 @click.option("--disagreement-scale", type=float, default=None,
               help="Landsat-vs-Sentinel-2 NDVI disagreement at half weight; 0 turns it off (default 0.03).")
 @click.option("--n-harmonics", type=int, default=None, help="Harmonic modes (default 3).")
