@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import odc.geo.xr  # noqa: F401 - registers the .odc accessor
 import pystac
+import rasterio
 import rasterio.errors
 import rioxarray  # noqa: F401 - registers the .rio accessor
 import shapely.affinity
@@ -104,6 +107,24 @@ def _display_href(uri: str) -> str:
     return uri
 
 
+_THREAD = threading.local()
+
+
+def _hold_rasterio_env() -> None:
+    """Keep one rasterio environment open for the life of the calling (worker) thread.
+
+    Every ``rasterio.open``/``reproject`` enters a GDAL environment; when none is open around
+    it, rasterio builds a new one and tears it down again afterwards (re-registering drivers,
+    searching GDAL/PROJ data folders), which took ~15 % of a demo ingest's busy time. Nested
+    environments (odc-loader's per-task options, credentials) still set and restore their own
+    options inside it.
+    """
+    if getattr(_THREAD, "env", None) is None and os.environ.get("HARMONIZE_NO_HELD_ENV") is None:
+        env = rasterio.Env()
+        env.__enter__()
+        _THREAD.env = env
+
+
 class _Reader(RioReader):
     """odc-loader's rasterio reader that names the href of an asset it cannot read."""
 
@@ -112,6 +133,7 @@ class _Reader(RioReader):
         self._strict = strict
 
     def read(self, cfg: Any, dst_geobox: GeoBox, *, dst: np.ndarray | None = None, selection: Any = None):  # noqa: ANN201
+        _hold_rasterio_env()
         try:
             return rio_read(self._src, cfg, dst_geobox, dst=dst, selection=selection)
         except (rasterio.errors.RasterioError, OSError) as exc:
@@ -138,6 +160,10 @@ class _Driver(RioDriver):
         super().__init__()
         self._strict = strict
         self._gdal_env = dict(gdal_env or {})
+
+    def restore_env(self, env: dict[str, Any], load_state: Any) -> Any:
+        _hold_rasterio_env()
+        return super().restore_env(env, load_state)
 
     def capture_env(self) -> dict[str, Any]:
         env = super().capture_env()
