@@ -379,50 +379,45 @@ def sharpen_20m(
             cy = max(depth, max(stack.chunks[2]))
             cx = max(depth, max(stack.chunks[3]))
             stack = stack.rechunk({2: min(ny, max(cy, 2 * depth)), 3: min(nx, max(cx, 2 * depth))})
-        iy = da.arange(ny, chunks=stack.chunks[2]).astype(np.int64)[None, None, :, None]
-        ix = da.arange(nx, chunks=stack.chunks[3]).astype(np.int64)[None, None, None, :]
-        iy = da.broadcast_to(iy, (1, 1, ny, 1), chunks=((1,), (1,), stack.chunks[2], (1,)))
-        ix = da.broadcast_to(ix, (1, 1, 1, nx), chunks=((1,), (1,), (1,), stack.chunks[3]))
-        out = da.map_overlap(
-            _block_kernel,
-            stack,
-            iy,
-            ix,
-            depth=[
-                {0: 0, 1: 0, 2: depth, 3: depth},
-                {0: 0, 1: 0, 2: depth, 3: 0},
-                {0: 0, 1: 0, 2: 0, 3: depth},
-            ],
-            boundary="none",
-            trim=True,
-            align_arrays=False,
-            dtype=np.float32,
-            meta=np.empty((0, 0, 0, 0), np.float32),
-            nb=len(bands),
-            ng=len(guides),
-            phase0=phase0,
-            window=window,
-            eps=eps,
-            residual=residual,
-            sigma=sigma,
-        )[:, : len(bands)]
+        kernel = dict(
+            nb=len(bands), ng=len(guides), phase0=phase0, window=window, eps=eps, residual=residual, sigma=sigma
+        )
+        if ny <= depth or nx <= depth:  # smaller than the halo: one block, no overlap to share
+            zero = np.zeros((1, 1, 1, 1), np.int64)
+            stack = stack.rechunk({2: -1, 3: -1})
+            out = stack.map_blocks(_block_kernel, zero, zero, dtype=np.float32, **kernel)[:, : len(bands)]
+        else:
+            iy = da.arange(ny, chunks=stack.chunks[2]).astype(np.int64)[None, None, :, None]
+            ix = da.arange(nx, chunks=stack.chunks[3]).astype(np.int64)[None, None, None, :]
+            iy = da.broadcast_to(iy, (1, 1, ny, 1), chunks=((1,), (1,), stack.chunks[2], (1,)))
+            ix = da.broadcast_to(ix, (1, 1, 1, nx), chunks=((1,), (1,), (1,), stack.chunks[3]))
+            out = da.map_overlap(
+                _block_kernel,
+                stack,
+                iy,
+                ix,
+                depth=[
+                    {0: 0, 1: 0, 2: depth, 3: depth},
+                    {0: 0, 1: 0, 2: depth, 3: 0},
+                    {0: 0, 1: 0, 2: 0, 3: depth},
+                ],
+                boundary="none",
+                trim=True,
+                align_arrays=False,
+                dtype=np.float32,
+                meta=np.empty((0, 0, 0, 0), np.float32),
+                **kernel,
+            )[:, : len(bands)]
     else:
         stack = np.stack(
             [np.asarray(a, np.float64) for a in arrays]
             + [np.ones(arrays[0].shape) if m is None else np.asarray(m, np.float64)],
             axis=1,
         )
+        zero = np.zeros((1, 1, 1, 1), np.int64)
         out = _block_kernel(
-            stack,
-            np.zeros((1, 1, 1, 1), np.int64),
-            np.zeros((1, 1, 1, 1), np.int64),
-            nb=len(bands),
-            ng=len(guides),
-            phase0=phase0,
-            window=window,
-            eps=eps,
-            residual=residual,
-            sigma=sigma,
+            stack, zero, zero, nb=len(bands), ng=len(guides), phase0=phase0, window=window, eps=eps,
+            residual=residual, sigma=sigma,
         )
     settings = {"window": window, "eps": eps, "residual": residual, "guides": list(guides), "sigma": sigma}
     result = ds.copy()
