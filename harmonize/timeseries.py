@@ -701,21 +701,13 @@ def sharpen_nir(s2_cube: xr.Dataset) -> xr.Dataset:
     then leaves [-1, 1], so the result is floored at 0 (reflectance is never negative).
     Cubes without blue, green and red are returned unchanged (with a warning).
     """
-    from harmonize.sharpen import GUIDE_BANDS, halo, sharpen_20m
+    from harmonize.sharpen import GUIDE_BANDS, sharpen_20m
 
     missing = [b for b in ("nir", *GUIDE_BANDS) if b not in s2_cube.data_vars]
     if missing:
         log.warning("sharpen_nir: %s missing from the Sentinel-2 cube; nir left at 20 m", missing)
         return s2_cube
-    import dask.array as da
-
-    lazy = any(isinstance(v.data, da.Array) for v in s2_cube.data_vars.values())
-    if lazy and min(s2_cube.sizes["y"], s2_cube.sizes["x"]) <= halo():
-        # map_overlap refuses a halo wider than the image: sharpen such small cubes whole
-        whole = s2_cube.chunk({"time": -1, "y": -1, "x": -1})
-        out = xr.map_blocks(lambda b: sharpen_20m(b, bands=("nir",)), whole, template=whole)
-    else:
-        out = sharpen_20m(s2_cube, bands=("nir",))
+    out = sharpen_20m(s2_cube, bands=("nir",))
     nir = out["nir"]
     return out.assign(nir=nir.where(~(nir < 0), 0.0).assign_attrs(nir.attrs))
 
