@@ -39,8 +39,10 @@ def ndvi(ds: xr.Dataset, *, red: str = "red", nir: str = "nir") -> xr.DataArray:
     Returns
     -------
     xarray.DataArray
-        float32 NDVI named ``"ndvi"``, NaN where either band is NaN or ``nir + red <= 0``
-        (no meaningful ratio), with the cube's coordinates. Lazy if the input is.
+        float32 NDVI named ``"ndvi"``, NaN where either band is NaN or negative (slightly
+        negative reflectance, over water after atmospheric correction or from a model, makes
+        the ratio leave [-1, 1] and explode near ``nir + red = 0``; it is no observation of
+        NDVI), with the cube's coordinates. Lazy if the input is.
 
     Raises
     ------
@@ -51,8 +53,9 @@ def ndvi(ds: xr.Dataset, *, red: str = "red", nir: str = "nir") -> xr.DataArray:
     r = ds[red].astype("float32")
     n = ds[nir].astype("float32")
     total = n + r
-    # Mask before dividing so no division-by-zero warnings reach the caller.
-    safe = total.where(total > 0)
+    # Mask before dividing so no division-by-zero warnings reach the caller; with both bands
+    # >= 0 (and not both 0) the ratio lies in [-1, 1].
+    safe = total.where((n >= 0) & (r >= 0) & (total > 0))
     out = ((n - r) / safe).astype("float32")
     out.name = "ndvi"
     out.attrs = {"long_name": "normalised difference vegetation index", "units": "1"}

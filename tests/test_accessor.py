@@ -47,6 +47,13 @@ def test_ndvi_values(cube: xr.Dataset) -> None:
     np.testing.assert_array_equal(lazy.values, v)
     with pytest.raises(UnknownBandError, match="nir"):
         ndvi(cube.drop_vars("nir"))
+    # a slightly negative band (water after correction, a model's output) is no NDVI: the
+    # ratio would leave [-1, 1] and explode as nir + red nears 0 (here it would be -5)
+    neg = cube.copy(deep=True)
+    neg["nir"][0, 0, 0] = -0.001
+    neg["red"][0, 0, 0] = 0.0015
+    w = ndvi(neg).values
+    assert np.isnan(w[0, 0, 0]) and np.nanmax(np.abs(w)) <= 1.0
 
 
 def test_clear_fraction(cube: xr.Dataset) -> None:
