@@ -337,7 +337,8 @@ def _predict_block(
     for ti in range(t):
         for y0, th in _tiles(h, tile):
             for x0, tw in _tiles(w, tile):
-                if invalid is not None and invalid[ti, halo + y0 : halo + y0 + th, halo + x0 : halo + x0 + tw].all():
+                core = (ti, slice(halo + y0, halo + y0 + th), slice(halo + x0, halo + x0 + tw))
+                if invalid is not None and invalid[core].all():
                     out[ti, :, y0 : y0 + th, x0 : x0 + tw] = np.nan
                     continue
                 groups.setdefault((th, tw), []).append((ti, y0, x0))

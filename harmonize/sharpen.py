@@ -380,7 +380,8 @@ def sharpen_20m(
             cx = max(depth, max(stack.chunks[3]))
             stack = stack.rechunk({2: min(ny, max(cy, 2 * depth)), 3: min(nx, max(cx, 2 * depth))})
         kernel = dict(
-            nb=len(bands), ng=len(guides), phase0=phase0, window=window, eps=eps, residual=residual, sigma=sigma
+            nb=len(bands), ng=len(guides), phase0=phase0, window=window, eps=eps, residual=residual,
+            sigma=sigma,
         )
         if ny <= depth or nx <= depth:  # smaller than the halo: one block, no overlap to share
             zero = np.zeros((1, 1, 1, 1), np.int64)

@@ -629,7 +629,9 @@ class TimeSeriesConfig(BaseModel):
     def gap_fill_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`harmonize.gapfill.gap_fill`."""
         return self.model_dump(
-            exclude={"same_day", "weights", "weight_window", "weight_scale", "disagreement_scale", "sharpen_s2_nir"}
+            exclude={
+                "same_day", "weights", "weight_window", "weight_scale", "disagreement_scale", "sharpen_s2_nir"
+            }
         )
 
 

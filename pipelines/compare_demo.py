@@ -87,7 +87,8 @@ def bicubic_baselines(cube: xr.Dataset, index: pd.DataFrame, fitted: Any) -> dic
     scenes = {tuple(i.split("_")[2:4]) for i in ids}  # WRS path/row and date: the L1 companions
 
     def wanted(doc: dict[str, Any]) -> bool:
-        return doc["id"] in ids or (doc["id"].startswith("LC0") and tuple(doc["id"].split("_")[2:4]) in scenes)
+        key = tuple(doc["id"].split("_")[2:4])
+        return doc["id"] in ids or (doc["id"].startswith("LC0") and key in scenes)
 
     shifts = {
         i: (float(dx), float(dy))
@@ -119,14 +120,16 @@ def compare_on_demo(demo_out: str | Path, models: dict[str, str | Path], out: st
     cube = open_cube(demo_out)
     index = pd.read_parquet(paths["pair_index"])
     patch = int((index.attrs.get("config") or {}).get("patch_size", 64))
-    train = xr.DataArray(ev.train_block_mask(index, (cube.sizes["y"], cube.sizes["x"]), patch), dims=("y", "x"))
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    train = xr.DataArray(ev.train_block_mask(index, shape, patch), dims=("y", "x"))
     fitted = fit_linear_adjustment(cube.assign(clear=cube["clear"] & train), max_days=0)
     predictions: dict[str, xr.Dataset] = bicubic_baselines(cube, index, fitted)
     for name, package in models.items():
         target = out / f"harmonized-{name}"
         infer_cube(InferCubeConfig(cube=paths["cube"], model=str(package), out=target, scheduler="threads"))
         predictions[f"UNet ({name})"] = open_harmonized(target)
-    table, _ = ev.harmonization_table(cube, index, open_world(paths["world"]).truth, predictions, fitted=fitted)
+    truth = open_world(paths["world"]).truth
+    table, _ = ev.harmonization_table(cube, index, truth, predictions, fitted=fitted)
     table = table[MAIN_COLUMNS]
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv")
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table.round(3).to_string())
     fitted = table.loc["bicubic + fitted linear bandpass", "PSNR"]
     for name in models:
-        print(f"UNet ({name}) over bicubic + fitted linear: {table.loc[f'UNet ({name})', 'PSNR'] - fitted:+.2f} dB")
+        gain = table.loc[f"UNet ({name})", "PSNR"] - fitted
+        print(f"UNet ({name}) over bicubic + fitted linear: {gain:+.2f} dB")
     return 0
 
 

@@ -30,7 +30,6 @@ from harmonize.bands import REFLECTANCE_BANDS
 from harmonize.gapfill import gap_fill
 from harmonize.indices import ndvi
 from harmonize.metrics import evaluate
-from harmonize.timeseries import fuse
 
 log = logging.getLogger(__name__)
 

@@ -327,7 +327,9 @@ def _open_unit(path: Path) -> xr.Dataset:
     # per store costs more than the whole opening), then chunk the data as stored
     part = xr.open_zarr(path, chunks=None)
     small = {c: part[c].load() for c, v in part.coords.items() if v.dims == ("time",)}
-    chunks = {d: n for v in part.data_vars.values() for d, n in v.encoding.get("preferred_chunks", {}).items()}
+    chunks = {
+        d: n for v in part.data_vars.values() for d, n in v.encoding.get("preferred_chunks", {}).items()
+    }
     part = part.drop_vars(list(small)).chunk(chunks).assign_coords(small)
     if key is not None:
         _OPENED[key] = part

@@ -161,7 +161,11 @@ def test_all_cloudy_tiles_are_not_run_and_the_rest_is_unchanged(model, monkeypat
     cube["clear"] = (("time", "y", "x"), da.from_array(clear, chunks=(1, 64, 64)))
     tiles = []
     forward = infer._forward
-    monkeypatch.setattr(infer, "_forward", lambda models, batch, spec: tiles.append(len(batch)) or forward(models, batch, spec))
+    def counting(models, batch, spec):
+        tiles.append(len(batch))
+        return forward(models, batch, spec)
+
+    monkeypatch.setattr(infer, "_forward", counting)
     out = infer.super_resolve(cube, model, chunks=64, device="cpu").compute(scheduler="synchronous")
     assert sum(tiles) == 3  # 8 chunk-tiles, 5 of them all cloud
     for b in REFLECTANCE_BANDS:

@@ -262,7 +262,8 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     assert compare_main([str(out), "--preset", "tiny", "--epochs", "1", "--batches", "2",
                          "--with-demo-model", "--out", str(tmp_path / "cmp")]) == 0
     table = pd.read_csv(tmp_path / "cmp" / "table.csv", index_col=0)
-    assert {"Landsat bicubic", "bicubic + fitted linear bandpass", "UNet (tiny)", "UNet (demo)"} <= set(table.index)
+    rows = {"Landsat bicubic", "bicubic + fitted linear bandpass", "UNet (tiny)", "UNet (demo)"}
+    assert rows <= set(table.index)
     assert np.isfinite(table["PSNR"]).all()
     # the bicubic rows really are another resampling of the same scenes, not the cube again
     bilinear = [i for i in table.index if i.startswith("Landsat resampled")][0]

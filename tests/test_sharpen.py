@@ -221,7 +221,13 @@ def test_scene_smaller_than_the_halo_is_sharpened_in_one_block():
     rng = np.random.default_rng(3)
     n = 6
     data = {b: rng.uniform(0.02, 0.4, (1, n, n)).astype("float32") for b in (*SHARPEN_BANDS, *GUIDE_BANDS)}
-    coords = {"time": [np.datetime64("2023-06-01")], "y": 4_000_005.0 - 10 * np.arange(n), "x": 500_005.0 + 10 * np.arange(n)}
-    mem = xr.Dataset({b: (("time", "y", "x"), v) for b, v in data.items()}, coords=coords)
-    lazy = xr.Dataset({b: (("time", "y", "x"), dsk.from_array(v, chunks=(1, 3, 3))) for b, v in data.items()}, coords=coords)
-    np.testing.assert_allclose(sharpen_20m(lazy, mask=None)["nir"].values, sharpen_20m(mem, mask=None)["nir"].values, atol=1e-6)
+    coords = {
+        "time": [np.datetime64("2023-06-01")],
+        "y": 4_000_005.0 - 10 * np.arange(n),
+        "x": 500_005.0 + 10 * np.arange(n),
+    }
+    dims = ("time", "y", "x")
+    mem = xr.Dataset({b: (dims, v) for b, v in data.items()}, coords=coords)
+    lazy = xr.Dataset({b: (dims, dsk.from_array(v, chunks=(1, 3, 3))) for b, v in data.items()}, coords=coords)
+    got = sharpen_20m(lazy, mask=None)["nir"].values
+    np.testing.assert_allclose(got, sharpen_20m(mem, mask=None)["nir"].values, atol=1e-6)
