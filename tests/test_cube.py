@@ -285,9 +285,8 @@ def test_other_crs_is_reprojected_onto_utm(tmp_path: Path) -> None:
     assert np.nanmin(want["red"]) - 1e-6 <= vals.min() and vals.max() <= np.nanmax(want["red"]) + 1e-6
 
 
-@needs_items
-def test_cube_is_lazy_until_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    items = [localise(ES_S2, tmp_path, corner=COLORADO), localise(ES_LS, tmp_path, corner=COLORADO)]
+def assert_lazy_until_computed(items: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_cube opens no asset; computing one band does."""
     opened: list[str] = []
     real_open = rasterio.open
 
@@ -301,6 +300,12 @@ def test_cube_is_lazy_until_computed(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert opened == []
     ds["red"].isel(time=0).compute()
     assert opened, "computing a band must read its asset"
+
+
+@needs_items
+def test_cube_is_lazy_until_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = [localise(ES_S2, tmp_path, corner=COLORADO), localise(ES_LS, tmp_path, corner=COLORADO)]
+    assert_lazy_until_computed(items, monkeypatch)
 
 
 @needs_items
@@ -696,19 +701,7 @@ def test_own_polar_stereographic_is_reprojected_onto_utm(tmp_path: Path) -> None
 
 def test_own_cube_is_lazy_until_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     items = [own_item("earth-search", "sentinel-2", tmp_path), own_item("earth-search", "landsat", tmp_path)]
-    opened: list[str] = []
-    real_open = rasterio.open
-
-    def counting_open(path, *args, **kwargs):  # noqa: ANN001, ANN202
-        opened.append(str(path))
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(rasterio, "open", counting_open)
-    ds = load_cube(items)
-    assert all(v.chunks is not None for v in ds.data_vars.values())
-    assert opened == []
-    ds["red"].isel(time=0).compute()
-    assert opened, "computing a band must read its asset"
+    assert_lazy_until_computed(items, monkeypatch)
 
 
 def test_own_shift_moves_scene_on_the_grid(tmp_path: Path) -> None:
