@@ -19,9 +19,16 @@ reproduces it exactly (to float rounding) because
 - every chunk (and every inner tile) starts at a multiple of ``model.size_multiple`` in padded
   image coordinates, so the max-pool grid of a tile coincides with the whole image's.
 
-Invalid input pixels (NaN in any band, or ``clear`` false) are replaced by the model's input
-mean (zero after its normalisation) for the forward pass only; the output there is NaN and
-``clear`` is false. Nothing is invented where the input had no clear observation.
+Pixels with no data (NaN in any band) are replaced by the model's input mean (zero after its
+normalisation) for the forward pass only. Pixels that hold data but are not ``clear`` (cloud,
+shadow) go to the model as observed, the way training saw them: a training window may be up to
+``1 - min_clear`` cloudy, and only its loss is masked. Replacing clouds by the mean instead put a
+flat patch with an artificial edge beside every cloud, and the model smeared it into the clear
+pixels around: on ten cloudy Landsat dates of the demo, the parcel-interior NDVI error of the
+pixels next to a cloud was 0.050 with the mean and 0.019 with clouds as observed (0.033 for
+bilinear Landsat; 0.008 far from clouds). In
+both cases the output is NaN and ``clear`` false wherever the input was not clear or had no data:
+nothing is invented where the input had no clear observation.
 
 Models are loaded once per process and device (:func:`load_cached`), from a model package path;
 an in-memory model is written to a temporary package first so that tasks carry only a path,
@@ -366,11 +373,11 @@ def _predict_bands(
     bands = blocks[: len(spec.input_bands)]
     x = np.stack(bands, axis=1).astype("float32", copy=False)
     invalid = ~np.isfinite(x).all(axis=1)
-    if has_clear:
-        invalid |= ~blocks[-1].astype(bool)
     if invalid.any():
         for i, v in enumerate(spec.fill):
             x[:, i][invalid] = v
+    if has_clear:  # cloudy pixels stay as observed in the input (module docstring); masked below
+        invalid |= ~blocks[-1].astype(bool)
     out = _predict_block(
         x, spec=spec, halo=halo, tile=tile, batch_size=batch_size, with_std=with_std, invalid=invalid
     )
@@ -399,7 +406,8 @@ def predict_array(
         ``[7, H, W]`` or ``[T, 7, H, W]`` reflectance in the model's input band order, NaN
         allowed (filled with the model's input mean, then NaN in the output).
     clear
-        Optional ``[H, W]`` / ``[T, H, W]`` boolean mask; false pixels are treated like NaN.
+        Optional ``[H, W]`` / ``[T, H, W]`` boolean mask; false pixels go to the model as observed
+        and are NaN in the output.
     model, device, uncertainty, mc_passes, precision
         As in :func:`super_resolve`.
     halo
@@ -416,9 +424,9 @@ def predict_array(
     single = arr.ndim == 3
     arr = arr[None] if single else arr
     invalid = ~np.isfinite(arr).all(axis=1, keepdims=True)
-    if clear is not None:
-        invalid |= ~np.asarray(clear, bool).reshape(arr.shape[0], 1, *arr.shape[-2:])
     filled = np.where(invalid, np.asarray(spec.fill, "float32")[None, :, None, None], arr)
+    if clear is not None:  # cloudy pixels go in as observed, and come out NaN
+        invalid |= ~np.asarray(clear, bool).reshape(arr.shape[0], 1, *arr.shape[-2:])
     padded = np.pad(filled, ((0, 0), (0, 0), (halo, halo), (halo, halo)), mode="symmetric")
     size = max(arr.shape[-2:])
     out = _predict_block(

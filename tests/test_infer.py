@@ -81,10 +81,12 @@ def make_cube(
 
 
 def whole_image(model: torch.nn.Module, cube: xr.Dataset, halo: int) -> np.ndarray:
-    """Independent reference: one forward pass over the whole mirror-padded image."""
+    """Independent reference: one forward pass over the whole mirror-padded image, no data
+    filled with the input mean, cloudy pixels passed as observed, both NaN in the output."""
     x = np.stack([cube[b].values for b in INPUTS], axis=1)
-    valid = np.isfinite(x).all(axis=1, keepdims=True) & cube["clear"].values[:, None]
-    x = np.where(valid, x, model.input_mean.numpy()[None, :, None, None])
+    finite = np.isfinite(x).all(axis=1, keepdims=True)
+    valid = finite & cube["clear"].values[:, None]
+    x = np.where(finite, x, model.input_mean.numpy()[None, :, None, None])
     pad = np.pad(x, ((0, 0), (0, 0), (halo, halo), (halo, halo)), mode="symmetric")
     with torch.inference_mode():
         y = model(torch.from_numpy(pad)).numpy()
