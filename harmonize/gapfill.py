@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -358,6 +359,48 @@ def whittaker_gcv(
     return rss, trace, m
 
 
+def _gcv_sample(
+    obj: xr.DataArray, wts: xr.DataArray | None, sample: int
+) -> tuple[Any, Any, np.ndarray]:
+    """A regular grid of at most ``sample`` pixels of ``obj`` (time sorted) and its weights,
+    ``(time, pixels...)`` arrays, lazy if the input is, and the observation days."""
+    space = [d for d in obj.dims if d != "time"]
+    n_pix = int(np.prod([obj.sizes[d] for d in space])) if space else 1
+    step = max(1, int(np.ceil((n_pix / max(sample, 1)) ** (1 / max(len(space), 1)))))
+    pick = {d: slice(step // 2, None, step) for d in space}
+    vals = obj.isel(pick).transpose("time", *space)
+    vals = vals.drop_vars(list(vals.coords))
+    t = np.asarray(obj["time"].values, dtype="datetime64[ns]")
+    w = None
+    if wts is not None:
+        wsel = wts.isel({d: pick[d] for d in wts.dims if d in pick})
+        w = xr.broadcast(wsel, vals)[0].transpose(*vals.dims).data
+    return vals.data, w, _to_days(t, t[0])
+
+
+def _gcv_best(values: np.ndarray, weights: np.ndarray | None, t_obs: np.ndarray, lmbdas: Sequence[float]) -> float:
+    """The candidate of least pooled GCV for sampled ``(time, pixels...)`` values."""
+    values = np.asarray(values, dtype=np.float64)
+    y = values.reshape(values.shape[0], -1).T
+    w = None if weights is None else np.asarray(weights, np.float64).reshape(values.shape[0], -1).T
+    rss, trace, m = whittaker_gcv(y, t_obs, lmbdas, w)
+    ok = m >= 4
+    if not ok.any():
+        log.warning("select_lmbda: no sampled pixel has 4 observed days; keeping lmbda=1000")
+        return 1000.0
+    big_m = m[ok].sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gcv = big_m * rss[ok].sum(axis=0) / (big_m - trace[ok].sum(axis=0)) ** 2
+    best = float(lmbdas[int(np.nanargmin(gcv))])
+    log.info("select_lmbda: GCV %s -> lmbda=%g", np.round(gcv, 8).tolist(), best)
+    return best
+
+
+def _gcv_best_array(*args: Any) -> np.ndarray:
+    """:func:`_gcv_best` as a 0-d array (a dask array's block must be an ndarray)."""
+    return np.asarray(_gcv_best(*args), dtype=np.float64)
+
+
 def select_lmbda(
     obj: xr.DataArray,
     *,
@@ -386,41 +429,16 @@ def select_lmbda(
     Returns
     -------
     float
-        The chosen ``lmbda``. This computes: it reads the sampled pixels (a strided pass over
-        the input; memory is that of the sample).
+        The chosen ``lmbda``. This computes: it reads the sampled pixels (memory is that of the
+        sample). ``gap_fill(lmbda="gcv")`` makes the same choice lazily, inside its graph.
     """
     if "time" not in obj.dims:
         raise TimeSeriesError(f"select_lmbda needs a 'time' dimension; the input has {tuple(obj.dims)}.")
     order = np.argsort(np.asarray(obj["time"].values, dtype="datetime64[ns]"), kind="stable")
     wts = _resolve_weights(obj, weights, order)
-    obj = obj.isel(time=order)
-    space = [d for d in obj.dims if d != "time"]
-    n_pix = int(np.prod([obj.sizes[d] for d in space])) if space else 1
-    step = max(1, int(np.ceil((n_pix / max(sample, 1)) ** (1 / max(len(space), 1)))))
-    pick = {d: slice(step // 2, None, step) for d in space}
-    vals = obj.isel(pick).transpose("time", *space)
-    t = np.asarray(obj["time"].values, dtype="datetime64[ns]")
-    t_obs = _to_days(t, t[0])
-    y = np.asarray(vals.values, dtype=np.float64).reshape(t.size, -1).T
-    w = None
-    if wts is not None:
-        wsel = wts.isel({d: pick[d] for d in wts.dims if d in pick})
-        w = np.broadcast_to(
-            np.asarray(wsel.transpose(*[d for d in ("time", *space) if d in wsel.dims]).values, np.float64)
-            .reshape([t.size] + [vals.sizes[d] if d in wsel.dims else 1 for d in space]),
-            (t.size, *[vals.sizes[d] for d in space]),
-        ).reshape(t.size, -1).T
-    rss, trace, m = whittaker_gcv(y, t_obs, lmbdas, w)
-    ok = m >= 4
-    if not ok.any():
-        log.warning("select_lmbda: no sampled pixel has 4 observed days; keeping lmbda=1000")
-        return 1000.0
-    big_m = m[ok].sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gcv = big_m * rss[ok].sum(axis=0) / (big_m - trace[ok].sum(axis=0)) ** 2
-    best = float(lmbdas[int(np.nanargmin(gcv))])
-    log.info("select_lmbda: GCV %s -> lmbda=%g", np.round(gcv, 8).tolist(), best)
-    return best
+    values, w, t_obs = _gcv_sample(obj.isel(time=order), wts, sample)
+    values, w = dask.compute(values, w)
+    return _gcv_best(values, w, t_obs, lmbdas)
 
 
 def _whittaker(
@@ -542,12 +560,16 @@ def fill_pixels(
 
 def _fill_block(
     block: np.ndarray,
-    weights: np.ndarray | None = None,
-    *,
+    *extra: np.ndarray,
     t_obs: np.ndarray,
     t_out: np.ndarray,
     params: _Params,
+    weighted: bool = False,
 ) -> np.ndarray:
+    # extra: the weights block if ``weighted``, then a 0-d lmbda chosen in the graph if any
+    weights = extra[0] if weighted else None
+    if len(extra) > int(weighted):
+        params = dataclasses.replace(params, lmbda=float(np.asarray(extra[-1])))
     lead = block.shape[:-1]
     flat = block.reshape(-1, block.shape[-1])
     wflat = None
@@ -584,7 +606,9 @@ def _fill_dataarray(
     axis: pd.DatetimeIndex,
     params: _Params,
     weights: xr.DataArray | None = None,
+    lmbda: Any = None,
 ) -> xr.DataArray:
+    """Fill one variable; ``lmbda``, a 0-d dask array, overrides ``params.lmbda`` in the graph."""
     dims = da.dims
     da = _time_whole(da.astype(np.float32))
     time_coords = [c for c, v in da.coords.items() if "time" in v.dims]
@@ -598,6 +622,9 @@ def _fill_dataarray(
             weights = weights.chunk({d: da.chunksizes[d] for d in weights.dims})
         args.append(weights)
         core.append(["time"])
+    if lmbda is not None:
+        args.append(xr.DataArray(lmbda))
+        core.append([])
     out = xr.apply_ufunc(
         _fill_block,
         *args,
@@ -606,7 +633,7 @@ def _fill_dataarray(
         dask="parallelized",
         output_dtypes=[np.float32],
         dask_gufunc_kwargs={"output_sizes": {"_time_out": t_out.size}},
-        kwargs={"t_obs": t_obs, "t_out": t_out, "params": params},
+        kwargs={"t_obs": t_obs, "t_out": t_out, "params": params, "weighted": weights is not None},
         keep_attrs=True,
         join="exact",
     )
@@ -706,9 +733,12 @@ def gap_fill(
     lmbda
         Whittaker smoothing parameter on a daily grid. The smoother passes periods longer than
         about ``2 pi lmbda**0.25`` days (about 35 d for 1000, 15 d for 30). ``"gcv"`` chooses it
-        for this input by generalized cross-validation (:func:`select_lmbda`; this reads a
-        sample of pixels when called, each variable of a Dataset separately); the value used is
-        in ``attrs["gap_fill_lmbda"]``.
+        for this input by generalized cross-validation (:func:`select_lmbda`, each variable of
+        a Dataset separately). On a dask-backed input the choice is a task of the graph, made
+        from a regular sample of pixels when the result is computed, so nothing is read here.
+        Whittaker results carry the value used as a 0-d coordinate, ``gap_fill_lmbda``
+        (``gap_fill_lmbda_<variable>`` in a Dataset; lazy until computed), and in
+        ``attrs["gap_fill_lmbda"]`` (``"gcv"`` while the choice is still lazy).
     n_harmonics, period
         Harmonic regression modes and the base period in days.
     sigmas, rbf_cutoff
@@ -776,10 +806,22 @@ def gap_fill(
         attrs["gap_fill_weighted"] = 1
     gcv = gcv and method == "whittaker"
 
-    def tuned(da: xr.DataArray) -> _Params:
+    def tuned(da: xr.DataArray) -> tuple[_Params, Any]:
+        """Parameters, and lmbda as a lazy 0-d array when GCV runs inside the graph."""
         if not gcv:
-            return params
-        return dataclasses.replace(params, lmbda=select_lmbda(da, weights=wts))
+            return params, None
+        values, w, t_days = _gcv_sample(da, wts, 4096)
+        if not any(dask.is_dask_collection(v) for v in (values, w)):  # in memory: choose now
+            return dataclasses.replace(params, lmbda=_gcv_best(values, w, t_days, GCV_LMBDAS)), None
+        import dask.array as dsa
+
+        chosen = dask.delayed(_gcv_best_array, pure=True)(values, w, t_days, GCV_LMBDAS)
+        return params, dsa.from_delayed(chosen, shape=(), dtype=np.float64)
+
+    def lmbda_coord(p: _Params, lazy: Any) -> tuple[Any, dict[str, Any]]:
+        """The lmbda used, as a 0-d coordinate (lazy or not) and as an attribute."""
+        value = lazy if lazy is not None else np.float64(p.lmbda)
+        return xr.DataArray(value), {"gap_fill_lmbda": "gcv" if lazy is not None else p.lmbda}
 
     def used(valid: xr.DataArray) -> xr.DataArray:
         if wts is None:
@@ -790,11 +832,13 @@ def gap_fill(
     if isinstance(obj, xr.DataArray):
         n_obs = used(obj.notnull()).sum("time").astype(np.int32)
         n_obs = n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")
-        p = tuned(obj)
-        out = _fill_dataarray(obj, t_obs, t_out, axis, p, wts)
+        p, lazy = tuned(obj)
+        out = _fill_dataarray(obj, t_obs, t_out, axis, p, wts, lazy)
         out.attrs = {**obj.attrs, **attrs}
         if method == "whittaker":
-            out.attrs["gap_fill_lmbda"] = p.lmbda
+            coord, extra = lmbda_coord(p, lazy)
+            out = out.assign_coords(gap_fill_lmbda=coord)
+            out.attrs.update(extra)
         return out.assign_coords(n_obs=n_obs)
 
     ds = obj
@@ -812,10 +856,13 @@ def gap_fill(
         var = ds[name] if clear is None else ds[name].where(clear)
         ok = var.notnull()
         valid = ok if valid is None else valid & ok
-        p = tuned(var)
-        filled[name] = _fill_dataarray(var, t_obs, t_out, axis, p, wts)
+        p, lazy = tuned(var)
+        filled[name] = _fill_dataarray(var, t_obs, t_out, axis, p, wts, lazy)
         if method == "whittaker":
-            filled[name].attrs["gap_fill_lmbda"] = p.lmbda
+            coord, extra = lmbda_coord(p, lazy)
+            # one coordinate per variable: each band has its own lmbda
+            filled[name] = filled[name].assign_coords({f"gap_fill_lmbda_{name}": coord})
+            filled[name].attrs.update(extra)
     assert valid is not None
     n_obs = used(valid).sum("time").astype(np.int32)
     n_obs = n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")

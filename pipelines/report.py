@@ -271,7 +271,7 @@ def write_report(
             )
     metrics["gapfill_same_method_ratio"] = same_method
     lmbdas = {
-        combo: filled_all["whittaker"][combo].attrs.get("gap_fill_lmbda")
+        combo: float(filled_all["whittaker"][combo]["gap_fill_lmbda"])
         for combo in order
         if "whittaker" in filled_all and combo in filled_all["whittaker"]
     }

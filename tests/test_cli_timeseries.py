@@ -52,11 +52,15 @@ def test_lmbda_and_weights_flags(stores, lmbda):
     assert result.exit_code == 0, result.output
     ndvi = xr.open_zarr(out)["ndvi"]
     assert np.isfinite(ndvi.values).mean() > 0.9
-    chosen = ndvi.attrs.get("gap_fill_lmbda")
+    # the value used is stored with the series (chosen in the graph under gcv)
+    assert ndvi.attrs["gap_fill_lmbda"] == ("gcv" if lmbda == "gcv" else 100.0)
+    chosen = float(ndvi["gap_fill_lmbda"])
     if lmbda == "gcv":
-        assert chosen is not None and float(chosen) > 0
+        from harmonize.gapfill import GCV_LMBDAS
+
+        assert chosen in GCV_LMBDAS
     else:
-        assert chosen in (None, 100.0)
+        assert chosen == 100.0
 
 
 def test_bad_lmbda_is_a_usage_error(stores):

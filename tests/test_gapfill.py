@@ -203,8 +203,8 @@ def test_gap_fill_is_lazy_and_chunked_over_space():
     poisoned = base.map_blocks(_boom, dtype=np.float32)
     coords = {"time": t, **xr_coords(GEOBOX)}
     da = xr.DataArray(poisoned, dims=("time", "y", "x"), coords=coords)
-    for method in METHODS:
-        out = gap_fill(da, method=method)  # builds the graph only
+    for method, kw in [*((m, {}) for m in METHODS), ("whittaker", {"lmbda": "gcv"})]:
+        out = gap_fill(da, method=method, **kw)  # builds the graph only, GCV's sample included
         assert isinstance(out.data, dsa.Array)
         assert out.chunks[0] == (out.sizes["time"],)  # time whole in a chunk
         with pytest.raises(RuntimeError, match="a chunk was computed"):
@@ -418,6 +418,16 @@ def test_gcv_picks_little_smoothing_for_signal_and_much_for_noise():
     assert lam_signal <= 10.0
     assert lam_noise == max(GCV_LMBDAS)
     out = gap_fill(cube(wiggle, t), method="whittaker", lmbda="gcv", max_gap=1000)
-    assert isinstance(out.data, dsa.Array) and out.attrs["gap_fill_lmbda"] == lam_signal
+    # the choice is a task of the graph: the same lmbda, and the same fill as giving it
+    assert isinstance(out.data, dsa.Array) and out.attrs["gap_fill_lmbda"] == "gcv"
+    assert isinstance(out["gap_fill_lmbda"].data, dsa.Array)
+    done = out.compute()
+    assert float(done["gap_fill_lmbda"]) == lam_signal
+    fixed = gap_fill(cube(wiggle, t), method="whittaker", lmbda=lam_signal, max_gap=1000)
+    np.testing.assert_array_equal(done.values, fixed.values)
+    assert float(fixed["gap_fill_lmbda"]) == fixed.attrs["gap_fill_lmbda"] == lam_signal
+    # in memory the choice is made at once
+    eager = gap_fill(cube(wiggle, t).compute(), method="whittaker", lmbda="gcv", max_gap=1000)
+    assert eager.attrs["gap_fill_lmbda"] == lam_signal
     with pytest.raises(TimeSeriesError, match="gcv"):
         gap_fill(cube(wiggle, t), method="whittaker", lmbda="best")
