@@ -43,6 +43,7 @@ __all__ = [
     "harmonization_table",
     "ndvi_observations",
     "gapfill_table",
+    "observation_error_table",
     "clear_observation_gain",
     "same_day_ndvi_agreement",
 ]
@@ -411,6 +412,71 @@ def gapfill_table(
                 }
             )
     return pd.DataFrame(rows), filled_all
+
+
+def observation_error_table(
+    observations: Mapping[str, xr.DataArray],
+    truth: xr.Dataset,
+    *,
+    interior_margin: int = 3,
+) -> pd.DataFrame:
+    """NDVI error of single clear observations against truth on their own day, per sensor.
+
+    This is the floor under every gap-filled series: filling in time can average noise away
+    and bridge clouds, but a pixel a sensor sees wrongly on every date (a 20 m band across a
+    field edge, a shore) stays wrong whatever the method.
+
+    Parameters
+    ----------
+    observations
+        As :func:`ndvi_observations` gives: ``"S2 only"`` and the fused combinations; each
+        sensor's observations are taken once, Sentinel-2's from ``"S2 only"``.
+    truth
+        The simulator's truth.
+    interior_margin
+        As :func:`interior_mask`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: ``Sentinel-2``, then one row per fused combination's other sensor (e.g.
+        ``harmonized Landsat``); columns ``NDVI RMSE`` / ``bias`` over all pixels, ``land`` and
+        ``interior`` RMSE, and ``observations`` (pixel-dates).
+    """
+    s2 = observations["S2 only"]
+    rows: dict[str, xr.DataArray] = {"Sentinel-2": s2}
+    for combo, obs in observations.items():
+        if combo == "S2 only" or "sensor" not in obs.coords:
+            continue
+        other = np.asarray([str(v) != "sentinel-2" for v in obs["sensor"].values])
+        rows[combo.removeprefix("S2 + ")] = obs.isel(time=np.flatnonzero(other))
+    static = truth[[v for v in ("landcover", "field_id") if v in truth.data_vars]].load()
+    interior = interior_mask(static, s2, margin=interior_margin).values
+    land = land_mask(static, s2).values
+    truth_ndvi = ndvi(truth_on_grid(truth, s2)).astype("float32")
+    out = []
+    for name, obs in rows.items():
+        obs = obs.drop_vars([c for c in obs.coords if c not in obs.dims])
+        tru = truth_ndvi.interp(time=obs["time"].values).values
+        diff = np.asarray(obs.values) - tru
+        ok = np.isfinite(diff)
+
+        def rmse(mask: np.ndarray) -> float:
+            d = diff[ok & mask[None]]
+            return float(np.sqrt(np.mean(d**2))) if d.size else float("nan")
+
+        everywhere = np.ones(land.shape, bool)
+        out.append(
+            {
+                "observations": name,
+                "NDVI RMSE": rmse(everywhere),
+                "bias": float(diff[ok].mean()) if ok.any() else float("nan"),
+                "NDVI RMSE land": rmse(land),
+                "NDVI RMSE interior": rmse(interior),
+                "pixel-dates": int(ok.sum()),
+            }
+        )
+    return pd.DataFrame(out).set_index("observations")
 
 
 def clear_observation_gain(s2: xr.Dataset, landsat: xr.Dataset) -> dict[str, float]:

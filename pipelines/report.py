@@ -276,6 +276,8 @@ def write_report(
         if "whittaker" in filled_all and combo in filled_all["whittaker"]
     }
     metrics["whittaker_lmbda"] = lmbdas
+    obs_err = ev.observation_error_table(observations, truth)
+    metrics["observation_error"] = obs_err.to_dict(orient="index")
     cover = gtable.pivot(index="method", columns="inputs", values="coverage")[order]
     md += [
         "## Gap-filled NDVI against truth",
@@ -304,6 +306,18 @@ def write_report(
         markdown_table(inner, index_name="method"),
         "",
         f"Best method on interiors: **{ratio_in:.2f}×** the RMSE of Sentinel-2 alone.",
+        "",
+        "Single clear observations against truth on their own day (NDVI RMSE). This is the floor "
+        "under every filled series: filling in time bridges clouds and averages noise, but a pixel "
+        "a sensor sees wrongly on every date (Sentinel-2's 20 m nir across a field edge or a shore) "
+        "stays wrong, so over all pixels the fused series cannot fall much below Sentinel-2's own "
+        "error:",
+        "",
+        markdown_table(
+            obs_err.assign(**{"pixel-dates": obs_err["pixel-dates"].map("{:,}".format)}),
+            index_name="observations",
+            floatfmt="{:.4f}",
+        ),
         "",
         "Share of the true pixel-dates each combination could fill (gaps longer than max_gap stay NaN):",
         "",

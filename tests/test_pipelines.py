@@ -244,6 +244,17 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     # harmonized Landsat is reflectance where clear, NaN elsewhere
     v = hz["red"].where(hz["clear"]).values
     assert np.isfinite(v).any() and np.nanmax(np.abs(v)) < 1.5
+    # the report scores every stage against truth
+    from pipelines.report import write_report
+
+    html = write_report(out)
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert html.exists() and (out / "report" / "ndvi_timeseries.png").stat().st_size > 0
+    err = metrics["observation_error"]["Sentinel-2"]
+    # Sentinel-2's 20 m nir errs at edges and shores, not inside parcels
+    assert err["NDVI RMSE interior"] < err["NDVI RMSE land"] <= err["NDVI RMSE"]
+    assert {"harmonized Landsat", "raw Landsat"} <= set(metrics["observation_error"])
+
     # a second run re-uses everything: no stage reprocesses anything
     t0 = time.perf_counter()
     demo.run_demo(
@@ -296,3 +307,24 @@ def test_ledger_commits_atomically_locks_and_cleans_up(tmp_path):
             pass
     with pytest.raises(HarmonizeError, match="stage 'ingest'"):
         Ledger(tmp_path / "out", "pairs")
+
+
+def test_observation_error_table_against_known_errors(tmp_path):
+    """Observations that are the truth score 0; a sensor offset by +0.05 NDVI scores 0.05."""
+    from harmonize.indices import ndvi
+    from harmonize.world import WorldConfig, create_world
+    from pipelines import evaluate as ev
+
+    truth = create_world(tmp_path / "w", WorldConfig.tiny()).truth
+    tn = ndvi(truth).astype("float32")
+    t = tn["time"].values
+    s2 = tn.isel(time=slice(0, None, 2)).assign_coords(sensor=("time", ["sentinel-2"] * len(t[::2])))
+    ls = (tn.isel(time=slice(1, None, 2)) + 0.05).assign_coords(sensor=("time", ["landsat"] * len(t[1::2])))
+    fused = xr.concat([s2, ls], dim="time").sortby("time")
+    table = ev.observation_error_table({"S2 only": s2, "S2 + offset Landsat": fused}, truth)
+    assert list(table.index) == ["Sentinel-2", "offset Landsat"]
+    assert table.loc["Sentinel-2", "NDVI RMSE"] < 1e-6
+    finite = np.isfinite(tn.values[1::2])
+    assert table.loc["offset Landsat", "pixel-dates"] == finite.sum()
+    for col in ("NDVI RMSE", "NDVI RMSE land", "NDVI RMSE interior", "bias"):
+        assert table.loc["offset Landsat", col] == pytest.approx(0.05, abs=1e-5), col
