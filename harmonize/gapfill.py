@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import dask
+import dask.array as dsa
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -360,22 +361,45 @@ def whittaker_gcv(
 
 
 def _gcv_sample(
-    obj: xr.DataArray, wts: xr.DataArray | None, sample: int
+    obj: xr.DataArray, wts: xr.DataArray | None, sample: int, max_chunks: int = 4
 ) -> tuple[Any, Any, np.ndarray]:
-    """A regular grid of at most ``sample`` pixels of ``obj`` (time sorted) and its weights,
-    ``(time, pixels...)`` arrays, lazy if the input is, and the observation days."""
+    """Up to ``sample`` pixels of ``obj`` (time sorted) and their weights as ``(time, pixels)``
+    arrays, lazy if the input is, and the observation days.
+
+    In memory the pixels lie on a regular grid over the whole extent. A dask-backed input is
+    sampled on a regular grid inside at most ``max_chunks`` of its spatial chunks, spread over
+    the extent: a strided pass over every chunk would make the lambda depend on every input
+    chunk, so that a lazy fill could start no block before the whole input had been read, and
+    would have to hold it all in memory meanwhile.
+    """
     space = [d for d in obj.dims if d != "time"]
-    n_pix = int(np.prod([obj.sizes[d] for d in space])) if space else 1
-    step = max(1, int(np.ceil((n_pix / max(sample, 1)) ** (1 / max(len(space), 1)))))
-    pick = {d: slice(step // 2, None, step) for d in space}
-    vals = obj.isel(pick).transpose("time", *space)
-    vals = vals.drop_vars(list(vals.coords))
     t = np.asarray(obj["time"].values, dtype="datetime64[ns]")
-    w = None
     if wts is not None:
-        wsel = wts.isel({d: pick[d] for d in wts.dims if d in pick})
-        w = xr.broadcast(wsel, vals)[0].transpose(*vals.dims).data
-    return vals.data, w, _to_days(t, t[0])
+        wts = xr.broadcast(wts, obj.drop_vars(list(obj.coords)))[0].transpose(*obj.dims)
+    if obj.chunks is None or not space:
+        regions = [{}]
+    else:
+        spans = [np.cumsum((0, *obj.chunksizes[d])) for d in space]
+        blocks = list(np.ndindex(*[len(sp) - 1 for sp in spans]))
+        pick = np.unique(np.linspace(0, len(blocks) - 1, min(max_chunks, len(blocks))).round().astype(int))
+        regions = [
+            {d: slice(int(sp[k]), int(sp[k + 1])) for d, sp, k in zip(space, spans, blocks[i])} for i in pick
+        ]
+    concat = np.concatenate if obj.chunks is None else dsa.concatenate
+    values, weights = [], []
+    for region in regions:
+        part = obj.isel(region)
+        n_pix = int(np.prod([part.sizes[d] for d in space])) if space else 1
+        per = max(1, sample // len(regions))
+        step = max(1, int(np.ceil((n_pix / per) ** (1 / max(len(space), 1)))))
+        grid = {d: slice(step // 2, None, step) for d in space}
+        values.append(part.isel(grid).transpose("time", *space).data.reshape(t.size, -1))
+        if wts is not None:
+            w_part = wts.isel(region).isel(grid).data.reshape(t.size, -1)
+            weights.append(w_part if obj.chunks is None else dsa.asarray(w_part))
+    vals = concat(values, axis=1)
+    w = concat(weights, axis=1) if weights else None
+    return vals, w, _to_days(t, t[0])
 
 
 def _gcv_best(values: np.ndarray, weights: np.ndarray | None, t_obs: np.ndarray, lmbdas: Sequence[float]) -> float:
@@ -424,7 +448,9 @@ def select_lmbda(
     lmbdas
         Candidates (default :data:`GCV_LMBDAS`).
     sample
-        At most this many pixels, on a regular grid over the whole extent.
+        At most this many pixels: on a regular grid over the whole extent for an in-memory
+        input, inside at most 4 spatial chunks spread over the extent for a dask-backed one
+        (so that only those chunks are read).
 
     Returns
     -------
@@ -813,8 +839,6 @@ def gap_fill(
         values, w, t_days = _gcv_sample(da, wts, 4096)
         if not any(dask.is_dask_collection(v) for v in (values, w)):  # in memory: choose now
             return dataclasses.replace(params, lmbda=_gcv_best(values, w, t_days, GCV_LMBDAS)), None
-        import dask.array as dsa
-
         chosen = dask.delayed(_gcv_best_array, pure=True)(values, w, t_days, GCV_LMBDAS)
         return params, dsa.from_delayed(chosen, shape=(), dtype=np.float64)
 

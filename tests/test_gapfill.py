@@ -426,6 +426,22 @@ def test_gcv_picks_little_smoothing_for_signal_and_much_for_noise():
     fixed = gap_fill(cube(wiggle, t), method="whittaker", lmbda=lam_signal, max_gap=1000)
     np.testing.assert_array_equal(done.values, fixed.values)
     assert float(fixed["gap_fill_lmbda"]) == fixed.attrs["gap_fill_lmbda"] == lam_signal
+    # the lazy choice reads a few spatial chunks, not all: a fill block need not wait for
+    # (and hold) the whole input
+    seen = set()
+
+    def record(block, block_info=None):
+        seen.add(tuple(block_info[0]["chunk-location"][1:]))
+        return block
+
+    many = cube(wiggle, t, chunks=(1, 1, 2))
+    many = many.copy(data=many.data.map_blocks(record, dtype=many.dtype))
+    lam = gap_fill(many, method="whittaker", lmbda="gcv")["gap_fill_lmbda"]
+    assert not seen  # nothing read yet
+    with dask.config.set(scheduler="sync"):
+        assert float(lam) in GCV_LMBDAS
+    n_spatial = len(many.chunks[1]) * len(many.chunks[2])
+    assert n_spatial == 12 and 1 <= len(seen) <= 4
     # in memory the choice is made at once
     eager = gap_fill(cube(wiggle, t).compute(), method="whittaker", lmbda="gcv", max_gap=1000)
     assert eager.attrs["gap_fill_lmbda"] == lam_signal
