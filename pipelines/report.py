@@ -335,7 +335,8 @@ def write_report(
         f"fused {gain_obs['fused']:.1f} (**{gain_obs['gain_percent']:+.0f} %**).",
         f"- Same-day NDVI Pearson r, Landsat vs Sentinel-2 ({agree['pairs']} same-day pairs, "
         f"{agree['pixels']:,} pixels clear in both): before harmonization {agree['r_before']:.3f}, "
-        f"after {agree['r_after']:.3f} ({agree.get('gain_percent_abs', float('nan')):+.1f} % absolute).",
+        f"after {agree['r_after']:.3f} ({agree.get('gain_percent_abs', float('nan')):+.1f} % absolute; "
+        f"at most {100 * (1 - agree['r_before']):+.1f} % was left to gain).",
         "",
     ]
 
