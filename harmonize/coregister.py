@@ -468,12 +468,35 @@ def estimate_shifts(
     cur_y = _time_coord(cube, "shift_y", 0.0)
 
     cache: dict[int, tuple[dict[str, np.ndarray], np.ndarray]] = {}
+    moving: dict[int, tuple[dict[str, np.ndarray], np.ndarray]] = {}
     locks: dict[int, threading.Lock] = {}
     guard = threading.Lock()
 
-    def scene(c: xr.Dataset, i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        one = c[[*bands, clear]].isel(time=i).compute()
+    def unpack(one: xr.Dataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
         return {b: one[b].values.astype("float64") for b in bands}, one[clear].values.astype(bool)
+
+    def scene(c: xr.Dataset, i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        return unpack(c[[*bands, clear]].isel(time=i).compute())
+
+    def references_of(i: int) -> list[int]:
+        days = np.abs((ref_times - times[i]) / np.timedelta64(1, "D")).astype("float64")
+        order = [j for j in np.argsort(days, kind="stable") if days[j] <= max_days]
+        return [j for j in order if ref_clear[j] * n_frame >= min_pixels][:max_references]
+
+    def prefetch(batch: Sequence[int]) -> None:
+        """Read a batch of scenes and the references they need in one dask computation: GDAL
+        and Zarr reads then run side by side, instead of one scene at a time inside the
+        registering threads, queued behind their solvers."""
+        mov = [int(i) for i in batch if references_of(i)]
+        refs = sorted({j for i in mov for j in references_of(i)} - cache.keys())
+        # One selection of many dates per cube, computed on its own: computing many one-date
+        # selections together merges (and tokenizes) their graphs, which costs more than the reads.
+        if mov:
+            mov_data = cube[[*bands, clear]].isel(time=mov).compute()
+            moving.update((i, unpack(mov_data.isel(time=k))) for k, i in enumerate(mov))
+        if refs:
+            ref_data = ref_cube[[*bands, clear]].isel(time=ref_idx[refs]).compute()
+            cache.update((j, unpack(ref_data.isel(time=k))) for k, j in enumerate(refs))
 
     def reference_scene(j: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         # Shared by the worker threads: each reference is read once.
@@ -487,8 +510,7 @@ def estimate_shifts(
     def register(i: int) -> dict[str, Any]:
         t = times[i]
         days = np.abs((ref_times - t) / np.timedelta64(1, "D")).astype("float64")
-        order = [j for j in np.argsort(days, kind="stable") if days[j] <= max_days]
-        order = [j for j in order if ref_clear[j] * n_frame >= min_pixels][:max_references]
+        order = references_of(i)
         row: dict[str, Any] = {
             "time": t,
             "item_id": str(item_ids[i]),
@@ -508,7 +530,7 @@ def estimate_shifts(
             "reason": f"no clear {reference_sensor} scene within {max_days:g} days",
         }
         if order:
-            movs, mov_clear = scene(cube, i)
+            movs, mov_clear = moving.pop(i) if i in moving else scene(cube, i)
             seen = np.zeros(mov_clear.shape, dtype=bool)
             ests: list[tuple[int, PairShift]] = []
             mov_area = int((mov_clear & np.isfinite(movs[bands[0]])).sum())
@@ -574,13 +596,23 @@ def estimate_shifts(
     # Scenes are independent: register them on a few threads (the filters and solvers release
     # the GIL), in order, so the table is the same as a sequential run's.
     n_threads = max(1, min(threads if threads is not None else (os.cpu_count() or 1), len(mov_idx)))
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        results: Any = pool.map(register, mov_idx)
-        if progress:
-            from tqdm.auto import tqdm
+    batch = max(8, 4 * n_threads)  # scenes in memory at a time, besides the references
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
 
-            results = tqdm(results, total=len(mov_idx), desc="co-registering", unit="scene")
-        rows = list(results)
+        bar = tqdm(total=len(mov_idx), desc="co-registering", unit="scene")
+    rows = []
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for k in range(0, len(mov_idx), batch):
+            part = mov_idx[k : k + batch]
+            prefetch(part)
+            for row in pool.map(register, part):
+                rows.append(row)
+                if bar is not None:
+                    bar.update()
+    if bar is not None:
+        bar.close()
     table = pd.DataFrame(rows).set_index("time")
     return table[list(SHIFT_COLUMNS)]
 
