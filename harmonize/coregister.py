@@ -484,8 +484,8 @@ def estimate_shifts(
         return [j for j in order if ref_clear[j] * n_frame >= min_pixels][:max_references]
 
     def prefetch(batch: Sequence[int]) -> None:
-        """Read a batch of scenes and the references they need in one dask computation: GDAL
-        and Zarr reads then run side by side, instead of one scene at a time inside the
+        """Read a batch of scenes, and the references they need, one computation per cube:
+        GDAL and Zarr reads then run side by side, instead of one scene at a time inside the
         registering threads, queued behind their solvers."""
         mov = [int(i) for i in batch if references_of(i)]
         refs = sorted({j for i in mov for j in references_of(i)} - cache.keys())

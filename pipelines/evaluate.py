@@ -439,9 +439,9 @@ def observation_error_table(
     Returns
     -------
     pandas.DataFrame
-        Index: ``Sentinel-2``, then one row per fused combination's other sensor (e.g.
-        ``harmonized Landsat``); columns ``NDVI RMSE`` / ``bias`` over all pixels, ``land`` and
-        ``interior`` RMSE, and ``observations`` (pixel-dates).
+        Index ``observations``: ``Sentinel-2``, then one row per fused combination's other
+        sensor (e.g. ``harmonized Landsat``); columns ``NDVI RMSE`` and ``bias`` over all
+        pixels, ``NDVI RMSE land``, ``NDVI RMSE interior`` and ``pixel-dates``.
     """
     s2 = observations["S2 only"]
     rows: dict[str, xr.DataArray] = {"Sentinel-2": s2}
