@@ -453,7 +453,8 @@ def observation_error_table(
     static = truth[[v for v in ("landcover", "field_id") if v in truth.data_vars]].load()
     interior = interior_mask(static, s2, margin=interior_margin).values
     land = land_mask(static, s2).values
-    truth_ndvi = ndvi(truth_on_grid(truth, s2)).astype("float32")
+    # read once for every sensor (interp of the lazy truth would read it again per row)
+    truth_ndvi = ndvi(truth_on_grid(truth, s2)).astype("float32").compute()
     out = []
     for name, obs in rows.items():
         obs = obs.drop_vars([c for c in obs.coords if c not in obs.dims])
