@@ -62,6 +62,8 @@ Method = Literal["linear", "whittaker", "harmonic", "rbf"]
 METHODS: tuple[str, ...] = ("linear", "whittaker", "harmonic", "rbf")
 #: Candidate Whittaker lambdas of ``lmbda="gcv"`` (half decades; passbands ~8 to ~60 days).
 GCV_LMBDAS: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+#: Pixels sampled to choose it (:func:`select_lmbda` and ``gap_fill(lmbda="gcv")`` alike).
+GCV_SAMPLE = 4096
 
 DAY_NS = 86_400 * 10**9
 # Pixels processed per vectorised batch inside one dask block: bounds the float64 temporaries
@@ -430,7 +432,7 @@ def select_lmbda(
     *,
     weights: xr.DataArray | Mapping[str, float] | None = None,
     lmbdas: Sequence[float] = GCV_LMBDAS,
-    sample: int = 4096,
+    sample: int = GCV_SAMPLE,
 ) -> float:
     """The Whittaker ``lmbda`` of least generalized cross-validation error for one input.
 
@@ -836,7 +838,7 @@ def gap_fill(
         """Parameters, and lmbda as a lazy 0-d array when GCV runs inside the graph."""
         if not gcv:
             return params, None
-        values, w, t_days = _gcv_sample(da, wts, 4096)
+        values, w, t_days = _gcv_sample(da, wts, GCV_SAMPLE)
         if not any(dask.is_dask_collection(v) for v in (values, w)):  # in memory: choose now
             return dataclasses.replace(params, lmbda=_gcv_best(values, w, t_days, GCV_LMBDAS)), None
         chosen = dask.delayed(_gcv_best_array, pure=True)(values, w, t_days, GCV_LMBDAS)
