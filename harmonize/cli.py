@@ -1,6 +1,8 @@
-"""The ``harmonize`` command line.
+"""The library's commands: ``harmonize world``, ``search``, ``train`` and ``timeseries``.
 
-Subsystems are imported inside each command so ``harmonize --help`` stays instant.
+The installed ``harmonize`` console script (:mod:`pipelines.cli`) adds the jobs' ``run``,
+``demo`` and ``infer`` to this group; the library itself knows nothing of the jobs. Subsystems
+are imported inside each command so ``harmonize --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ def _setup_logging(verbose: int) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("harmonize").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
-    logging.getLogger("pipelines").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
 
 
 class _Group(click.Group):
@@ -125,7 +126,7 @@ def search_cmd(source, provider, collections, bbox, datetime_, max_cloud, max_it
     click.echo(f"{len(items)} items")
 
 
-# ---------------------------------------------------------------- train / infer / run
+# ---------------------------------------------------------------- train
 @main.command("train")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder.")
@@ -138,67 +139,6 @@ def train_cmd(config: Path, out: Path | None, overrides: tuple[str, ...], no_res
     result = train_from_config(config, list(overrides), out_dir=out, resume=None if no_resume else "auto")
     click.echo(f"model package: {result.package_path} (best epoch {result.best_epoch}, val loss {result.best_val_loss:.5f})")
 
-
-@main.command("infer")
-@click.argument("model", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--source", required=True, help="STAC API URL or stac-geoparquet file.")
-@click.option("--bbox", required=True, help="west,south,east,north in degrees.")
-@click.option("--datetime", "datetime_", default=None, help="A date or range.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--provider", default=None)
-@click.option("--max-cloud", type=float, default=None)
-@click.option("--device", default=None, help="cpu, cuda (default: cuda when present).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--uncertainty", type=click.Choice(["mc_dropout", "ensemble"]), default=None)
-@click.option("--format", "formats", multiple=True, type=click.Choice(["zarr", "cog"]), default=("zarr", "cog"))
-def infer_cmd(model, source, bbox, datetime_, out, provider, max_cloud, device, batch_size, uncertainty, formats) -> None:
-    """Harmonize every Landsat scene found in SOURCE with MODEL package(s); write Zarr/COGs + STAC items."""
-    from pipelines.infer import infer_job
-
-    report = infer_job(
-        [str(m) for m in model] if len(model) > 1 else str(model[0]),
-        source,
-        tuple(float(v) for v in bbox.split(",")),
-        datetime_,
-        out,
-        provider=provider,
-        max_cloud=max_cloud,
-        device=device,
-        batch_size=batch_size,
-        uncertainty=uncertainty,
-        formats=formats,
-        progress=True,
-    )
-    click.echo(json.dumps(report, indent=2, default=str))
-
-
-@main.command("run")
-@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("overrides", nargs=-1)
-@click.option(
-    "--scheduler",
-    default=None,
-    help="'local' (a LocalCluster sized to the machine), 'threads', 'synchronous', 'processes', or tcp://host:port.",
-)
-@click.option("--dry-run", is_flag=True, help="Report what would be processed (new items); write nothing.")
-def run_cmd(config: Path, overrides: tuple[str, ...], scheduler: str | None, dry_run: bool) -> None:
-    """Run the pipeline stage that CONFIG (YAML with a 'stage:' key) describes; KEY=VALUE overrides."""
-    from pipelines.run import run
-
-    report = run(config, scheduler=scheduler, dry_run=dry_run, overrides=list(overrides))
-    click.echo(json.dumps(report, indent=2, default=str))
-
-
-# ---------------------------------------------------------------- demo
-@main.command("demo")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"))
-@click.option("--size-km", type=float, default=None, help="Side of the simulated area (default 5.12).")
-def demo_cmd(out: Path, size_km: float | None) -> None:
-    """Run the whole pipeline on a freshly simulated world and write a report to OUT."""
-    from pipelines.demo import run_demo
-
-    report = run_demo(out, size_km=size_km)
-    click.echo(f"report: {report}")
 
 # ---------------------------------------------------------------- timeseries
 

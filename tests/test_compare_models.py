@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pipelines.compare_models import BASELINES, export_pairs
+from pipelines.experiments.compare_models import BASELINES, export_pairs
 
 ROOT = Path(__file__).parents[1]
 
@@ -67,7 +66,7 @@ def test_train_eval_scores_every_method_without_the_geospatial_stack(exported, t
     """train-eval runs where dask, rasterio, odc-stac and pystac-client are not installed."""
     _, path, _ = exported
     code = (
-        "import sys, json; from pipelines.compare_models import train_eval;"
+        "import sys, json; from pipelines.experiments.compare_models import train_eval;"
         f"train_eval({str(path)!r}, {str(tmp_path)!r}, presets=['tiny'], steps=6, batch=4);"
         "print(json.dumps(sorted(m for m in ('dask', 'rasterio', 'odc', 'pystac_client', 'rustac', 'zarr')"
         " if m in sys.modules)))"

@@ -258,7 +258,7 @@ def test_bad_arguments_raise_named_errors():
 
 
 def test_benchmark_runs_and_fills_close_to_truth():
-    from pipelines.bench_timeseries import run
+    from pipelines.benchmarks.timeseries import run
 
     res = run(["--dates", "36", "--size", "16", "--chunk", "8", "--workers", "1"])
     assert res["cube"]["pixel_time_steps"] == 36 * 16 * 16

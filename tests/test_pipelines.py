@@ -18,15 +18,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import xarray as xr
 import yaml
 
 from harmonize.world import WorldConfig, create_world
-from pipelines.config import IngestConfig, dump_config, load_config, parse_config
-from pipelines.ingest import ingest, open_cube
-from pipelines.state import Ledger, tree_checksum
+from pipelines.core.config import dump_config
+from pipelines.core.ledger import Ledger, tree_checksum
+from pipelines.core.stores import open_cube
+from pipelines.run import load_config, parse_config
+from pipelines.stages.ingest import IngestConfig, ingest
 
 REPO = Path(__file__).resolve().parents[1]
 END_A = dt.date(2023, 5, 16)  # the short world: its scenes are the first of the long one
@@ -139,7 +140,7 @@ def test_killed_ingest_resumes_to_the_uninterrupted_result(worlds, reference, tm
     dump_config(_cfg(worlds[1].root, out, batch=1), cfg_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.ingest", str(cfg_path)],
+        [sys.executable, "-m", "pipelines.stages.ingest", str(cfg_path)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -220,68 +221,6 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
         parse_config({"stage": "ingest", "out": "x", "source": "s", "no_such_field": 1})
 
 
-def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
-    from pipelines import demo
-
-    out = tmp_path / "demo"
-    result = demo.run_demo(
-        out, tiny=True, train={"epochs": 2, "max_batches_per_epoch": 2}, train_seconds=30, report=False
-    )
-    meta = json.loads(result.read_text())
-    assert result == out / "demo.json"
-    for key in ("world", "cube", "pair_index", "model_package", "harmonized", "timeseries"):
-        assert Path(meta[key]).exists(), key
-    assert (Path(meta["model_package"]) / "mlm.json").exists()
-    timings = json.loads((out / "timings.json").read_text())
-    assert set(timings["stages"]) >= {"world", "ingest", "pairs", "train", "infer", "timeseries"}
-    cube, hz, ts = demo.open_cube(out), demo.open_harmonized(out), demo.open_timeseries(out)
-    n_landsat = int((cube["sensor"] == "landsat").sum())
-    assert hz.sizes["time"] == n_landsat and hz.odc.geobox == cube.odc.geobox
-    assert {"ndvi", "observations", "sos", "peak_ndvi"} <= set(ts.data_vars)
-    assert ts.sizes["obs_time"] == cube.sizes["time"]  # every acquisition of both sensors
-    for png in ("ndvi_series.png", "ndvi_maps.png", "clear_observations.png"):
-        assert (out / "timeseries" / png).stat().st_size > 0
-    # harmonized Landsat is reflectance where clear, NaN elsewhere
-    v = hz["red"].where(hz["clear"]).values
-    assert np.isfinite(v).any() and np.nanmax(np.abs(v)) < 1.5
-    # the report scores every stage against truth
-    from pipelines.report import write_report
-
-    html = write_report(out)
-    metrics = json.loads((out / "report" / "metrics.json").read_text())
-    assert html.exists() and (out / "report" / "ndvi_timeseries.png").stat().st_size > 0
-    err = metrics["observation_error"]["Sentinel-2"]
-    # Sentinel-2's 20 m nir errs at edges and shores, not inside parcels
-    assert err["NDVI RMSE interior"] < err["NDVI RMSE land"] <= err["NDVI RMSE"]
-    assert {"harmonized Landsat", "raw Landsat"} <= set(metrics["observation_error"])
-
-    # a second run re-uses everything: no stage reprocesses anything
-    t0 = time.perf_counter()
-    demo.run_demo(
-        out, tiny=True, train={"epochs": 2, "max_batches_per_epoch": 2}, train_seconds=30, report=False
-    )
-    stages = json.loads((out / "demo.json").read_text())["stages"]
-    assert stages["ingest"]["committed"] == [] and stages["infer"]["committed"] == []
-    assert (
-        stages["pairs"]["up_to_date"] and stages["train"]["up_to_date"] and stages["timeseries"]["up_to_date"]
-    )
-    assert time.perf_counter() - t0 < 60
-
-    # a longer-trained preset scored beside bicubic baselines on the demo's test windows
-    from pipelines.compare_demo import main as compare_main
-
-    assert compare_main([str(out), "--preset", "tiny", "--epochs", "1", "--batches", "2",
-                         "--with-demo-model", "--out", str(tmp_path / "cmp")]) == 0
-    table = pd.read_csv(tmp_path / "cmp" / "table.csv", index_col=0)
-    rows = {"Landsat bicubic", "bicubic + fitted linear bandpass", "UNet (tiny)", "UNet (demo)"}
-    assert rows <= set(table.index)
-    assert np.isfinite(table["PSNR"]).all()
-    # the bicubic rows really are another resampling of the same scenes, not the cube again
-    bilinear = [i for i in table.index if i.startswith("Landsat resampled")][0]
-    assert table.loc["Landsat bicubic", "PSNR"] != table.loc[bilinear, "PSNR"]
-    assert abs(table.loc["Landsat bicubic", "PSNR"] - table.loc[bilinear, "PSNR"]) < 2.0
-
-
 def test_ledger_commits_atomically_locks_and_cleans_up(tmp_path):
     from harmonize.errors import HarmonizeError
 
@@ -307,24 +246,3 @@ def test_ledger_commits_atomically_locks_and_cleans_up(tmp_path):
             pass
     with pytest.raises(HarmonizeError, match="stage 'ingest'"):
         Ledger(tmp_path / "out", "pairs")
-
-
-def test_observation_error_table_against_known_errors(tmp_path):
-    """Observations that are the truth score 0; a sensor offset by +0.05 NDVI scores 0.05."""
-    from harmonize.indices import ndvi
-    from harmonize.world import WorldConfig, create_world
-    from pipelines import evaluate as ev
-
-    truth = create_world(tmp_path / "w", WorldConfig.tiny()).truth
-    tn = ndvi(truth).astype("float32")
-    t = tn["time"].values
-    s2 = tn.isel(time=slice(0, None, 2)).assign_coords(sensor=("time", ["sentinel-2"] * len(t[::2])))
-    ls = (tn.isel(time=slice(1, None, 2)) + 0.05).assign_coords(sensor=("time", ["landsat"] * len(t[1::2])))
-    fused = xr.concat([s2, ls], dim="time").sortby("time")
-    table = ev.observation_error_table({"S2 only": s2, "S2 + offset Landsat": fused}, truth)
-    assert list(table.index) == ["Sentinel-2", "offset Landsat"]
-    assert table.loc["Sentinel-2", "NDVI RMSE"] < 1e-6
-    finite = np.isfinite(tn.values[1::2])
-    assert table.loc["offset Landsat", "pixel-dates"] == finite.sum()
-    for col in ("NDVI RMSE", "NDVI RMSE land", "NDVI RMSE interior", "bias"):
-        assert table.loc["offset Landsat", col] == pytest.approx(0.05, abs=1e-5), col

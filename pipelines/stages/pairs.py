@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.pairs pipelines/configs/pairs.yaml [--dry-run] [key=value ...]
+    python -m pipelines.stages.pairs pipelines/configs/pairs.yaml [--dry-run] [key=value ...]
 
 What it writes under ``out``::
 
@@ -18,36 +18,42 @@ change, and left alone otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import pandas as pd
+from pydantic import Field
 
-from pipelines.config import PairsStageConfig
-from pipelines.state import Ledger, atomic_write_text
+from pipelines.core.cli import stage_main
+from pipelines.core.config import StageConfig
+from pipelines.core.ledger import Ledger, atomic_write_text
+from pipelines.core.stores import INDEX, INGEST, PAIRS, inputs_fingerprint, open_cube
 
 log = logging.getLogger(__name__)
 
-__all__ = ["pairs_stage", "read_index", "inputs_fingerprint", "main"]
-
-STAGE = "pairs"
-INDEX = "index.parquet"
+__all__ = ["PairsStageConfig", "pairs_stage", "main"]
 
 
-def inputs_fingerprint(*parts: Any) -> str:
-    """A short hash of JSON-able inputs (ledger fingerprints, settings)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+class PairsStageConfig(StageConfig):
+    """Index the clear Landsat/Sentinel-2 patch pairs of an ingested cube.
+
+    Attributes
+    ----------
+    cube
+        The ingest stage's output folder.
+    pairs
+        :class:`harmonize.pairs.PairConfig` fields (``max_days``, ``min_clear``, ``patch_size`` …).
+    """
+
+    stage: Literal["pairs"] = "pairs"
+    scheduler: str | None = "threads"  # a few mask reductions: a cluster costs more than it saves
+    cube: Path
+    pairs: dict[str, Any] = Field(default_factory=dict)
 
 
-def read_index(out: str | Path) -> pd.DataFrame:
-    """The pair index a pairs run wrote under ``out``."""
-    return pd.read_parquet(Path(out) / INDEX)
+STAGE = PAIRS
 
 
 def pairs_stage(
@@ -61,12 +67,11 @@ def pairs_stage(
         ``up_to_date`` (nothing to do), ``windows`` per split, ``pairs``, ``index`` path, ``seconds``.
     """
     from harmonize.pairs import PairConfig, build_pair_index
-    from pipelines.cluster import dask_scheduler
-    from pipelines.ingest import open_cube
+    from pipelines.core.cluster import dask_scheduler
 
     t0 = time.perf_counter()
     pair_config = PairConfig(**config.pairs)
-    cube_ledger = Ledger(config.cube, "ingest")
+    cube_ledger = Ledger(config.cube, INGEST)
     fingerprint = inputs_fingerprint(cube_ledger.fingerprint(), pair_config.model_dump(mode="json"))
     ledger = Ledger(config.out, STAGE)
     up_to_date = ledger.meta.get("inputs") == fingerprint and ledger.committed(INDEX)
@@ -122,12 +127,8 @@ def pairs_stage(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.pairs CONFIG.yaml [--dry-run] [key=value ...]``."""
-    from pipelines.run import cli_main
-
-    return cli_main(argv, stage=STAGE)
+main = stage_main(PairsStageConfig, pairs_stage)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

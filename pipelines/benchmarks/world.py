@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.benchmark world [--out DIR] [--size-km 5.12] [--start 2023-01-01] [--end 2023-12-31]
+    python -m pipelines.benchmarks world [--out DIR] [--size-km 5.12] [--start 2023-01-01] [--end 2023-12-31]
                                         [--seed 0] [--workers 2] [--keep]
 """
 
@@ -25,7 +25,7 @@ def _disk_mb(root: Path) -> float:
 
 def run(argv: list[str]) -> dict[str, Any]:
     """Create a world from scratch, timing it; return the figures as a dict."""
-    ap = argparse.ArgumentParser(prog="python -m pipelines.benchmark world")
+    ap = argparse.ArgumentParser(prog="python -m pipelines.benchmarks world")
     ap.add_argument("--out", type=Path, default=None, help="where to write (default: a temporary directory)")
     ap.add_argument("--size-km", type=float, default=WorldConfig().size_km)
     ap.add_argument("--start", default=str(WorldConfig().start))

@@ -6,7 +6,7 @@
 2. serve it as a STAC API on loopback (``rustac serve``) and search it over HTTP;
 3. run every stage into ``OUT/cube``, ``OUT/pairs``, ``OUT/model``, ``OUT/harmonized`` and
    ``OUT/timeseries`` (the same functions ``harmonize run`` calls);
-4. write the report (``pipelines.report.write_report``) if that module is present.
+4. write the report (:func:`pipelines.demo.report.write_report`).
 
 Stage durations (wall and CPU seconds) go to the log and ``OUT/timings.json``; the paths of
 everything to ``OUT/demo.json``. Running it again on the same ``OUT`` re-uses what is there
@@ -16,42 +16,32 @@ everything to ``OUT/demo.json``. Running it again on the same ``OUT`` re-uses wh
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
 import resource
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import xarray as xr
+import click
+from pydantic import Field
 
-from pipelines.config import (
-    DemoConfig,
-    InferCubeConfig,
-    IngestConfig,
-    PairsStageConfig,
-    TimeseriesStageConfig,
-    TrainStageConfig,
-)
-from pipelines.state import atomic_write_text
+from pipelines.core.cli import reporting, setup_logging
+from pipelines.core.config import StageConfig
+from pipelines.core.ledger import atomic_write_text
+from pipelines.demo.paths import demo_paths
+from pipelines.demo.report import write_report
+from pipelines.stages.infer import InferCubeConfig, infer_cube
+from pipelines.stages.ingest import IngestConfig, ingest
+from pipelines.stages.pairs import PairsStageConfig, pairs_stage
+from pipelines.stages.timeseries import TimeseriesStageConfig, timeseries_stage
+from pipelines.stages.train import TrainStageConfig, train_stage
 
 log = logging.getLogger("pipelines.demo")  # not __main__ under `python -m`
 
-__all__ = [
-    "run_demo",
-    "run_demo_config",
-    "demo_paths",
-    "open_cube",
-    "open_harmonized",
-    "open_timeseries",
-    "DEMO_PAIRS",
-    "DEMO_TRAIN",
-    "main",
-]
+__all__ = ["DemoConfig", "run_demo", "run_demo_config", "DEMO_PAIRS", "DEMO_TRAIN", "main"]
 
 #: Patch settings that give the 5.12 km demo world 16 spatial blocks to split. Same-day pairs
 #: are few in one cloudy year (4 with clear windows in the default world); pairs up to 2 days
@@ -88,42 +78,37 @@ _TINY_PAIRS: dict[str, Any] = {
 }
 
 
-def demo_paths(out: str | Path) -> dict[str, Path]:
-    """Where the demo writes each product under ``out``."""
-    root = Path(out)
-    return {
-        "world": root / "world",
-        "cube": root / "cube",
-        "pairs": root / "pairs",
-        "pair_index": root / "pairs" / "index.parquet",
-        "model": root / "model",
-        "model_package": root / "model" / "model",
-        "harmonized": root / "harmonized",
-        "timeseries": root / "timeseries",
-        "timings": root / "timings.json",
-        "demo": root / "demo.json",
-    }
+class DemoConfig(StageConfig):
+    """Everything at once on a freshly simulated world (see :func:`run_demo`).
 
+    Attributes
+    ----------
+    size_km
+        Side of the simulated area (default: the demo world, 5.12 km).
+    tiny
+        Use :meth:`harmonize.world.WorldConfig.tiny` (1.28 km, six weeks) instead.
+    world
+        :class:`harmonize.world.WorldConfig` fields overriding the defaults.
+    train
+        Training settings (as in :class:`TrainStageConfig`).
+    train_seconds
+        Training wall-time cap.
+    pairs, timeseries
+        As in the stages.
+    report
+        Write the HTML report at the end (:func:`pipelines.demo.report.write_report`).
+    """
 
-def open_cube(out: str | Path) -> xr.Dataset:
-    """The demo's ingested, co-registered cube (both sensors), lazy."""
-    from pipelines.ingest import open_cube as _open
-
-    return _open(demo_paths(out)["cube"])
-
-
-def open_harmonized(out: str | Path) -> xr.Dataset:
-    """The demo's harmonized Landsat dates (the model's output), lazy."""
-    from pipelines.infer_cube import open_harmonized as _open
-
-    return _open(demo_paths(out)["harmonized"])
-
-
-def open_timeseries(out: str | Path) -> xr.Dataset:
-    """The demo's NDVI products: ``ndvi`` (gap-filled), ``observations`` and phenology, lazy."""
-    from pipelines.timeseries import open_timeseries as _open
-
-    return _open(demo_paths(out)["timeseries"])
+    stage: Literal["demo"] = "demo"
+    scheduler: str | None = "threads"
+    size_km: float | None = None
+    tiny: bool = False
+    world: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    train_seconds: float | None = Field(None, gt=0)
+    pairs: dict[str, Any] = Field(default_factory=dict)
+    timeseries: dict[str, Any] = Field(default_factory=dict)
+    report: bool = True
 
 
 class _Timer:
@@ -188,22 +173,17 @@ def run_demo(
         dask scheduler of every stage: ``"threads"`` (default: a LocalCluster's start-up costs
         more than it saves on a 5 km world), ``"local"``, or a scheduler address.
     report
-        Call ``pipelines.report.write_report(out, world)`` at the end when that module exists.
+        Write the report (:func:`pipelines.demo.report.write_report`) at the end.
     progress
         Show progress bars.
 
     Returns
     -------
     pathlib.Path
-        The report written by ``pipelines.report`` or, without it, ``OUT/demo.json``.
+        ``OUT/report/report.html``, or ``OUT/demo.json`` without the report.
     """
     from harmonize.world import WorldConfig, create_world
     from harmonize.world.server import serve
-    from pipelines.infer_cube import infer_cube
-    from pipelines.ingest import ingest
-    from pipelines.pairs import pairs_stage
-    from pipelines.timeseries import timeseries_stage
-    from pipelines.train import train_stage
 
     root = Path(out).expanduser().absolute()
     root.mkdir(parents=True, exist_ok=True)
@@ -243,7 +223,7 @@ def run_demo(
                 max_seconds=train_seconds,
                 max_train_windows=256,
                 max_val_windows=32,
-                world=w.root,
+                truth=w.truth_path,
                 **common,
             )
         )
@@ -264,7 +244,7 @@ def run_demo(
                 harmonized=paths["harmonized"],
                 out=paths["timeseries"],
                 timeseries=dict(timeseries or {}),
-                world=w.root,
+                truth=w.truth_path,
                 **common,
             )
         )
@@ -273,10 +253,7 @@ def run_demo(
         "world": str(w.root),
         "world_config": json.loads(wcfg.model_dump_json()),
         "cube": str(paths["cube"]),
-        "pairs": str(paths["pair_index"]),
         "pair_index": str(paths["pair_index"]),
-        "pairs_dir": str(paths["pairs"]),
-        "model": str(paths["model_package"]),
         "model_package": str(paths["model_package"]),
         "training": str(paths["model"]),
         "harmonized": str(paths["harmonized"]),
@@ -287,13 +264,9 @@ def run_demo(
     atomic_write_text(paths["demo"], json.dumps(doc, indent=1, default=str) + "\n")
 
     result = paths["demo"]
-    if report and importlib.util.find_spec("pipelines.report") is not None:
-        from pipelines.report import write_report
-
+    if report:
         with timer("report"):
             result = Path(write_report(root, w))
-    elif report:
-        log.info("demo: pipelines.report is not available; skipping the report")
     timings = {
         "stages": timer.stages,
         "total": timer.total(),
@@ -314,7 +287,7 @@ def run_demo(
 def run_demo_config(
     config: DemoConfig, *, dry_run: bool = False, scheduler: str | None = None
 ) -> dict[str, Any]:
-    """Run the demo from a :class:`~pipelines.config.DemoConfig` (``harmonize run demo.yaml``)."""
+    """Run the demo from a :class:`DemoConfig` (``harmonize run demo.yaml``)."""
     if dry_run:
         return {
             "stage": "demo",
@@ -343,30 +316,16 @@ def run_demo_config(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.demo [OUT] [--size-km KM] [--tiny]``."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.split("\n")[0])
-    p.add_argument("out", nargs="?", default="demo-out", type=Path)
-    p.add_argument("--size-km", type=float)
-    p.add_argument("--tiny", action="store_true")
-    p.add_argument("--scheduler", default="threads")
-    p.add_argument("--train-seconds", type=float, default=90.0)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("harmonize", "pipelines"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    path = run_demo(
-        args.out,
-        size_km=args.size_km,
-        tiny=args.tiny,
-        scheduler=args.scheduler,
-        train_seconds=args.train_seconds,
-    )
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+@click.command(name="demo")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"))
+@click.option("--size-km", type=float, default=None, help="Side of the simulated area (default 5.12).")
+@click.option("--tiny", is_flag=True, help="A 1.28 km, six-week world (seconds).")
+@click.option("--scheduler", default="threads", show_default=True, help="dask scheduler of every stage.")
+@click.option("--train-seconds", type=float, default=90.0, show_default=True, help="Training wall-time cap.")
+@click.option("-v", "--verbose", count=True, help="More logging.")
+@reporting
+def main(out: Path, size_km: float | None, tiny: bool, scheduler: str, train_seconds: float, verbose: int) -> None:
+    """Run the whole pipeline on a freshly simulated world and write a report to OUT."""
+    setup_logging(verbose)
+    path = run_demo(out, size_km=size_km, tiny=tiny, scheduler=scheduler, train_seconds=train_seconds)
+    click.echo(f"report: {path}")

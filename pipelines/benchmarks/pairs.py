@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.benchmark pairs [--device cpu|cuda|auto] [--patch 128] [--batch 8]
+    python -m pipelines.benchmarks pairs [--device cpu|cuda|auto] [--patch 128] [--batch 8]
         [--workers 0,2] [--models tiny,base] [--world DIR | --size 1024] [--chunk 512]
 
 The data side builds a pair index and draws shuffled batches through a ``DataLoader`` (each
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.benchmark pairs", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m pipelines.benchmarks pairs", description=__doc__)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     p.add_argument("--patch", type=int, default=128, help="patch size in 10 m pixels")
     p.add_argument("--batch", type=int, default=8)

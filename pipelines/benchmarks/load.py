@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.benchmark load [--world DIR] [--tiny] [--threads N] [--repeat 3]
+    python -m pipelines.benchmarks load [--world DIR] [--tiny] [--threads N] [--repeat 3]
                                        [--chunk 512] [--no-stackstac]
 
 Three ways of reading the same assets onto the same 10 m grid, in the same run, warm file cache:
@@ -120,7 +120,7 @@ def _asset_reads(items: list, keys_of: Callable) -> list[tuple[str, bool]]:  # n
 
 def run(argv: list[str]) -> dict[str, Any]:
     """Time load_cube against rasterio and stackstac on one world; return the figures."""
-    ap = argparse.ArgumentParser(prog="python -m pipelines.benchmark load")
+    ap = argparse.ArgumentParser(prog="python -m pipelines.benchmarks load")
     ap.add_argument(
         "--world", type=Path, default=None, help="an existing world directory (default: demo world, cached)"
     )

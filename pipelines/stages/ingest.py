@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.ingest pipelines/configs/ingest.yaml [--dry-run] [--scheduler ADDR] [key=value ...]
+    python -m pipelines.stages.ingest pipelines/configs/ingest.yaml [--dry-run] [--scheduler ADDR] [key=value ...]
 
 What it writes under ``out``::
 
@@ -19,39 +19,74 @@ shifted grids. Because the grid is fixed by the first run and each shift depends
 scene and its references, a store is the same whichever run wrote it (a Sentinel-2 scene
 published after its Landsat neighbour was ingested is not used for it retroactively). Each
 store is committed by atomic rename and recorded in the ledger right after, so a killed run
-resumes where it stopped. :func:`open_cube` reads all stores as one lazy cube.
+resumes where it stopped. :func:`pipelines.core.stores.open_cube` reads all stores as one lazy cube.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from pydantic import Field
 
-from pipelines.config import IngestConfig
-from pipelines.state import Ledger
+from pipelines.core.cli import stage_main
+from pipelines.core.config import StageConfig
+from pipelines.core.ledger import Ledger
+from pipelines.core.stores import INGEST, exact_time_encoding, open_units
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ingest", "open_cube", "unit_name", "main"]
-
-STAGE = "ingest"
+__all__ = ["IngestConfig", "ingest", "unit_name", "main"]
 
 
-def exact_time_encoding(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` with its ``time`` stored as int64 microseconds (acquisition times carry fractions of
-    a second, which xarray's default "days since" cannot hold exactly)."""
-    if "time" in ds.coords:
-        ds["time"].encoding.update(units="microseconds since 1970-01-01", dtype="int64")
-    return ds
+class IngestConfig(StageConfig):
+    """Search, load onto one 10 m grid, co-register, and write one Zarr store per acquisition.
+
+    Attributes
+    ----------
+    source
+        A STAC API URL, an item file, or a folder holding ``items.parquet`` (a simulated world).
+    provider
+        Provider profile name (default: recognised from ``source``).
+    bbox
+        ``(west, south, east, north)`` in degrees (default: the footprint of the Sentinel-2 items,
+        fixed by the first run and kept by later ones).
+    datetime
+        A date or range; open-ended ranges (``"2023-01-01/.."``) suit scheduled runs.
+    max_cloud
+        Scene cloud-cover limit in percent.
+    resolution
+        Pixel size of the common grid in metres.
+    chunk
+        Spatial chunk size (pixels) of the stores.
+    coregister
+        Measure and remove each Landsat scene's shift against the nearest clear Sentinel-2 scenes.
+    max_days
+        Largest time difference of a co-registration reference.
+    batch
+        Units computed together before being committed one by one.
+    """
+
+    stage: Literal["ingest"] = "ingest"
+    source: str
+    provider: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    datetime: str | None = None
+    max_cloud: float | None = Field(None, ge=0, le=100)
+    resolution: float = Field(10.0, gt=0)
+    chunk: int = Field(512, gt=0)
+    coregister: bool = True
+    max_days: float = Field(10.0, ge=0)
+    batch: int = Field(8, ge=1)
+
+
+STAGE = INGEST
 
 
 def unit_name(time: Any, sensor: str, platform: str) -> str:
@@ -73,10 +108,6 @@ def _l1_companions(l2: Any, l1_items: Sequence[Any]) -> list[Any]:
         if str(it.properties.get("platform", "")).lower() == plat
         and abs((it.datetime - l2.datetime).total_seconds()) < 12 * 3600
     ]
-
-
-def _sensor_of(item: Any) -> str:
-    return "landsat" if "landsat" in (item.collection_id or "").lower() else "sentinel-2"
 
 
 def _select(items: Sequence[Any], done: set[str]) -> tuple[list[Any], list[str]]:
@@ -105,7 +136,7 @@ def ingest(
     dry_run
         Search and report which items are new, write nothing.
     scheduler
-        Overrides ``config.scheduler`` (see :func:`pipelines.cluster.dask_scheduler`).
+        Overrides ``config.scheduler`` (see :func:`pipelines.core.cluster.dask_scheduler`).
 
     Returns
     -------
@@ -156,7 +187,7 @@ def ingest(
     with ledger.lock():
         ledger.clean()
         if new:
-            from pipelines.cluster import dask_scheduler
+            from pipelines.core.cluster import dask_scheduler
 
             with dask_scheduler(
                 scheduler or config.scheduler,
@@ -232,7 +263,7 @@ def _coregistered(
             "no Sentinel-2 scene within %g days of the new Landsat scenes: not co-registered", config.max_days
         )
         return cube
-    reference = _concat_units(sorted(refs))
+    reference = open_units(sorted(refs))
     moving = cube.isel(time=ls_todo)
     wanted = {i for step in moving["item_id"].values for i in str(step).split(",")}
     probe = load_cube(
@@ -300,125 +331,8 @@ def _write_steps(
     return committed
 
 
-def open_cube(out: str | Path) -> xr.Dataset:
-    """All stores an ingest run committed under ``out``, as one lazy cube sorted by time.
-
-    The result is what :func:`harmonize.cube.load_cube` (and co-registration) gave: dims
-    ``(time, y, x)``, reflectance bands, ``pan``, ``clear``, ``sensor``/``platform``/``item_id``
-    time coordinates (fixed-width strings), CRS, and the STAC items in ``attrs["stac_items"]``.
-
-    Raises
-    ------
-    HarmonizeError
-        If ``out`` holds no committed store.
-    """
-    from harmonize.errors import HarmonizeError
-
-    ledger = Ledger(out, STAGE)
-    paths = ledger.committed_paths()
-    if not paths:
-        raise HarmonizeError(f"{out} holds no ingested scenes; run the ingest stage first")
-    return _concat_units(paths)
-
-
-#: Opened stores by (path, mtime of its zarr.json). A committed store never changes in place (a
-#: re-commit renames a new directory over it, with a new zarr.json), so every stage of one
-#: process (the demo runs six) can share one opening instead of re-reading 100+ stores' metadata.
-_OPENED: OrderedDict[tuple[str, int], xr.Dataset] = OrderedDict()
-_OPENED_MAX = 4096
-
-
-def _open_unit(path: Path) -> xr.Dataset:
-    """One committed store, lazy, with its small per-time coordinates in memory."""
-    try:
-        key = (str(path.resolve()), (path / "zarr.json").stat().st_mtime_ns)
-    except OSError:
-        key = None
-    if key is not None and key in _OPENED:
-        _OPENED.move_to_end(key)
-        return _OPENED[key]
-    # open without dask, read the 1-D time coordinates directly (a dask compute per coordinate
-    # per store costs more than the whole opening), then chunk the data as stored
-    part = xr.open_zarr(path, chunks=None)
-    small = {c: part[c].load() for c, v in part.coords.items() if v.dims == ("time",)}
-    chunks = {
-        d: n for v in part.data_vars.values() for d, n in v.encoding.get("preferred_chunks", {}).items()
-    }
-    part = part.drop_vars(list(small)).chunk(chunks).assign_coords(small)
-    if key is not None:
-        _OPENED[key] = part
-        while len(_OPENED) > _OPENED_MAX:
-            _OPENED.popitem(last=False)
-    return part
-
-
-def _flat_graphs(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` with each variable's dask graph materialised into one flat layer.
-
-    Concatenated stores give a graph of one layer per store (plus the sort); every later
-    ``.compute()`` of a small window culls all of them again, which made a 64 px training patch
-    cost ~0.23 s. One materialised layer per variable (the same tasks) makes it ~0.08 s.
-    """
-    import dask.array as da
-    from dask.highlevelgraph import HighLevelGraph
-
-    out = ds.copy()
-    for name, var in ds.data_vars.items():
-        a = var.data
-        if isinstance(a, da.Array):
-            graph = HighLevelGraph.from_collections(a.name, dict(a.__dask_graph__()), dependencies=())
-            out[name] = var.copy(data=da.Array(graph, a.name, a.chunks, meta=a._meta))
-    return out
-
-
-def _concat_units(paths: Sequence[Path]) -> xr.Dataset:
-    import rioxarray  # noqa: F401 - .rio accessor
-
-    parts = [_open_unit(Path(p)) for p in paths]
-    # Sentinel-2 stores carry no co-registration quality coordinates: fill them in
-    kinds = {c: v.dtype for part in parts for c, v in part.coords.items() if v.dims == ("time",)}
-    fill = {"b": False, "f": np.nan, "i": 0}
-    for k, part in enumerate(parts):
-        missing = {
-            c: (
-                "time",
-                np.full(part.sizes["time"], fill.get(dt.kind, ""), dtype=dt if dt.kind in fill else object),
-            )
-            for c, dt in kinds.items()
-            if c not in part.coords
-        }
-        if missing:
-            parts[k] = part.assign_coords(missing)
-    docs: list[dict[str, Any]] = []
-    for p in parts:
-        docs.extend(p.attrs.get("stac_items", []))
-    attrs = {k: v for k, v in parts[0].attrs.items() if k not in ("stac_items", "coordinates")}
-    ds = xr.concat(
-        parts,
-        dim="time",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-        join="exact",
-        combine_attrs="drop",
-    )
-    ds = _flat_graphs(ds.isel(time=np.argsort(ds["time"].values, kind="stable")))
-    for c in ("sensor", "platform", "item_id"):
-        if c in ds.coords:
-            ds = ds.assign_coords({c: ("time", np.asarray(ds[c].values).astype(object).astype(str))})
-    ds.attrs = {**attrs, "stac_items": docs}
-    crs = ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds.coords else None
-    if crs is not None and ds.rio.crs is None:
-        ds = ds.rio.write_crs(crs)
-    return ds
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.ingest CONFIG.yaml [--dry-run] [--scheduler ADDR] [key=value ...]``."""
-    from pipelines.run import cli_main
-
-    return cli_main(argv, stage=STAGE)
+main = stage_main(IngestConfig, ingest)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

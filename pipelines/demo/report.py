@@ -34,7 +34,9 @@ import xarray as xr  # noqa: E402
 from harmonize.bands import REFLECTANCE_BANDS  # noqa: E402
 from harmonize.indices import ndvi  # noqa: E402
 from harmonize.plot import plot_clear_observations, plot_ndvi_maps, plot_ndvi_timeseries  # noqa: E402
-from pipelines import evaluate as ev  # noqa: E402
+from pipelines.core.stores import read_index  # noqa: E402
+from pipelines.demo.paths import demo_paths, open_cube, open_harmonized  # noqa: E402
+from pipelines.evaluation import scores as ev  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +153,8 @@ def write_report(
     Parameters
     ----------
     out
-        The demo's output directory. Missing arguments are found there through
-        ``OUT/demo.json`` and :mod:`pipelines.demo`'s ``open_*`` helpers.
+        The demo's output directory. Missing arguments are found there
+        (:func:`pipelines.demo.paths.demo_paths`).
     world
         The simulated :class:`harmonize.world.World` (its truth is the reference).
     cube, harmonized, pair_index, model_dir
@@ -174,27 +176,19 @@ def write_report(
     out = Path(out)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
-    meta = json.loads((out / "demo.json").read_text()) if (out / "demo.json").exists() else {}
+    paths = demo_paths(out)
     if world is None:
         from harmonize.world import open_world
 
-        world = open_world(meta["world"])
-    if cube is None or harmonized is None:
-        from pipelines import demo
-
-        cube = demo.open_cube(out) if cube is None else cube
-        harmonized = demo.open_harmonized(out) if harmonized is None else harmonized
+        world = open_world(paths["world"])
+    cube = open_cube(out) if cube is None else cube
+    harmonized = open_harmonized(out) if harmonized is None else harmonized
     if pair_index is None:
-        p = Path(meta["pairs"])
-        pair_index = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, parse_dates=["landsat_time", "s2_time"])
-        cfg_path = p.with_suffix(".config.json")
-        if cfg_path.exists():
-            pair_index.attrs["config"] = json.loads(cfg_path.read_text())
-    if model_dir is None and meta.get("model"):
-        model_dir = Path(meta["model"])
-        model_dir = model_dir if model_dir.is_dir() else model_dir.parent
-    if timings is None and (out / "timings.json").exists():
-        timings = json.loads((out / "timings.json").read_text())
+        pair_index = read_index(paths["pairs"])
+    if model_dir is None and paths["model_package"].is_dir():
+        model_dir = paths["model_package"]
+    if timings is None and paths["timings"].exists():
+        timings = json.loads(paths["timings"].read_text())
     truth = world.truth
     metrics: dict[str, Any] = {}
     md: list[str] = ["# harmonize demo report", ""]

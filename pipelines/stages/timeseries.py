@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.timeseries pipelines/configs/timeseries.yaml [--dry-run] [key=value ...]
+    python -m pipelines.stages.timeseries pipelines/configs/timeseries.yaml [--dry-run] [key=value ...]
 
 What it writes under ``out``::
 
@@ -19,30 +19,70 @@ when either input gained stores or the settings changed, and left alone otherwis
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
+from pydantic import Field
 
-from pipelines.config import TimeseriesStageConfig
-from pipelines.pairs import inputs_fingerprint
-from pipelines.state import Ledger
+from pipelines.core.cli import stage_main
+from pipelines.core.config import StageConfig
+from pipelines.core.ledger import Ledger
+from pipelines.core.stores import (
+    INFER,
+    INGEST,
+    TIMESERIES,
+    TIMESERIES_STORES,
+    exact_time_encoding,
+    inputs_fingerprint,
+    open_cube,
+    open_harmonized,
+    open_reference,
+    read_observations,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["timeseries_stage", "open_timeseries", "main"]
-
-STAGE = "timeseries"
-STORES = ("observations.zarr", "ndvi.zarr", "phenology.zarr")
+__all__ = ["TimeseriesStageConfig", "timeseries_stage", "main"]
 
 
-def _plot_locations(world_truth: xr.Dataset | None, ndvi: xr.DataArray, n: int = 4) -> dict[str, Any]:
-    """The ``n`` largest fields of a simulated world (masks), else ``n`` points on a diagonal."""
-    if world_truth is not None and "field_id" in world_truth:
-        fid = world_truth["field_id"].sel(y=ndvi["y"], x=ndvi["x"], method="nearest").values
+class TimeseriesStageConfig(StageConfig):
+    """Fuse Sentinel-2 with harmonized Landsat, gap-fill NDVI, derive phenology, plot.
+
+    Attributes
+    ----------
+    cube, harmonized
+        The ingest and infer stages' output folders (``harmonized: null`` gives an S2-only series).
+    timeseries
+        :class:`harmonize.timeseries.TimeSeriesConfig` fields (``method``, ``freq``, ``max_gap`` …).
+    plots
+        Write PNG figures beside the stores.
+    truth
+        A reference store (Zarr with ``red``/``nir`` on ``time, y, x`` and optionally a
+        ``field_id`` map; a simulated world's ``truth.zarr``): the plots then show its NDVI and
+        follow its largest fields.
+    """
+
+    stage: Literal["timeseries"] = "timeseries"
+    scheduler: str | None = "threads"
+    cube: Path
+    harmonized: Path | None = None
+    timeseries: dict[str, Any] = Field(default_factory=dict)
+    plots: bool = True
+    truth: Path | None = None
+
+
+STAGE = TIMESERIES
+STORES = TIMESERIES_STORES
+
+
+def _plot_locations(truth: xr.Dataset | None, ndvi: xr.DataArray, n: int = 4) -> dict[str, Any]:
+    """The ``n`` largest fields of the reference's ``field_id`` map (masks), else ``n`` points on
+    a diagonal."""
+    if truth is not None and "field_id" in truth:
+        fid = truth["field_id"].sel(y=ndvi["y"], x=ndvi["x"], method="nearest").values
         ids, counts = np.unique(fid[fid > 0], return_counts=True)
         top = ids[np.argsort(-counts)][:n]
         return {
@@ -72,14 +112,12 @@ def timeseries_stage(
     from harmonize.io import write_zarr
     from harmonize.phenology import phenology
     from harmonize.timeseries import TimeSeriesConfig, fill_ndvi, fused_ndvi
-    from pipelines.cluster import dask_scheduler
-    from pipelines.infer_cube import open_harmonized
-    from pipelines.ingest import exact_time_encoding, open_cube
+    from pipelines.core.cluster import dask_scheduler
 
     t0 = time.perf_counter()
     ts_cfg = TimeSeriesConfig.build(**config.timeseries)
-    cube_ledger = Ledger(config.cube, "ingest")
-    hz_ledger = Ledger(config.harmonized, "infer") if config.harmonized is not None else None
+    cube_ledger = Ledger(config.cube, INGEST)
+    hz_ledger = Ledger(config.harmonized, INFER) if config.harmonized is not None else None
     fingerprint = inputs_fingerprint(
         cube_ledger.fingerprint(),
         hz_ledger.fingerprint() if hz_ledger else None,
@@ -124,7 +162,7 @@ def timeseries_stage(
             ledger.commit("observations.zarr", tmp, items)
             # Fill from the stored observations: the cubes are read and NDVI computed once, not
             # again for the weights and the fill.
-            obs_back = _read_observations(ledger.unit_path("observations.zarr"))
+            obs_back = read_observations(ledger.unit_path("observations.zarr"))
             filled = fill_ndvi(obs_back, ts_cfg)
             timings["observations"] = time.perf_counter() - tic
             tic = time.perf_counter()
@@ -169,15 +207,6 @@ def _obs_chunks(obs: xr.Dataset, tile: int = 256, max_bytes: int = 64 * 2**20) -
     gap fill reads) unless that exceeds ``max_bytes``; then as many steps as fit."""
     steps = max(1, min(obs.sizes["time"], max_bytes // (4 * tile * tile)))
     return {"time": steps, "y": tile, "x": tile}
-
-
-def _read_observations(path: Path) -> xr.DataArray:
-    """The stored NDVI observations, lazy, chunked time-whole per spatial block for gap-filling."""
-    obs = xr.open_zarr(path)["ndvi"]
-    for c in ("sensor", "platform"):
-        if c in obs.coords:
-            obs = obs.assign_coords({c: ("time", np.asarray(obs[c].values).astype(object).astype(str))})
-    return obs.chunk({"time": -1, "y": 256, "x": 256})
 
 
 def _field_series(
@@ -229,10 +258,8 @@ def _plots(config: TimeseriesStageConfig, ledger: Ledger) -> list[Path]:
     obs = xr.open_zarr(ledger.unit_path("observations.zarr"))["ndvi"]
     filled = xr.open_zarr(ledger.unit_path("ndvi.zarr"))["ndvi"]
     truth_ds = truth = None
-    if config.world is not None:
-        from harmonize.world import open_world
-
-        truth_ds = open_world(config.world).truth
+    if config.truth is not None:
+        truth_ds = open_reference(config.truth)
         truth = ndvi(truth_ds)
     out = Path(config.out)
     paths = []
@@ -258,36 +285,8 @@ def _plots(config: TimeseriesStageConfig, ledger: Ledger) -> list[Path]:
     return paths
 
 
-def open_timeseries(out: str | Path) -> xr.Dataset:
-    """The products of a timeseries run under ``out`` as one lazy Dataset.
-
-    Variables: ``ndvi`` (gap-filled, ``time``), ``observations`` (clear-sky NDVI on its own
-    ``obs_time`` axis, with ``sensor``), and the phenology variables (``sos``, ``pos``, ``eos``,
-    ``los``, ``peak_ndvi``, ``base_ndvi``, ``amplitude``) on ``(y, x)``.
-    """
-    from harmonize.errors import HarmonizeError
-
-    root = Path(out)
-    ledger = Ledger(root, STAGE)
-    missing = [s for s in STORES if not ledger.committed(s)]
-    if missing:
-        raise HarmonizeError(f"{root} lacks {missing}; run the timeseries stage first")
-    filled = xr.open_zarr(root / "ndvi.zarr")
-    obs = xr.open_zarr(root / "observations.zarr").rename(time="obs_time", ndvi="observations")
-    obs = obs.drop_vars("spatial_ref", errors="ignore")
-    for c in ("sensor", "platform"):
-        if c in obs.coords:
-            obs = obs.assign_coords({c: ("obs_time", np.asarray(obs[c].values).astype(object).astype(str))})
-    phen = xr.open_zarr(root / "phenology.zarr").drop_vars("spatial_ref", errors="ignore")
-    return xr.merge([filled, obs, phen], compat="override", join="exact", combine_attrs="drop_conflicts")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.timeseries CONFIG.yaml [--dry-run] [key=value ...]``."""
-    from pipelines.run import cli_main
-
-    return cli_main(argv, stage=STAGE)
+main = stage_main(TimeseriesStageConfig, timeseries_stage)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

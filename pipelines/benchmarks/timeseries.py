@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.benchmark timeseries [--dates 73] [--size 512] [--chunk 256]
+    python -m pipelines.benchmarks timeseries [--dates 73] [--size 512] [--chunk 256]
         [--methods linear,whittaker,harmonic,rbf] [--cloud 0.4] [--workers N]
         [--lmbda 100|gcv] [--weighted]
 
@@ -50,7 +50,7 @@ def synthetic_ndvi(
 
 def run(argv: list[str]) -> dict[str, Any]:
     """Run the benchmark; return figures as a JSON-able dict."""
-    p = argparse.ArgumentParser(prog="python -m pipelines.benchmark timeseries")
+    p = argparse.ArgumentParser(prog="python -m pipelines.benchmarks timeseries")
     p.add_argument("--dates", type=int, default=73)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--chunk", type=int, default=256)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.train pipelines/configs/train.yaml [--dry-run] [key=value ...]
+    python -m pipelines.stages.train pipelines/configs/train.yaml [--dry-run] [key=value ...]
 
 What it writes under ``out`` (see :func:`harmonize.train.fit`)::
 
@@ -18,25 +18,65 @@ resumes from its last checkpoint.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pipelines.config import TrainStageConfig
-from pipelines.pairs import INDEX, inputs_fingerprint
-from pipelines.state import Ledger
+from pydantic import Field
+
+from pipelines.core.cli import stage_main
+from pipelines.core.config import StageConfig
+from pipelines.core.ledger import Ledger
+from pipelines.core.stores import (
+    PAIRS,
+    TRAIN,
+    inputs_fingerprint,
+    model_package,
+    open_cube,
+    open_reference,
+    read_index,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_stage", "model_package", "main"]
-
-STAGE = "train"
+__all__ = ["TrainStageConfig", "train_stage", "main"]
 
 
-def model_package(out: str | Path) -> Path:
-    """The model package folder a train run wrote under ``out``."""
-    return Path(out) / "model"
+class TrainStageConfig(StageConfig):
+    """Fit the UNet on the indexed pairs and export a model package.
+
+    Attributes
+    ----------
+    cube, pairs
+        The ingest and pairs stages' output folders.
+    train
+        :class:`harmonize.train.TrainConfig` fields (``model: tiny``, ``epochs`` …).
+    max_seconds
+        Stop after the epoch that passes this wall time and export the best epoch so far.
+    cache
+        Cache the patches in Zarr stores under ``out/cache`` (later epochs read them back).
+    max_train_windows, max_val_windows
+        Train / validate on at most this many windows (a seeded sample). Patches are computed
+        from the cube on first use and cached, so a smaller set makes later epochs cheap.
+    truth
+        A reference store (Zarr, reflectance bands on ``time, y, x`` of the cube's grid or one
+        containing it; a simulated world's ``truth.zarr``): validation samples then carry it and
+        the model package records metrics against it too.
+    """
+
+    stage: Literal["train"] = "train"
+    scheduler: str | None = "threads"  # torch trains in this process; patches are small graphs
+    cube: Path
+    pairs: Path
+    train: dict[str, Any] = Field(default_factory=dict)
+    max_seconds: float | None = Field(None, gt=0)
+    cache: bool = True
+    max_train_windows: int | None = Field(None, ge=1)
+    max_val_windows: int | None = Field(None, ge=1)
+    truth: Path | None = None
+
+
+STAGE = TRAIN
 
 
 def _sample(rows: Any, n: int | None, seed: int) -> Any:
@@ -63,15 +103,13 @@ def train_stage(
         ``up_to_date``, ``model`` (package path), ``epochs``, ``best_epoch``, ``metrics``, ``seconds``.
     """
     import dask
-    import pandas as pd
 
     from harmonize.pairs import PairDataset
     from harmonize.train import TrainConfig, fit
-    from pipelines.ingest import open_cube
 
     t0 = time.perf_counter()
     train_cfg = TrainConfig.model_validate({"model": "tiny", **config.train})
-    pairs_ledger = Ledger(config.pairs, "pairs")
+    pairs_ledger = Ledger(config.pairs, PAIRS)
     fingerprint = inputs_fingerprint(
         pairs_ledger.fingerprint(),
         pairs_ledger.meta.get("inputs"),
@@ -96,12 +134,10 @@ def train_stage(
         return report
     with ledger.lock():
         cube = open_cube(config.cube)
-        index = pd.read_parquet(Path(config.pairs) / INDEX)
+        index = read_index(config.pairs)
         truth = None
-        if config.world is not None:
-            from harmonize.world import open_world
-
-            truth = open_world(config.world).truth
+        if config.truth is not None:
+            truth = open_reference(config.truth)
         cache = Path(config.out) / "cache" if config.cache else None
         # a changed index makes the cached patches stale; PairDataset rebuilds a cache whose
         # fingerprint differs, so the folder can stay
@@ -185,12 +221,8 @@ def train_stage(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.train CONFIG.yaml [--dry-run] [key=value ...]``."""
-    from pipelines.run import cli_main
-
-    return cli_main(argv, stage=STAGE)
+main = stage_main(TrainStageConfig, train_stage)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

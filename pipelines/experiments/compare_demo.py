@@ -5,13 +5,13 @@ The demo trains ``tiny`` for a minute; this job trains any preset longer on the 
 and scores it against the simulator's truth beside resampling baselines, on the demo's test
 windows::
 
-    python -m pipelines.compare_demo demo-out --preset base --epochs 80 --out runs/base
-    python -m pipelines.compare_demo demo-out --preset tiny --epochs 80 --out runs/tiny
+    python -m pipelines.experiments.compare_demo demo-out --preset base --epochs 80 --out runs/base
+    python -m pipelines.experiments.compare_demo demo-out --preset tiny --epochs 80 --out runs/tiny
 
 The demo's cube is loaded with bilinear resampling; the bicubic baselines reload the test
 dates' Landsat scenes (with the same co-registration shifts) with cubic resampling, so
 "bicubic + fitted linear" is the issue's baseline. The table goes to ``OUT/table.csv`` and
-``OUT/table.md``. ``pipelines.compare_models`` is the torch-only variant for GPU machines.
+``OUT/table.md``. ``pipelines.experiments.compare_models`` is the torch-only variant for GPU machines.
 """
 
 from __future__ import annotations
@@ -47,9 +47,8 @@ def train_on_demo(
     max_seconds: float | None = None,
 ) -> Path:
     """Train ``preset`` on the demo's pairs (all training windows); returns the model package."""
-    from pipelines.config import TrainStageConfig
-    from pipelines.demo import demo_paths
-    from pipelines.train import train_stage
+    from pipelines.demo.paths import demo_paths
+    from pipelines.stages.train import TrainStageConfig, train_stage
 
     paths = demo_paths(demo_out)
     report = train_stage(
@@ -68,7 +67,7 @@ def train_on_demo(
                 "eval_samples": 32,
             },
             max_seconds=max_seconds,
-            world=paths["world"],
+            truth=paths["truth"],
         )
     )
     return Path(report["model"])
@@ -78,7 +77,7 @@ def bicubic_baselines(cube: xr.Dataset, index: pd.DataFrame, fitted: Any) -> dic
     """The test dates' Landsat reloaded with cubic resampling (same shifts), raw and adjusted."""
     from harmonize.bandpass import hls_adjust
     from harmonize.cube import reload_cube
-    from pipelines import evaluate as ev
+    from pipelines.evaluation import scores as ev
 
     landsat = ev.sensor_part(cube, "landsat")
     times = sorted(set(pd.to_datetime(ev.test_windows(index)["landsat_time"]).values))
@@ -110,15 +109,15 @@ def compare_on_demo(demo_out: str | Path, models: dict[str, str | Path], out: st
     """Harmonize the demo's Landsat dates with each model and score everything against truth."""
     from harmonize.bandpass import fit_linear_adjustment
     from harmonize.world import open_world
-    from pipelines import evaluate as ev
-    from pipelines.config import InferCubeConfig
-    from pipelines.demo import demo_paths, open_cube
-    from pipelines.infer_cube import infer_cube, open_harmonized
+    from pipelines.core.stores import open_harmonized, read_index
+    from pipelines.demo.paths import demo_paths, open_cube
+    from pipelines.evaluation import scores as ev
+    from pipelines.stages.infer import InferCubeConfig, infer_cube
 
     paths = demo_paths(demo_out)
     out = Path(out)
     cube = open_cube(demo_out)
-    index = pd.read_parquet(paths["pair_index"])
+    index = read_index(paths["pairs"])
     patch = int((index.attrs.get("config") or {}).get("patch_size", 64))
     shape = (cube.sizes["y"], cube.sizes["x"])
     train = xr.DataArray(ev.train_block_mask(index, shape, patch), dims=("y", "x"))
@@ -133,14 +132,14 @@ def compare_on_demo(demo_out: str | Path, models: dict[str, str | Path], out: st
     table = table[MAIN_COLUMNS]
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv")
-    from pipelines.report import markdown_table
+    from pipelines.demo.report import markdown_table
 
     (out / "table.md").write_text(markdown_table(table, index_name="method") + "\n")
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.compare_demo DEMO_OUT [--preset P] [--epochs N] [--out DIR]``."""
+    """``python -m pipelines.experiments.compare_demo DEMO_OUT [--preset P] [--epochs N] [--out DIR]``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("demo_out", type=Path, help="a finished `harmonize demo` output folder")
     p.add_argument("--preset", default="base", help="UNet preset to train (tiny, base, paper-5depth)")
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("trained %s in %.0f s", args.preset, time.perf_counter() - t0)
     models: dict[str, str | Path] = {args.preset: package}
     if args.with_demo_model:
-        from pipelines.demo import demo_paths
+        from pipelines.demo.paths import demo_paths
 
         models["demo"] = demo_paths(args.demo_out)["model_package"]
     table = compare_on_demo(args.demo_out, models, out)

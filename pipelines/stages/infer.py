@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.infer_cube pipelines/configs/infer.yaml [--dry-run] [key=value ...]
+    python -m pipelines.stages.infer pipelines/configs/infer.yaml [--dry-run] [key=value ...]
     (or ``python -m pipelines.run``/``harmonize run`` with ``stage: infer`` and ``cube:``)
 
 What it writes under ``out``::
@@ -20,23 +20,58 @@ catalog and loads the scenes itself.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from pydantic import Field
 
-from pipelines.config import InferCubeConfig
-from pipelines.state import Ledger, file_checksum
+from pipelines.core.cli import stage_main
+from pipelines.core.config import StageConfig
+from pipelines.core.ledger import Ledger, file_checksum
+from pipelines.core.stores import INFER, exact_time_encoding, open_cube
 
 log = logging.getLogger(__name__)
 
-__all__ = ["infer_cube", "open_harmonized", "main"]
+__all__ = ["InferCubeConfig", "infer_cube", "main"]
 
-STAGE = "infer"
+
+class InferCubeConfig(StageConfig):
+    """Super-resolve every Landsat date of an ingested cube, one Zarr store per date.
+
+    (A config with ``source`` instead of ``cube`` runs :func:`pipelines.infer.infer_job`, which
+    searches a catalog itself.)
+
+    Attributes
+    ----------
+    cube
+        The ingest stage's output folder.
+    model
+        A model package folder (or its ``mlm.json``), or several (an ensemble).
+    chunks, device, batch_size, tile, precision
+        Passed to :func:`harmonize.infer.super_resolve`.
+    cogs
+        Also write one COG per date (``out/cogs``) and its STAC item (``out/items``).
+    batch
+        Dates computed together before being committed one by one.
+    """
+
+    stage: Literal["infer"] = "infer"
+    cube: Path
+    model: str | list[str]
+    chunks: int | None = Field(None, gt=0)
+    device: str | None = None
+    batch_size: int = Field(8, gt=0)
+    tile: int | None = Field(None, gt=0)
+    precision: Literal["bf16", "fp16"] | None = None
+    cogs: bool = False
+    batch: int = Field(4, ge=1)
+
+
+STAGE = INFER
 
 
 def _weights_checksum(model: str | list[str]) -> str:
@@ -65,8 +100,7 @@ def infer_cube(
 
     from harmonize.infer import super_resolve
     from harmonize.io import write_zarr
-    from pipelines.cluster import dask_scheduler
-    from pipelines.ingest import exact_time_encoding, open_cube
+    from pipelines.core.cluster import dask_scheduler
 
     t0 = time.perf_counter()
     ledger = Ledger(config.out, STAGE)
@@ -166,30 +200,8 @@ def _write_cogs(config: InferCubeConfig, ledger: Ledger, names: list[str]) -> No
         )
 
 
-def open_harmonized(out: str | Path) -> xr.Dataset:
-    """All harmonized dates an infer run committed under ``out``, as one lazy cube sorted by time.
-
-    Raises
-    ------
-    HarmonizeError
-        If ``out`` holds no committed date.
-    """
-    from harmonize.errors import HarmonizeError
-    from pipelines.ingest import _concat_units
-
-    ledger = Ledger(out, STAGE)
-    paths = ledger.committed_paths()
-    if not paths:
-        raise HarmonizeError(f"{out} holds no harmonized dates; run the infer stage first")
-    return _concat_units(paths)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.infer_cube CONFIG.yaml [--dry-run] [key=value ...]``."""
-    from pipelines.run import cli_main
-
-    return cli_main(argv, stage=STAGE)
+main = stage_main(InferCubeConfig, infer_cube)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -2,11 +2,11 @@
 
 Usage::
 
-    python -m pipelines.benchmark world [--out DIR]
-    python -m pipelines.benchmark load
+    python -m pipelines.benchmarks world [--out DIR]
+    python -m pipelines.benchmarks load
     ...
 
-Each subcommand lives in ``pipelines/bench_<name>.py`` as a ``run(argv) -> dict`` function;
+Each subcommand lives in ``pipelines/benchmarks/<name>.py`` as a ``run(argv) -> dict`` function;
 this module dispatches to it and prints the result as JSON, with the machine it ran on.
 """
 
@@ -41,11 +41,11 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS:
-        print(f"usage: python -m pipelines.benchmark {{{','.join(SUBCOMMANDS)}}} [options]", file=sys.stderr)
+        print(f"usage: python -m pipelines.benchmarkss {{{','.join(SUBCOMMANDS)}}} [options]", file=sys.stderr)
         return 2
     name, rest = argv[0], argv[1:]
     try:
-        module = importlib.import_module(f"pipelines.bench_{name}")
+        module = importlib.import_module(f"pipelines.benchmarks.{name}")
     except ModuleNotFoundError as exc:
         print(f"benchmark {name!r} is not available: {exc}", file=sys.stderr)
         return 2

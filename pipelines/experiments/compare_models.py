@@ -19,8 +19,8 @@ Two phases, so the expensive training can run where the geospatial stack is not 
     patches against truth (:func:`harmonize.metrics.evaluate`). Writes ``compare.json`` and
     ``compare.md``.
 
-``python -m pipelines.compare_models export --world DIR --out pairs.npz``
-``python -m pipelines.compare_models train-eval --data pairs.npz --device cuda --steps 4000 --out OUT``
+``python -m pipelines.experiments.compare_models export --world DIR --out pairs.npz``
+``python -m pipelines.experiments.compare_models train-eval --data pairs.npz --device cuda --steps 4000 --out OUT``
 
 The train-eval path imports only numpy, torch, :mod:`harmonize.model` and
 :mod:`harmonize.metrics` (and what they import: pydantic, pystac through ``harmonize/__init__``,
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("pipelines.compare_models")  # not __main__ under python -m
+log = logging.getLogger("pipelines.experiments.compare_models")  # not __main__ under python -m
 
 __all__ = [
     "ExportSettings",
@@ -200,7 +200,7 @@ def export_from(
 
     from harmonize.bandpass import fit_linear_adjustment, hls_adjust
     from harmonize.pairs import PairConfig, PairDataset, build_pair_index
-    from pipelines.evaluate import train_block_mask
+    from pipelines.evaluation.scores import train_block_mask
 
     s = ExportSettings(**settings)
     timings: dict[str, float] = {}
@@ -596,8 +596,8 @@ def _write(result: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.compare_models {export,train-eval} ...``."""
-    p = argparse.ArgumentParser(prog="python -m pipelines.compare_models", description=__doc__.split("\n")[0])
+    """``python -m pipelines.experiments.compare_models {export,train-eval} ...``."""
+    p = argparse.ArgumentParser(prog="python -m pipelines.experiments.compare_models", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export", help="world -> pairs .npz (needs the full stack)")
     e.add_argument("--world", required=True, type=Path, help="world directory (created if absent)")

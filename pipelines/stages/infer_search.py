@@ -18,10 +18,7 @@ A rerun is idempotent: the Zarr store is replaced atomically, COGs already writt
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InferConfig", "infer_job", "write_zarr_in_stripes", "run_config", "main"]
+__all__ = ["InferConfig", "infer_job", "write_zarr_in_stripes", "run_config"]
 
 
 class InferConfig(BaseModel):
@@ -291,43 +288,3 @@ def run_config(config: InferConfig) -> dict[str, Any]:
         formats=c.formats,
         progress=c.progress,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.infer``: flags, or ``--config`` YAML (flags override it)."""
-    p = argparse.ArgumentParser(prog="python -m pipelines.infer", description=__doc__.split("\n")[0])
-    p.add_argument("model", nargs="*", help="model package(s)")
-    p.add_argument("--config", type=Path)
-    p.add_argument("--source")
-    p.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"))
-    p.add_argument("--datetime")
-    p.add_argument("--out", type=Path)
-    p.add_argument("--provider")
-    p.add_argument("--max-cloud", type=float)
-    p.add_argument("--chunks", type=int)
-    p.add_argument("--device")
-    p.add_argument("--precision", choices=("tf32", "bf16", "fp16"))
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--tile", type=int)
-    p.add_argument("--uncertainty", choices=("mc_dropout", "ensemble"))
-    p.add_argument("--mc-passes", type=int)
-    p.add_argument("--format", dest="formats", action="append", choices=("zarr", "cog"))
-    p.add_argument("--progress", action="store_true", default=None)
-    args = vars(p.parse_args(argv))
-    values: dict[str, Any] = {}
-    if args.pop("config"):
-        import yaml
-
-        values.update(yaml.safe_load(Path(p.parse_args(argv).config).read_text()) or {})
-    models = args.pop("model")
-    if models:
-        values["model"] = models if len(models) > 1 else models[0]
-    values.update({k: v for k, v in args.items() if v is not None})
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = run_config(InferConfig(**values))
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

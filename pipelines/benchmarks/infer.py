@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.benchmark infer [--models tiny,base] [--size 1024] [--chunk 1024]
+    python -m pipelines.benchmarks infer [--models tiny,base] [--size 1024] [--chunk 1024]
         [--memory-sizes 2048,8192] [--device cpu|cuda] [--precision bf16|fp16] [--workers N]
 
 Figures
@@ -47,7 +47,7 @@ INPUTS = ("blue", "green", "red", "nir", "swir16", "swir22", "pan")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m pipelines.benchmark infer", description=__doc__.split("\n")[0]
+        prog="python -m pipelines.benchmarks infer", description=__doc__.split("\n")[0]
     )
     p.add_argument("--models", default="tiny,base", help="comma-separated model presets")
     p.add_argument("--size", type=int, default=1024, help="throughput scene size (pixels per side)")
@@ -396,8 +396,8 @@ def _memory_child(size: int, args: argparse.Namespace, device: str, workers: int
 
 
 def _memory(size: int, argv: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "pipelines.bench_infer", *argv, "--memory-child", str(size)]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "pipelines.benchmarks.infer", *argv, "--memory-child", str(size)]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     if proc.returncode != 0:
         return {"scene_px": [size, size], "error": proc.stderr.strip().splitlines()[-5:]}

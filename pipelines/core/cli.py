@@ -1,0 +1,114 @@
+"""The command line every job shares (click): ``python -m pipelines.stages.<stage> CONFIG.yaml``.
+
+:func:`stage_main` turns a stage's config class and function into a click command::
+
+    python -m pipelines.stages.ingest pipelines/configs/ingest.yaml [KEY=VALUE ...]
+        [--dry-run] [--scheduler ADDR] [-v]
+
+The YAML's ``stage:`` key must name that stage; ``KEY=VALUE`` overrides (dotted keys reach into
+nested settings, values are parsed as YAML) are applied before validation, and the stage's
+report is printed as JSON. A bad input (a :class:`~harmonize.errors.HarmonizeError`) prints one
+line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import BaseModel
+
+from harmonize.errors import HarmonizeError
+from pipelines.core.config import read_mapping, validate
+
+__all__ = ["setup_logging", "ReportingGroup", "reporting", "stage_main", "config_argument", "stage_options"]
+
+StageFunction = Callable[..., dict[str, Any]]
+
+
+def setup_logging(verbose: int = 0) -> None:
+    """harmonize's and the jobs' progress at INFO (DEBUG with ``-v``); libraries at WARNING unless
+    ``-vv`` (some, like rustac's writer, log whole item collections at INFO)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for name in ("harmonize", "pipelines"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+
+
+def reporting(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a click callback so a :class:`HarmonizeError` becomes ``error: …`` and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HarmonizeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+class ReportingGroup(click.Group):
+    """A click group whose commands report :class:`HarmonizeError` as one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return reporting(super().invoke)(ctx)
+
+
+def config_argument(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``CONFIG`` (an existing YAML file) and ``KEY=VALUE`` override arguments."""
+    fn = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(fn)
+    return click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))(fn)
+
+
+def stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--scheduler``, ``--dry-run`` and ``-v``: what every stage run takes."""
+    fn = click.option("-v", "--verbose", count=True, help="More logging (-v debug, -vv libraries too).")(fn)
+    fn = click.option("--dry-run", is_flag=True, help="Report what would be processed; write nothing.")(fn)
+    return click.option(
+        "--scheduler",
+        default=None,
+        help="'local' (a LocalCluster sized to the machine), 'threads', 'synchronous', 'processes' "
+        "or tcp://host:port; default the config's.",
+    )(fn)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """A stage's report as indented JSON on standard output."""
+    click.echo(json.dumps(report, indent=2, default=str))
+
+
+def stage_main(config_cls: type[BaseModel], function: StageFunction) -> click.Command:
+    """A click command that runs ``function`` on a ``config_cls`` read from YAML.
+
+    Parameters
+    ----------
+    config_cls
+        The stage's config class; its ``stage`` field's default is the stage name the YAML must
+        carry.
+    function
+        ``function(config, *, dry_run, scheduler) -> report``.
+    """
+    stage = config_cls.model_fields["stage"].default
+
+    @click.command(name=stage, help=f"Run the {stage} stage from its YAML CONFIG.")
+    @config_argument
+    @stage_options
+    @reporting
+    def main(config: Path, overrides: tuple[str, ...], scheduler: str | None, dry_run: bool, verbose: int) -> None:
+        setup_logging(verbose)
+        data = read_mapping(config)
+        if data.get("stage", stage) != stage:
+            raise click.UsageError(f"{config} is a {data.get('stage')!r} config, not {stage!r}")
+        cfg = validate(config_cls, {"stage": stage, **data}, overrides)
+        print_report(function(cfg, dry_run=dry_run, scheduler=scheduler))
+
+    return main

@@ -1,0 +1,1 @@
+"""Experiments beside the product: presets trained longer and compared against baselines."""
