@@ -166,13 +166,24 @@ def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator
     return (n - n.mean()) / (n.std() + 1e-12)
 
 
-def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_ha: float = 6.0) -> Landscape:
-    """Draw a landscape on a 10 m grid of ``shape``.
+@dataclass
+class _Cells:
+    """The Voronoi cells a landscape starts from: the pixel grid, each pixel's cell, each cell's class."""
 
-    Voronoi cells become fields (maize, soybean, winter wheat, fallow), woods, meadows or bare
-    plots; one-pixel grass margins separate neighbouring fields; a lake, straight roads and
-    villages of small buildings are drawn over them.
-    """
+    yy: np.ndarray  # (ny, nx) float32 pixel-centre row coordinate
+    xx: np.ndarray  # (ny, nx) float32 pixel-centre column coordinate
+    cell: np.ndarray  # (ny, nx) int32 cell index
+    cell_class: np.ndarray  # (n_cells,) land-cover code of each cell
+    crops: np.ndarray  # (n_cells,) crop code of each cell (0 outside cropland)
+
+    @property
+    def n(self) -> int:
+        """Number of cells."""
+        return len(self.cell_class)
+
+
+def _draw_cells(shape: tuple[int, int], rng: np.random.Generator, mean_field_ha: float) -> _Cells:
+    """Voronoi cells of about ``mean_field_ha``, elongated along x, with a class and crop each."""
     ny, nx = shape
     area_ha = ny * nx / 100.0
     n_cells = max(8, int(round(area_ha / mean_field_ha)))
@@ -187,27 +198,34 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_
     cell_class = rng.choice([_CROP, _FOREST, _GRASS, _BARE], size=n_cells, p=[0.64, 0.13, 0.18, 0.05])
     crops = rng.choice([1, 2, 3, 4], size=n_cells, p=[0.36, 0.30, 0.24, 0.10])
     crops = np.where(cell_class == _CROP, crops, 0)
+    return _Cells(yy=yy, xx=xx, cell=cell, cell_class=cell_class, crops=crops)
 
-    # Units: cells, then margin, water, road, buildings.
-    u_margin, u_water, u_road = n_cells, n_cells + 1, n_cells + 2
-    unit = cell.copy()
-    landcover = cell_class[cell].astype(np.uint8)
 
-    is_crop = cell_class[cell] == _CROP
-    edge = np.zeros(shape, bool)
+def _field_margins(cells: _Cells) -> np.ndarray:
+    """One-pixel margins where a crop cell meets another cell, ``(ny, nx)`` bool."""
+    cell = cells.cell
+    is_crop = cells.cell_class[cell] == _CROP
+    edge = np.zeros(cell.shape, bool)
     edge[:, :-1] |= cell[:, :-1] != cell[:, 1:]
     edge[:-1, :] |= cell[:-1, :] != cell[1:, :]
-    margin = edge & is_crop
-    unit[margin] = u_margin
-    landcover[margin] = _GRASS
+    return edge & is_crop
 
+
+def _lake(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A lake: the top 2.5 % of a smooth noise field, ``(ny, nx)`` bool."""
+    ny, nx = shape
     lake_field = _smooth_noise(shape, max(ny, nx) / 12.0, rng)
-    lake = lake_field > np.quantile(lake_field, 0.975)
-    unit[lake] = u_water
-    landcover[lake] = _WATER
+    return lake_field > np.quantile(lake_field, 0.975)
 
+
+def _roads(
+    cells: _Cells, rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    """Straight roads 10-16 m wide: their ``(ny, nx)`` bool mask and each road's ``(cy, cx, theta)``."""
+    yy, xx = cells.yy, cells.xx
+    ny, nx = yy.shape
     n_roads = max(2, int(round(max(ny, nx) * 10 / 2500)) + 1)
-    road = np.zeros(shape, bool)
+    road = np.zeros((ny, nx), bool)
     road_pts = []
     for _ in range(n_roads):
         theta = rng.uniform(0, np.pi)
@@ -215,12 +233,25 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_
         dist = (yy - cy) * np.cos(theta) - (xx - cx) * np.sin(theta)
         road |= np.abs(dist) < rng.uniform(0.5, 0.8)  # 10-16 m wide
         road_pts.append((cy, cx, theta))
-    unit[road] = u_road
-    landcover[road] = _ROAD
+    return road, road_pts
 
+
+def _draw_buildings(
+    unit: np.ndarray,
+    landcover: np.ndarray,
+    road_pts: list[tuple[float, float, float]],
+    first_unit: int,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """Villages of small buildings along the roads, drawn into ``unit`` and ``landcover`` in place.
+
+    Building ``i`` becomes unit ``first_unit + i``; never placed over water or road. Returns the
+    roof spectrum of each building.
+    """
+    ny, nx = unit.shape
     roofs = [SPECTRA["roof_bright"], SPECTRA["roof_red"], SPECTRA["roof_dark"]]
     building_spectra: list[np.ndarray] = []
-    n_villages = max(1, int(round(area_ha / 1000)))
+    n_villages = max(1, int(round(ny * nx / 100.0 / 1000)))
     for v in range(n_villages):
         cy, cx, theta = road_pts[v % len(road_pts)]
         t = rng.uniform(-0.3, 0.3) * max(ny, nx)
@@ -234,14 +265,25 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_
             sl = (slice(by, by + h), slice(bx, bx + w))
             if (landcover[sl] == _WATER).any() or (landcover[sl] == _ROAD).any():
                 continue
-            unit[sl] = u_road + 1 + len(building_spectra)
+            unit[sl] = first_unit + len(building_spectra)
             landcover[sl] = _BUILDING
             building_spectra.append(
                 roofs[int(rng.integers(len(roofs)))] * np.float32(rng.uniform(0.85, 1.15))
             )
-    n_units = u_road + 1 + len(building_spectra)
+    return building_spectra
 
-    # Per-unit phenology and spectra.
+
+def _unit_properties(
+    cells: _Cells, building_spectra: list[np.ndarray], rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Phenology parameters and vegetation/background spectra of every unit.
+
+    Units are the cells, then the margin, the water, the road network and one per building.
+    Returns ``(pheno, veg, background)``.
+    """
+    n_cells = cells.n
+    u_margin, u_water, u_road = n_cells, n_cells + 1, n_cells + 2
+    n_units = u_road + 1 + len(building_spectra)
     zeros = np.zeros(n_units)
     pheno = {k: zeros.copy() for k in ("b0", "fmax", "sos", "k1", "eos", "k2", "bend", "autumn", "autumn_on")}
     pheno["k1"][:] = pheno["k2"][:] = 0.1
@@ -259,9 +301,9 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_
                 pheno[name][u] = rng.uniform(*val) if isinstance(val, tuple) else val
 
     for u in range(n_cells):
-        c = cell_class[u]
+        c = cells.cell_class[u]
         if c == _CROP:
-            draw(u, int(crops[u]))
+            draw(u, int(cells.crops[u]))
             veg[u] = SPECTRA["veg_crop"]
             background[u] = SPECTRA["soil"] * np.float32(rng.uniform(0.75, 1.25))
         elif c == _FOREST:
@@ -281,18 +323,78 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_
     background[u_road] = SPECTRA["road"]
     for i, s in enumerate(building_spectra):
         background[u_road + 1 + i] = s
+    return pheno, veg, background
 
-    # Static texture: quantised smooth noise (management zones), none on water, roads, roofs.
-    zones = np.clip(np.round(_smooth_noise(shape, 3.0, rng) * 1.2), -2, 2)
+
+def _texture(landcover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Static texture: quantised smooth noise (management zones), none on water, roads, roofs."""
+    zones = np.clip(np.round(_smooth_noise(landcover.shape, 3.0, rng) * 1.2), -2, 2)
     texture = (1.0 + 0.03 * zones).astype(np.float32)
     texture[np.isin(landcover, (_WATER, _ROAD, _BUILDING))] = 1.0
+    return texture
 
-    # Fields: crop cells that kept pixels, numbered 1..n in cell order.
-    field_cells = [u for u in range(n_cells) if cell_class[u] == _CROP]
-    field_of_unit = np.zeros(n_units, np.int32)
+
+def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_ha: float = 6.0) -> Landscape:
+    """Draw a landscape on a 10 m grid of ``shape``.
+
+    Voronoi cells become fields (maize, soybean, winter wheat, fallow), woods, meadows or bare
+    plots; one-pixel grass margins separate neighbouring fields; a lake, straight roads and
+    villages of small buildings are drawn over them.
+
+    Parameters
+    ----------
+    shape
+        ``(ny, nx)`` pixels of 10 m.
+    rng
+        Source of every random draw; the same generator state gives the same landscape.
+    mean_field_ha
+        Mean cell (field) size in hectares.
+
+    Returns
+    -------
+    Landscape
+        Unit and land-cover maps, per-unit phenology and spectra, the field tables.
+    """
+    cells = _draw_cells(shape, rng, mean_field_ha)
+    # Units: cells, then margin, water, road, buildings.
+    u_margin, u_water, u_road = cells.n, cells.n + 1, cells.n + 2
+    unit = cells.cell.copy()
+    landcover = cells.cell_class[cells.cell].astype(np.uint8)
+
+    margin = _field_margins(cells)
+    unit[margin] = u_margin
+    landcover[margin] = _GRASS
+
+    lake = _lake(shape, rng)
+    unit[lake] = u_water
+    landcover[lake] = _WATER
+
+    road, road_pts = _roads(cells, rng)
+    unit[road] = u_road
+    landcover[road] = _ROAD
+
+    building_spectra = _draw_buildings(unit, landcover, road_pts, u_road + 1, rng)
+    pheno, veg, background = _unit_properties(cells, building_spectra, rng)
+    texture = _texture(landcover, rng)
+    return _with_fields(cells, unit, landcover, texture, pheno, veg, background)
+
+
+def _with_fields(
+    cells: _Cells,
+    unit: np.ndarray,
+    landcover: np.ndarray,
+    texture: np.ndarray,
+    pheno: dict[str, np.ndarray],
+    veg: np.ndarray,
+    background: np.ndarray,
+) -> Landscape:
+    """The :class:`Landscape`, with fields: crop cells numbered 1..n in cell order, and their tables."""
+    field_cells = [u for u in range(cells.n) if cells.cell_class[u] == _CROP]
+    field_of_unit = np.zeros(len(veg), np.int32)
     field_of_unit[field_cells] = np.arange(1, len(field_cells) + 1, dtype=np.int32)
     field_id = field_of_unit[unit]
     fc_units = np.asarray(field_cells, np.int32)
+    crops = cells.crops
     return Landscape(
         unit=unit,
         landcover=landcover,
