@@ -218,9 +218,7 @@ def _lake(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return lake_field > np.quantile(lake_field, 0.975)
 
 
-def _roads(
-    cells: _Cells, rng: np.random.Generator
-) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+def _roads(cells: _Cells, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
     """Straight roads 10-16 m wide: their ``(ny, nx)`` bool mask and each road's ``(cy, cx, theta)``."""
     yy, xx = cells.yy, cells.xx
     ny, nx = yy.shape

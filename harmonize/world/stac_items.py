@@ -105,26 +105,21 @@ def _raster(kind: str, res: int, bits: int | None = None) -> list[dict[str, Any]
     return [rb]
 
 
-def sentinel2_item(
-    scene: Scene,
-    hrefs: dict[str, str],
-    grids: dict[int, Grid],
-    *,
-    epsg: int,
-    mgrs_tile: str,
-    sun: tuple[float, float],
-    stats: dict[str, float],
-) -> dict[str, Any]:
-    """An Earth Search v1 ``sentinel-2-l2a`` item for ``scene``.
+_S2_EXT = [
+    _EXT.format(e)
+    for e in (
+        "raster/v1.1.0",
+        "view/v1.0.0",
+        "projection/v1.1.0",
+        "mgrs/v1.0.0",
+        "grid/v1.0.0",
+        "eo/v1.1.0",
+    )
+]
 
-    ``stats`` holds the percentages (``cloud_cover``, ``nodata``, ``shadow``, ``vegetation``,
-    ``not_vegetated``, ``water``, ``cirrus``, ``medium``, ``high``) measured on the SCL pixels.
-    """
-    geom, bbox = footprint(grids[10], epsg)
-    t = scene.datetime
-    ymd = t.strftime("%Y%m%dT%H%M%S")
-    stamp = (t + dt.timedelta(hours=6)).strftime("%Y%m%dT%H%M%S")
-    zone, band, square = mgrs_tile[:2], mgrs_tile[2], mgrs_tile[3:]
+
+def _s2_assets(hrefs: dict[str, str], grids: dict[int, Grid]) -> dict[str, Any]:
+    """The six reflectance assets and the SCL asset of a ``sentinel-2-l2a`` item."""
     assets: dict[str, Any] = {}
     for key, (_stem, title, cw, fwhm, res) in S2_ASSETS.items():
         assets[key] = {
@@ -153,7 +148,18 @@ def sentinel2_item(
         "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}],
         "roles": ["data", "reflectance"],
     }
-    props = {
+    return assets
+
+
+def _s2_properties(
+    scene: Scene, *, epsg: int, mgrs_tile: str, sun: tuple[float, float], stats: dict[str, float]
+) -> dict[str, Any]:
+    """The ``properties`` of a ``sentinel-2-l2a`` item, in Earth Search v1's order."""
+    t = scene.datetime
+    ymd = t.strftime("%Y%m%dT%H%M%S")
+    stamp = (t + dt.timedelta(hours=6)).strftime("%Y%m%dT%H%M%S")
+    zone, band, square = mgrs_tile[:2], mgrs_tile[2], mgrs_tile[3:]
+    return {
         "created": _iso(t + dt.timedelta(hours=7)),
         "platform": scene.platform,
         "constellation": "sentinel-2",
@@ -188,26 +194,54 @@ def sentinel2_item(
         "earthsearch:boa_offset_applied": True,
         "updated": _iso(t + dt.timedelta(hours=7)),
     }
+
+
+def sentinel2_item(
+    scene: Scene,
+    hrefs: dict[str, str],
+    grids: dict[int, Grid],
+    *,
+    epsg: int,
+    mgrs_tile: str,
+    sun: tuple[float, float],
+    stats: dict[str, float],
+) -> dict[str, Any]:
+    """An Earth Search v1 ``sentinel-2-l2a`` item for ``scene``.
+
+    Parameters
+    ----------
+    scene
+        The acquisition (id, platform, datetime, collection).
+    hrefs
+        Asset key (``blue`` ... ``swir22``, ``scl``) -> URL of its COG.
+    grids
+        Resolution in metres (10, 20) -> the scene's grid at that resolution.
+    epsg
+        EPSG code of the grids' CRS.
+    mgrs_tile
+        MGRS tile id, e.g. ``"32UNU"``.
+    sun
+        ``(azimuth, elevation)`` in degrees.
+    stats
+        The percentages (``cloud_cover``, ``nodata``, ``shadow``, ``vegetation``,
+        ``not_vegetated``, ``water``, ``cirrus``, ``medium``, ``high``) measured on the SCL pixels.
+
+    Returns
+    -------
+    dict
+        The STAC item as a JSON-ready dict.
+    """
+    geom, bbox = footprint(grids[10], epsg)
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
-        "stac_extensions": [
-            _EXT.format(e)
-            for e in (
-                "raster/v1.1.0",
-                "view/v1.0.0",
-                "projection/v1.1.0",
-                "mgrs/v1.0.0",
-                "grid/v1.0.0",
-                "eo/v1.1.0",
-            )
-        ],
+        "stac_extensions": list(_S2_EXT),
         "id": scene.id,
         "geometry": geom,
         "bbox": bbox,
-        "properties": props,
+        "properties": _s2_properties(scene, epsg=epsg, mgrs_tile=mgrs_tile, sun=sun, stats=stats),
         "links": [],
-        "assets": assets,
+        "assets": _s2_assets(hrefs, grids),
         "collection": scene.collection,
     }
 
