@@ -54,6 +54,9 @@ __all__ = [
     "select_lmbda",
     "whittaker_gcv",
     "GCV_LMBDAS",
+    "interpolate_linear",
+    "to_days",
+    "as_days",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,13 +92,45 @@ class _Params:
 # time axis helpers
 
 
-def _to_days(times: Any, origin: np.datetime64) -> np.ndarray:
+def to_days(times: Any, origin: np.datetime64) -> np.ndarray:
+    """Times as float days since ``origin``, the time unit of the numpy kernels.
+
+    Parameters
+    ----------
+    times
+        Anything ``numpy.asarray(..., dtype="datetime64[ns]")`` accepts.
+    origin
+        The time that becomes day 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 days (fractions of a day kept), same shape as ``times``.
+    """
     t = np.asarray(times, dtype="datetime64[ns]")
     return (t - origin).astype("int64") / DAY_NS
 
 
-def _as_days(value: str | float | int | pd.Timedelta | np.timedelta64) -> float:
-    if isinstance(value, (int, float, np.integer, np.floating)):
+def as_days(value: str | float | int | pd.Timedelta | np.timedelta64) -> float:
+    """A duration as float days: a number is days already, a string or timedelta is converted.
+
+    Parameters
+    ----------
+    value
+        Days as a number, a pandas duration string (``"45D"``, ``"12h"``) or a timedelta.
+
+    Returns
+    -------
+    float
+        The duration in days.
+
+    Raises
+    ------
+    TimeSeriesError
+        When ``value`` cannot be read as a duration.
+    """
+    # np.timedelta64 subclasses np.signedinteger: test for it before taking numbers as days
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, np.timedelta64):
         return float(value)
     try:
         return pd.Timedelta(value) / pd.Timedelta("1D")
@@ -179,7 +214,10 @@ def _gap_ok(
     return inside | before | after
 
 
-def _linear(y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, ip, inn) -> np.ndarray:
+def _linear(
+    y: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, ip: np.ndarray, inn: np.ndarray
+) -> np.ndarray:
+    """Linear interpolation between the observations ``ip`` and ``inn`` of :func:`_bracketing`."""
     T = t_obs.size
     has_p = ip >= 0
     has_n = inn < T
@@ -197,6 +235,40 @@ def _linear(y: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarr
     out = np.where(has_p & ~has_n, yp, out)
     out = np.where(~has_p & has_n, yn, out)
     return np.where(has_p | has_n, out, np.nan)
+
+
+def interpolate_linear(
+    values: np.ndarray, valid: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, *, max_gap: float
+) -> np.ndarray:
+    """Interpolate many series linearly in time, leaving NaN across gaps wider than ``max_gap``.
+
+    The ``linear`` method of :func:`gap_fill` as a numpy kernel: each output time takes the
+    line between the last valid observation at or before it and the first at or after it
+    (the nearest one before the first / after the last observation), and is NaN where those
+    lie more than ``max_gap`` days apart (``max_gap / 2`` from the nearest one at the ends).
+
+    Parameters
+    ----------
+    values
+        ``(n_series, n_obs)`` observations.
+    valid
+        ``(n_series, n_obs)`` bool: the observations that may be used.
+    t_obs
+        ``(n_obs,)`` observation times in days, sorted (:func:`to_days`).
+    t_out
+        ``(n_out,)`` output times in days, on the same origin.
+    max_gap
+        Longest span between valid observations that is bridged, in days.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(n_series, n_out)``.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    ip, inn = _bracketing(valid, t_obs, t_out)
+    interp = _linear(y, t_obs, t_out, ip, inn)
+    return np.where(_gap_ok(ip, inn, t_obs, t_out, max_gap), interp, np.nan)
 
 
 def _second_difference_bands(length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -385,7 +457,8 @@ def _gcv_sample(
         blocks = list(np.ndindex(*[len(sp) - 1 for sp in spans]))
         pick = np.unique(np.linspace(0, len(blocks) - 1, min(max_chunks, len(blocks))).round().astype(int))
         regions = [
-            {d: slice(int(sp[k]), int(sp[k + 1])) for d, sp, k in zip(space, spans, blocks[i])} for i in pick
+            {d: slice(int(sp[k]), int(sp[k + 1])) for d, sp, k in zip(space, spans, blocks[i], strict=True)}
+            for i in pick
         ]
     concat = np.concatenate if obj.chunks is None else dsa.concatenate
     values, weights = [], []
@@ -401,10 +474,12 @@ def _gcv_sample(
             weights.append(w_part if obj.chunks is None else dsa.asarray(w_part))
     vals = concat(values, axis=1)
     w = concat(weights, axis=1) if weights else None
-    return vals, w, _to_days(t, t[0])
+    return vals, w, to_days(t, t[0])
 
 
-def _gcv_best(values: np.ndarray, weights: np.ndarray | None, t_obs: np.ndarray, lmbdas: Sequence[float]) -> float:
+def _gcv_best(
+    values: np.ndarray, weights: np.ndarray | None, t_obs: np.ndarray, lmbdas: Sequence[float]
+) -> float:
     """The candidate of least pooled GCV for sampled ``(time, pixels...)`` values."""
     values = np.asarray(values, dtype=np.float64)
     y = values.reshape(values.shape[0], -1).T
@@ -478,7 +553,7 @@ def _whittaker(
     length = int(t1 - t0) + 1
     if length < 3:
         valid = wts > 0
-        return _linear(y, valid, t_obs, t_out, *_bracketing(valid, t_obs, t_out))
+        return _linear(y, t_obs, t_out, *_bracketing(valid, t_obs, t_out))
     w, b = _daily_sums(y, wts, t_obs, t0, length)  # (L, n): one column per pixel
     n_days = (w > 0).sum(axis=0)
     # Fewer than two observed days leaves the smoother singular: fit a constant instead
@@ -576,7 +651,7 @@ def fill_pixels(
     ip, inn = _bracketing(valid, t_obs, t_out)
     ok = _gap_ok(ip, inn, t_obs, t_out, params.max_gap)
     if params.method == "linear":
-        out = _linear(y, valid, t_obs, t_out, ip, inn)
+        out = _linear(y, t_obs, t_out, ip, inn)
     elif params.method == "whittaker":
         out = _whittaker(y, wts, t_obs, t_out, params.lmbda)
     elif params.method == "harmonic":
@@ -813,7 +888,7 @@ def gap_fill(
         raise TimeSeriesError(f"lmbda must be positive, got {lmbda}.")
     params = _Params(
         method=method,
-        max_gap=_as_days(max_gap),
+        max_gap=as_days(max_gap),
         lmbda=1000.0 if gcv else float(lmbda),
         n_harmonics=int(n_harmonics),
         period=float(period),
@@ -825,8 +900,8 @@ def gap_fill(
     obj = obj.isel(time=order)
     axis = regular_time_axis(obj["time"].values, freq=freq, start=start, end=end)
     origin = np.datetime64(axis[0].to_datetime64(), "ns")
-    t_obs = _to_days(obj["time"].values, origin)
-    t_out = _to_days(axis.values, origin)
+    t_obs = to_days(obj["time"].values, origin)
+    t_out = to_days(axis.values, origin)
     log.debug("gap_fill %s: %d observations -> %d steps", method, t_obs.size, t_out.size)
     attrs = {"gap_fill_method": method, "gap_fill_freq": freq, "gap_fill_max_gap_days": params.max_gap}
 

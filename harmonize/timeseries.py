@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harmonize.bands import REFLECTANCE_BANDS
 from harmonize.errors import CRSMismatchError
-from harmonize.gapfill import TimeSeriesError, gap_fill
+from harmonize.gapfill import TimeSeriesError, as_days, gap_fill, interpolate_linear, to_days
+from harmonize.indices import ndvi
 
 __all__ = [
     "fuse",
@@ -59,21 +60,6 @@ def labels(values: Any) -> np.ndarray:
     ``.astype(str)`` refuses; going through ``object`` works for every string dtype.
     """
     return np.asarray(values).astype(object).astype(str)
-
-
-def ndvi(ds: xr.Dataset) -> xr.DataArray:
-    """NDVI ``(nir - red) / (nir + red)`` of a cube (lazy, float32, named ``"ndvi"``).
-
-    Uses :func:`harmonize.indices.ndvi`; if that module is absent, an equivalent local formula.
-    """
-    try:
-        from harmonize.indices import ndvi as _indices_ndvi
-    except ImportError:  # pragma: no cover - indices.py not installed yet
-        r, n = ds["red"].astype("float32"), ds["nir"].astype("float32")
-        total = (n + r).where(lambda s: s > 0)
-        out = ((n - r) / total).astype("float32").rename("ndvi")
-        return out
-    return _indices_ndvi(ds)
 
 
 def ndvi_series(cube: xr.Dataset) -> xr.DataArray:
@@ -411,16 +397,11 @@ def _disagreement_block(
     block: np.ndarray, *, t_obs: np.ndarray, is_ref: np.ndarray, max_gap: float
 ) -> np.ndarray:
     """RMS over non-reference observations of (observation - reference interpolated to its time)."""
-    from harmonize.gapfill import _bracketing, _gap_ok, _linear
-
     lead = block.shape[:-1]
     y = block.reshape(-1, block.shape[-1]).astype(np.float64)
     ref_y = y[:, is_ref]
     t_ref, t_other = t_obs[is_ref], t_obs[~is_ref]
-    valid = np.isfinite(ref_y)
-    ip, inn = _bracketing(valid, t_ref, t_other)
-    interp = _linear(ref_y, valid, t_ref, t_other, ip, inn)
-    interp = np.where(_gap_ok(ip, inn, t_ref, t_other, max_gap), interp, np.nan)
+    interp = interpolate_linear(ref_y, np.isfinite(ref_y), t_ref, t_other, max_gap=max_gap)
     d = y[:, ~is_ref] - interp
     ok = np.isfinite(d)
     n = ok.sum(axis=1)
@@ -446,15 +427,13 @@ def disagreement(
     xarray.DataArray
         float32 ``(y, x)`` named ``"disagreement"``, NaN where nothing could be compared. Lazy.
     """
-    from harmonize.gapfill import _as_days, _to_days
-
     sensors = labels(obs["sensor"].values)
     is_ref = np.array([reference in s.split("+") for s in sensors])
     order = np.argsort(np.asarray(obs["time"].values, dtype="datetime64[ns]"), kind="stable")
     obs = obs.isel(time=order)
     is_ref = is_ref[order]
     t = np.asarray(obs["time"].values, dtype="datetime64[ns]")
-    t_obs = _to_days(t, t[0])
+    t_obs = to_days(t, t[0])
     data = obs.drop_vars([c for c, v in obs.coords.items() if "time" in v.dims])
     if data.chunks is not None:
         data = data.chunk({"time": -1})
@@ -464,7 +443,7 @@ def disagreement(
         input_core_dims=[["time"]],
         dask="parallelized",
         output_dtypes=[np.float32],
-        kwargs={"t_obs": t_obs, "is_ref": is_ref, "max_gap": _as_days(max_gap)},
+        kwargs={"t_obs": t_obs, "is_ref": is_ref, "max_gap": as_days(max_gap)},
     )
     return out.rename("disagreement")
 
