@@ -25,6 +25,7 @@ import logging
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from harmonize.world import stac_items
 from harmonize.world.calendar import Scene, acquisitions, sun_position
 from harmonize.world.config import WorldConfig
 from harmonize.world.grids import DOMAIN_MARGIN_PX, Grid, aoi_grid, domain_grid, landsat_grid, sentinel2_grid
-from harmonize.world.landscape import CROPS, LANDCOVER, make_landscape
+from harmonize.world.landscape import CROPS, LANDCOVER, Landscape, make_landscape
 from harmonize.world.scenes import (
     MASK_BITS,
     Geometry,
@@ -313,6 +314,141 @@ def _write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
         arr[...] = a
 
 
+@dataclass
+class _Simulated:
+    """What simulating a world's scenes leaves for the catalogue: scenes in time order and their outputs."""
+
+    scenes: list[Scene]
+    dates: list[dt.date]
+    items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # scene id -> its STAC items
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # scene id -> manifest entry
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # scene id -> raw mask bits
+
+
+def _prepare_root(root: Path, cfg: WorldConfig, overwrite: bool) -> World | None:
+    """Make ``root`` ready for a new world, or return the world of ``cfg`` it already holds.
+
+    Raises
+    ------
+    WorldError
+        If ``root`` holds a different or incomplete world, or other files, and ``overwrite`` is false.
+    """
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        if (root / "world.json").exists():
+            existing = _read_world_json(root)
+            if existing.get("format") == FORMAT and WorldConfig(**existing["config"]) == cfg:
+                return open_world(root)
+            raise WorldError(
+                f"{root} already holds a different world (config {existing.get('config')}); pass another "
+                "directory, or overwrite=True to replace it."
+            )
+        raise WorldError(
+            f"{root} is not empty and holds no complete world (no world.json): it may be a half-written "
+            "world or unrelated files. Choose an empty directory, or pass overwrite=True to replace it."
+        )
+    if root.exists() and overwrite:
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _scene_batches(
+    builder: _Builder,
+    land: Landscape,
+    water: np.ndarray,
+    by_date: dict[dt.date, list[Scene]],
+    out: _Simulated,
+    bar: Any,
+    workers: int,
+) -> Iterator[tuple[list[dt.date], np.ndarray, dict]]:
+    """Simulate and write the scenes, ``_TIME_CHUNK`` dates at a time, into ``out``.
+
+    Yields each batch's dates, its truth reflectance on the AOI and the sensors seen on each date,
+    for :func:`_write_truth`.
+    """
+    aoi = builder.geo.aoi
+    m = DOMAIN_MARGIN_PX
+    sl = (slice(m, m + aoi.ny), slice(m, m + aoi.nx))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i in range(0, len(out.dates), _TIME_CHUNK):
+            chunk = out.dates[i : i + _TIME_CHUNK]
+            refl = np.empty((len(chunk), len(REFLECTANCE_BANDS), aoi.ny, aoi.nx), np.float32)
+            futures = []
+            for j, d in enumerate(chunk):
+                surface = land.reflectance(d)
+                refl[j] = surface[:, sl[0], sl[1]]
+                futures += [(s, pool.submit(builder.scene, s, surface, water)) for s in by_date[d]]
+            for s, f in futures:
+                its, entry, raw = f.result()
+                out.items[s.id], out.entries[s.id], out.masks[s.id] = its, entry, raw
+                bar.update(1)
+            yield chunk, refl, {d: {s.sensor for s in by_date[d]} for d in chunk}
+
+
+def _simulate(root: Path, cfg: WorldConfig, *, progress: bool, workers: int) -> _Simulated:
+    """Draw the landscape, write every scene's COGs, then ``truth.zarr`` and ``masks.zarr``."""
+    from tqdm.auto import tqdm
+
+    builder = _Builder(root, cfg)
+    geo = builder.geo
+    land = make_landscape(geo.domain.shape, np.random.default_rng([cfg.seed, 0]), cfg.mean_field_ha)
+    water = (land.landcover == 4).astype(np.float32)
+    scenes = _scenes(cfg, geo.aoi)
+    by_date: dict[dt.date, list[Scene]] = {}
+    for s in scenes:
+        by_date.setdefault(s.datetime.date(), []).append(s)
+    out = _Simulated(scenes=scenes, dates=sorted(by_date))
+    bar = tqdm(total=len(scenes), desc="simulating scenes", unit="scene", disable=not progress)
+    _write_truth(
+        root / "truth.zarr", cfg, geo, land, _scene_batches(builder, land, water, by_date, out, bar, workers)
+    )
+    bar.close()
+    _write_masks(root / "masks.zarr", out.masks)
+    return out
+
+
+def _write_manifest(root: Path, sim: _Simulated) -> None:
+    """``manifest.json``: the conventions and every scene's entry, in time order."""
+    manifest = {
+        "format": FORMAT,
+        "shift_convention": SHIFT_CONVENTION,
+        "cloud_cover": "eo:cloud_cover = percent of valid quality-asset pixels decoded as cloud or cirrus",
+        "masks": "masks.zarr/<scene id>: uint8 bits "
+        + json.dumps(MASK_BITS)
+        + " on the quality asset's grid",
+        "scenes": [sim.entries[s.id] for s in sim.scenes],
+    }
+    _write_json(root / "manifest.json", manifest)
+
+
+def _write_catalogue(root: Path, cfg: WorldConfig, sim: _Simulated) -> None:
+    """The collection documents, and every item as ``items.ndjson`` and ``items.parquet``."""
+    import rustac
+
+    ordered = [it for s in sim.scenes for it in sim.items[s.id]]
+    (root / "collections").mkdir(exist_ok=True)
+    _, bbox = stac_items.footprint(geometry(cfg).aoi, cfg.epsg)
+    for cid, doc in stac_items.collections(bbox, cfg.start, cfg.end).items():
+        _write_json(root / "collections" / f"{cid}.json", doc)
+    with open(root / "items.ndjson", "w") as f:
+        for it in ordered:
+            f.write(json.dumps(it, separators=(",", ":")) + "\n")
+    rustac.write_sync(str(root / "items.parquet"), ordered, format="geoparquet")
+
+
+def _write_marker(root: Path, cfg: WorldConfig, sim: _Simulated) -> None:
+    """``world.json``, written last: the config, the format and the counts mark the world complete."""
+    scenes = sim.scenes
+    counts = {
+        "sentinel-2-l2a": sum(s.sensor == "sentinel-2" for s in scenes),
+        "landsat-c2-l2": sum(s.sensor == "landsat" for s in scenes),
+        "landsat-c2l1": sum(s.sensor == "landsat" for s in scenes),
+        "dates": len(sim.dates),
+    }
+    doc = {"format": FORMAT, "config": json.loads(cfg.model_dump_json()), "counts": counts}
+    _write_json(root / "world.json", doc)
+
+
 def create_world(
     out_dir: str | Path,
     config: WorldConfig | None = None,
@@ -322,6 +458,9 @@ def create_world(
     workers: int = 2,
 ) -> World:
     """Simulate an archive into ``out_dir`` and return it.
+
+    The same config (seed included) always gives the same files, byte for byte, apart from the
+    asset URLs of the items, which hold ``out_dir``.
 
     Parameters
     ----------
@@ -337,100 +476,27 @@ def create_world(
     workers
         Threads simulating and writing scenes of the same batch of dates.
 
+    Returns
+    -------
+    World
+        The world in ``out_dir``, opened.
+
     Raises
     ------
     WorldError
         If ``out_dir`` holds a different or incomplete world, or other files, and ``overwrite``
         is false.
     """
-    from tqdm.auto import tqdm
-
     cfg = config or WorldConfig()
     root = Path(out_dir).expanduser().absolute()
-    marker = root / "world.json"
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        if marker.exists():
-            existing = _read_world_json(root)
-            if existing.get("format") == FORMAT and WorldConfig(**existing["config"]) == cfg:
-                return open_world(root)
-            raise WorldError(
-                f"{root} already holds a different world (config {existing.get('config')}); pass another "
-                "directory, or overwrite=True to replace it."
-            )
-        raise WorldError(
-            f"{root} is not empty and holds no complete world (no world.json): it may be a half-written "
-            "world or unrelated files. Choose an empty directory, or pass overwrite=True to replace it."
-        )
-    if root.exists() and overwrite:
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-
-    b = _Builder(root, cfg)
-    geo = b.geo
-    land = make_landscape(geo.domain.shape, np.random.default_rng([cfg.seed, 0]), cfg.mean_field_ha)
-    water = (land.landcover == 4).astype(np.float32)
-    scenes = _scenes(cfg, geo.aoi)
-    by_date: dict[dt.date, list[Scene]] = {}
-    for s in scenes:
-        by_date.setdefault(s.datetime.date(), []).append(s)
-    dates = sorted(by_date)
-    m = DOMAIN_MARGIN_PX
-    sl = (slice(m, m + geo.aoi.ny), slice(m, m + geo.aoi.nx))
-
-    items: dict[str, list[dict[str, Any]]] = {}
-    entries: dict[str, dict[str, Any]] = {}
-    masks: dict[str, np.ndarray] = {}
-    bar = tqdm(total=len(scenes), desc="simulating scenes", unit="scene", disable=not progress)
-
-    def batches() -> Iterator[tuple[list[dt.date], np.ndarray, dict]]:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for i in range(0, len(dates), _TIME_CHUNK):
-                chunk = dates[i : i + _TIME_CHUNK]
-                refl = np.empty((len(chunk), len(REFLECTANCE_BANDS), geo.aoi.ny, geo.aoi.nx), np.float32)
-                futures = []
-                for j, d in enumerate(chunk):
-                    surface = land.reflectance(d)
-                    refl[j] = surface[:, sl[0], sl[1]]
-                    futures += [(s, pool.submit(b.scene, s, surface, water)) for s in by_date[d]]
-                for s, f in futures:
-                    its, entry, raw = f.result()
-                    items[s.id], entries[s.id], masks[s.id] = its, entry, raw
-                    bar.update(1)
-                yield chunk, refl, {d: {s.sensor for s in by_date[d]} for d in chunk}
-
-    _write_truth(root / "truth.zarr", cfg, geo, land, batches())
-    bar.close()
-    _write_masks(root / "masks.zarr", masks)
-
-    ordered = [it for s in scenes for it in items[s.id]]
-    manifest = {
-        "format": FORMAT,
-        "shift_convention": SHIFT_CONVENTION,
-        "cloud_cover": "eo:cloud_cover = percent of valid quality-asset pixels decoded as cloud or cirrus",
-        "masks": "masks.zarr/<scene id>: uint8 bits "
-        + json.dumps(MASK_BITS)
-        + " on the quality asset's grid",
-        "scenes": [entries[s.id] for s in scenes],
-    }
-    _write_json(root / "manifest.json", manifest)
-    (root / "collections").mkdir(exist_ok=True)
-    _, bbox = stac_items.footprint(geo.aoi, cfg.epsg)
-    for cid, doc in stac_items.collections(bbox, cfg.start, cfg.end).items():
-        _write_json(root / "collections" / f"{cid}.json", doc)
-    with open(root / "items.ndjson", "w") as f:
-        for it in ordered:
-            f.write(json.dumps(it, separators=(",", ":")) + "\n")
-    import rustac
-
-    rustac.write_sync(str(root / "items.parquet"), ordered, format="geoparquet")
-    counts = {
-        "sentinel-2-l2a": sum(s.sensor == "sentinel-2" for s in scenes),
-        "landsat-c2-l2": sum(s.sensor == "landsat" for s in scenes),
-        "landsat-c2l1": sum(s.sensor == "landsat" for s in scenes),
-        "dates": len(dates),
-    }
-    _write_json(marker, {"format": FORMAT, "config": json.loads(cfg.model_dump_json()), "counts": counts})
-    log.info("world of %d scenes written to %s", len(scenes), root)
+    existing = _prepare_root(root, cfg, overwrite)
+    if existing is not None:
+        return existing
+    sim = _simulate(root, cfg, progress=progress, workers=workers)
+    _write_manifest(root, sim)
+    _write_catalogue(root, cfg, sim)
+    _write_marker(root, cfg, sim)
+    log.info("world of %d scenes written to %s", len(sim.scenes), root)
     return open_world(root)
 
 
