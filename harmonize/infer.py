@@ -55,7 +55,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from harmonize.errors import HarmonizeError, ModelError, UnknownBandError
+from harmonize.errors import CRSMismatchError, HarmonizeError, ModelError, UnknownBandError
 
 __all__ = [
     "super_resolve",
@@ -556,11 +556,6 @@ def super_resolve(
         (faster on Ampere+, seams up to ~5e-4). ``"bf16"`` / ``"fp16"``: autocast (GPU; ~5e-3 /
         ~8e-4 from float32 on random weights).
 
-    Notes
-    -----
-    To write a large scene with bounded memory, write it stripe by stripe (:func:`stripes`):
-    :func:`pipelines.infer.infer_job` does.
-
     Returns
     -------
     xarray.Dataset
@@ -576,6 +571,11 @@ def super_resolve(
         When the cube has no Landsat dates or no CRS, or a setting is invalid.
     ModelError
         When a model path is not a package.
+
+    Notes
+    -----
+    To write a large scene with bounded memory, write it stripe by stripe (:func:`stripes`):
+    the infer stage does.
     """
     dev = resolve_device(device)
     members = model if isinstance(model, (list, tuple)) else [model]
@@ -587,6 +587,33 @@ def super_resolve(
         log.warning(
             "halo %d < the model's receptive halo %d: chunk borders will show seams", halo, model_halo
         )
+    cube = _landsat_input(cube, spec)
+    cy, cx = _chunk_plan(cube, spec, chunks, halo, DEFAULT_CHUNK["cuda" if dev.startswith("cuda") else "cpu"])
+    overlapped, cy, cx = _overlapped_inputs(cube, spec, cy, cx, halo)
+    with_std = uncertainty is not None
+    tile_px = int(tile) if tile else max(max(cy), max(cx))
+    pred = da.map_blocks(
+        _predict_bands,
+        *overlapped,
+        spec=spec,
+        halo=halo,
+        tile=_round_up(max(tile_px, spec.size_multiple), spec.size_multiple),
+        batch_size=int(batch_size),
+        with_std=with_std,
+        has_clear="clear" in cube.data_vars,
+        new_axis=1,
+        chunks=(overlapped[0].chunks[0], (len(spec.output_bands) * (2 if with_std else 1) + 1,), cy, cx),
+        dtype="float32",
+        meta=np.empty((0, 0, 0, 0), "float32"),
+        # a key prefix, not the key: the hash of the arguments (model paths, input arrays) keeps
+        # two results of one graph (two models, two cubes) apart
+        token="harmonize-super-resolve",
+    )
+    return _output_dataset(cube, pred, spec, halo, uncertainty)
+
+
+def _landsat_input(cube: xr.Dataset, spec: ModelSpec) -> xr.Dataset:
+    """The cube's Landsat dates as ``(time, y, x)``, after checking bands and CRS."""
     missing = [b for b in spec.input_bands if b not in cube.data_vars]
     if missing:
         raise UnknownBandError(
@@ -594,88 +621,90 @@ def super_resolve(
             "load them with harmonize.cube.load_cube (pan comes from the landsat-c2l1 collection)"
         )
     if cube.rio.crs is None:
-        from harmonize.errors import CRSMismatchError
-
         raise CRSMismatchError("the cube carries no CRS; super_resolve keeps the cube's grid and needs one")
     cube = _landsat_dates(cube)
     if "time" not in cube.dims:
         cube = cube.expand_dims("time")
-    cube = cube.transpose("time", "y", "x", ...)
-    ny, nx = cube.sizes["y"], cube.sizes["x"]
+    return cube.transpose("time", "y", "x", ...)
+
+
+def _chunk_plan(
+    cube: xr.Dataset,
+    spec: ModelSpec,
+    chunks: int | Mapping[str, int] | None,
+    halo: int,
+    floor: int,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Spatial chunks ``(cy, cx)`` of the graph: asked for, or the cube's merged up to ``floor``;
+    at least ``halo`` and on the model's ``size_multiple`` grid."""
     m = spec.size_multiple
     first = spec.input_bands[0]
-    sizes = {}
-    floor = DEFAULT_CHUNK["cuda" if dev.startswith("cuda") else "cpu"]
-    for dim, n in (("y", ny), ("x", nx)):
+    plan = []
+    for dim in ("y", "x"):
+        n = cube.sizes[dim]
         c = _chunk_size(cube, first, dim, chunks)
         if c is None or chunks is None:  # not asked for: the cube's chunks, merged up to the floor
             c = max(c or 0, floor)
-        sizes[dim] = _round_up(max(min(c, n), halo, m), m)
-    cy = _spatial_chunks(ny, sizes["y"], halo)
-    cx = _spatial_chunks(nx, sizes["x"], halo)
+        plan.append(_spatial_chunks(n, _round_up(max(min(c, n), halo, m), m), halo))
+    return plan[0], plan[1]
 
-    def _lazy(var: xr.DataArray, dtype: str) -> da.Array:
+
+def _overlapped_inputs(
+    cube: xr.Dataset, spec: ModelSpec, cy: tuple[int, ...], cx: tuple[int, ...], halo: int
+) -> tuple[list[da.Array], tuple[int, ...], tuple[int, ...]]:
+    """Each input band (and ``clear``) as a dask array chunked ``(1, cy, cx)`` and extended by a
+    mirrored ``halo``; returns them with the chunks of the cores (one chunk for a scene smaller
+    than the halo)."""
+
+    def lazy(var: xr.DataArray, dtype: str) -> da.Array:
         d = var.data if isinstance(var.data, da.Array) else da.asarray(var.data)
         return d.astype(dtype).rechunk((1, cy, cx))
 
     # Bands stay separate dask arrays, each overlapped on its own: filling, stacking and masking
     # happen inside the task, so no filled or stacked copy of the cube lives in the graph.
-    arrays = [_lazy(cube[b], "float32") for b in spec.input_bands]
+    arrays = [lazy(cube[b], "float32") for b in spec.input_bands]
     if "clear" in cube.data_vars:
-        arrays.append(_lazy(cube["clear"], "bool"))
-    if min(ny, nx) < halo:
-        # dask cannot mirror more pixels than an axis has; numpy can (it reflects repeatedly)
-        def _mirror(b: np.ndarray) -> np.ndarray:
-            return np.pad(b, ((0, 0), (halo, halo), (halo, halo)), mode="symmetric")
-
-        cy, cx = (ny,), (nx,)
-        overlapped = [
-            a.rechunk((1, -1, -1)).map_blocks(
-                _mirror, chunks=(a.chunks[0], (ny + 2 * halo,), (nx + 2 * halo,)), dtype=a.dtype
-            )
-            for a in arrays
-        ]
-    else:
+        arrays.append(lazy(cube["clear"], "bool"))
+    ny, nx = cube.sizes["y"], cube.sizes["x"]
+    if min(ny, nx) >= halo:
         overlapped = [
             da.overlap.overlap(
                 a, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: "reflect", 2: "reflect"}
             )
             for a in arrays
         ]
-    with_std = uncertainty is not None
-    n_out = len(spec.output_bands)
-    n_chan = n_out * (2 if with_std else 1) + 1  # + the validity mask
-    tile_px = int(tile) if tile else max(max(cy), max(cx))
-    tile_px = _round_up(max(tile_px, m), m)
-    pred = da.map_blocks(
-        _predict_bands,
-        *overlapped,
-        spec=spec,
-        halo=halo,
-        tile=tile_px,
-        batch_size=int(batch_size),
-        with_std=with_std,
-        has_clear="clear" in cube.data_vars,
-        new_axis=1,
-        chunks=(overlapped[0].chunks[0], (n_chan,), cy, cx),
-        dtype="float32",
-        meta=np.empty((0, 0, 0, 0), "float32"),
-        name="harmonize-super-resolve",
-    )
-    valid = pred[:, -1] > 0.5
+        return overlapped, cy, cx
 
+    # dask cannot mirror more pixels than an axis has; numpy can (it reflects repeatedly)
+    def mirror(b: np.ndarray) -> np.ndarray:
+        return np.pad(b, ((0, 0), (halo, halo), (halo, halo)), mode="symmetric")
+
+    overlapped = [
+        a.rechunk((1, -1, -1)).map_blocks(
+            mirror, chunks=(a.chunks[0], (ny + 2 * halo,), (nx + 2 * halo,)), dtype=a.dtype
+        )
+        for a in arrays
+    ]
+    return overlapped, (ny,), (nx,)
+
+
+def _output_dataset(
+    cube: xr.Dataset, pred: da.Array, spec: ModelSpec, halo: int, uncertainty: Uncertainty
+) -> xr.Dataset:
+    """The prediction ``[t, bands (+ std) + validity, y, x]`` as a Dataset on the cube's grid."""
     dims = ("time", "y", "x")
+    n_out = len(spec.output_bands)
     data_vars: dict[str, Any] = {}
     for i, b in enumerate(spec.output_bands):
         data_vars[b] = (dims, pred[:, i], {"long_name": f"Sentinel-2-like {b} reflectance", "units": "1"})
-    if with_std:
+    if uncertainty is not None:
         for i, b in enumerate(spec.output_bands):
             data_vars[f"{b}_std"] = (
                 dims,
                 pred[:, n_out + i],
                 {"long_name": f"standard deviation of {b} ({uncertainty})", "units": "1"},
             )
-    data_vars["clear"] = (dims, valid, {"long_name": "valid clear input in every band"})
+    data_vars["clear"] = (dims, pred[:, -1] > 0.5, {"long_name": "valid clear input in every band"})
     coords = {k: v for k, v in cube.coords.items() if set(v.dims) <= set(dims)}
     out = xr.Dataset(data_vars, coords=coords)
     out.attrs = {

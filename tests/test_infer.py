@@ -282,3 +282,28 @@ def test_bad_inputs_raise_named_errors(model, tmp_path):
         infer.super_resolve(make_cube(64, 64), tmp_path / "missing", device="cpu")
     with pytest.raises(ModelError):
         infer.super_resolve(make_cube(64, 64), model, uncertainty="ensemble", device="cpu")
+
+
+def test_two_results_in_one_graph_keep_their_own_keys_and_values(tmp_path):
+    """Two models on one cube, and one model on two cubes, computed together: no shared keys."""
+    a, b = random_model(5), random_model(6)
+    pa, pb = tmp_path / "a", tmp_path / "b"
+    save_model_package(a, pa)
+    save_model_package(b, pb)
+    cube, other = make_cube(64, 64, seed=0), make_cube(64, 64, seed=1)
+    out_a = infer.super_resolve(cube, str(pa), chunks=64, device="cpu")
+    out_b = infer.super_resolve(cube, str(pb), chunks=64, device="cpu")
+    out_o = infer.super_resolve(other, str(pa), chunks=64, device="cpu")
+    outs = (out_a, out_b, out_o)
+    assert len({o["red"].data.name for o in outs}) == 3
+    prefix = "harmonize-super-resolve"
+    model_layers = [{name for name in o["red"].data.dask.layers if name.startswith(prefix)} for o in outs]
+    assert all(len(layers) == 1 for layers in model_layers)
+    assert len(set.union(*model_layers)) == 3
+    got_a, got_b, got_o = dask.compute(out_a, out_b, out_o, scheduler="synchronous")
+    np.testing.assert_allclose(stacked(got_a), whole_image(a, cube, 32), atol=1e-4)
+    np.testing.assert_allclose(stacked(got_b), whole_image(b, cube, 32), atol=1e-4)
+    np.testing.assert_allclose(stacked(got_o), whole_image(a, other, 32), atol=1e-4)
+    # the same call twice is the same graph (deterministic keys), so it is computed once
+    again = infer.super_resolve(cube, str(pa), chunks=64, device="cpu")
+    assert again["red"].data.name == out_a["red"].data.name
