@@ -342,17 +342,9 @@ def sharpen_20m(
     missing = [b for b in (*bands, *guides) if b not in ds]
     if missing:
         raise UnknownBandError(f"sharpen_20m needs {missing} in the dataset; load them too")
+    solver = {"window": window, "eps": eps, "residual": residual, "sigma": sigma}  # of sharpen_block
     if "time" not in ds.dims:
-        return sharpen_20m(
-            ds.expand_dims("time"),
-            bands,
-            guides,
-            window=window,
-            eps=eps,
-            residual=residual,
-            mask=mask,
-            sigma=sigma,
-        ).isel(time=0)
+        return sharpen_20m(ds.expand_dims("time"), bands, guides, mask=mask, **solver).isel(time=0)
     bands, guides = list(bands), list(guides)
     if "sensor" in ds.coords:
         pos = np.flatnonzero(np.asarray(ds["sensor"].values).astype(str) == "sentinel-2")
@@ -360,67 +352,90 @@ def sharpen_20m(
         pos = np.arange(ds.sizes["time"])
     if pos.size == 0:
         return ds
-    phase0 = grid_phase(ds)
-    use_mask = mask is not None and mask in ds
     sub = ds.isel(time=pos)
     arrays = [sub[v].transpose("time", "y", "x").data for v in (*bands, *guides)]
-    m = sub[mask].transpose("time", "y", "x").data if use_mask else None
-    lazy = any(isinstance(a, da.Array) for a in arrays)
-    if lazy:
-        ref = next(a for a in arrays if isinstance(a, da.Array))
-        chunks = (1, ref.chunks[1], ref.chunks[2])
-        arrays = [da.asarray(a).astype(np.float64).rechunk(chunks) for a in arrays]
-        m = da.ones_like(arrays[0]) if m is None else da.asarray(m).astype(np.float64).rechunk(chunks)
+    m = sub[mask].transpose("time", "y", "x").data if mask is not None and mask in ds else None
+    kernel = dict(nb=len(bands), ng=len(guides), phase0=grid_phase(ds), **solver)
+    if any(isinstance(a, da.Array) for a in arrays):
         depth = halo(window, sigma)
-        stack = da.stack([*arrays, m], axis=1).rechunk({1: -1})
-        ny, nx = stack.shape[2:]
-        # every chunk must hold the halo
-        if min(stack.chunks[2]) < depth or min(stack.chunks[3]) < depth:
-            cy = max(depth, max(stack.chunks[2]))
-            cx = max(depth, max(stack.chunks[3]))
-            stack = stack.rechunk({2: min(ny, max(cy, 2 * depth)), 3: min(nx, max(cx, 2 * depth))})
-        kernel = dict(
-            nb=len(bands), ng=len(guides), phase0=phase0, window=window, eps=eps, residual=residual,
-            sigma=sigma,
-        )
-        if ny <= depth or nx <= depth:  # smaller than the halo: one block, no overlap to share
-            zero = np.zeros((1, 1, 1, 1), np.int64)
-            stack = stack.rechunk({2: -1, 3: -1})
-            out = stack.map_blocks(_block_kernel, zero, zero, dtype=np.float32, **kernel)[:, : len(bands)]
-        else:
-            iy = da.arange(ny, chunks=stack.chunks[2]).astype(np.int64)[None, None, :, None]
-            ix = da.arange(nx, chunks=stack.chunks[3]).astype(np.int64)[None, None, None, :]
-            iy = da.broadcast_to(iy, (1, 1, ny, 1), chunks=((1,), (1,), stack.chunks[2], (1,)))
-            ix = da.broadcast_to(ix, (1, 1, 1, nx), chunks=((1,), (1,), (1,), stack.chunks[3]))
-            out = da.map_overlap(
-                _block_kernel,
-                stack,
-                iy,
-                ix,
-                depth=[
-                    {0: 0, 1: 0, 2: depth, 3: depth},
-                    {0: 0, 1: 0, 2: depth, 3: 0},
-                    {0: 0, 1: 0, 2: 0, 3: depth},
-                ],
-                boundary="none",
-                trim=True,
-                align_arrays=False,
-                dtype=np.float32,
-                meta=np.empty((0, 0, 0, 0), np.float32),
-                **kernel,
-            )[:, : len(bands)]
+        out = _sharpen_lazy(_lazy_stack(arrays, m, depth), depth, kernel)
     else:
-        stack = np.stack(
-            [np.asarray(a, np.float64) for a in arrays]
-            + [np.ones(arrays[0].shape) if m is None else np.asarray(m, np.float64)],
-            axis=1,
-        )
+        out = _sharpen_in_memory(arrays, m, kernel)
+    settings = {"window": window, "eps": eps, "residual": residual, "guides": guides, "sigma": sigma}
+    return _merge_sharpened(ds, sub, out, pos, bands, settings)
+
+
+def _sharpen_in_memory(arrays: list[Any], mask: Any, kernel: dict[str, Any]) -> np.ndarray:
+    """:func:`_block_kernel` over the whole in-memory scene; the sharpened bands first."""
+    stack = np.stack(
+        [np.asarray(a, np.float64) for a in arrays]
+        + [np.ones(arrays[0].shape) if mask is None else np.asarray(mask, np.float64)],
+        axis=1,
+    )
+    zero = np.zeros((1, 1, 1, 1), np.int64)
+    return _block_kernel(stack, zero, zero, **kernel)
+
+
+def _lazy_stack(arrays: list[Any], mask: Any, depth: int) -> da.Array:
+    """Bands, guides and the mask as one float64 ``(t, nb + ng + 1, y, x)`` dask array, one time
+    step and all bands per chunk, every chunk at least ``depth`` wide (where the scene allows)."""
+    ref = next(a for a in arrays if isinstance(a, da.Array))
+    chunks = (1, ref.chunks[1], ref.chunks[2])
+    arrays = [da.asarray(a).astype(np.float64).rechunk(chunks) for a in arrays]
+    m = da.ones_like(arrays[0]) if mask is None else da.asarray(mask).astype(np.float64).rechunk(chunks)
+    stack = da.stack([*arrays, m], axis=1).rechunk({1: -1})
+    ny, nx = stack.shape[2:]
+    # every chunk must hold the halo
+    if min(stack.chunks[2]) < depth or min(stack.chunks[3]) < depth:
+        cy = max(depth, max(stack.chunks[2]))
+        cx = max(depth, max(stack.chunks[3]))
+        stack = stack.rechunk({2: min(ny, max(cy, 2 * depth)), 3: min(nx, max(cx, 2 * depth))})
+    return stack
+
+
+def _sharpen_lazy(stack: da.Array, depth: int, kernel: dict[str, Any]) -> da.Array:
+    """:func:`_block_kernel` over a :func:`_lazy_stack` with a ``depth`` halo; the sharpened
+    bands ``(t, nb, y, x)``. Each block learns its position (for the 20 m cell phase) from
+    overlapped row and column indices."""
+    ny, nx = stack.shape[2:]
+    if ny <= depth or nx <= depth:  # smaller than the halo: one block, no overlap to share
         zero = np.zeros((1, 1, 1, 1), np.int64)
-        out = _block_kernel(
-            stack, zero, zero, nb=len(bands), ng=len(guides), phase0=phase0, window=window, eps=eps,
-            residual=residual, sigma=sigma,
-        )
-    settings = {"window": window, "eps": eps, "residual": residual, "guides": list(guides), "sigma": sigma}
+        stack = stack.rechunk({2: -1, 3: -1})
+        return stack.map_blocks(_block_kernel, zero, zero, dtype=np.float32, **kernel)[:, : kernel["nb"]]
+    iy = da.arange(ny, chunks=stack.chunks[2]).astype(np.int64)[None, None, :, None]
+    ix = da.arange(nx, chunks=stack.chunks[3]).astype(np.int64)[None, None, None, :]
+    iy = da.broadcast_to(iy, (1, 1, ny, 1), chunks=((1,), (1,), stack.chunks[2], (1,)))
+    ix = da.broadcast_to(ix, (1, 1, 1, nx), chunks=((1,), (1,), (1,), stack.chunks[3]))
+    out = da.map_overlap(
+        _block_kernel,
+        stack,
+        iy,
+        ix,
+        depth=[
+            {0: 0, 1: 0, 2: depth, 3: depth},
+            {0: 0, 1: 0, 2: depth, 3: 0},
+            {0: 0, 1: 0, 2: 0, 3: depth},
+        ],
+        boundary="none",
+        trim=True,
+        align_arrays=False,
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0, 0), np.float32),
+        **kernel,
+    )
+    return out[:, : kernel["nb"]]
+
+
+def _merge_sharpened(
+    ds: xr.Dataset,
+    sub: xr.Dataset,
+    out: Any,
+    pos: np.ndarray,
+    bands: list[str],
+    settings: dict[str, Any],
+) -> xr.Dataset:
+    """``ds`` with the sharpened ``out`` (the time steps ``pos``, as ``sub``) in place of ``bands``,
+    the other steps unchanged (as float32), each band's attrs recording ``settings``."""
     result = ds.copy()
     order = np.concatenate([pos, np.setdiff1d(np.arange(ds.sizes["time"]), pos)])
     inverse = np.argsort(order)
