@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections import Counter
 
@@ -12,20 +14,20 @@ import pytest
 import torch
 import xarray as xr
 
-from harmonize.errors import EmptySearchError
+from harmonize.errors import EmptySearchError, HarmonizeError
 from harmonize.pairs import (
     INPUT_BANDS,
     SPLITS,
     TARGET_BANDS,
     PairConfig,
     PairDataset,
-    _augment,
     block_splits,
     build_pair_index,
     cache_pairs,
     datasets_from_config,
     match_pairs,
 )
+from harmonize.pairs.augment import dihedral as _augment
 
 VARS = (*INPUT_BANDS, "clear")
 
@@ -372,13 +374,13 @@ def test_valid_masks_clouds_and_nonfinite_and_nan_becomes_zero():
     assert sample["target"][2, 50, 50] == 0.0 and torch.isfinite(sample["target"]).all()
 
 
-def test_augmentation_keeps_input_target_valid_and_truth_aligned():
+def test_augmentation_keeps_input_target_valid_and_reference_aligned():
     ny = nx = 64
     landsat, s2 = days(0), days(0)
     clear = np.ones((2, ny, nx), bool)
     clear[0, 5:9, 40:50] = False  # asymmetric, so every transform moves it differently
     cube = make_cube(landsat, s2, ny, nx, clear=clear, s2_offset=1.0)
-    # truth on a larger grid with daily times, holding the S2 values minus 1
+    # a reference on a larger grid with daily times, holding the S2 values minus 1
     y, x = np.mgrid[: ny + 10, : nx + 10]
     ycoord = 1000.0 - 10.0 * np.arange(-4, ny + 6) - 5.0
     xcoord = 500.0 + 10.0 * np.arange(-6, nx + 4) + 5.0
@@ -403,11 +405,11 @@ def test_augmentation_keeps_input_target_valid_and_truth_aligned():
         test_fraction=0,
     )
     index = build_pair_index(cube, config)
-    ds = PairDataset(cube, index, "train", truth=truth)
+    ds = PairDataset(cube, index, "train", reference=truth)
     assert ds.augment
     raw = ds.load(0)
-    # truth is selected at the S2 day (2024-03-01 = index 2) on the cube's pixels
-    np.testing.assert_allclose(raw["truth"], raw["target"] - 1.0 + 2.0, atol=1e-6)
+    # the reference is selected at the S2 day (2024-03-01 = index 2) on the cube's pixels
+    np.testing.assert_allclose(raw["reference"], raw["target"] - 1.0 + 2.0, atol=1e-6)
 
     ops = [_augment(raw, op) for op in range(8)]
     assert len({o["input"].tobytes() for o in ops}) == 8
@@ -421,7 +423,7 @@ def test_augmentation_keeps_input_target_valid_and_truth_aligned():
         seen.add(match[0])
         np.testing.assert_array_equal(s["target"].numpy(), o["target"])
         np.testing.assert_array_equal(s["valid"].numpy(), o["valid"])
-        np.testing.assert_array_equal(s["truth"].numpy(), o["truth"])
+        np.testing.assert_array_equal(s["reference"].numpy(), o["reference"])
         # the pixelwise relations survive the transform
         # (S2 is time index 1: +0.01, and carries the +1 offset)
         np.testing.assert_allclose(s["target"].numpy() - s["input"][:6].numpy(), 1.01, atol=1e-5)
@@ -460,7 +462,7 @@ def test_zarr_cache_round_trip(tmp_path):
 
 
 def test_prefetch_reads_a_batch_per_computation_and_resumes(tmp_path, monkeypatch):
-    import harmonize.pairs as pairs_mod
+    import harmonize.pairs.dataset as pairs_mod
 
     cube = make_cube(days(0, 16), days(0, 16), 96, 96)
     config = PairConfig(
@@ -558,7 +560,7 @@ def test_tiny_world_patches_are_the_cubes_pixels(world):
         ):
             m = clear[pos[(np.datetime64(t), sensor)]][r.y0 : r.y0 + 64, r.x0 : r.x0 + 64]
             assert frac == pytest.approx(m.mean())
-    ds = PairDataset(cube, index, "train", augment=False, truth=world.truth)
+    ds = PairDataset(cube, index, "train", augment=False, reference=world.truth)
     best = int(np.argmax(np.minimum(ds.rows["clear_landsat"], ds.rows["clear_s2"])))
     row = ds.rows.iloc[best]
     sample = ds[best]
@@ -579,7 +581,7 @@ def test_tiny_world_patches_are_the_cubes_pixels(world):
     day = pd.Timestamp(row.s2_time).normalize()
     t = world.truth.sel(time=day, y=win.y, x=win.x)
     truth = np.stack([t[b].values for b in TARGET_BANDS]).astype(np.float32)
-    np.testing.assert_allclose(sample["truth"].numpy(), truth, rtol=1e-6)
+    np.testing.assert_allclose(sample["reference"].numpy(), truth, rtol=1e-6)
     err = np.abs(sample["target"].numpy() - truth)[:, valid]
     assert np.median(err) < 0.02, np.median(err)
     # the factory of `harmonize train` serves the same world
@@ -591,6 +593,45 @@ def test_tiny_world_patches_are_the_cubes_pixels(world):
     )  # fmt: skip
     assert val is None and len(train) == len(ds) and train.augment
     np.testing.assert_array_equal(train.load(best)["target"], sample["target"].numpy())
+
+
+def test_factory_derives_the_grid_and_serves_an_explicit_reference(world):
+    """No world is opened: the grid comes from the Sentinel-2 footprints, the reference from a path."""
+    import pystac
+
+    from harmonize.cube import load_cube
+
+    pairs = {"max_days": 2, "min_clear": 0.0, "patch_size": 32, "stride": 32, "block_size": 32,
+             "train_fraction": 0.5, "val_fraction": 0.5, "test_fraction": 0.0}  # fmt: skip
+    params = {"source": str(world.root), "chunks": {"time": 1, "y": 64, "x": 64}, "pairs": pairs}
+    train, val = datasets_from_config({**params, "reference": str(world.root / "truth.zarr")})
+    assert "reference" not in train.load(0) and val is not None
+    items = [pystac.Item.from_dict(d) for d in world.items()]
+    cube = load_cube(items, geobox=world.geobox, chunks={"time": 1, "y": 64, "x": 64})
+    index = build_pair_index(cube, PairConfig(**pairs))
+    want = PairDataset(cube, index, "val", reference=world.truth)
+    assert len(val) == len(want)
+    got, expected = val.load(len(val) - 1), want.load(len(want) - 1)
+    for key in ("input", "target", "valid", "reference"):
+        np.testing.assert_array_equal(got[key], expected[key])
+    with pytest.raises(HarmonizeError, match="dataset.reference"):
+        datasets_from_config({**params, "truth": True})
+
+
+def test_building_an_index_imports_no_torch():
+    code = (
+        "import sys; import numpy as np, pandas as pd, xarray as xr;"
+        "import harmonize.pairs as hp;"
+        "t = pd.to_datetime(['2024-03-01T10:30', '2024-03-01T10:40']).values;"
+        "ds = xr.Dataset({'clear': (('time', 'y', 'x'), np.ones((2, 64, 64), bool))},"
+        " coords={'time': t, 'sensor': ('time', ['landsat', 'sentinel-2'])});"
+        "cfg = hp.PairConfig(patch_size=32, stride=32, block_size=32);"
+        "index = hp.build_pair_index(ds, cfg);"
+        "assert len(index) == 4, index;"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_sharpened_targets_are_the_sharpened_cubes_pixels(world):
