@@ -873,6 +873,52 @@ def gap_fill(
     TimeSeriesError
         Unknown method, no ``time`` dimension, empty axis, unreadable ``max_gap``.
     """
+    params = _checked_params(
+        obj,
+        method=method,
+        max_gap=max_gap,
+        lmbda=lmbda,
+        n_harmonics=n_harmonics,
+        period=period,
+        sigmas=sigmas,
+        rbf_cutoff=rbf_cutoff,
+    )
+    order = np.argsort(np.asarray(obj["time"].values, dtype="datetime64[ns]"), kind="stable")
+    wts = _resolve_weights(obj, weights, order)
+    obj = obj.isel(time=order)
+    axis = regular_time_axis(obj["time"].values, freq=freq, start=start, end=end)
+    origin = np.datetime64(axis[0].to_datetime64(), "ns")
+    job = _FillJob(
+        t_obs=to_days(obj["time"].values, origin),
+        t_out=to_days(axis.values, origin),
+        axis=axis,
+        params=params,
+        weights=wts,
+        gcv=isinstance(lmbda, str) and method == "whittaker",
+    )
+    log.debug("gap_fill %s: %d observations -> %d steps", method, job.t_obs.size, job.t_out.size)
+    attrs = {"gap_fill_method": method, "gap_fill_freq": freq, "gap_fill_max_gap_days": params.max_gap}
+    if wts is not None:
+        attrs["gap_fill_weighted"] = 1
+    if isinstance(obj, xr.DataArray):
+        n_obs = _n_obs(job, obj.notnull())
+        out = _fill_variable(job, obj, attrs, lmbda_coord="gap_fill_lmbda")
+        return out.assign_coords(n_obs=n_obs)
+    return _fill_dataset(job, obj, attrs)
+
+
+def _checked_params(
+    obj: xr.DataArray | xr.Dataset,
+    *,
+    method: str,
+    max_gap: str | float | pd.Timedelta,
+    lmbda: float | str,
+    n_harmonics: int,
+    period: float,
+    sigmas: Sequence[float],
+    rbf_cutoff: float,
+) -> _Params:
+    """:func:`gap_fill`'s settings checked and normalised (``lmbda="gcv"`` starts at 1000)."""
     if method not in METHODS:
         raise TimeSeriesError(f"Unknown gap-fill method {method!r}; choose one of {METHODS}.")
     if "time" not in obj.dims:
@@ -886,7 +932,7 @@ def gap_fill(
         raise TimeSeriesError(f"lmbda must be a positive number or 'gcv', not {lmbda!r}.")
     if not gcv and not float(lmbda) > 0:
         raise TimeSeriesError(f"lmbda must be positive, got {lmbda}.")
-    params = _Params(
+    return _Params(
         method=method,
         max_gap=as_days(max_gap),
         lmbda=1000.0 if gcv else float(lmbda),
@@ -895,54 +941,58 @@ def gap_fill(
         sigmas=tuple(float(s) for s in sigmas),
         rbf_cutoff=float(rbf_cutoff),
     )
-    order = np.argsort(np.asarray(obj["time"].values, dtype="datetime64[ns]"), kind="stable")
-    wts = _resolve_weights(obj, weights, order)
-    obj = obj.isel(time=order)
-    axis = regular_time_axis(obj["time"].values, freq=freq, start=start, end=end)
-    origin = np.datetime64(axis[0].to_datetime64(), "ns")
-    t_obs = to_days(obj["time"].values, origin)
-    t_out = to_days(axis.values, origin)
-    log.debug("gap_fill %s: %d observations -> %d steps", method, t_obs.size, t_out.size)
-    attrs = {"gap_fill_method": method, "gap_fill_freq": freq, "gap_fill_max_gap_days": params.max_gap}
 
-    if wts is not None:
-        attrs["gap_fill_weighted"] = 1
-    gcv = gcv and method == "whittaker"
 
-    def tuned(da: xr.DataArray) -> tuple[_Params, Any]:
-        """Parameters, and lmbda as a lazy 0-d array when GCV runs inside the graph."""
-        if not gcv:
-            return params, None
-        values, w, t_days = _gcv_sample(da, wts, GCV_SAMPLE)
-        if not any(dask.is_dask_collection(v) for v in (values, w)):  # in memory: choose now
-            return dataclasses.replace(params, lmbda=_gcv_best(values, w, t_days, GCV_LMBDAS)), None
-        chosen = dask.delayed(_gcv_best_array, pure=True)(values, w, t_days, GCV_LMBDAS)
-        return params, dsa.from_delayed(chosen, shape=(), dtype=np.float64)
+@dataclass(frozen=True, eq=False)
+class _FillJob:
+    """What every variable filled by one :func:`gap_fill` call shares."""
 
-    def lmbda_coord(p: _Params, lazy: Any) -> tuple[Any, dict[str, Any]]:
-        """The lmbda used, as a 0-d coordinate (lazy or not) and as an attribute."""
+    t_obs: np.ndarray  # observation days, sorted
+    t_out: np.ndarray  # output days
+    axis: pd.DatetimeIndex  # the output axis
+    params: _Params
+    weights: xr.DataArray | None  # aligned with the sorted observations
+    gcv: bool  # choose the Whittaker lmbda per variable by GCV
+
+
+def _tuned(job: _FillJob, da: xr.DataArray) -> tuple[_Params, Any]:
+    """Parameters for ``da``, and lmbda as a lazy 0-d array when GCV runs inside the graph."""
+    if not job.gcv:
+        return job.params, None
+    values, w, t_days = _gcv_sample(da, job.weights, GCV_SAMPLE)
+    if not any(dask.is_dask_collection(v) for v in (values, w)):  # in memory: choose now
+        return dataclasses.replace(job.params, lmbda=_gcv_best(values, w, t_days, GCV_LMBDAS)), None
+    chosen = dask.delayed(_gcv_best_array, pure=True)(values, w, t_days, GCV_LMBDAS)
+    return job.params, dsa.from_delayed(chosen, shape=(), dtype=np.float64)
+
+
+def _fill_variable(
+    job: _FillJob, da: xr.DataArray, attrs: Mapping[str, Any], *, lmbda_coord: str
+) -> xr.DataArray:
+    """One variable filled, with ``attrs`` added; a Whittaker fill also records the lmbda used
+    as the 0-d coordinate ``lmbda_coord`` (lazy or not) and in ``attrs["gap_fill_lmbda"]``."""
+    p, lazy = _tuned(job, da)
+    out = _fill_dataarray(da, job.t_obs, job.t_out, job.axis, p, job.weights, lazy)
+    out.attrs = {**out.attrs, **attrs}
+    if job.params.method == "whittaker":
         value = lazy if lazy is not None else np.float64(p.lmbda)
-        return xr.DataArray(value), {"gap_fill_lmbda": "gcv" if lazy is not None else p.lmbda}
+        out = out.assign_coords({lmbda_coord: xr.DataArray(value)})
+        out.attrs.update({"gap_fill_lmbda": "gcv" if lazy is not None else p.lmbda})
+    return out
 
-    def used(valid: xr.DataArray) -> xr.DataArray:
-        if wts is None:
-            return valid
+
+def _n_obs(job: _FillJob, valid: xr.DataArray) -> xr.DataArray:
+    """Per pixel, the observations that count (valid, and of positive weight), int32."""
+    if job.weights is not None:
         valid = valid.drop_vars([c for c, v in valid.coords.items() if "time" in v.dims])
-        return valid & (wts > 0)
+        valid = valid & (job.weights > 0)
+    n_obs = valid.sum("time").astype(np.int32)
+    return n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")
 
-    if isinstance(obj, xr.DataArray):
-        n_obs = used(obj.notnull()).sum("time").astype(np.int32)
-        n_obs = n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")
-        p, lazy = tuned(obj)
-        out = _fill_dataarray(obj, t_obs, t_out, axis, p, wts, lazy)
-        out.attrs = {**obj.attrs, **attrs}
-        if method == "whittaker":
-            coord, extra = lmbda_coord(p, lazy)
-            out = out.assign_coords(gap_fill_lmbda=coord)
-            out.attrs.update(extra)
-        return out.assign_coords(n_obs=n_obs)
 
-    ds = obj
+def _fill_dataset(job: _FillJob, ds: xr.Dataset, attrs: Mapping[str, Any]) -> xr.Dataset:
+    """Every numeric time variable of ``ds`` filled (masked by ``clear`` first), ``n_obs`` counting
+    the observations where all of them are finite, variables without time kept."""
     clear = ds["clear"] if "clear" in ds.data_vars else None
     names = [
         str(k)
@@ -957,16 +1007,8 @@ def gap_fill(
         var = ds[name] if clear is None else ds[name].where(clear)
         ok = var.notnull()
         valid = ok if valid is None else valid & ok
-        p, lazy = tuned(var)
-        filled[name] = _fill_dataarray(var, t_obs, t_out, axis, p, wts, lazy)
-        if method == "whittaker":
-            coord, extra = lmbda_coord(p, lazy)
-            # one coordinate per variable: each band has its own lmbda
-            filled[name] = filled[name].assign_coords({f"gap_fill_lmbda_{name}": coord})
-            filled[name].attrs.update(extra)
+        # one coordinate per variable: each band has its own lmbda
+        filled[name] = _fill_variable(job, var, {}, lmbda_coord=f"gap_fill_lmbda_{name}")
     assert valid is not None
-    n_obs = used(valid).sum("time").astype(np.int32)
-    n_obs = n_obs.drop_vars([c for c, v in n_obs.coords.items() if "time" in v.dims], errors="ignore")
     others = {k: v for k, v in ds.data_vars.items() if "time" not in v.dims}
-    out = xr.Dataset({**filled, "n_obs": n_obs, **others}, attrs={**ds.attrs, **attrs})
-    return out
+    return xr.Dataset({**filled, "n_obs": _n_obs(job, valid), **others}, attrs={**ds.attrs, **attrs})
