@@ -8,7 +8,9 @@ the source items.
 Writes are safe to repeat: :func:`write_zarr` builds a new store under a temporary name and
 renames it into place (or writes one region of an existing store), :func:`write_cogs` writes
 each file under a temporary name and renames it, so a job killed midway never leaves a
-half-written output under a final name.
+half-written output under a final name. :func:`write_zarr_in_stripes` and
+:func:`write_zarr_batch` write large lazy scenes a row of chunks at a time, so memory stays
+bounded by a stripe.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from harmonize.errors import CRSMismatchError, HarmonizeError
 
 __all__ = [
     "write_zarr",
+    "write_zarr_batch",
+    "write_zarr_in_stripes",
     "write_cogs",
     "stac_item_for_output",
     "write_stac_items",
@@ -162,7 +166,9 @@ def _write_zarr(
         drop = [n for n, v in out.variables.items() if region != "auto" and not set(v.dims) & set(region)]
         out = out.drop_vars(drop)
         out.attrs = {}
-        result = out.to_zarr(path, mode=mode, region=region, zarr_format=3, consolidated=False, compute=compute)
+        result = out.to_zarr(
+            path, mode=mode, region=region, zarr_format=3, consolidated=False, compute=compute
+        )
         _consolidate(path)
         return result if not compute else _ret(path)
     if mode == "a":
@@ -194,6 +200,109 @@ def _write_zarr(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote Zarr store %s (%s)", final, ", ".join(map(str, ds.data_vars)))
+    return final
+
+
+def write_zarr_batch(
+    datasets: Sequence[xr.Dataset], paths: Sequence[str | os.PathLike[str]], *, stripes: bool = True
+) -> list[Path | str]:
+    """Write lazy datasets to new Zarr stores together, one row of chunks of each per compute.
+
+    Computing every dataset of a batch in one graph lets dask's threads work on several of them
+    side by side; computing them a stripe at a time (:func:`harmonize.infer.stripes`: one row
+    of chunks, the full width and time) bounds memory by a stripe of each instead of whole
+    scenes. A dataset one chunk high is one stripe, so a batch of small scenes is written in
+    one compute either way.
+
+    Parameters
+    ----------
+    datasets
+        Datasets with a CRS, usually dask-backed (a super-resolved date, say).
+    paths
+        One new store per dataset (``mode="w-"``: none may exist). The stores are written in
+        place, not renamed: pass temporary paths and move them into place once this returns
+        (as :func:`write_zarr_in_stripes` and a ledger's commit do).
+    stripes
+        ``False`` computes the whole batch in one graph.
+
+    Returns
+    -------
+    list
+        The stores' paths.
+
+    Raises
+    ------
+    HarmonizeError
+        When the numbers of datasets and paths differ, or a store exists.
+    """
+    import itertools
+
+    import dask
+
+    from harmonize.infer import stripes as row_stripes
+
+    if len(datasets) != len(paths):
+        raise HarmonizeError(f"{len(datasets)} datasets for {len(paths)} paths; pass one path per dataset")
+    for p in paths:
+        if _is_local(p) and _local_path(p).exists():
+            raise HarmonizeError(f"{p} exists; write_zarr_batch writes new stores only")
+    if not stripes:
+        dask.compute(
+            *[write_zarr(ds, p, mode="w-", compute=False) for ds, p in zip(datasets, paths, strict=True)]
+        )
+        return [_ret(p) for p in paths]
+    for ds, p in zip(datasets, paths, strict=True):
+        write_zarr(ds, p, mode="w-", compute=False)  # metadata and coordinates only
+    per_dataset = [row_stripes(ds) for ds in datasets]
+    for row in itertools.zip_longest(*per_dataset):
+        dask.compute(
+            *[
+                write_zarr(ds.isel(region), p, region=region, compute=False)
+                for ds, p, region in zip(datasets, paths, row, strict=True)
+                if region is not None
+            ]
+        )
+    return [_ret(p) for p in paths]
+
+
+def write_zarr_in_stripes(ds: xr.Dataset, path: str | os.PathLike[str], *, stripes: bool = True) -> Path:
+    """Write a lazy dataset to a local Zarr store one row of chunks at a time, then move it into
+    place, replacing an existing store.
+
+    Memory stays bounded by a stripe (see :func:`write_zarr_batch`), and readers never see a
+    half-written store.
+
+    Parameters
+    ----------
+    ds
+        A dataset with a CRS, usually dask-backed (a super-resolved scene, say).
+    path
+        The store's local path.
+    stripes
+        ``False`` writes it in one graph.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    final = _local_path(path)
+    if not stripes:
+        return Path(write_zarr(ds, final, mode="w"))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        write_zarr_batch([ds], [tmp])
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -312,7 +421,9 @@ def write_cogs(
             log.info("keeping existing %s", target)
             continue
         arr = (
-            xr.concat([one[b].astype("float32") for b in names], dim="band", coords="minimal", compat="override")
+            xr.concat(
+                [one[b].astype("float32") for b in names], dim="band", coords="minimal", compat="override"
+            )
             .assign_coords(band=np.arange(1, len(names) + 1))
             .transpose("band", "y", "x")
         )
@@ -375,8 +486,12 @@ def _bbox_wgs84(ds: xr.Dataset) -> tuple[list[float], dict[str, Any]]:
     left, bottom, right, top = ds.rio.bounds()
     tr = Transformer.from_crs(ds.rio.crs, "EPSG:4326", always_xy=True)
     n = 21  # densify the edges so a reprojected footprint stays faithful
-    xs = np.concatenate([np.linspace(left, right, n), np.full(n, right), np.linspace(right, left, n), np.full(n, left)])
-    ys = np.concatenate([np.full(n, bottom), np.linspace(bottom, top, n), np.full(n, top), np.linspace(top, bottom, n)])
+    xs = np.concatenate(
+        [np.linspace(left, right, n), np.full(n, right), np.linspace(right, left, n), np.full(n, left)]
+    )
+    ys = np.concatenate(
+        [np.full(n, bottom), np.linspace(bottom, top, n), np.full(n, top), np.linspace(top, bottom, n)]
+    )
     lon, lat = tr.transform(xs, ys)
     poly = Polygon(zip(lon, lat, strict=True)).simplify(0)
     # GeoJSON wants lists, shapely's mapping gives tuples
@@ -572,7 +687,9 @@ def write_stac_items(
         n = ds.sizes.get("time", 1)
         if len(files) != n:
             raise HarmonizeError(f"{len(files)} files for {n} dates; pass one file per date in time order")
-        pieces = [(f, ds.isel(time=i) if "time" in ds.dims else ds, _source_key(ds, i)) for i, f in enumerate(files)]
+        pieces = [
+            (f, ds.isel(time=i) if "time" in ds.dims else ds, _source_key(ds, i)) for i, f in enumerate(files)
+        ]
     for f, one, label in pieces:
         if derived_from is None:
             ids = one["item_id"].values if "item_id" in one.coords else []
@@ -607,7 +724,8 @@ def _put_stac_item(item: pystac.Item, url_dir: str) -> pystac.Item:
     target = f"{url_dir.rstrip('/')}/{item.id}.json"
     item.set_self_href(target)
     fs, path = fsspec.core.url_to_fs(target)
-    fs.pipe_file(path, json.dumps(item.to_dict(include_self_link=True, transform_hrefs=False), indent=2).encode())
+    doc = item.to_dict(include_self_link=True, transform_hrefs=False)
+    fs.pipe_file(path, json.dumps(doc, indent=2).encode())
     log.info("wrote STAC item %s", target)
     return item
 

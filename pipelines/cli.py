@@ -8,13 +8,12 @@ library stays blind to :mod:`pipelines` while users get one ``harmonize`` comman
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from harmonize.cli import main
-from pipelines.core.cli import config_argument, print_report, setup_logging, stage_options
+from pipelines.core.cli import config_argument, print_report, reporting, setup_logging, stage_options
 from pipelines.demo.run import main as demo_command
 
 __all__ = ["main"]
@@ -23,7 +22,9 @@ __all__ = ["main"]
 @main.command("run")
 @config_argument
 @stage_options
-def run_cmd(config: Path, overrides: tuple[str, ...], scheduler: str | None, dry_run: bool, verbose: int) -> None:
+def run_cmd(
+    config: Path, overrides: tuple[str, ...], scheduler: str | None, dry_run: bool, verbose: int
+) -> None:
     """Run the job that CONFIG (YAML with a 'stage:' key) describes; KEY=VALUE overrides."""
     from pipelines.run import run
 
@@ -33,7 +34,7 @@ def run_cmd(config: Path, overrides: tuple[str, ...], scheduler: str | None, dry
 
 @main.command("infer")
 @click.argument("model", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--source", required=True, help="STAC API URL or stac-geoparquet file.")
+@click.option("--source", "catalog", required=True, help="STAC API URL or stac-geoparquet file.")
 @click.option("--bbox", required=True, help="west,south,east,north in degrees.")
 @click.option("--datetime", "datetime_", default=None, help="A date or range.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
@@ -42,27 +43,60 @@ def run_cmd(config: Path, overrides: tuple[str, ...], scheduler: str | None, dry
 @click.option("--device", default=None, help="cpu, cuda (default: cuda when present).")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--uncertainty", type=click.Choice(["mc_dropout", "ensemble"]), default=None)
-@click.option("--format", "formats", multiple=True, type=click.Choice(["zarr", "cog"]), default=("zarr", "cog"))
-def infer_cmd(model, source, bbox, datetime_, out, provider, max_cloud, device, batch_size, uncertainty, formats) -> None:  # noqa: ANN001
-    """Harmonize every Landsat scene found in SOURCE with MODEL package(s); write Zarr/COGs + STAC items."""
-    from pipelines.stages.infer_search import infer_job
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["zarr", "cog"]),
+    default=("zarr", "cog"),
+    show_default=True,
+    help="'cog' adds a COG and STAC item per date; the per-date Zarr stores are always written.",
+)
+@click.option("--scheduler", default="threads", show_default=True, help="Where dask runs (as harmonize run).")
+@click.option("--dry-run", is_flag=True, help="Report which dates are new; write nothing.")
+@click.option("-v", "--verbose", count=True, help="More logging (-v debug, -vv libraries too).")
+@reporting
+def infer_cmd(
+    model: tuple[Path, ...],
+    catalog: str,
+    bbox: str,
+    datetime_: str | None,
+    out: Path,
+    provider: str | None,
+    max_cloud: float | None,
+    device: str | None,
+    batch_size: int,
+    uncertainty: str | None,
+    formats: tuple[str, ...],
+    scheduler: str,
+    dry_run: bool,
+    verbose: int,
+) -> None:
+    """Harmonize every Landsat scene found in SOURCE with MODEL package(s): one Zarr store per
+    date under OUT/dates, and with --format cog a COG + STAC item each (the infer stage with
+    source: search; a rerun does only new dates)."""
+    from pipelines.core.config import validate
+    from pipelines.stages.infer import InferStageConfig, infer_stage
 
-    setup_logging(0)
-    report = infer_job(
-        [str(m) for m in model] if len(model) > 1 else str(model[0]),
-        source,
-        tuple(float(v) for v in bbox.split(",")),
-        datetime_,
-        out,
-        provider=provider,
-        max_cloud=max_cloud,
-        device=device,
-        batch_size=batch_size,
-        uncertainty=uncertainty,
-        formats=formats,
-        progress=True,
-    )
-    click.echo(json.dumps(report, indent=2, default=str))
+    setup_logging(verbose)
+    fields = {
+        "source": "search",
+        "catalog": catalog,
+        "bbox": [float(v) for v in bbox.split(",")],
+        "datetime": datetime_,
+        "provider": provider,
+        "max_cloud": max_cloud,
+        "model": [str(m) for m in model] if len(model) > 1 else str(model[0]),
+        "device": device,
+        "batch_size": batch_size,
+        "uncertainty": uncertainty,
+        "cogs": "cog" in formats,
+        "out": out,
+        "scheduler": scheduler,
+        "progress": True,
+    }
+    config = validate(InferStageConfig, fields)
+    print_report(infer_stage(config, dry_run=dry_run))
 
 
 main.add_command(demo_command)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from harmonize.errors import HarmonizeError
 from pipelines.core.config import apply_overrides, read_mapping, validate
 from pipelines.demo.run import DemoConfig, run_demo_config
-from pipelines.stages.infer import InferCubeConfig, infer_cube
+from pipelines.stages.infer import InferStageConfig, infer_stage
 from pipelines.stages.ingest import IngestConfig, ingest
 from pipelines.stages.pairs import PairsStageConfig, pairs_stage
 from pipelines.stages.timeseries import TimeseriesStageConfig, timeseries_stage
@@ -35,7 +35,7 @@ JOBS: dict[str, Job] = {
     "ingest": (IngestConfig, ingest),
     "pairs": (PairsStageConfig, pairs_stage),
     "train": (TrainStageConfig, train_stage),
-    "infer": (InferCubeConfig, infer_cube),
+    "infer": (InferStageConfig, infer_stage),
     "timeseries": (TimeseriesStageConfig, timeseries_stage),
     "demo": (DemoConfig, run_demo_config),
 }

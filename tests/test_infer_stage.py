@@ -1,5 +1,5 @@
-"""The infer stage: search -> load -> super-resolve -> Zarr + COGs + STAC items, and writing in
-stripes (bounded memory) equal to one graph."""
+"""The infer stage searching a catalog: search -> load -> super-resolve -> per-date Zarr + COGs +
+STAC items; its config's checks; and writing in stripes (bounded memory) equal to one graph."""
 
 from __future__ import annotations
 
@@ -25,39 +25,47 @@ def model() -> torch.nn.Module:
     return random_model(0)
 
 
-def test_infer_job_end_to_end_on_the_tiny_world(tiny_world, tmp_path):
-    """Search -> load_cube -> super_resolve -> Zarr + COGs + STAC items, on the simulated archive.
+def test_infer_stage_searching_the_tiny_world(tiny_world, tmp_path):
+    """The infer stage with ``source: search``: search -> load_cube -> super_resolve -> one Zarr
+    store per date + COGs + STAC items, on the simulated archive.
 
     The untrained tiny model is the identity on the six reflectance bands (its head starts at
     zero), so the written product must equal the Landsat reflectance load_cube reads, pixel for
     pixel where clear and NaN elsewhere: any mix-up of bands, dates or grid shows."""
-    import sys
-    from pathlib import Path
-
     import pystac
     import rasterio
     from rio_cogeo.cogeo import cog_validate
 
     from harmonize.catalog import search
     from harmonize.cube import load_cube
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from pipelines.stages.infer_search import infer_job
+    from pipelines.core.stores import open_harmonized
+    from pipelines.stages.infer import InferStageConfig, infer_stage
 
     package = tmp_path / "identity"
     save_model_package(build_model("tiny"), package)
-    report = infer_job(
-        package, str(tiny_world.items_path), tiny_world.bbox, None, tmp_path / "out", device="cpu"
+    config = InferStageConfig(
+        source="search",
+        catalog=str(tiny_world.items_path),
+        bbox=tiny_world.bbox,
+        model=str(package),
+        device="cpu",
+        cogs=True,
+        out=tmp_path / "out",
+        scheduler="threads",
     )
+    report = infer_stage(config)
 
     items = list(
         search(str(tiny_world.items_path), sensors=("landsat",), bbox=tiny_world.bbox, include_pan=True)
     )
     cube = load_cube(items, bbox=tiny_world.bbox)
     landsat = cube.sel(time=cube["sensor"] == "landsat").compute()
+    assert report["items_found"] == len(items)
     assert report["dates"] == landsat.sizes["time"] == len(report["cogs"]) == len(report["stac_items"])
+    assert len(report["committed"]) == report["dates"]
 
-    written = xr.open_zarr(report["zarr"])
+    written = open_harmonized(tmp_path / "out")
+    np.testing.assert_array_equal(written["time"].values, landsat["time"].values)
     assert written.rio.crs == cube.rio.crs and written.rio.transform() == cube.rio.transform()
     clear = landsat["clear"].values & np.isfinite(np.stack([landsat[b].values for b in INPUTS])).all(0)
     np.testing.assert_array_equal(written["clear"].values, clear)
@@ -76,13 +84,26 @@ def test_infer_job_end_to_end_on_the_tiny_world(tiny_world, tmp_path):
         assert l2 in sources and any("L1" in s for s in sources), sources
         assert item.properties["processing:software"]["harmonize"]
 
+    again = infer_stage(config)  # incremental: every date is done
+    assert again["new"] == again["committed"] == [] and again["dates"] == report["dates"]
+
+
+def test_infer_config_says_what_its_source_needs():
+    from harmonize.errors import HarmonizeError
+    from pipelines.run import parse_config
+
+    with pytest.raises(HarmonizeError, match="source: search needs catalog and bbox"):
+        parse_config({"stage": "infer", "source": "search", "model": "m", "out": "o"})
+    with pytest.raises(HarmonizeError, match="source: cube needs cube"):
+        parse_config({"stage": "infer", "model": "m", "out": "o"})
+    cfg = parse_config(
+        {"stage": "infer", "source": "search", "catalog": "c", "bbox": [0, 1, 2, 3], "model": "m", "out": "o"}
+    )
+    assert cfg.bbox == (0, 1, 2, 3) and cfg.cube is None
+
 
 def test_writing_in_stripes_equals_one_graph(model, tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from pipelines.stages.infer_search import write_zarr_in_stripes
+    from harmonize.io import write_zarr_in_stripes
 
     cube = make_cube(100, 72, n_time=2, chunk=32)
     out = infer.super_resolve(cube, model, chunks=32, device="cpu")

@@ -22,6 +22,7 @@ from harmonize.io import (
     write_cogs,
     write_stac_items,
     write_zarr,
+    write_zarr_batch,
 )
 
 EPSG = 32633
@@ -84,6 +85,38 @@ def test_zarr_modes_refuse_overwrite_then_replace_and_region(tmp_path):
     np.testing.assert_allclose(back[1, 48:], ds["red"].values[1, 48:] * 2)
     np.testing.assert_allclose(back[0], ds["red"].values[0] * 2)
     assert xr.open_zarr(path).rio.crs.to_epsg() == EPSG
+
+
+def test_zarr_batch_writes_stripe_by_stripe_equal_to_one_graph(tmp_path, monkeypatch):
+    """A batch of stores written a row of chunks of every dataset per compute (two 48-px rows
+    here, one for the single-chunk dataset) holds what one graph writes; existing stores are
+    refused."""
+    import dask
+
+    datasets = [harmonized(seed=0), harmonized(seed=1), harmonized(seed=2, chunk=96)]
+    computes = []
+    real_compute = dask.compute
+
+    def counting(*args, **kwargs):
+        computes.append(len(args))
+        return real_compute(*args, **kwargs)
+
+    monkeypatch.setattr(dask, "compute", counting)
+    striped = write_zarr_batch(datasets, [tmp_path / f"s{i}.zarr" for i in range(3)])
+    assert computes == [3, 2]  # row 0 of all three, then row 1 of the two-row ones
+    whole = write_zarr_batch(datasets, [tmp_path / f"w{i}.zarr" for i in range(3)], stripes=False)
+    assert computes == [3, 2, 3]
+    for ds, a, b in zip(datasets, striped, whole, strict=True):
+        back_a, back_b = xr.open_zarr(a), xr.open_zarr(b)
+        assert back_a.rio.crs.to_epsg() == EPSG
+        for v in ds.data_vars:
+            np.testing.assert_array_equal(back_a[v].values, ds[v].values)
+            np.testing.assert_array_equal(back_b[v].values, ds[v].values)
+        assert list(back_a["item_id"].values) == list(ds["item_id"].values)
+    with pytest.raises(HarmonizeError, match="exists"):
+        write_zarr_batch(datasets[:1], [striped[0]])
+    with pytest.raises(HarmonizeError, match="one path per dataset"):
+        write_zarr_batch(datasets, [tmp_path / "x.zarr"])
 
 
 def test_zarr_append_along_time(tmp_path):

@@ -1,33 +1,45 @@
-"""Job: super-resolve every Landsat date of an ingested cube, one Zarr store per date.
+"""Job: super-resolve every Landsat date of an ingested cube or of a catalog search, one Zarr
+store per date.
 
 Usage::
 
     python -m pipelines.stages.infer pipelines/configs/infer.yaml [--dry-run] [key=value ...]
-    (or ``python -m pipelines.run``/``harmonize run`` with ``stage: infer`` and ``cube:``)
+    harmonize run pipelines/configs/infer.yaml
+    harmonize infer MODEL --source URL --bbox W,S,E,N --datetime 2024-05/2024-08 --out DIR
+
+Where the Landsat scenes come from (``source``)::
+
+    cube      the ingest stage's co-registered stores (``cube: runs/cube``)
+    search    a STAC API or item file (``catalog``, ``bbox``, ``datetime``): Landsat Level-2 and
+              their Level-1 pan scenes, loaded with harmonize.cube.load_cube
 
 What it writes under ``out``::
 
     dates/<platform>_<YYYYmmddTHHMMSS>.zarr   harmonized blue … swir22 + clear on the 10 m grid
-    cogs/, items/          one COG and STAC item per date (``cogs: true``)
+    cogs/, items/          one COG and STAC item per date (``cogs: true``); each item is
+                           ``derived_from`` the date's Level-2 and Level-1 scenes
     ledger.json            per store: the Landsat STAC items it came from; the model's checksum
 
 Incremental like ingest: dates whose items a store already holds are skipped, unless the model
-package changed (then every date is redone). Stores are committed by atomic rename. This job
-reads the co-registered cube of the ingest stage; :mod:`pipelines.infer` instead searches a
-catalog and loads the scenes itself.
+package changed (then every date is redone). Stores are committed by atomic rename, a batch of
+dates written a row of chunks at a time (:func:`harmonize.io.write_zarr_batch`), so memory stays
+bounded on large scenes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pystac
 import xarray as xr
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipelines.core.cli import stage_main
 from pipelines.core.config import StageConfig
@@ -36,45 +48,102 @@ from pipelines.core.stores import INFER, exact_time_encoding, open_cube
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InferCubeConfig", "infer_cube", "main"]
+__all__ = ["InferStageConfig", "infer_stage", "DatePlan", "plan_dates", "date_sources", "main"]
+
+#: The fields each ``source`` needs.
+SOURCE_FIELDS = {"cube": ("cube",), "search": ("catalog", "bbox")}
 
 
-class InferCubeConfig(StageConfig):
-    """Super-resolve every Landsat date of an ingested cube, one Zarr store per date.
-
-    (A config with ``source`` instead of ``cube`` runs :func:`pipelines.infer.infer_job`, which
-    searches a catalog itself.)
+class InferStageConfig(StageConfig):
+    """Super-resolve every Landsat date of an ingested cube or of a catalog search.
 
     Attributes
     ----------
+    source
+        ``"cube"``: read the ingest stage's stores in ``cube``; ``"search"``: search ``catalog``
+        for Landsat Level-2 and Level-1 (pan) items and load them (no co-registration).
     cube
-        The ingest stage's output folder.
+        The ingest stage's output folder (``source: cube``).
+    catalog
+        A STAC API URL, an item file, or a folder holding ``items.parquet`` (``source: search``).
+    bbox
+        ``(west, south, east, north)`` in degrees (``source: search``).
+    datetime
+        A date or range, ``"2024-05/2024-08"`` (``source: search``; default: all).
+    provider
+        Provider profile name (``source: search``; default: recognised from ``catalog``).
+    max_cloud
+        Scene cloud-cover limit in percent (``source: search``).
     model
         A model package folder (or its ``mlm.json``), or several (an ensemble).
-    chunks, device, batch_size, tile, precision
+    chunks, device, batch_size, tile, precision, uncertainty, mc_passes
         Passed to :func:`harmonize.infer.super_resolve`.
     cogs
         Also write one COG per date (``out/cogs``) and its STAC item (``out/items``).
     batch
         Dates computed together before being committed one by one.
+    progress
+        Show dask's progress bar (local schedulers).
     """
 
     stage: Literal["infer"] = "infer"
-    cube: Path
+    source: Literal["cube", "search"] = "cube"
+    cube: Path | None = None
+    catalog: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    datetime: str | None = None
+    provider: str | None = None
+    max_cloud: float | None = Field(None, ge=0, le=100)
     model: str | list[str]
     chunks: int | None = Field(None, gt=0)
     device: str | None = None
     batch_size: int = Field(8, gt=0)
     tile: int | None = Field(None, gt=0)
-    precision: Literal["bf16", "fp16"] | None = None
+    precision: Literal["tf32", "bf16", "fp16"] | None = None
+    uncertainty: Literal["mc_dropout", "ensemble"] | None = None
+    mc_passes: int = Field(8, ge=2)
     cogs: bool = False
     batch: int = Field(4, ge=1)
 
+    @model_validator(mode="after")
+    def _source_fields_given(self) -> InferStageConfig:
+        missing = [f for f in SOURCE_FIELDS[self.source] if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"source: {self.source} needs {' and '.join(missing)}; set them in the config")
+        return self
+
+
+#: Transitional names of :class:`InferStageConfig` and :func:`infer_stage` for callers not yet
+#: moved (the demo, compare_demo); remove once nothing uses them.
+InferCubeConfig = InferStageConfig
 
 STAGE = INFER
 
 
-def _weights_checksum(model: str | list[str]) -> str:
+@dataclass(frozen=True)
+class DatePlan:
+    """The Landsat dates of a cube and which of them to (re)write.
+
+    Attributes
+    ----------
+    names
+        Store name of each date (``dates/<platform>_<time>.zarr``), in cube order.
+    ids
+        The Level-2 item ids of each date (its ``item_id`` coordinate).
+    todo
+        Indices of the dates to write.
+    model_changed
+        The ledger holds stores of another model (every date is redone).
+    """
+
+    names: list[str]
+    ids: list[list[str]]
+    todo: list[int]
+    model_changed: bool
+
+
+def weights_checksum(model: str | list[str]) -> str:
+    """A checksum of a model package's (or an ensemble's) weight files."""
     paths = model if isinstance(model, list) else [model]
     sums = []
     for m in paths:
@@ -85,122 +154,250 @@ def _weights_checksum(model: str | list[str]) -> str:
     return ";".join(sums)
 
 
-def infer_cube(
-    config: InferCubeConfig, *, dry_run: bool = False, scheduler: str | None = None
-) -> dict[str, Any]:
-    """Harmonize the Landsat dates of ``config.cube`` that are not done yet.
+def plan_dates(cube: xr.Dataset, ledger: Ledger, checksum: str) -> DatePlan:
+    """Name every Landsat date of ``cube`` and pick those a store of this model does not hold."""
+    model_changed = ledger.meta.get("model_checksum") not in (None, checksum)
+    done = set() if model_changed else ledger.items()
+    names, ids, todo = [], [], []
+    for i in range(cube.sizes["time"]):
+        ids.append(str(cube["item_id"].values[i]).split(","))
+        stamp = pd.Timestamp(cube["time"].values[i])
+        names.append(f"dates/{cube['platform'].values[i]}_{stamp:%Y%m%dT%H%M%S}.zarr")
+        if not set(ids[i]) <= done or not ledger.unit_path(names[i]).exists():
+            todo.append(i)
+    return DatePlan(names, ids, todo, model_changed)
+
+
+def _search_cube(config: InferStageConfig) -> tuple[xr.Dataset, dict[str, pystac.Item]]:
+    """The Landsat Level-2 scenes (with their Level-1 pan) a search finds, loaded lazily."""
+    from harmonize.catalog import search
+    from harmonize.cube import load_cube
+
+    items = list(
+        search(
+            str(config.catalog),
+            provider=config.provider,
+            sensors=("landsat",),
+            bbox=config.bbox,
+            datetime=config.datetime,
+            max_cloud=config.max_cloud,
+            include_pan=True,
+            require=True,
+        )
+    )
+    log.info("infer: the search found %d Landsat items", len(items))
+    return load_cube(items, bbox=config.bbox, provider=config.provider), {it.id: it for it in items}
+
+
+def landsat_cube(config: InferStageConfig) -> tuple[xr.Dataset, dict[str, pystac.Item]]:
+    """The Landsat dates to harmonize (lazy) and the STAC items they came from, by id (known for
+    ``source: search`` only; ingested stores keep the ids, not the items)."""
+    if config.source == "search":
+        cube, items = _search_cube(config)
+    else:
+        cube, items = open_cube(config.cube), {}
+    landsat = np.flatnonzero(np.asarray(cube["sensor"].values) == "landsat")
+    return cube.isel(time=landsat), items
+
+
+def date_sources(ds: xr.Dataset) -> list[str]:
+    """The item ids a harmonized date came from: its Level-2 ids (``item_id``), then its Level-1
+    pan scenes' (``pan_item_id``, when the cube has it), each comma-joined per time step."""
+    ids = []
+    for coord in ("item_id", "pan_item_id"):
+        if coord in ds.coords:
+            ids += [s for v in np.atleast_1d(ds[coord].values) for s in str(v).split(",") if s]
+    return list(dict.fromkeys(ids))
+
+
+def _start(ledger: Ledger, plan: DatePlan, checksum: str, model: str | list[str]) -> None:
+    """Clear what an interrupted run left, forget another model's stores, record this model."""
+    ledger.clean()
+    if plan.model_changed:
+        for name in list(ledger.units):
+            ledger.forget(name)
+    ledger.meta["model_checksum"] = checksum
+    ledger.meta["model"] = model
+    ledger.save()
+
+
+def _super_resolve(config: InferStageConfig, cube: xr.Dataset) -> xr.Dataset:
+    from harmonize.infer import super_resolve
+
+    return super_resolve(
+        cube,
+        config.model,
+        chunks=config.chunks,
+        device=config.device,
+        batch_size=config.batch_size,
+        tile=config.tile,
+        precision=config.precision,
+        uncertainty=config.uncertainty,
+        mc_passes=config.mc_passes,
+    )
+
+
+def write_batch(
+    result: xr.Dataset, positions: range, plan: DatePlan, ledger: Ledger, model: str | list[str]
+) -> list[str]:
+    """Write the dates ``plan.todo[k]`` for ``k`` in ``positions`` (``result``'s time steps)
+    together, then commit each store; returns the names committed."""
+    from harmonize.io import write_zarr_batch
+
+    steps, tmps = [], []
+    for k in positions:
+        i = plan.todo[k]
+        step = exact_time_encoding(result.isel(time=[k]))
+        step.attrs = {"harmonize_stage": STAGE, "source_items": plan.ids[i], "model": str(model)}
+        steps.append(step)
+        tmps.append(ledger.tmp_path(Path(plan.names[i]).name))
+    # a few dates per compute, so the workers' threads run dates side by side
+    write_zarr_batch(steps, tmps)
+    committed = []
+    for k, tmp in zip(positions, tmps, strict=True):
+        name = plan.names[plan.todo[k]]
+        ledger.commit(name, tmp, plan.ids[plan.todo[k]])
+        committed.append(name)
+        log.info("committed %s", name)
+    return committed
+
+
+def write_date_cogs(
+    out: Path, ledger: Ledger, names: list[str], items: Mapping[str, pystac.Item] | None = None
+) -> tuple[list[str], list[str]]:
+    """One COG (``out/cogs``) and STAC item (``out/items``) per committed date store.
+
+    Each item is ``derived_from`` the date's source scenes (:func:`date_sources`), linked to
+    their STAC items where ``items`` holds them (by id), else named by id.
 
     Returns
     -------
-    dict
-        ``dates`` (Landsat dates in the cube), ``new`` (store names to write), ``committed``,
-        ``model_changed``, ``seconds``.
+    tuple of list
+        The COG paths and the STAC item paths.
     """
-    import dask
-
-    from harmonize.infer import super_resolve
-    from harmonize.io import write_zarr
-    from pipelines.core.cluster import dask_scheduler
-
-    t0 = time.perf_counter()
-    ledger = Ledger(config.out, STAGE)
-    cube = open_cube(config.cube)
-    landsat = np.flatnonzero(np.asarray(cube["sensor"].values) == "landsat")
-    cube = cube.isel(time=landsat)
-    checksum = _weights_checksum(config.model)
-    model_changed = ledger.meta.get("model_checksum") not in (None, checksum)
-    done = set() if model_changed else ledger.items()
-    names, todo = [], []
-    for i in range(cube.sizes["time"]):
-        ids = str(cube["item_id"].values[i]).split(",")
-        name = f"dates/{cube['platform'].values[i]}_{pd.Timestamp(cube['time'].values[i]):%Y%m%dT%H%M%S}.zarr"
-        names.append(name)
-        if not set(ids) <= done or not ledger.unit_path(name).exists():
-            todo.append(i)
-    report: dict[str, Any] = {
-        "stage": STAGE,
-        "out": str(config.out),
-        "dates": len(names),
-        "new": [names[i] for i in todo],
-        "committed": [],
-        "model_changed": model_changed,
-        "dry_run": dry_run,
-    }
-    log.info(
-        "infer: %d Landsat dates, %d to harmonize%s",
-        len(names),
-        len(todo),
-        " (the model changed)" if model_changed else "",
-    )
-    if dry_run or not todo:
-        report["seconds"] = round(time.perf_counter() - t0, 3)
-        if not dry_run:
-            ledger.log_run(new=[], committed=[], seconds=report["seconds"])
-        return report
-    with ledger.lock():
-        ledger.clean()
-        if model_changed:
-            for name in list(ledger.units):
-                ledger.forget(name)
-        ledger.meta["model_checksum"] = checksum
-        ledger.meta["model"] = config.model
-        ledger.save()
-        with dask_scheduler(
-            scheduler or config.scheduler,
-            report=config.out / "performance-report.html",
-            **config.cluster_kwargs(),
-        ):
-            result = super_resolve(
-                cube.isel(time=todo),
-                config.model,
-                chunks=config.chunks,
-                device=config.device,
-                batch_size=config.batch_size,
-                tile=config.tile,
-                precision=config.precision,
-            )
-            # a few dates per compute, so the workers' threads run dates side by side
-            for start in range(0, len(todo), config.batch):
-                jobs = []
-                for k in range(start, min(start + config.batch, len(todo))):
-                    i = todo[k]
-                    step = result.isel(time=[k])
-                    ids = str(cube["item_id"].values[i]).split(",")
-                    step = exact_time_encoding(step)
-                    step.attrs = {"harmonize_stage": STAGE, "source_items": ids, "model": str(config.model)}
-                    tmp = ledger.tmp_path(Path(names[i]).name)
-                    jobs.append((names[i], tmp, ids, write_zarr(step, tmp, mode="w-", compute=False)))
-                dask.compute(*[j[3] for j in jobs])
-                for name, tmp, ids, _ in jobs:
-                    ledger.commit(name, tmp, ids)
-                    report["committed"].append(name)
-                    log.info("committed %s", name)
-            if config.cogs:
-                _write_cogs(config, ledger, [names[i] for i in todo])
-    report["seconds"] = round(time.perf_counter() - t0, 3)
-    ledger.log_run(new=report["new"], committed=report["committed"], seconds=report["seconds"])
-    log.info("infer: committed %d date(s) in %.1f s", len(report["committed"]), report["seconds"])
-    return report
-
-
-def _write_cogs(config: InferCubeConfig, ledger: Ledger, names: list[str]) -> None:
     from importlib.metadata import version
 
     from harmonize.io import write_cogs, write_stac_items
 
+    items = items or {}
+    cog_paths, item_paths = [], []
     for name in names:
         ds = xr.open_zarr(ledger.unit_path(name))
-        cogs = write_cogs(ds, Path(config.out) / "cogs", overwrite=True)
-        write_stac_items(
+        cogs = write_cogs(ds, out / "cogs", overwrite=True)
+        sources = [items.get(i, i) for i in date_sources(ds)]
+        stac = write_stac_items(
             cogs,
             ds,
-            Path(config.out) / "items",
-            derived_from={str(ds["item_id"].values[0]): list(ds.attrs.get("source_items", []))},
+            out / "items",
+            derived_from={str(ds["item_id"].values[0]): sources},
             software={"harmonize": version("harmonize")},
         )
+        cog_paths += [str(p) for p in cogs]
+        item_paths += [str(it.get_self_href()) for it in stac]
+    return cog_paths, item_paths
 
 
-main = stage_main(InferCubeConfig, infer_cube)
+def _harmonize(
+    config: InferStageConfig,
+    cube: xr.Dataset,
+    items: Mapping[str, pystac.Item],
+    plan: DatePlan,
+    ledger: Ledger,
+    scheduler: str | None,
+) -> dict[str, list[str]]:
+    """Super-resolve the planned dates batch by batch, commit them, and write their COGs."""
+    import contextlib
+
+    from dask.diagnostics import ProgressBar
+
+    from pipelines.core.cluster import dask_scheduler
+
+    done: dict[str, list[str]] = {"committed": [], "cogs": [], "stac_items": []}
+    with (
+        dask_scheduler(
+            scheduler or config.scheduler,
+            report=config.out / "performance-report.html",
+            **config.cluster_kwargs(),
+        ),
+        ProgressBar() if config.progress else contextlib.nullcontext(),
+    ):
+        result = _super_resolve(config, cube.isel(time=plan.todo))
+        for start in range(0, len(plan.todo), config.batch):
+            positions = range(start, min(start + config.batch, len(plan.todo)))
+            done["committed"] += write_batch(result, positions, plan, ledger, config.model)
+        if config.cogs:
+            cogs = write_date_cogs(Path(config.out), ledger, done["committed"], items)
+            done["cogs"], done["stac_items"] = cogs
+    return done
+
+
+def infer_stage(
+    config: InferStageConfig, *, dry_run: bool = False, scheduler: str | None = None
+) -> dict[str, Any]:
+    """Harmonize the Landsat dates of ``config``'s source that are not done yet.
+
+    Parameters
+    ----------
+    config
+        The stage's settings.
+    dry_run
+        Report which dates are new; write nothing.
+    scheduler
+        Overrides ``config.scheduler``.
+
+    Returns
+    -------
+    dict
+        ``dates`` (Landsat dates found), ``new`` (store names to write), ``committed``,
+        ``model_changed``, ``cogs`` and ``stac_items`` (paths written), ``seconds``; for
+        ``source: search`` also ``items_found``.
+
+    Raises
+    ------
+    EmptySearchError
+        When a search finds no Landsat scene.
+    HarmonizeError
+        When ``cube`` holds no ingested store, or the scenes lack a band the model needs.
+    """
+    t0 = time.perf_counter()
+    ledger = Ledger(config.out, STAGE)
+    cube, items = landsat_cube(config)
+    checksum = weights_checksum(config.model)
+    plan = plan_dates(cube, ledger, checksum)
+    report: dict[str, Any] = {
+        "stage": STAGE,
+        "source": config.source,
+        "out": str(config.out),
+        "dates": len(plan.names),
+        "new": [plan.names[i] for i in plan.todo],
+        "committed": [],
+        "cogs": [],
+        "stac_items": [],
+        "model_changed": plan.model_changed,
+        "dry_run": dry_run,
+    }
+    if config.source == "search":
+        report["items_found"] = len(items)
+    log.info(
+        "infer: %d Landsat dates, %d to harmonize%s",
+        len(plan.names),
+        len(plan.todo),
+        " (the model changed)" if plan.model_changed else "",
+    )
+    if not dry_run and plan.todo:
+        with ledger.lock():
+            _start(ledger, plan, checksum, config.model)
+            report.update(_harmonize(config, cube, items, plan, ledger, scheduler))
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    if not dry_run:
+        ledger.log_run(new=report["new"], committed=report["committed"], seconds=report["seconds"])
+        log.info("infer: committed %d date(s) in %.1f s", len(report["committed"]), report["seconds"])
+    return report
+
+
+infer_cube = infer_stage  # transitional, see InferCubeConfig
+
+main = stage_main(InferStageConfig, infer_stage)
 
 
 if __name__ == "__main__":
