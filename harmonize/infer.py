@@ -153,13 +153,9 @@ def _package_for(model: Any) -> str:
                 "(write one with harmonize.model.save_model_package or `harmonize train`)"
             )
         return os.path.abspath(os.fspath(p))
-    try:
-        import torch
+    import torch
 
-        is_module = isinstance(model, torch.nn.Module)
-    except ImportError:  # pragma: no cover
-        is_module = False
-    if not is_module:
+    if not isinstance(model, torch.nn.Module):
         raise ModelError(
             f"model must be a package path, a harmonize UNet or a list of those, not {type(model)}"
         )

@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from harmonize.gapfill import TimeSeriesError
+from harmonize.errors import TimeSeriesError
+from harmonize.gapfill import to_days
 
 __all__ = ["phenology", "season_metrics"]
-
-DAY_NS = 86_400 * 10**9
 
 
 def season_metrics(values: np.ndarray, doy: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -113,7 +112,7 @@ def phenology(ndvi_filled: xr.DataArray, *, threshold: float = 0.5) -> xr.Datase
     da = ndvi_filled.sortby("time")
     times = pd.DatetimeIndex(da["time"].values)
     jan1 = np.datetime64(f"{times[0].year}-01-01", "ns")
-    doy = (times.values.astype("datetime64[ns]") - jan1).astype("int64") / DAY_NS + 1.0
+    doy = to_days(times.values, jan1) + 1.0
     da = da.drop_vars([c for c, v in da.coords.items() if "time" in v.dims])
     if da.chunks is not None:
         da = da.chunk({"time": -1})

@@ -16,7 +16,7 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
-from harmonize.gapfill import TimeSeriesError
+from harmonize.errors import TimeSeriesError
 from harmonize.timeseries import labels
 
 __all__ = ["plot_ndvi_timeseries", "plot_ndvi_maps", "plot_clear_observations"]

@@ -22,7 +22,6 @@ numpy kernel, used also for single patches (:class:`harmonize.pairs.PairDataset`
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,8 +44,6 @@ __all__ = [
     "sharpen_block",
     "sharpen_20m",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Sentinel-2 bands that are 20 m natively (B8A, B11, B12).
 SHARPEN_BANDS: tuple[str, ...] = ("nir", "swir16", "swir22")

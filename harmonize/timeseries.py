@@ -75,12 +75,10 @@ def ndvi_series(cube: xr.Dataset) -> xr.DataArray:
 
 
 def _geobox(obj: xr.Dataset | xr.DataArray) -> Any:
-    try:
-        import odc.geo.xr  # noqa: F401  registers .odc
+    """The grid of ``obj`` (``None`` without spatial dims)."""
+    import odc.geo.xr  # noqa: F401  registers .odc
 
-        return obj.odc.geobox
-    except Exception:  # pragma: no cover - odc-geo missing or no spatial dims
-        return None
+    return obj.odc.geobox
 
 
 def check_same_grid(

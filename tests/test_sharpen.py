@@ -228,6 +228,8 @@ def test_scene_smaller_than_the_halo_is_sharpened_in_one_block():
     }
     dims = ("time", "y", "x")
     mem = xr.Dataset({b: (dims, v) for b, v in data.items()}, coords=coords)
-    lazy = xr.Dataset({b: (dims, dsk.from_array(v, chunks=(1, 3, 3))) for b, v in data.items()}, coords=coords)
+    lazy = xr.Dataset(
+        {b: (dims, dsk.from_array(v, chunks=(1, 3, 3))) for b, v in data.items()}, coords=coords
+    )
     got = sharpen_20m(lazy, mask=None)["nir"].values
     np.testing.assert_allclose(got, sharpen_20m(mem, mask=None)["nir"].values, atol=1e-6)
