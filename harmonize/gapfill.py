@@ -51,6 +51,7 @@ __all__ = [
     "METHODS",
     "TimeSeriesError",
     "fill_pixels",
+    "FillParams",
     "select_lmbda",
     "whittaker_gcv",
     "GCV_LMBDAS",
@@ -78,7 +79,23 @@ _BATCH_ELEMENTS = 4_000_000
 
 
 @dataclass(frozen=True)
-class _Params:
+class FillParams:
+    """The settings of one fill, as :func:`gap_fill` checks and passes them to :func:`fill_pixels`.
+
+    Attributes
+    ----------
+    method
+        One of :data:`METHODS`.
+    max_gap
+        Longest bridged span between observations, in days.
+    lmbda
+        Whittaker smoothing parameter.
+    n_harmonics, period
+        Harmonic regression modes and base period in days.
+    sigmas, rbf_cutoff
+        RBF kernel widths in days and the kernel mass kept.
+    """
+
     method: str
     max_gap: float
     lmbda: float
@@ -633,14 +650,32 @@ def fill_pixels(
     values: np.ndarray,
     t_obs: np.ndarray,
     t_out: np.ndarray,
-    params: _Params,
+    params: FillParams,
     weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fill ``values`` ``(n_pixels, n_times)`` observed at ``t_obs`` (days, sorted) onto ``t_out``.
+    """Fill many pixels' series observed at ``t_obs`` onto the output times ``t_out``.
 
-    The numpy kernel behind :func:`gap_fill`; ``weights`` (broadcastable to ``values``; NaN,
-    negative and zero mean "not used") scale each observation's influence. Returns float32
-    ``(n_pixels, len(t_out))``.
+    The numpy kernel behind :func:`gap_fill` (one call per batch of pixels of a block).
+
+    Parameters
+    ----------
+    values
+        ``(n_pixels, n_times)`` observations, NaN where missing.
+    t_obs
+        ``(n_times,)`` observation times in days, sorted (:func:`to_days`).
+    t_out
+        Output times in days, on the same origin.
+    params
+        Method and its settings.
+    weights
+        Broadcastable to ``values``: each observation's influence (NaN, negative and zero mean
+        "not used").
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(n_pixels, len(t_out))``, NaN where the gap rule of ``params.max_gap`` leaves
+        a step unfilled.
     """
     y = values.astype(np.float64)
     wts = np.isfinite(y).astype(np.float64)
@@ -666,7 +701,7 @@ def _fill_block(
     *extra: np.ndarray,
     t_obs: np.ndarray,
     t_out: np.ndarray,
-    params: _Params,
+    params: FillParams,
     weighted: bool = False,
 ) -> np.ndarray:
     # extra: the weights block if ``weighted``, then a 0-d lmbda chosen in the graph if any
@@ -707,7 +742,7 @@ def _fill_dataarray(
     t_obs: np.ndarray,
     t_out: np.ndarray,
     axis: pd.DatetimeIndex,
-    params: _Params,
+    params: FillParams,
     weights: xr.DataArray | None = None,
     lmbda: Any = None,
 ) -> xr.DataArray:
@@ -917,7 +952,7 @@ def _checked_params(
     period: float,
     sigmas: Sequence[float],
     rbf_cutoff: float,
-) -> _Params:
+) -> FillParams:
     """:func:`gap_fill`'s settings checked and normalised (``lmbda="gcv"`` starts at 1000)."""
     if method not in METHODS:
         raise TimeSeriesError(f"Unknown gap-fill method {method!r}; choose one of {METHODS}.")
@@ -932,7 +967,7 @@ def _checked_params(
         raise TimeSeriesError(f"lmbda must be a positive number or 'gcv', not {lmbda!r}.")
     if not gcv and not float(lmbda) > 0:
         raise TimeSeriesError(f"lmbda must be positive, got {lmbda}.")
-    return _Params(
+    return FillParams(
         method=method,
         max_gap=as_days(max_gap),
         lmbda=1000.0 if gcv else float(lmbda),
@@ -950,12 +985,12 @@ class _FillJob:
     t_obs: np.ndarray  # observation days, sorted
     t_out: np.ndarray  # output days
     axis: pd.DatetimeIndex  # the output axis
-    params: _Params
+    params: FillParams
     weights: xr.DataArray | None  # aligned with the sorted observations
     gcv: bool  # choose the Whittaker lmbda per variable by GCV
 
 
-def _tuned(job: _FillJob, da: xr.DataArray) -> tuple[_Params, Any]:
+def _tuned(job: _FillJob, da: xr.DataArray) -> tuple[FillParams, Any]:
     """Parameters for ``da``, and lmbda as a lazy 0-d array when GCV runs inside the graph."""
     if not job.gcv:
         return job.params, None

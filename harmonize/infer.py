@@ -90,7 +90,13 @@ _LOADS = 0
 
 
 def load_count() -> int:
-    """How many times this process has loaded a model package through :func:`load_cached`."""
+    """How many times this process has loaded a model package through :func:`load_cached`.
+
+    Returns
+    -------
+    int
+        Loads so far (cache hits do not count).
+    """
     return _LOADS
 
 
@@ -128,6 +134,12 @@ def load_cached(path: str | os.PathLike[str], device: str = "cpu", mc_dropout: b
     mc_dropout
         Return a copy whose dropout layers sample at inference (a separate cache entry, so the
         deterministic copy stays deterministic).
+
+    Returns
+    -------
+    harmonize.model.UNet
+        The model, in eval mode (dropout sampling with ``mc_dropout``), shared by every caller
+        of this process with the same arguments.
     """
     key = os.path.abspath(os.fspath(path))
     with _LOCK:  # two dask threads missing the cache at once must not both load
@@ -168,7 +180,18 @@ def _package_for(model: Any) -> str:
 
 
 def resolve_device(device: str | None) -> str:
-    """``device``, or ``"cuda"`` when a GPU is available and ``"cpu"`` otherwise."""
+    """The torch device to run on.
+
+    Parameters
+    ----------
+    device
+        A device string, or ``None`` to choose.
+
+    Returns
+    -------
+    str
+        ``device`` itself, or ``"cuda"`` when a GPU is available and ``"cpu"`` otherwise.
+    """
     if device is not None:
         return str(device)
     import torch
@@ -485,6 +508,13 @@ def stripes(ds: xr.Dataset, rows: int = 1) -> list[dict[str, slice]]:
     chunks far ahead of the model (measured with a null model on 2 CPUs, 1024-px chunks: peak
     RSS 0.73 / 1.1 / 2.5 GB for 2048² / 4096² / 8192² at once, 0.80 / 1.1 GB for 4096² / 8192²
     in stripes). Each stripe re-reads the halo rows of its neighbours (a few percent).
+
+    Parameters
+    ----------
+    ds
+        A chunked dataset on ``(time, y, x)`` (e.g. :func:`super_resolve`'s result).
+    rows
+        Rows of chunks per stripe.
 
     Returns
     -------

@@ -61,7 +61,21 @@ _MIN_WEIGHT = 3.0  # fewest valid pixels in a window for its own coefficients
 
 
 def halo(window: int = DEFAULT_WINDOW, sigma: float = EXTRA_SIGMA_PX) -> int:
-    """Pixels of context a sharpened pixel depends on (the ``map_overlap`` depth)."""
+    """Pixels of context a sharpened pixel depends on (the ``map_overlap`` depth).
+
+    Parameters
+    ----------
+    window
+        Regression window side in 10 m pixels.
+    sigma
+        Extra Gaussian blur of :func:`degrade`, in 10 m pixels.
+
+    Returns
+    -------
+    int
+        The reach of :func:`degrade` (Gaussian, 2x2 cell, bilinear) twice (the guides, then the
+        residual), two half-windows (the coefficients, then their average) and a margin of 2.
+    """
     reach_d = int(np.ceil(4.0 * sigma)) + 4  # Gaussian + 2x2 cell + bilinear
     return 2 * (window // 2) + 2 * reach_d + 2
 
@@ -254,7 +268,23 @@ def sharpen_block(
 def grid_phase(ds: xr.Dataset | xr.DataArray, cell: float = 20.0) -> tuple[int, int]:
     """Parity ``(row, col)`` of pixel (0, 0) of a 10 m grid within the ``cell``-metre lattice.
 
-    0 when the pixel's top (left) edge lies on a multiple of ``cell`` metres in the CRS.
+    Parameters
+    ----------
+    ds
+        A cube with ``y`` and ``x`` pixel-centre coordinates in metres.
+    cell
+        Side of the coarse cells in metres.
+
+    Returns
+    -------
+    tuple of int
+        0 when the pixel's top (left) edge lies on a multiple of ``cell`` metres in the CRS,
+        else 1.
+
+    Raises
+    ------
+    HarmonizeError
+        When the grid is not 10 m.
     """
     out = []
     for dim in ("y", "x"):

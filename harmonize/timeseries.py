@@ -1,11 +1,13 @@
-"""Sensor fusion, NDVI series, monthly composites and accuracy against truth.
+"""Fuse Sentinel-2 and harmonized Landsat into one NDVI observation series, weighted for filling.
 
 The fused cube is the input of :func:`harmonize.gapfill.gap_fill`: Sentinel-2 and harmonized
 Landsat on one 10 m grid, one time axis sorted in time, NaN wherever an observation is not clear.
 Not every observation is worth the same: :func:`observation_weights` trusts Landsat less where
 the 10 m scene is heterogeneous at 30 m (:func:`heterogeneity`) or where Landsat disagrees with
 Sentinel-2 (:func:`disagreement`); :func:`fill_ndvi` applies them, with the Whittaker lambda
-chosen by generalized cross-validation, as the time-series stage does.
+chosen by generalized cross-validation, as the time-series stage does; :func:`ndvi_timeseries`
+is the whole chain in one call (settings in :class:`TimeSeriesConfig`), and
+:func:`monthly_composite` the simple alternative to filling.
 """
 
 from __future__ import annotations
@@ -58,12 +60,34 @@ def labels(values: Any) -> np.ndarray:
 
     Coordinates read back from Zarr come as numpy's variable-width ``StringDType``, which
     ``.astype(str)`` refuses; going through ``object`` works for every string dtype.
+
+    Parameters
+    ----------
+    values
+        Labels of any string dtype (a coordinate's ``.values``, a list).
+
+    Returns
+    -------
+    numpy.ndarray
+        The labels as numpy ``str`` (``<U``) values.
     """
     return np.asarray(values).astype(object).astype(str)
 
 
 def ndvi_series(cube: xr.Dataset) -> xr.DataArray:
-    """NDVI of every clear observation of a cube (NaN where ``clear`` is False), time coords kept."""
+    """NDVI of every clear observation of a cube, time coordinates kept.
+
+    Parameters
+    ----------
+    cube
+        A cube with ``red`` and ``nir`` and optionally a boolean ``clear``.
+
+    Returns
+    -------
+    xarray.DataArray
+        float32 NDVI named ``"ndvi"`` (:func:`harmonize.indices.ndvi`), NaN where ``clear`` is
+        False. Lazy if the cube is.
+    """
     out = ndvi(cube)
     if "clear" in cube.data_vars:
         out = out.where(cube["clear"])
@@ -92,6 +116,11 @@ def check_same_grid(
         Cubes with ``(y, x)`` coordinates and a CRS (``spatial_ref`` coordinate).
     names
         What to call them in the error message.
+
+    Raises
+    ------
+    CRSMismatchError
+        When either carries no CRS, or the CRS or pixel grids differ.
     """
     ga, gb = _geobox(a), _geobox(b)
     for g, name in ((ga, names[0]), (gb, names[1])):
@@ -420,6 +449,17 @@ def disagreement(
     (30 m blur), on water (unstable NDVI, sensor-specific bias) and where the harmonization is
     off; small where the sensors agree.
 
+    Parameters
+    ----------
+    obs
+        Fused observations ``(time, y, x)`` (e.g. NDVI) with a ``sensor`` coordinate on time.
+    reference
+        The sensor the others are compared with; a same-day combined label containing it
+        (``"sentinel-2+landsat"``) counts as a reference observation.
+    max_gap
+        Longest span between reference observations that is interpolated across (``"20D"`` or
+        days).
+
     Returns
     -------
     xarray.DataArray
@@ -447,7 +487,7 @@ def disagreement(
 
 
 # --------------------------------------------------------------------------------------------
-# composites and accuracy
+# composites
 
 
 def monthly_composite(cube: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
@@ -618,6 +658,14 @@ def fill_ndvi(obs: xr.DataArray, config: TimeSeriesConfig | None = None, **overr
     With ``config.weights`` and more than one sensor in ``obs``' ``sensor`` coordinate, the
     observations are weighted by :func:`observation_weights`. Lazy.
 
+    Parameters
+    ----------
+    obs
+        NDVI observations ``(time, y, x)``, NaN where not clear, with a ``sensor`` coordinate
+        for weighting.
+    config
+        Settings (default :class:`TimeSeriesConfig`); ``overrides`` replace single fields.
+
     Returns
     -------
     xarray.DataArray
@@ -679,6 +727,16 @@ def sharpen_nir(s2_cube: xr.Dataset) -> xr.Dataset:
     window; at a sharp land/water edge the regression can overshoot below zero, where NDVI
     then leaves [-1, 1], so the result is floored at 0 (reflectance is never negative).
     Cubes without blue, green and red are returned unchanged (with a warning).
+
+    Parameters
+    ----------
+    s2_cube
+        Sentinel-2 cube on a 10 m grid with ``nir``, ``blue``, ``green`` and ``red``.
+
+    Returns
+    -------
+    xarray.Dataset
+        The cube with ``nir`` replaced by the sharpened band (attrs kept).
     """
     from harmonize.sharpen import GUIDE_BANDS, sharpen_20m
 
@@ -702,8 +760,23 @@ def fused_ndvi(
 
     Only ``red``, ``nir`` and ``clear`` are read, and with ``sharpen_s2_nir`` (the default of
     :class:`TimeSeriesConfig`) Sentinel-2's ``blue`` and ``green`` too, to sharpen its nir
-    (:func:`sharpen_nir`). Returns :func:`ndvi_series` of :func:`fuse` (``sensor`` and
-    ``platform`` time coordinates), lazy.
+    (:func:`sharpen_nir`).
+
+    Parameters
+    ----------
+    s2_cube
+        Sentinel-2 cube (``red``, ``nir``, ``clear``; ``blue`` and ``green`` to sharpen).
+    landsat_cube
+        Harmonized Landsat cube on the same grid, or ``None`` for Sentinel-2 alone.
+    same_day
+        Same-day rule of :func:`fuse`.
+    sharpen_s2_nir
+        Sharpen Sentinel-2's 20 m nir first (:func:`sharpen_nir`).
+
+    Returns
+    -------
+    xarray.DataArray
+        :func:`ndvi_series` of :func:`fuse` (``sensor`` and ``platform`` time coordinates), lazy.
     """
     keep = ["red", "nir", "clear"]
     s2 = s2_cube[[b for b in (*keep, "blue", "green") if b in s2_cube.data_vars]]
