@@ -307,6 +307,7 @@ def _harmonize(
 ) -> dict[str, list[str]]:
     """Super-resolve the planned dates batch by batch, commit them, and write their COGs."""
     import contextlib
+    import sys
 
     from dask.diagnostics import ProgressBar
 
@@ -319,7 +320,8 @@ def _harmonize(
             report=config.out / "performance-report.html",
             **config.cluster_kwargs(),
         ),
-        ProgressBar() if config.progress else contextlib.nullcontext(),
+        # on standard error: standard output carries the stage's JSON report
+        ProgressBar(out=sys.stderr) if config.progress else contextlib.nullcontext(),
     ):
         result = _super_resolve(config, cube.isel(time=plan.todo))
         for start in range(0, len(plan.todo), config.batch):

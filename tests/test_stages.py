@@ -1,0 +1,158 @@
+"""The stages through their entry points, on an ingested tiny world: the infer stage from an
+ingested cube (incremental; a changed model redoes every date) and from a catalog search (the
+same dates), ``python -m pipelines.stages.<stage>``, ``harmonize run`` and ``harmonize infer``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from harmonize.model import build_model, save_model_package
+from pipelines.core.ledger import Ledger
+from pipelines.core.stores import open_cube, open_harmonized
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cube(tiny_world, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny world ingested (co-registered stores, 64-px chunks)."""
+    from pipelines.stages.ingest import IngestConfig, ingest
+
+    out = tmp_path_factory.mktemp("stages") / "cube"
+    ingest(IngestConfig(source=str(tiny_world.root), out=out, scheduler="threads", chunk=64))
+    return out
+
+
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The untrained tiny model: the identity on the reflectance bands (its head starts at zero)."""
+    return save_model_package(build_model("tiny"), tmp_path_factory.mktemp("models") / "identity")
+
+
+def _yaml(path: Path, **fields) -> Path:
+    path.write_text(yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in fields.items()}))
+    return path
+
+
+def _report(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_infer_from_the_cube_is_incremental_and_redoes_dates_of_a_changed_model(cube, identity, tmp_path):
+    from pipelines.cli import main
+
+    out = tmp_path / "harmonized"
+    config = _yaml(tmp_path / "infer.yaml", stage="infer", cube=cube, model=identity, device="cpu", out=out)
+    runner = CliRunner()
+    first = _report(runner.invoke(main, ["run", str(config), "scheduler=threads", "batch=2"]))
+    landsat = open_cube(cube)
+    landsat = landsat.isel(time=np.flatnonzero(landsat["sensor"].values == "landsat")).compute()
+    assert first["source"] == "cube" and first["dates"] == landsat.sizes["time"] > 2
+    assert sorted(first["committed"]) == sorted(first["new"]) and len(first["new"]) == first["dates"]
+    hz = open_harmonized(out).compute()
+    np.testing.assert_array_equal(hz["time"].values, landsat["time"].values)
+    clear = hz["clear"].values
+    assert clear.any() and not clear.all()
+    np.testing.assert_allclose(hz["red"].values[clear], landsat["red"].values[clear], atol=1e-6)
+    assert np.isnan(hz["red"].values[~clear]).all()
+
+    dry = _report(runner.invoke(main, ["run", str(config), "--dry-run", "scheduler=threads"]))
+    assert dry["dry_run"] and dry["new"] == [] and len(Ledger(out, "infer").runs()) == 1
+    again = _report(runner.invoke(main, ["run", str(config), "scheduler=threads"]))
+    assert again["new"] == again["committed"] == [] and not again["model_changed"]
+
+    changed = build_model("tiny")
+    with torch.no_grad():
+        next(changed.parameters()).add_(0.01)
+    other = save_model_package(changed, tmp_path / "other")
+    redo = _report(runner.invoke(main, ["run", str(config), "scheduler=threads", f"model={other}"]))
+    assert redo["model_changed"] and sorted(redo["committed"]) == sorted(first["committed"])
+    assert Ledger(out, "infer").meta["model"] == str(other)
+
+
+def test_cube_and_search_sources_give_the_same_dates(tiny_world, cube, identity, tmp_path):
+    from pipelines.stages.infer import InferStageConfig, infer_stage
+
+    common = dict(model=str(identity), device="cpu", scheduler="threads")
+    from_cube = infer_stage(InferStageConfig(source="cube", cube=cube, out=tmp_path / "a", **common))
+    searched = infer_stage(
+        InferStageConfig(
+            source="search",
+            catalog=str(tiny_world.items_path),
+            bbox=tiny_world.bbox,
+            out=tmp_path / "b",
+            **common,
+        )
+    )
+    assert from_cube["dates"] == searched["dates"] > 0
+    assert sorted(from_cube["committed"]) == sorted(searched["committed"])
+    a, b = Ledger(tmp_path / "a", "infer"), Ledger(tmp_path / "b", "infer")
+    assert a.items() == b.items() and a.items()
+    times = [open_harmonized(tmp_path / d)["time"].values for d in ("a", "b")]
+    np.testing.assert_array_equal(*times)
+
+
+def test_stage_commands_dry_run_and_refuse_another_stage_config(cube, identity, tmp_path):
+    from pipelines.stages import infer, pairs, timeseries
+
+    runner = CliRunner()
+    configs = {
+        "pairs": _yaml(tmp_path / "pairs.yaml", stage="pairs", cube=cube, out=tmp_path / "pairs"),
+        "infer": _yaml(tmp_path / "hz.yaml", stage="infer", cube=cube, model=identity, out=tmp_path / "hz"),
+        "timeseries": _yaml(tmp_path / "ts.yaml", stage="timeseries", cube=cube, out=tmp_path / "ts"),
+    }
+    reports = {
+        name: _report(runner.invoke(module.main, [str(configs[name]), "--dry-run", "scheduler=threads"]))
+        for name, module in (("pairs", pairs), ("infer", infer), ("timeseries", timeseries))
+    }
+    assert all(r["dry_run"] and r["stage"] == name for name, r in reports.items())
+    assert not reports["pairs"]["up_to_date"] and not reports["timeseries"]["up_to_date"]
+    assert reports["infer"]["new"] and all(n.startswith("dates/landsat-") for n in reports["infer"]["new"])
+    assert not any((tmp_path / d / "ledger.json").exists() for d in ("pairs", "hz", "ts"))
+
+    wrong = runner.invoke(pairs.main, [str(configs["infer"]), "--dry-run"])
+    assert wrong.exit_code == 2 and "is a 'infer' config, not 'pairs'" in wrong.output
+    bad = runner.invoke(infer.main, [str(configs["infer"]), "source=search", "--dry-run"])
+    assert bad.exit_code == 2 and "source: search needs catalog and bbox" in bad.output
+
+
+def test_python_m_stage_runs_the_pairs_stage(cube, tmp_path):
+    config = _yaml(tmp_path / "pairs.yaml", stage="pairs", cube=cube, out=tmp_path / "pairs")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    tiny = ["pairs.patch_size=32", "pairs.stride=16", "pairs.block_size=64", "pairs.min_clear=0.5"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.stages.pairs", str(config), *tiny, "--scheduler=threads"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["stage"] == "pairs" and sum(report["windows"].values()) > 0
+    assert Path(report["index"]).is_file() and report["pair_config"]["patch_size"] == 32
+
+
+def test_harmonize_infer_searches_and_writes_the_dates(tiny_world, identity, tmp_path):
+    from pipelines.cli import main
+
+    bbox = ",".join(str(v) for v in tiny_world.bbox)
+    args = ["infer", str(identity), "--source", str(tiny_world.items_path), "--bbox", bbox]
+    args += ["--out", str(tmp_path / "out"), "--device", "cpu", "--format", "zarr"]
+    report = _report(CliRunner().invoke(main, args))
+    assert report["source"] == "search" and report["items_found"] > report["dates"] > 0
+    assert len(report["committed"]) == report["dates"] and report["cogs"] == []
+    assert not (tmp_path / "out" / "cogs").exists()
+    assert open_harmonized(tmp_path / "out").sizes["time"] == report["dates"]
