@@ -80,7 +80,7 @@ def rgb_composite(img: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
 
 def show_results(model: Any, dataset: Any, path: str | Path, n: int = 4, *,
                  indices: Sequence[int] | None = None, device: str = "cpu") -> Path:
-    """Panels per sample: Landsat input RGB | prediction | Sentinel-2 target | truth (if known).
+    """Panels per sample: Landsat input RGB | prediction | Sentinel-2 target | reference (if any).
 
     Parameters
     ----------
@@ -88,7 +88,7 @@ def show_results(model: Any, dataset: Any, path: str | Path, n: int = 4, *,
         A :class:`~harmonize.model.UNet` (put in eval mode here).
     dataset
         Yields dicts with ``input`` ``[7, H, W]``, ``target`` ``[6, H, W]``, optional ``valid``
-        and ``truth``.
+        and ``reference``.
     path
         PNG to write.
     n
@@ -100,8 +100,8 @@ def show_results(model: Any, dataset: Any, path: str | Path, n: int = 4, *,
     if indices is None:
         indices = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).astype(int).tolist()
     samples = [dataset[i] for i in indices]
-    has_truth = any("truth" in s for s in samples)
-    cols = ["Landsat input", "prediction", "Sentinel-2 target"] + (["truth"] if has_truth else [])
+    has_reference = any("reference" in s for s in samples)
+    cols = ["Landsat input", "prediction", "Sentinel-2 target"] + (["reference"] if has_reference else [])
     fig, axes = plt.subplots(len(samples), len(cols), figsize=(2.5 * len(cols), 2.6 * len(samples)),
                              squeeze=False, subplot_kw={"xticks": [], "yticks": []})
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.03, hspace=0.12)
@@ -121,9 +121,8 @@ def show_results(model: Any, dataset: Any, path: str | Path, n: int = 4, *,
         if finite.size == 0:
             finite = np.stack([pred[2], pred[1], pred[0]], axis=-1).reshape(-1, 3)
         lo, hi = np.percentile(finite, 2, axis=0), np.percentile(finite, 98, axis=0)
-        images = [x.numpy(), pred, target] + ([np.asarray(s["truth"])] if has_truth and "truth" in s
-                                               else [])
-        for ax, img, title in zip(row, images, cols, strict=False):  # truth may be absent
+        images = [x.numpy(), pred, target] + ([np.asarray(s["reference"])] if "reference" in s else [])
+        for ax, img, title in zip(row, images, cols, strict=False):  # a reference may be absent
             ax.imshow(rgb_composite(img, lo, hi))
             ax.set_title(title, fontsize=9)
         for ax in row[len(images):]:

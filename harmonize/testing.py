@@ -1,20 +1,27 @@
-"""Small STAC items shaped like each provider's, for tests (harmonize's and its users').
+"""Fakes for tests (harmonize's and its users'): provider-shaped STAC items, learnable pairs.
 
 The real item documents differ in asset keys, in whether ``raster:bands`` is present and in how
 Sentinel-2's BOA offset is declared. :func:`make_item` reproduces those differences on a tiny
 footprint, so provider logic can be tested without the network or third-party files.
+
+:class:`SyntheticPairs` is a small learnable Landsat -> Sentinel-2 dataset with a known mapping,
+and :func:`synthetic_datasets` the dataset factory that serves it to ``harmonize train``
+(``dataset: {factory: "harmonize.testing:synthetic_datasets"}``). Torch and scipy are imported
+only when a sample is made, so :func:`make_item` needs neither.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import pystac
 
 from harmonize.providers import get_provider
 
-__all__ = ["make_item"]
+__all__ = ["make_item", "SyntheticPairs", "synthetic_datasets"]
 
 Shape = Literal["earth-search", "planetary-computer", "usgs", "local"]
 
@@ -147,3 +154,98 @@ def _native_res(band: str, sensor: str) -> float | None:
     if band == "qa":
         return 20.0 if sensor == "sentinel-2" else 30.0
     return BANDS[band].resolution(sensor) if band in BANDS else None
+
+
+# ---------------------------------------------------------------------------------------------
+# a small learnable synthetic dataset (tests, smoke runs, benchmarks)
+
+
+class SyntheticPairs:
+    """Learnable Landsat -> Sentinel-2 pairs with a known mapping, for tests and smoke runs.
+
+    A map-style dataset (``len`` and indexing; a ``torch.utils.data.DataLoader`` takes it) of
+    :func:`harmonize.train.fit`'s sample dicts. The reference: piecewise-constant fields with
+    sharp edges (6 bands). Sentinel-2 target: the reference plus small noise, with a cloud-like
+    blob marked invalid (NaN) in some samples. Landsat input: the reference blurred (Gaussian,
+    ``blur`` = 1.5 px: a 30 m footprint on the 10 m grid) and mapped per band by a known ``gain``
+    and ``offset`` (the bandpass difference); pan: the mean of the visible reference bands with
+    less blur (15 m), which carries the sharp detail.
+
+    Parameters
+    ----------
+    n, size
+        Number of samples and their side in pixels.
+    seed
+        Sample ``i`` is drawn from ``numpy.random.default_rng([seed, i])``.
+    noise, cloud_fraction, blur
+        Target noise (standard deviation), share of samples with a cloud, input blur (pixels).
+    gain, offset
+        Per-band Landsat = gain * blurred reference + offset (defaults :attr:`GAIN`, :attr:`OFFSET`).
+    """
+
+    GAIN = (0.95, 1.03, 0.97, 1.05, 0.98, 1.02)
+    OFFSET = (0.01, -0.005, 0.008, -0.01, 0.004, 0.006)
+
+    def __init__(self, n: int = 32, size: int = 32, *, seed: int = 0, noise: float = 0.002,
+                 cloud_fraction: float = 0.3, blur: float = 1.5,
+                 gain: Sequence[float] | None = None, offset: Sequence[float] | None = None) -> None:
+        self.n, self.size, self.seed = n, size, seed
+        self.noise, self.cloud_fraction, self.blur = noise, cloud_fraction, blur
+        self.gain = np.asarray(gain if gain is not None else self.GAIN, dtype=np.float64)
+        self.offset = np.asarray(offset if offset is not None else self.OFFSET, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """Sample ``i``: ``input``, ``target``, ``valid`` and ``reference`` as torch tensors."""
+        import torch
+        from scipy.ndimage import gaussian_filter
+
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        rng = np.random.default_rng([self.seed, i])
+        s = self.size
+        # Voronoi fields: each pixel takes the spectrum of its nearest seed point.
+        k = int(rng.integers(4, 10))
+        pts = rng.uniform(0, s, size=(k, 2))
+        spectra = rng.uniform([0.02, 0.04, 0.03, 0.15, 0.10, 0.05], [0.10, 0.14, 0.18, 0.45, 0.35, 0.25],
+                              size=(k, 6))
+        yy, xx = np.mgrid[0:s, 0:s]
+        d = (yy[None] - pts[:, 0, None, None]) ** 2 + (xx[None] - pts[:, 1, None, None]) ** 2
+        reference = spectra[np.argmin(d, axis=0)].transpose(2, 0, 1)
+        gain = self.gain[:, None, None]
+        off = self.offset[:, None, None]
+        blurred = np.stack([gaussian_filter(b, self.blur, mode="reflect") for b in reference])
+        landsat = blurred * gain + off
+        pan = gaussian_filter(reference[:3].mean(0), 0.6, mode="reflect")
+        x = np.concatenate([landsat, pan[None]]).astype(np.float32)
+        target = (reference + rng.normal(0, self.noise, reference.shape)).astype(np.float32)
+        valid = np.ones((s, s), dtype=bool)
+        if rng.uniform() < self.cloud_fraction:
+            cy, cx, r = rng.uniform(0, s), rng.uniform(0, s), rng.uniform(s / 8, s / 4)
+            valid = (yy - cy) ** 2 + (xx - cx) ** 2 > r**2
+            target[:, ~valid] = np.nan
+        return {"input": torch.from_numpy(x), "target": torch.from_numpy(target),
+                "valid": torch.from_numpy(valid), "reference": torch.from_numpy(reference.astype(np.float32))}
+
+
+def synthetic_datasets(config: Any) -> tuple[SyntheticPairs, SyntheticPairs]:
+    """Dataset factory for smoke runs of ``harmonize train``.
+
+    Parameters
+    ----------
+    config
+        A :class:`harmonize.train.TrainConfig` whose ``dataset`` mapping may set ``n_train``
+        (64), ``n_val`` (16), ``size`` (64) and ``seed`` (0), as in
+        ``dataset: {factory: "harmonize.testing:synthetic_datasets", n_train: 64, size: 64}``.
+
+    Returns
+    -------
+    tuple
+        ``(train, val)``: :class:`SyntheticPairs` with seeds ``seed`` and ``seed + 1``.
+    """
+    d = config.dataset
+    size = int(d.get("size", 64))
+    return (SyntheticPairs(int(d.get("n_train", 64)), size, seed=int(d.get("seed", 0))),
+            SyntheticPairs(int(d.get("n_val", 16)), size, seed=int(d.get("seed", 0)) + 1))

@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 
 from harmonize.errors import HarmonizeError, ModelError
 from harmonize.model import load_model_package
+from harmonize.testing import SyntheticPairs
 from harmonize.train import (
-    SyntheticPairs,
+    StopTraining,
     TrainConfig,
     benchmark_training,
     estimate_normalization,
@@ -58,9 +59,10 @@ def _val_loss_of_untrained(train, val) -> float:
 
 def test_synthetic_pairs_follow_the_known_mapping():
     s = _data(1, 0, cloud_fraction=0.0, noise=0.0)[0]
-    # The target is the truth; the Landsat bands are the blurred truth through the known gain/offset.
-    assert torch.equal(s["target"], s["truth"])
-    flat = s["truth"].mean((1, 2)).numpy()
+    # The target is the reference; the Landsat bands are the blurred reference through the known
+    # gain/offset.
+    assert torch.equal(s["target"], s["reference"])
+    flat = s["reference"].mean((1, 2)).numpy()
     assert s["input"][:6].mean((1, 2)).numpy() == pytest.approx(
         flat * np.array(GAIN) + np.array(OFFSET), rel=1e-3)
     cloudy = _data(8, 0, cloud_fraction=1.0)
@@ -78,7 +80,7 @@ def test_fit_learns_and_exports_everything(tmp_path):
     assert res.best_val_loss == min(r["val_loss"] for r in res.history)
     # the exported model beats the untouched Landsat bands on the same validation pixels
     assert res.metrics["psnr"] > res.metrics["identity_psnr"]
-    assert res.metrics["truth_psnr"] > res.metrics["identity_psnr"]
+    assert res.metrics["reference_psnr"] > res.metrics["identity_psnr"]
     for name in ("history.csv", "loss_curve.png", "results.png", "best.safetensors"):
         assert (tmp_path / name).stat().st_size > 0, name
     with (tmp_path / "history.csv").open() as f:
@@ -138,6 +140,37 @@ def test_resume_matches_uninterrupted_and_seed_reproduces(tmp_path):
             out_dir=tmp_path / "full", resume="auto", progress=False)
 
 
+def test_stop_training_from_a_callback_exports_the_first_k_epochs(tmp_path):
+    # A constant LR makes a run of 2 epochs the first 2 epochs of a longer run.
+    cfg = _cfg(epochs=4, schedule="constant")
+    train, val = _data(16, 0), _data(4, 1)
+    seen = []
+
+    def budget(row):
+        if row["epoch"] == 2:
+            raise StopTraining
+
+    stopped = fit(cfg, train, val, out_dir=tmp_path / "stopped", progress=False,
+                  callbacks=[budget, lambda row: seen.append(row["epoch"])])
+    short = fit(cfg.model_copy(update={"epochs": 2}), train, val, out_dir=tmp_path / "short", progress=False)
+    assert stopped.stopped_at == 2 and short.stopped_at is None and not stopped.stopped_early
+    assert seen == [1, 2]  # the other callbacks still saw the stopping epoch
+    assert len(stopped.history) == 2 and stopped.global_step == short.global_step == 4
+    for a, b in zip(stopped.history, short.history, strict=True):
+        assert (a["train_loss"], a["val_loss"]) == (b["train_loss"], b["val_loss"])
+    assert stopped.best_epoch == short.best_epoch
+    assert stopped.best_val_loss == min(r["val_loss"] for r in stopped.history)
+    wa = load_file(str(tmp_path / "stopped" / "model" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "short" / "model" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert stopped.metrics["psnr"] == short.metrics["psnr"]
+    with (tmp_path / "stopped" / "history.csv").open() as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+    # the stopped run's checkpoint continues where it stopped
+    resumed = fit(cfg, train, val, out_dir=tmp_path / "stopped", resume="auto", progress=False)
+    assert len(resumed.history) == 4 and resumed.history[:2] == stopped.history
+
+
 def test_early_stopping_stops_and_resume_after_stop_is_a_no_op(tmp_path):
     cfg = _cfg(epochs=10, patience=1, min_delta=1.0)  # nothing can improve by a whole unit
     train, val = _data(8, 0), _data(4, 1)
@@ -186,7 +219,7 @@ def test_train_from_config_with_overrides_and_factory(tmp_path):
     cfg_path = tmp_path / "train.yaml"
     cfg_path.write_text(
         "model: tiny\nepochs: 5\nbatch_size: 4\nnormalization_samples: 4\neval_samples: 2\nfigures: false\n"
-        "dataset:\n  factory: harmonize.train:synthetic_datasets\n  n_train: 8\n  n_val: 4\n  size: 32\n"
+        "dataset:\n  factory: harmonize.testing:synthetic_datasets\n  n_train: 8\n  n_val: 4\n  size: 32\n"
     )
     res = train_from_config(cfg_path, ["epochs=1", "lr=3e-4", "dataset.n_train=4"],
                             out_dir=tmp_path / "run", progress=False)

@@ -1,0 +1,147 @@
+"""Epoch checkpoints and best weights: write, find, and load them for a resume.
+
+Layout under a run's folder::
+
+    checkpoints/epoch-0003/{model.safetensors, optimizer.pt, state.json}   one per epoch
+    best.safetensors                                                       the best epoch's weights
+
+``optimizer.pt`` holds plain tensors only (it loads with ``weights_only=True``); a checkpoint is
+written to a temporary folder and renamed, so a run killed mid-write leaves the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from harmonize.errors import ModelError
+from harmonize.model import UNet
+
+__all__ = [
+    "BEST_WEIGHTS",
+    "save_checkpoint",
+    "latest_checkpoint",
+    "checkpoint_to_resume",
+    "load_checkpoint",
+    "save_weights",
+    "load_weights",
+]
+
+log = logging.getLogger(__name__)
+
+#: File name of the best epoch's weights in a run's folder.
+BEST_WEIGHTS = "best.safetensors"
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write ``model``'s state dict (on CPU, contiguous) as safetensors."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def load_weights(model: torch.nn.Module, path: Path, device: torch.device) -> None:
+    """Load safetensors weights written by :func:`save_weights` into ``model`` on ``device``."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path), device=str(device)))
+
+
+def save_checkpoint(ckpt_root: Path, epoch: int, model: UNet, opt: torch.optim.Optimizer, sched: Any,
+                    scaler: Any, state: dict[str, Any], keep: int) -> Path:
+    """Write epoch ``epoch``'s checkpoint under ``ckpt_root`` and keep only the ``keep`` latest.
+
+    Parameters
+    ----------
+    state
+        JSON facts of the run at the end of the epoch (history, best epoch …), as ``state.json``.
+
+    Returns
+    -------
+    Path
+        The checkpoint folder.
+    """
+    final = ckpt_root / f"epoch-{epoch:04d}"
+    tmp = ckpt_root / f".epoch-{epoch:04d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_weights(model, tmp / "model.safetensors")
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {}}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in sorted(ckpt_root.glob("epoch-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The latest epoch checkpoint in a run's folder, or ``None``."""
+    ckpts = sorted((out_dir / "checkpoints").glob("epoch-*"))
+    return ckpts[-1] if ckpts else None
+
+
+def checkpoint_to_resume(out_dir: Path, resume: Literal["auto"] | str | Path | None) -> Path | None:
+    """The checkpoint a run resumes from (see :func:`harmonize.train.fit`'s ``resume``).
+
+    ``None`` starts fresh: an earlier run's checkpoints and best weights in ``out_dir`` are
+    removed, so that ``resume="auto"`` can never pick up its later epochs.
+    """
+    if resume == "auto":
+        ckpt = latest_checkpoint(out_dir)
+        if ckpt is None:
+            log.info("resume='auto': no checkpoint in %s, starting fresh", out_dir / "checkpoints")
+        return ckpt
+    if resume is not None:
+        return Path(resume)
+    stale = sorted((out_dir / "checkpoints").glob("epoch-*"))
+    if stale:
+        log.warning("starting fresh in %s: removing %d checkpoint(s) of an earlier run", out_dir, len(stale))
+        for old in stale:
+            shutil.rmtree(old, ignore_errors=True)
+    (out_dir / BEST_WEIGHTS).unlink(missing_ok=True)
+    return None
+
+
+def load_checkpoint(path: Path, model: UNet, opt: torch.optim.Optimizer, sched: Any, scaler: Any,
+                    device: torch.device, epochs: int) -> dict[str, Any]:
+    """Load a checkpoint into ``model``, ``opt``, ``sched`` and ``scaler``; return its state.
+
+    The optimizer and schedule are left alone when the checkpoint's epoch is ``epochs`` or later
+    (nothing is left to train, and a schedule built for another length need not fit).
+
+    Raises
+    ------
+    ModelError
+        If the checkpoint cannot be read, was made for another model configuration, or holds an
+        optimizer or schedule that does not fit this run.
+    """
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot resume from checkpoint {path}: {exc}") from exc
+    if state.get("unet_config") != model.config.model_dump(mode="json"):
+        raise ModelError(f"checkpoint {path} was made for another model configuration "
+                         f"({state.get('unet_config')}); train into a new out_dir or use resume=None")
+    try:
+        load_weights(model, path / "model.safetensors", device)
+        opt_state = torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"cannot resume from checkpoint {path}: {exc}") from exc
+    if state["epoch"] >= epochs:
+        return state
+    try:
+        opt.load_state_dict(opt_state["optimizer"])
+        sched.load_state_dict(opt_state["scheduler"])
+        if scaler is not None and opt_state.get("scaler"):
+            scaler.load_state_dict(opt_state["scaler"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"checkpoint {path} holds an optimizer or LR schedule that does not fit this "
+                         f"config ({exc}); keep schedule, epochs and batch settings when resuming") from exc
+    return state
