@@ -25,6 +25,10 @@ or per-sensor confidence, e.g. lower for Landsat where the 10 m scene is heterog
 Whatever the method, an output step is left NaN when the clear observations before and after it
 are more than ``max_gap`` apart, or, before the first / after the last observation, when it lies
 more than ``max_gap / 2`` from it.
+
+The numpy kernels (:func:`fill_pixels`, :func:`interpolate_linear`, :func:`whittaker_gcv`) and
+the time helpers (:func:`to_days`, :func:`as_days`) are public for code that works on plain
+arrays, such as :func:`harmonize.timeseries.disagreement`.
 """
 
 from __future__ import annotations
