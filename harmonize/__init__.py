@@ -19,10 +19,13 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "search": "harmonize.catalog",
+    "Scene": "harmonize.items",
+    "parse_items": "harmonize.items",
     "load_cube": "harmonize.cube",
+    "plan_load": "harmonize.cube",
     "to_reflectance": "harmonize.cube",
-    "cube_items": "harmonize.cube",
     "estimate_shifts": "harmonize.coregister",
+    "load_coregistered": "harmonize.coregister",
     "coregister": "harmonize.coregister",
     "hls_adjust": "harmonize.bandpass",
     "fit_linear_adjustment": "harmonize.bandpass",

@@ -64,7 +64,9 @@ class _HarmonizeAccessor:
         return estimate_shifts(self._ds, reference, **kw)
 
     def coregister(self, reference: xr.Dataset | None = None, **kw: Any) -> xr.Dataset:
-        """Co-registered cube; see :func:`harmonize.coregister.coregister`."""
+        """The cube resampled onto its measured shifts; see :func:`harmonize.coregister.coregister`
+        (with the items at hand, ``load_cube(items, shifts=cube.hz.estimate_shifts())`` resamples
+        once instead)."""
         from harmonize.coregister import coregister
 
         return coregister(self._ds, reference, **kw)

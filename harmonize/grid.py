@@ -12,20 +12,19 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import pystac
 from odc.geo import geom
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 
 from harmonize.errors import EmptySearchError, InvalidBBoxError, NoOverlapError
+from harmonize.items import Scene
 
 __all__ = [
     "DEFAULT_RESOLUTION",
-    "item_footprint",
     "footprint_union",
     "aoi_crs",
     "common_geobox",
-    "items_overlapping",
+    "scenes_overlapping",
     "geobox_to_dict",
     "geobox_from_dict",
 ]
@@ -36,21 +35,9 @@ log = logging.getLogger(__name__)
 DEFAULT_RESOLUTION = 10.0
 
 
-def item_footprint(item: pystac.Item) -> geom.Geometry:
-    """The footprint of ``item`` in EPSG:4326 (its geometry, else its bbox)."""
-    if item.geometry is not None:
-        return geom.Geometry(item.geometry, "epsg:4326")
-    if item.bbox is not None:
-        return geom.box(*item.bbox[:4], "epsg:4326")
-    raise NoOverlapError(
-        f"Item {item.id!r} has neither geometry nor bbox, so it cannot be placed on a grid; "
-        "fix the item document or pass it with a geometry."
-    )
-
-
-def footprint_union(items: Iterable[pystac.Item]) -> geom.Geometry:
-    """Union of the items' footprints in EPSG:4326."""
-    shapes = [item_footprint(it) for it in items]
+def footprint_union(scenes: Iterable[Scene]) -> geom.Geometry:
+    """Union of the scenes' footprints in EPSG:4326."""
+    shapes = [s.footprint for s in scenes]
     if not shapes:
         raise EmptySearchError("No items to take a footprint from; search a wider area or time range.")
     return geom.unary_union(shapes)
@@ -67,15 +54,6 @@ def _check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
     return w, s, e, n
 
 
-def _is_sentinel2(item: pystac.Item) -> bool:
-    from harmonize.providers import item_sensor
-
-    try:
-        return item_sensor(item) == "sentinel-2"
-    except Exception:  # noqa: BLE001 - unknown collections are reported by the loader
-        return False
-
-
 def aoi_crs(aoi: geom.Geometry) -> CRS:
     """The UTM CRS of the zone holding the centre of ``aoi`` (any CRS)."""
     centre = aoi.to_crs("epsg:4326").centroid
@@ -84,7 +62,7 @@ def aoi_crs(aoi: geom.Geometry) -> CRS:
 
 
 def common_geobox(
-    items: Sequence[pystac.Item] | None = None,
+    scenes: Sequence[Scene] | None = None,
     *,
     bbox: Sequence[float] | None = None,
     crs: Any = None,
@@ -95,9 +73,10 @@ def common_geobox(
 
     Parameters
     ----------
-    items
-        Items whose footprint union sets the extent (and the UTM zone) when ``bbox`` is absent:
-        the Sentinel-2 items' union when there are any, else all items'.
+    scenes
+        Parsed items (:func:`harmonize.items.parse_items`) whose footprint union sets the extent
+        (and the UTM zone) when ``bbox`` is absent: the Sentinel-2 scenes' union when there are
+        any, else all scenes'.
     bbox
         Area of interest ``(west, south, east, north)`` in degrees.
     crs
@@ -117,26 +96,26 @@ def common_geobox(
     InvalidBBoxError
         If ``bbox`` is malformed.
     NoOverlapError
-        If ``bbox`` does not intersect the items' footprints.
+        If ``bbox`` does not intersect the scenes' footprints.
     EmptySearchError
-        If neither items nor a bbox nor a geobox are given.
+        If neither scenes nor a bbox nor a geobox are given.
     """
     if geobox is not None:
         return geobox
     if bbox is not None:
         aoi = geom.box(*_check_bbox(bbox), "epsg:4326")
-        if items:
-            union = footprint_union(items)
+        if scenes:
+            union = footprint_union(scenes)
             if not union.intersects(aoi):
                 raise NoOverlapError(
-                    f"bbox {tuple(bbox)} does not intersect the footprints of the {len(items)} items "
+                    f"bbox {tuple(bbox)} does not intersect the footprints of the {len(scenes)} items "
                     f"(which cover {tuple(round(v, 4) for v in union.boundingbox)}); pass a bbox inside them."
                 )
-    elif items:
+    elif scenes:
         # The harmonized grid is Sentinel-2's: where Sentinel-2 scenes are given, their footprint
-        # sets the extent (a Landsat scene is far larger than an MGRS tile); otherwise all items'.
-        s2 = [it for it in items if _is_sentinel2(it)]
-        aoi = footprint_union(s2 or items)
+        # sets the extent (a Landsat scene is far larger than an MGRS tile); otherwise all scenes'.
+        s2 = [s for s in scenes if s.sensor == "sentinel-2"]
+        aoi = footprint_union(s2 or scenes)
     else:
         raise EmptySearchError("No items and no bbox: nothing to build a grid from; pass items or a bbox.")
     out_crs = CRS(crs) if crs is not None else aoi_crs(aoi)
@@ -144,10 +123,10 @@ def common_geobox(
     return GeoBox.from_bbox(extent.boundingbox, out_crs, resolution=resolution, anchor="edge")
 
 
-def items_overlapping(items: Sequence[pystac.Item], geobox: GeoBox) -> list[pystac.Item]:
-    """The items whose footprint intersects ``geobox``."""
+def scenes_overlapping(scenes: Sequence[Scene], geobox: GeoBox) -> list[Scene]:
+    """The scenes whose footprint intersects ``geobox``."""
     extent = geobox.extent.to_crs("epsg:4326")
-    return [it for it in items if item_footprint(it).intersects(extent)]
+    return [s for s in scenes if s.footprint.intersects(extent)]
 
 
 def geobox_to_dict(geobox: GeoBox) -> dict[str, Any]:

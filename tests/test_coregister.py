@@ -7,8 +7,9 @@ a known ``(dx, dy)``, and is then resampled bilinearly onto the 10 m grid at its
 positions, as a loader would. The correction convention says the estimate must equal
 ``(dx, dy)``.
 
-With the simulator (``tiny_world``) the same is checked end to end through ``load_cube``
-against the manifest's injected shifts.
+With the simulator (``tiny_world``) the same is checked end to end, one way: a probe cube gives
+the shift table, ``load_cube(items, shifts=table)`` loads the scenes once on corrected grids,
+and both are checked against the manifest's injected shifts and the truth.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from odc.geo.xr import xr_coords
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from harmonize.coregister import SHIFT_COLUMNS, coregister, estimate_shift_pair, estimate_shifts, shift_cube
+from harmonize.coregister import (
+    SHIFT_COLUMNS,
+    coregister,
+    estimate_shift_pair,
+    estimate_shifts,
+    load_coregistered,
+    shift_cube,
+)
 from harmonize.errors import HarmonizeError, UnknownBandError
 
 X0, Y0, RES = 500_000.0, 4_001_280.0, 10.0
@@ -167,7 +175,7 @@ def test_missing_inputs_raise_named_errors(cube: xr.Dataset) -> None:
 
 
 def test_shift_cube_aligns_landsat_with_reference(cube: xr.Dataset, table: pd.DataFrame) -> None:
-    out = coregister(cube.chunk({"time": 1}), shifts=table, reload=False)
+    out = coregister(cube.chunk({"time": 1}), shifts=table)
     assert out["red"].chunks is not None  # still lazy
     np.testing.assert_array_equal(
         out["shift_flagged"].values, [False, False, False, False, False, True, False]
@@ -187,7 +195,6 @@ def test_shift_cube_aligns_landsat_with_reference(cube: xr.Dataset, table: pd.Da
     ok = ~again["flagged"]
     assert np.abs(again["residual_dx"][ok]).max() < 1.5
     assert np.abs(again["residual_dy"][ok]).max() < 1.5
-    assert out.attrs["harmonize_shifts"][0]["item_id"] == "LC_0"
 
 
 def test_shift_cube_sign_matches_convention() -> None:
@@ -236,7 +243,7 @@ def world_cube(request: pytest.FixtureRequest):
     items = [it for it in items if it.collection_id in ("sentinel-2-l2a", "landsat-c2-l2")]
     ds = load_cube(items, bands=["red", "nir"], geobox=world.geobox)
     table = estimate_shifts(ds)
-    return world, ds, table
+    return world, ds, table, items
 
 
 def _own_clear(ds: xr.Dataset) -> np.ndarray:
@@ -245,7 +252,7 @@ def _own_clear(ds: xr.Dataset) -> np.ndarray:
 
 
 def test_simulator_shift_rmse_against_manifest(world_cube) -> None:
-    world, ds, tab = world_cube
+    world, ds, tab, _ = world_cube
     truth = np.array([world.scene(i)["shift"] for i in tab["item_id"]])
     own = _own_clear(ds)
     clear_enough = own >= 0.3
@@ -267,55 +274,64 @@ def _truth_corr(scene: xr.Dataset, truth: np.ndarray) -> float:
     return float(np.corrcoef(scene["nir"].values[m], truth[m])[0, 1])
 
 
-def test_simulator_coregister_raises_truth_correlation(world_cube) -> None:
-    world, ds, tab = world_cube
-    out = coregister(ds, shifts=tab)
+def test_simulator_one_way_load_raises_truth_correlation(world_cube) -> None:
+    """The table loaded once (load_cube(items, shifts=table)) brings Landsat onto the truth."""
+    from harmonize.cube import load_cube
+
+    world, ds, tab, items = world_cube
+    out = load_cube(items, bands=["red", "nir"], geobox=world.geobox, shifts=tab)
     assert out.sizes == ds.sizes
     assert out["nir"].chunks is not None  # lazy until here
+    landsat = np.flatnonzero(out["sensor"].values == "landsat")
+    np.testing.assert_array_equal(out["shift_flagged"].values[landsat], tab["flagged"].to_numpy())
+    np.testing.assert_allclose(out["shift_quality"].values[landsat], tab["quality"].to_numpy())
+    assert not out["shift_flagged"].values[out["sensor"].values == "sentinel-2"].any()
     moved = tab.index[(~tab["flagged"]) & (np.hypot(tab["dx"], tab["dy"]) > 5.0)]
     assert len(moved) >= 2
     truth = world.truth["nir"]
+    resampled = coregister(ds, shifts=tab)  # the loaded cube resampled instead (twice resampled)
     for t in moved:
         ref = truth.sel(time=pd.Timestamp(t).normalize()).values
         before = ds.sel(time=t)[["nir", "clear"]].compute()
         after = out.sel(time=t)[["nir", "clear"]].compute()
         np.testing.assert_allclose(after["shift_x"].item(), tab.loc[t, "dx"])
-
         r_before, r_after = _truth_corr(before, ref), _truth_corr(after, ref)
         assert r_after > r_before + 0.01, (t, r_before, r_after)
+        assert _truth_corr(resampled.sel(time=t)[["nir", "clear"]].compute(), ref) > r_before
 
 
-def test_coregister_reloads_with_total_shifts(cube: xr.Dataset, table: pd.DataFrame, monkeypatch) -> None:
-    """With items in attrs, coregister reloads through cube.reload_cube with every Level-2 id
-    of a (grouped) time step, the shifts already applied kept and added to."""
-    import harmonize.cube
+def test_load_coregistered_is_probe_table_then_one_load(world_cube) -> None:
+    """load_coregistered = estimate_shifts on a red/nir probe, then load_cube(shifts=table)."""
+    from harmonize.cube import load_cube
 
-    calls = {}
+    world, ds, tab, items = world_cube
+    out = load_coregistered(items, ["red"], geobox=world.geobox)
+    want = load_cube(items, ["red"], geobox=world.geobox, shifts=tab)
+    np.testing.assert_array_equal(out["shift_x"].values, want["shift_x"].values)
+    np.testing.assert_array_equal(out["shift_y"].values, want["shift_y"].values)
+    np.testing.assert_array_equal(out["red"].values, want["red"].values)
 
-    def fake_reload(ds, **overrides):
-        calls.update(overrides)
-        return ds.isel(time=slice(None)).assign_coords(shift_x=("time", np.zeros(ds.sizes["time"])))
 
-    monkeypatch.setattr(harmonize.cube, "reload_cube", fake_reload)
-    ids = list(cube["item_id"].values)
-    ids[1] = "LC_0a,LC_0b"  # two same-day scenes grouped into one time step
-    prior = cube.assign_coords(item_id=("time", ids))
-    prior = prior.assign_coords(shift_x=("time", [0.0, 5.0, 0, 0, 0, 0, 0]), shift_y=("time", np.zeros(7)))
-    prior.attrs = {
-        "stac_items": [],
-        "harmonize_load": {"shifts": {"LC_0a": [5.0, 0.0], "LC_0b": [5.0, 0.0], "OLD": [1.0, 2.0]}},
-    }
-    out = coregister(prior, max_days=30)
-    shifts = calls["shifts"]
-    assert shifts["OLD"] == (1.0, 2.0)  # a scene outside this cube keeps its shift
-    # The cube says scene LC_0 was loaded already moved by 5 m: the measured residual adds to it.
-    assert shifts["LC_0a"] == shifts["LC_0b"]
-    assert shifts["LC_0a"][0] == pytest.approx(5.0 + SHIFTS[0][0], abs=1.0)
-    assert shifts["LC_1"] == pytest.approx(SHIFTS[1], abs=1.0)
-    assert shifts["LC_4"] == (0.0, 0.0)  # flagged: keeps its (zero) shift
-    assert out["shift_x"].values[2] == pytest.approx(shifts["LC_1"][0])
-    assert out["shift_flagged"].values.tolist() == [False, False, False, False, False, True, False]
-    assert np.isnan(out["shift_quality"].values[0]) and out["shift_quality"].values[1] > 0.9
+def test_shift_table_moves_every_scene_of_a_grouped_step() -> None:
+    """A row whose item_id joins same-day scenes gives each its shift, flag and quality."""
+    from harmonize.cube import shifts_by_item
+
+    tab = pd.DataFrame(
+        {
+            "item_id": ["LC_a,LC_b", "LC_c"],
+            "dx": [5.0, 0.0],
+            "dy": [-1.0, 0.0],
+            "flagged": [False, True],
+            "quality": [0.97, np.nan],
+        },
+        index=pd.DatetimeIndex(["2023-05-01", "2023-05-09"], name="time"),
+    )
+    moves, verdicts = shifts_by_item(tab)
+    assert moves == {"LC_a": (5.0, -1.0), "LC_b": (5.0, -1.0), "LC_c": (0.0, 0.0)}
+    assert verdicts["LC_a"] == (False, 0.97) and verdicts["LC_c"][0] is True
+    assert shifts_by_item({"LC_a": (1, 2)}) == ({"LC_a": (1.0, 2.0)}, {})
+    with pytest.raises(HarmonizeError, match="item_id"):
+        shifts_by_item(tab.drop(columns="item_id"))
 
 
 def test_separate_reference_cube_gives_the_same_table(cube: xr.Dataset, table: pd.DataFrame) -> None:

@@ -137,6 +137,26 @@ def _with_all_time_coords(parts: list[xr.Dataset]) -> list[xr.Dataset]:
     return out
 
 
+def _with_all_variables(parts: list[xr.Dataset]) -> list[xr.Dataset]:
+    """Give every store the variables any store has, lazily filled with NaN (False for masks):
+    each sensor's stores carry their own bands (Sentinel-2 has no ``pan``)."""
+    import dask.array as da
+
+    kinds = {v: var.dtype for part in parts for v, var in part.data_vars.items()}
+    out = []
+    for part in parts:
+        missing = [v for v in kinds if v not in part.data_vars]
+        if missing:
+            like = next(iter(part.data_vars.values()))
+            chunks = like.chunks or tuple((n,) for n in like.shape)
+            fill = {v: (False if kinds[v] == bool else np.nan) for v in missing}
+            part = part.assign(
+                {v: (like.dims, da.full(like.shape, fill[v], dtype=kinds[v], chunks=chunks)) for v in missing}
+            )
+        out.append(part)
+    return out
+
+
 def open_units(paths: Sequence[str | Path]) -> xr.Dataset:
     """Committed per-time stores as one lazy dataset sorted by time.
 
@@ -145,9 +165,8 @@ def open_units(paths: Sequence[str | Path]) -> xr.Dataset:
     """
     import rioxarray  # noqa: F401 - .rio accessor
 
-    parts = _with_all_time_coords([_open_unit(Path(p)) for p in paths])
-    docs = [d for p in parts for d in p.attrs.get("stac_items", [])]
-    attrs = {k: v for k, v in parts[0].attrs.items() if k not in ("stac_items", "coordinates")}
+    parts = _with_all_variables(_with_all_time_coords([_open_unit(Path(p)) for p in paths]))
+    attrs = {k: v for k, v in parts[0].attrs.items() if k != "coordinates"}
     ds = xr.concat(
         parts,
         dim="time",
@@ -161,7 +180,7 @@ def open_units(paths: Sequence[str | Path]) -> xr.Dataset:
     for c, v in ds.coords.items():
         if v.dims == ("time",) and v.dtype.kind in "OUT":
             ds = ds.assign_coords({c: ("time", np.asarray(v.values).astype(object).astype(str))})
-    ds.attrs = {**attrs, "stac_items": docs} if docs else attrs
+    ds.attrs = attrs
     crs = ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds.coords else None
     if crs is not None and ds.rio.crs is None:
         ds = ds.rio.write_crs(crs)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.stages.ingest pipelines/configs/ingest.yaml [--dry-run] [--scheduler ADDR] [key=value ...]
+    python -m pipelines.stages.ingest pipelines/configs/ingest.yaml [key=value ...] [--dry-run]
 
 What it writes under ``out``::
 
@@ -33,8 +33,15 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import xarray as xr
+from odc.geo.geobox import GeoBox
 from pydantic import Field
 
+from harmonize.bands import PAN, REFLECTANCE_BANDS
+from harmonize.catalog import search
+from harmonize.coregister import DEFAULT_BANDS, estimate_shifts
+from harmonize.cube import load_cube
+from harmonize.grid import common_geobox, geobox_from_dict, geobox_to_dict
+from harmonize.items import Scene, parse_items
 from pipelines.core.cli import stage_main
 from pipelines.core.config import StageConfig
 from pipelines.core.ledger import Ledger
@@ -95,30 +102,9 @@ def unit_name(time: Any, sensor: str, platform: str) -> str:
     return f"scenes/{sensor}_{platform}_{t:%Y%m%dT%H%M%S}.zarr"
 
 
-def _is_l1(item: Any) -> bool:
-    return "l1" in (item.collection_id or "").lower()
-
-
-def _l1_companions(l2: Any, l1_items: Sequence[Any]) -> list[Any]:
-    """Level-1 scenes of the same platform within 12 hours of a Level-2 scene (its pan)."""
-    plat = str(l2.properties.get("platform", "")).lower()
-    return [
-        it
-        for it in l1_items
-        if str(it.properties.get("platform", "")).lower() == plat
-        and abs((it.datetime - l2.datetime).total_seconds()) < 12 * 3600
-    ]
-
-
-def _select(items: Sequence[Any], done: set[str]) -> tuple[list[Any], list[str]]:
-    """Items to load this run (new Level-2 items and their Level-1 pan scenes) and the new ids."""
-    l1 = [it for it in items if _is_l1(it)]
-    new = [it for it in items if not _is_l1(it) and it.id not in done]
-    load = {it.id: it for it in new}
-    for it in new:
-        for c in _l1_companions(it, l1):
-            load[c.id] = c
-    return [it for it in items if it.id in load], [it.id for it in new]
+def _select(scenes: Sequence[Scene], done: set[str]) -> list[Scene]:
+    """The Level-2 scenes not ingested yet (each carries its Level-1 pan companion, if found)."""
+    return [s for s in scenes if s.level == "L2" and s.id not in done]
 
 
 def ingest(
@@ -151,8 +137,6 @@ def ingest(
     HarmonizeError
         If another run holds the output folder's lock.
     """
-    from harmonize.catalog import search
-
     t0 = time.perf_counter()
     ledger = Ledger(config.out, STAGE)
     items = list(
@@ -166,9 +150,10 @@ def ingest(
             require=not ledger.exists,
         )
     )
-    done = ledger.items()
-    to_load, new = _select(items, done)
-    n_l2 = sum(not _is_l1(it) for it in items)
+    scenes = parse_items(items, config.provider)
+    todo = _select(scenes, ledger.items())
+    new = [s.id for s in todo]
+    n_l2 = sum(s.level == "L2" for s in scenes)
     report: dict[str, Any] = {
         "stage": STAGE,
         "out": str(config.out),
@@ -194,62 +179,59 @@ def ingest(
                 report=config.out / "performance-report.html",
                 **config.cluster_kwargs(),
             ):
-                report["committed"] = _ingest_new(config, ledger, to_load, set(new))
+                report["committed"] = _ingest_new(config, ledger, scenes, todo)
         report["seconds"] = round(time.perf_counter() - t0, 3)
         ledger.log_run(new=new, committed=report["committed"], seconds=report["seconds"])
     log.info("ingest: committed %d store(s) in %.1f s", len(report["committed"]), report["seconds"])
     return report
 
 
-def _ingest_new(config: IngestConfig, ledger: Ledger, items: list[Any], new: set[str]) -> list[str]:
-    """Write the new Sentinel-2 stores, then co-register the new Landsat scenes against the
-    Sentinel-2 stores (new and old) within ``max_days`` and write their stores."""
-    from harmonize.cube import load_cube
-    from harmonize.grid import geobox_from_dict, geobox_to_dict
+def _grid(config: IngestConfig, ledger: Ledger, scenes: Sequence[Scene]) -> GeoBox:
+    """The grid of every store: fixed by the first run (from the Sentinel-2 footprints or the
+    bbox), kept in the ledger and reused by later runs."""
+    if "geobox" in ledger.meta:
+        return geobox_from_dict(ledger.meta["geobox"])
+    l2 = [s for s in scenes if s.level == "L2"]
+    geobox = common_geobox(l2, bbox=config.bbox, resolution=config.resolution)
+    ledger.meta["geobox"] = geobox_to_dict(geobox)
+    ledger.meta["source"] = config.source
+    ledger.save()
+    return geobox
 
-    geobox = geobox_from_dict(ledger.meta["geobox"]) if "geobox" in ledger.meta else None
-    cube = load_cube(
-        items,
-        geobox=geobox,
-        bbox=config.bbox if geobox is None else None,
-        resolution=config.resolution,
-        provider=config.provider,
-        chunks={"time": 1, "y": config.chunk, "x": config.chunk},
-    )
-    if geobox is None:
-        ledger.meta["geobox"] = geobox_to_dict(cube.odc.geobox)
-        ledger.meta["source"] = config.source
-        ledger.save()
-    sensors = np.asarray(cube["sensor"].values).astype(str)
-    ids = [str(v).split(",") for v in cube["item_id"].values]
-    todo = [i for i, step in enumerate(ids) if new & set(step)]
-    s2_todo = [i for i in todo if sensors[i] != "landsat"]
-    ls_todo = [i for i in todo if sensors[i] == "landsat"]
-    by_id = {it.id: it for it in items}
-    l1 = [it for it in items if _is_l1(it)]
 
-    committed = _write_steps(config, ledger, cube, s2_todo, ids, by_id, l1)
-    if ls_todo and config.coregister:
-        cube = _coregistered(config, ledger, cube, ls_todo, items)
-    committed += _write_steps(config, ledger, cube, ls_todo, ids, by_id, l1)
+def _ingest_new(
+    config: IngestConfig, ledger: Ledger, scenes: Sequence[Scene], todo: Sequence[Scene]
+) -> list[str]:
+    """Write the new Sentinel-2 stores, then measure the new Landsat scenes' shifts against the
+    Sentinel-2 stores (new and old) within ``max_days`` and write their stores, each scene loaded
+    once on its corrected grid."""
+    geobox = _grid(config, ledger, scenes)
+    load = {
+        "geobox": geobox,
+        "provider": config.provider,
+        "chunks": {"time": 1, "y": config.chunk, "x": config.chunk},
+    }
+    s2 = [s for s in todo if s.sensor == "sentinel-2"]
+    landsat = [s for s in todo if s.sensor == "landsat"]
+    committed = _write_steps(config, ledger, load_cube(s2, REFLECTANCE_BANDS, **load)) if s2 else []
+    if landsat:
+        bands = (*REFLECTANCE_BANDS, PAN) if any(s.pan is not None for s in landsat) else REFLECTANCE_BANDS
+        table = _shift_table(config, ledger, landsat, load) if config.coregister else None
+        committed += _write_steps(config, ledger, load_cube(landsat, bands, shifts=table, **load))
     return committed
 
 
-def _coregistered(
-    config: IngestConfig, ledger: Ledger, cube: xr.Dataset, ls_todo: list[int], items: Sequence[Any]
-) -> xr.Dataset:
-    """The Landsat steps ``ls_todo`` of ``cube``, reloaded on grids shifted onto Sentinel-2.
+def _shift_table(
+    config: IngestConfig, ledger: Ledger, landsat: Sequence[Scene], load: dict[str, Any]
+) -> pd.DataFrame | None:
+    """The shift table of the new Landsat scenes, or ``None`` with no reference near them.
 
     The references are the committed Sentinel-2 stores within ``max_days`` (read back from
     Zarr: cheaper than the COGs again, and the same whichever run wrote them). The shifts are
-    measured on the Landsat items loaded with the matching bands alone: ``clear`` of the full
-    cube would read every band (no data in any band makes a pixel not clear), ~5 s of the
-    demo's co-registration for nothing.
+    measured on the Landsat scenes loaded with the matching bands alone: ``clear`` of the full
+    cube would read every band (no data in any band makes a pixel not clear).
     """
-    from harmonize.coregister import DEFAULT_BANDS, coregister, estimate_shifts
-    from harmonize.cube import load_cube
-
-    times = pd.DatetimeIndex(cube["time"].values[ls_todo])
+    times = pd.DatetimeIndex([s.time.replace(tzinfo=None) for s in landsat])
     window = pd.Timedelta(days=config.max_days)
     refs = []
     for name, unit in ledger.units.items():
@@ -262,19 +244,12 @@ def _coregistered(
         log.warning(
             "no Sentinel-2 scene within %g days of the new Landsat scenes: not co-registered", config.max_days
         )
-        return cube
-    reference = open_units(sorted(refs))
-    moving = cube.isel(time=ls_todo)
-    wanted = {i for step in moving["item_id"].values for i in str(step).split(",")}
-    probe = load_cube(
-        [it for it in items if it.id in wanted],
-        list(DEFAULT_BANDS),
-        geobox=cube.odc.geobox,
-        provider=config.provider,
-        chunks={"time": 1, "y": config.chunk, "x": config.chunk},
+        return None
+    probe = load_cube(landsat, list(DEFAULT_BANDS), **load)
+    table = estimate_shifts(
+        probe, open_units(sorted(refs)), max_days=config.max_days, progress=config.progress
     )
-    table = estimate_shifts(probe, reference, max_days=config.max_days, progress=config.progress)
-    ok = table[~table["flagged"]] if "flagged" in table else table
+    ok = table[~table["flagged"]]
     log.info(
         "co-registration: %d Landsat scene(s) against %d Sentinel-2 store(s), median |shift| %.1f m, "
         "%d not measured",
@@ -283,46 +258,40 @@ def _coregistered(
         float(np.median(np.hypot(ok["dx"], ok["dy"]))) if len(ok) else float("nan"),
         len(table) - len(ok),
     )
-    return coregister(moving, shifts=table)
+    return table
 
 
-def _write_steps(
-    config: IngestConfig,
-    ledger: Ledger,
-    cube: xr.Dataset,
-    todo: list[int],
-    ids: list[list[str]],
-    by_id: dict[str, Any],
-    l1: list[Any],
-) -> list[str]:
-    """Write the steps ``todo`` (positions in the loaded cube; found in ``cube`` by item ids) as
-    stores, ``batch`` at a time, committing each."""
-    import dask
-
+def _step_job(ledger: Ledger, step: xr.Dataset) -> tuple[str, Path, list[str], dict[str, str], Any]:
+    """The store name, temporary path, item ids, ledger info and lazy write of one time step."""
     from harmonize.io import write_zarr
 
+    ids = [
+        i
+        for c in ("item_id", "pan_item_id")
+        if c in step.coords
+        for i in str(step[c].values[0]).split(",")
+        if i
+    ]
+    sensor = str(np.asarray(step["sensor"].values)[0])
+    t = step["time"].values[0]
+    name = unit_name(t, sensor, str(step["platform"].values[0]))
+    tmp = ledger.tmp_path(Path(name).name)
+    step = exact_time_encoding(step.assign_attrs(harmonize_stage=STAGE))
+    info = {"sensor": sensor, "time": pd.Timestamp(t).isoformat()}
+    return name, tmp, ids, info, write_zarr(step, tmp, mode="w-", compute=False)
+
+
+def _write_steps(config: IngestConfig, ledger: Ledger, cube: xr.Dataset) -> list[str]:
+    """Write every time step of ``cube`` as a store, ``batch`` at a time, committing each with
+    its Level-2 and Level-1 item ids."""
+    import dask
+
     committed: list[str] = []
-    step_ids = [str(v) for v in cube["item_id"].values]
-    for start in range(0, len(todo), config.batch):
-        jobs = []
-        for i in todo[start : start + config.batch]:
-            key = ",".join(ids[i])
-            step = cube.isel(time=[step_ids.index(key)])
-            docs = [by_id[k] for k in ids[i] if k in by_id]
-            companions = [c for it in docs for c in _l1_companions(it, l1)]
-            unit_items = [it.id for it in docs] + [c.id for c in companions]
-            step.attrs = {
-                "stac_items": [it.to_dict(transform_hrefs=False) for it in (*docs, *companions)],
-                "harmonize_load": {**cube.attrs.get("harmonize_load", {}), "shifts": None},
-                "harmonize_stage": STAGE,
-            }
-            sensor = str(np.asarray(step["sensor"].values)[0])
-            t = step["time"].values[0]
-            name = unit_name(t, sensor, str(step["platform"].values[0]))
-            tmp = ledger.tmp_path(Path(name).name)
-            info = {"sensor": sensor, "time": pd.Timestamp(t).isoformat()}
-            step = exact_time_encoding(step)
-            jobs.append((name, tmp, unit_items, info, write_zarr(step, tmp, mode="w-", compute=False)))
+    for start in range(0, cube.sizes["time"], config.batch):
+        jobs = [
+            _step_job(ledger, cube.isel(time=[i]))
+            for i in range(start, min(start + config.batch, cube.sizes["time"]))
+        ]
         dask.compute(*[j[4] for j in jobs])
         for name, tmp, unit_items, info, _ in jobs:
             ledger.commit(name, tmp, unit_items, **info)

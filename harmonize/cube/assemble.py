@@ -1,0 +1,100 @@
+"""Building the cube from a plan and its per-step arrays: one lazy ``xr.Dataset`` on ``(time, y, x)``.
+
+The last of :func:`harmonize.cube.load_cube`'s steps (stackstac's ``to_coords``): the per-step
+arrays of :func:`harmonize.cube.read.read_plan` are concatenated along time by chunk-aligned
+slicing (no work added to the graph), and every time step gets its coordinates from the plan:
+``sensor``, ``platform``, ``item_id`` (comma-joined Level-2 ids), ``pan_item_id`` (the Level-1
+ids its pan came from, where pan is loaded), ``shift_x``/``shift_y`` (and ``shift_flagged``/
+``shift_quality`` from a shift table), and the raw scaling (``scale``, ``offset``, ``nodata``,
+``pan_*``). The cube's provenance is these coordinates: it carries no item documents.
+"""
+
+from __future__ import annotations
+
+from datetime import timezone
+from typing import Any
+
+import numpy as np
+import odc.geo.xr  # noqa: F401 - registers the .odc accessor the cube is used with
+import rioxarray  # noqa: F401 - registers the .rio accessor
+import xarray as xr
+
+from harmonize.bands import PAN
+from harmonize.cube.plan import LoadPlan
+from harmonize.cube.read import StepArrays
+
+__all__ = ["assemble"]
+
+
+def _step_coords(plan: LoadPlan, arrays: StepArrays) -> dict[str, Any]:
+    steps = plan.steps
+    coords: dict[str, Any] = {
+        "sensor": ("time", [st.sensor for st in steps]),
+        "platform": ("time", [st.platform for st in steps]),
+        "item_id": ("time", [",".join(s.id for s in st.scenes) for st in steps]),
+        "shift_x": ("time", np.array([st.shift[0] for st in steps], "float64")),
+        "shift_y": ("time", np.array([st.shift[1] for st in steps], "float64")),
+        "scale": ("time", np.array([st.scaling.scale for st in steps], "float64")),
+        "offset": ("time", np.array([st.scaling.offset for st in steps], "float64")),
+        "nodata": ("time", np.array([np.nan if f is None else f for f in arrays.fills], "float64")),
+    }
+    if plan.has_table:
+        coords["shift_flagged"] = ("time", np.array([bool(st.flagged) for st in steps], bool))
+        coords["shift_quality"] = ("time", np.array([st.quality for st in steps], "float64"))
+    if plan.pan:
+        coords["pan_item_id"] = ("time", [",".join(p.id for p in st.pans) for st in steps])
+        scale, offset, nodata = arrays.pan_scaling  # type: ignore[misc]
+        coords.update(pan_scale=("time", scale), pan_offset=("time", offset), pan_nodata=("time", nodata))
+    return coords
+
+
+def _stacked(parts: list[Any], time_chunk: int) -> Any:
+    import dask.array as da
+
+    arr = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    return arr.rechunk({0: time_chunk}) if time_chunk > 1 else arr
+
+
+def _load_options(plan: LoadPlan) -> dict[str, Any]:
+    """What the cube was loaded with (provenance, JSON-serialisable)."""
+    return {
+        "bands": list(plan.requested),
+        "groupby": plan.groupby,
+        "provider": plan.provider.name if plan.provider is not None else None,
+        "reflectance": plan.reflectance,
+        "masks": list(plan.masks),
+        "resampling": plan.resampling,
+    }
+
+
+def assemble(plan: LoadPlan, arrays: StepArrays) -> xr.Dataset:
+    """The raw-DN cube of ``plan`` from its per-step arrays (see the module docstring).
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(time, y, x)``, raw digital numbers of the reflectance bands (and ``pan``), the
+        boolean masks, the step coordinates, the grid of the plan; ``attrs["harmonize_load"]``
+        records the load options.
+    """
+    template = arrays.template
+    var_order = [*plan.bands, *([PAN] if plan.pan else []), *plan.masks]
+    spatial = {c: template.coords[c] for c in template.coords if c != "time"}
+    time_chunk = int(plan.chunks.get("time", 1) or 1)
+    cube = xr.Dataset(
+        {v: (("time", "y", "x"), _stacked(arrays.pieces[v], time_chunk)) for v in var_order},
+        coords={"time": np.arange(len(plan.steps)), **spatial},
+    )
+    for v in var_order:
+        if v in template.data_vars:
+            cube[v].attrs = dict(template[v].attrs)
+        elif v == PAN:
+            cube[v].attrs = {"nodata": arrays.pan_fill}
+    times = np.array(
+        [np.datetime64(st.time.astimezone(timezone.utc).replace(tzinfo=None), "ns") for st in plan.steps]
+    )
+    cube = cube.assign_coords(time=times).assign_coords(_step_coords(plan, arrays))
+    for name in plan.masks:
+        cube[name].attrs = {"long_name": f"{name} (decoded from QA_PIXEL / SCL)"}
+    cube.attrs["harmonize_load"] = _load_options(plan)
+    return cube

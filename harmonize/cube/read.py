@@ -1,0 +1,233 @@
+"""Reading a planned load: raw digital numbers and QA masks as lazy dask arrays, one per step.
+
+The second of :func:`harmonize.cube.load_cube`'s steps. Each family of time steps (one
+collection and asset layout, :meth:`~harmonize.cube.plan.LoadPlan.families`) is one
+``odc.stac.load`` of its items, prepared for reading (signed hrefs, shifted grids); the Level-1
+pan scenes of Landsat steps are one more load per collection. The result is, per variable, one
+``(1, y, x)`` dask array per time step: the graph is built, nothing is read.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pystac
+import xarray as xr
+
+from harmonize.bands import PAN
+from harmonize.cube.gdal import Driver, shift_item
+from harmonize.cube.plan import LoadPlan, TimeStep
+from harmonize.errors import HarmonizeError
+from harmonize.items import Scene
+from harmonize.qa import landsat_masks, scl_masks
+
+__all__ = ["StepArrays", "read_plan"]
+
+
+@dataclass
+class StepArrays:
+    """What :func:`read_plan` gives :func:`harmonize.cube.assemble.assemble`.
+
+    Attributes
+    ----------
+    pieces
+        Variable name -> one lazy ``(1, y, x)`` array per time step (``None`` where a step has
+        none, e.g. pan at a Sentinel-2 step).
+    fills
+        Per step, the value odc-stac fills missing reflectance pixels with (what to mask).
+    template
+        One family's raw dataset: the spatial coordinates and the variables' attributes.
+    pan_scaling
+        ``(scale, offset, nodata)`` arrays of the pan band per step (NaN without pan).
+    pan_fill
+        The DN that marks no pan (steps without a pan scene are filled with it).
+    """
+
+    pieces: dict[str, list[Any]]
+    fills: list[float | int | None]
+    template: xr.Dataset
+    pan_scaling: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    pan_fill: int = 0
+
+
+def _prepared(
+    scene: Scene, keys: Mapping[str, str], shift: tuple[float, float], plan: LoadPlan
+) -> pystac.Item:
+    """A copy of the scene's item to read: hrefs signed/re-pointed by the provider, grid shifted
+    by ``shift`` (a pan scene takes its Level-2 scene's shift)."""
+    item, prov = scene.item, plan.provider
+    if prov is not None and (prov.sign is not None or prov.prefer_alternate):
+        d = copy.deepcopy(item.to_dict(include_self_link=False, transform_hrefs=False))
+        for band, key in keys.items():
+            d["assets"][key]["href"] = scene.href(band, prov)
+        item = pystac.Item.from_dict(d, preserve_dict=False)
+    dx, dy = shift
+    if dx or dy:
+        item = shift_item(item, dx, dy, assets=keys.values())
+    return item
+
+
+def _load_family(
+    items: Sequence[pystac.Item],
+    first: Scene,
+    keys: Mapping[str, str],
+    group_of: Mapping[str, int],
+    plan: LoadPlan,
+    driver: Driver,
+    progress: Any,
+) -> xr.Dataset:
+    """Raw DNs of one collection, one time step per step index (sorted), canonical names."""
+    import odc.stac
+
+    assets = {
+        key: {"data_type": first.scaling[b].dtype, "nodata": first.scaling[b].nodata}
+        for b, key in keys.items()
+    }
+    stac_cfg = {c: {"assets": assets, "warnings": "ignore"} for c in {it.collection_id for it in items}}
+    resampling = {key: ("nearest" if band == "qa" else plan.resampling) for band, key in keys.items()}
+    ds = odc.stac.load(
+        items,
+        bands=list(keys.values()),
+        groupby=lambda item, parsed, idx: group_of[item.id],
+        geobox=plan.geobox,
+        chunks=dict(plan.chunks),
+        resampling=resampling,
+        stac_cfg=stac_cfg,
+        driver=driver,
+        fail_on_error=True,  # the Reader decides between raising and warning
+        progress=progress,
+    )
+    ds = ds.rename({key: band for band, key in keys.items() if key != band})
+    return ds.assign_coords(time=np.array(sorted(set(group_of[it.id] for it in items))))
+
+
+def _mask_block(qa: np.ndarray, *bands: np.ndarray, kind: str, mask_name: str, fill: Any) -> np.ndarray:
+    decoded = landsat_masks(qa) if kind == "qa_pixel" else scl_masks(qa)
+    mask = np.asarray(decoded[mask_name], bool)
+    if not bands:
+        return mask
+    missing = np.zeros(mask.shape, bool)
+    for b in bands:
+        missing |= b == fill
+    return mask | missing if mask_name == "nodata" else mask & ~missing
+
+
+def _masks(
+    ds: xr.Dataset, kind: str, names: Sequence[str], bands: Sequence[str], fill: Any
+) -> dict[str, Any]:
+    """Dask masks decoded from ``ds.qa``; a pixel missing in any loaded band is no data, not clear.
+
+    (Sentinel-2's 10 m bands end at a swath edge a 20 m SCL pixel straddles, for instance.) One
+    blockwise task per chunk and mask keeps the graph small.
+    """
+    import dask.array as da
+
+    arrays = [ds["qa"].data, *(ds[b].data for b in bands)]
+    return {
+        n: da.map_blocks(_mask_block, *arrays, kind=kind, mask_name=n, fill=fill, dtype=bool) for n in names
+    }
+
+
+def _read_family(
+    plan: LoadPlan, positions: list[int], group_of: Mapping[str, int], driver: Driver, progress: Any
+) -> tuple[xr.Dataset, float | int | None, dict[str, Any]]:
+    """One family's reflectance and masks: the raw dataset, its fill value, the lazy variables."""
+    steps = [plan.steps[i] for i in positions]
+    prof = steps[0].profile
+    keys = {b: prof.assets[b] for b in plan.bands} | {"qa": prof.qa_asset}
+    items = [_prepared(s, keys, plan.shift_of(s.id), plan) for st in steps for s in st.scenes]
+    ds = _load_family(items, steps[0].scenes[0], keys, group_of, plan, driver, progress)
+    fills = {ds[b].attrs.get("nodata") for b in plan.bands}
+    if len(fills) > 1:
+        raise HarmonizeError(f"Items of {prof.collection!r} mark no data differently per band ({fills}).")
+    fill = next(iter(fills), None)
+    variables = {b: ds[b].data for b in plan.bands}
+    variables.update(_masks(ds, prof.qa_kind, plan.masks, plan.bands, fill))
+    return ds, fill, variables
+
+
+def _read_reflectance(
+    plan: LoadPlan, group_of: Mapping[str, int], driver: Driver, progress: Any
+) -> StepArrays:
+    n = len(plan.steps)
+    pieces: dict[str, list[Any]] = {}
+    fills: list[float | int | None] = [None] * n
+    template: xr.Dataset | None = None
+    for positions in plan.families().values():
+        ds, fill, variables = _read_family(plan, positions, group_of, driver, progress)
+        template = ds if template is None else template
+        for i in positions:  # the value odc-stac fills missing pixels with is what to mask
+            fills[i] = fill if fill is not None else plan.steps[i].scaling.nodata
+        for k, i in enumerate(ds.time.values):
+            for name, arr in variables.items():
+                pieces.setdefault(name, [None] * n)[int(i)] = arr[k : k + 1]
+    assert template is not None
+    return StepArrays(pieces=pieces, fills=fills, template=template)
+
+
+def _pan_families(plan: LoadPlan) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, step in enumerate(plan.steps):
+        if step.pans:
+            out.setdefault(step.pans[0].collection, []).append(i)
+    return out
+
+
+def _read_pan(
+    plan: LoadPlan, group_of: Mapping[str, int], driver: Driver, progress: Any, arrays: StepArrays
+) -> None:
+    """Add the pan band's pieces and per-step scaling to ``arrays`` (pan follows its L2 scene)."""
+    import dask.array as da
+
+    n = len(plan.steps)
+    scale, offset, nodata = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    pieces: list[Any] = [None] * n
+    for positions in _pan_families(plan).values():
+        steps: list[TimeStep] = [plan.steps[i] for i in positions]
+        first = steps[0].pans[0]
+        keys = {PAN: first.profile.assets[PAN]}
+        items = [
+            _prepared(s.pan, keys, plan.shift_of(s.id), plan)
+            for st in steps
+            for s in st.scenes
+            if s.pan is not None
+        ]
+        part = _load_family(items, first, keys, group_of, plan, driver, progress)
+        nd = part[PAN].attrs.get("nodata")
+        for k, i in enumerate(part.time.values):
+            pieces[int(i)] = part[PAN].data[k : k + 1]
+        for st, i in zip(steps, positions, strict=True):
+            ps = st.pans[0].scaling[PAN]
+            scale[i], offset[i] = ps.scale, ps.offset
+            value = nd if nd is not None else ps.nodata
+            nodata[i] = np.nan if value is None else value
+    fill = int(np.nanmax(nodata)) if np.isfinite(nodata).any() else 0
+    nodata[np.isnan(nodata)] = fill
+    (ny, nx), chunks = plan.geobox.shape, plan.chunks
+    empty = da.full((1, ny, nx), fill, dtype="uint16", chunks=(1, chunks.get("y", ny), chunks.get("x", nx)))
+    arrays.pieces[PAN] = [p if p is not None else empty for p in pieces]
+    arrays.pan_scaling = (scale, offset, nodata)
+    arrays.pan_fill = fill
+
+
+def read_plan(plan: LoadPlan, *, progress: Any = None) -> StepArrays:
+    """The lazy raw arrays of every step of ``plan`` (see :class:`StepArrays`).
+
+    Parameters
+    ----------
+    plan
+        From :func:`harmonize.cube.plan.plan_load`.
+    progress
+        Passed to ``odc.stac.load``.
+    """
+    driver = Driver(strict=plan.fail_on_error, gdal_env=plan.provider.gdal_env() if plan.provider else None)
+    group_of = {s.id: i for i, st in enumerate(plan.steps) for s in st.scenes}
+    group_of.update({p.id: i for i, st in enumerate(plan.steps) for p in st.pans})
+    arrays = _read_reflectance(plan, group_of, driver, progress)
+    if plan.pan:
+        _read_pan(plan, group_of, driver, progress, arrays)
+    return arrays

@@ -1,0 +1,75 @@
+"""Digital numbers to physical reflectance, per time step (the Sentinel-2 offset changed in 2022).
+
+A raw cube (``load_cube(..., reflectance=False)``) carries 1-D ``scale``, ``offset`` and
+``nodata`` coordinates on ``time`` (and ``pan_scale`` … for the pan band); :func:`to_reflectance`
+applies them lazily, one blockwise task per chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from harmonize.bands import PAN, REFLECTANCE_BANDS
+from harmonize.errors import HarmonizeError
+
+__all__ = ["SCALE_COORDS", "to_reflectance"]
+
+#: The scaling coordinates of a raw cube, dropped by :func:`to_reflectance`.
+SCALE_COORDS = ("scale", "offset", "nodata", "pan_scale", "pan_offset", "pan_nodata")
+
+
+def _scale_block(
+    dn: np.ndarray, scale: np.ndarray, offset: np.ndarray, nodata: np.ndarray, block_info: dict | None = None
+) -> np.ndarray:
+    t0, t1 = block_info[0]["array-location"][0] if block_info else (0, dn.shape[0])
+    shape = (t1 - t0,) + (1,) * (dn.ndim - 1)
+    out = dn.astype(np.float32) * scale[t0:t1].astype(np.float32).reshape(shape)
+    out += offset[t0:t1].astype(np.float32).reshape(shape)
+    out[dn == nodata[t0:t1].reshape(shape)] = np.nan
+    return out
+
+
+def _scaled(dn: Any, scale: np.ndarray, offset: np.ndarray, nodata: np.ndarray) -> Any:
+    """``dn * scale[t] + offset[t]`` as float32, NaN where ``dn == nodata[t]`` (dask or numpy)."""
+    import dask.array as da
+
+    if isinstance(dn, da.Array):
+        return da.map_blocks(_scale_block, dn, scale=scale, offset=offset, nodata=nodata, dtype=np.float32)
+    return _scale_block(np.asarray(dn), scale, offset, nodata)
+
+
+def to_reflectance(ds: xr.Dataset) -> xr.Dataset:
+    """Apply the per-time scale and offset of a raw-DN cube (``load_cube(..., reflectance=False)``).
+
+    Reflectance bands use the ``scale``, ``offset`` and ``nodata`` time coordinates, ``pan`` uses
+    ``pan_scale``, ``pan_offset`` and ``pan_nodata``. Lazy; the result is float32 with NaN where
+    the DN is the no-data value, and the scaling coordinates are dropped.
+
+    Raises
+    ------
+    HarmonizeError
+        If ``ds`` lacks the scaling coordinates (for instance because it already is reflectance).
+    """
+    if "scale" not in ds.coords:
+        raise HarmonizeError(
+            "This cube has no 'scale'/'offset' coordinates: it is already reflectance, or was not "
+            "made by load_cube(..., reflectance=False)."
+        )
+    out = ds.copy()
+    for var in ds.data_vars:
+        prefix = "" if var in REFLECTANCE_BANDS else ("pan_" if var == PAN else None)
+        if prefix is None:
+            continue
+        dn = ds[var]
+        vectors = [np.asarray(ds[f"{prefix}{c}"].values, "float64") for c in ("scale", "offset", "nodata")]
+        out[var] = dn.copy(data=_scaled(dn.transpose("time", ...).data, *vectors)).assign_attrs(
+            units="1", long_name=f"{var} reflectance"
+        )
+        out[var].attrs.pop("nodata", None)
+    out = out.drop_vars([c for c in SCALE_COORDS if c in out.coords])
+    if "harmonize_load" in out.attrs:
+        out.attrs["harmonize_load"] = {**out.attrs["harmonize_load"], "reflectance": True}
+    return out
