@@ -21,7 +21,7 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +33,7 @@ from pipelines.core.config import StageConfig
 from pipelines.core.ledger import atomic_write_text
 from pipelines.demo.paths import demo_paths
 from pipelines.demo.report import write_report
-from pipelines.stages.infer import InferCubeConfig, infer_cube
+from pipelines.stages.infer import InferStageConfig, infer_stage
 from pipelines.stages.ingest import IngestConfig, ingest
 from pipelines.stages.pairs import PairsStageConfig, pairs_stage
 from pipelines.stages.timeseries import TimeseriesStageConfig, timeseries_stage
@@ -182,7 +182,7 @@ def run_demo(
     pathlib.Path
         ``OUT/report/report.html``, or ``OUT/demo.json`` without the report.
     """
-    from harmonize.world import WorldConfig, create_world
+    from harmonize.world import create_world
     from harmonize.world.server import serve
 
     root = Path(out).expanduser().absolute()
@@ -191,13 +191,7 @@ def run_demo(
     timer = _Timer()
     t_start = time.perf_counter()
     common = {"scheduler": scheduler, "progress": progress}
-
-    world_fields = dict(world or {})
-    if size_km is not None:
-        world_fields["size_km"] = size_km
-    wcfg = WorldConfig.tiny(**world_fields) if tiny else WorldConfig(**world_fields)
-    pair_fields = {**(_TINY_PAIRS if tiny else DEMO_PAIRS), **(pairs or {})}
-    train_fields = {**DEMO_TRAIN, **(train or {})}
+    wcfg = _world_config(size_km=size_km, tiny=tiny, world=world)
 
     with timer("world"):
         w = create_world(paths["world"], wcfg, progress=progress)
@@ -209,27 +203,78 @@ def run_demo(
             reports["ingest"] = ingest(
                 IngestConfig(source=server.url, out=paths["cube"], chunk=256, **common)
             )
-    with timer("pairs"):
-        reports["pairs"] = pairs_stage(
-            PairsStageConfig(cube=paths["cube"], out=paths["pairs"], pairs=pair_fields, **common)
-        )
-    with timer("train"):
-        reports["train"] = train_stage(
+    later = _stages_after_ingest(
+        paths,
+        w.truth_path,
+        common,
+        pairs={**(_TINY_PAIRS if tiny else DEMO_PAIRS), **(pairs or {})},
+        train={**DEMO_TRAIN, **(train or {})},
+        train_seconds=train_seconds,
+        timeseries=dict(timeseries or {}),
+    )
+    for name, run_stage in later:
+        with timer(name):
+            reports[name] = run_stage()
+    _write_demo_json(paths, w, wcfg, reports)
+
+    result = paths["demo"]
+    if report:
+        with timer("report"):
+            result = Path(write_report(root, w))
+    timings = _write_timings(paths, timer, time.perf_counter() - t_start, scheduler)
+    log.info(
+        "demo: finished in %.1f s wall (%.1f s CPU); %s",
+        timings["elapsed_s"],
+        timings["total"]["cpu_s"],
+        result,
+    )
+    return result
+
+
+def _world_config(*, size_km: float | None, tiny: bool, world: dict[str, Any] | None) -> Any:
+    """The :class:`harmonize.world.WorldConfig` to simulate: the demo's, or the tiny one."""
+    from harmonize.world import WorldConfig
+
+    world_fields = dict(world or {})
+    if size_km is not None:
+        world_fields["size_km"] = size_km
+    return WorldConfig.tiny(**world_fields) if tiny else WorldConfig(**world_fields)
+
+
+def _stages_after_ingest(
+    paths: dict[str, Path],
+    truth: Path,
+    common: dict[str, Any],
+    *,
+    pairs: dict[str, Any],
+    train: dict[str, Any],
+    train_seconds: float | None,
+    timeseries: dict[str, Any],
+) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    """The pairs, train, infer and time-series stages on the demo's folders, in order, each
+    ready to run (its config is built when it runs, after the stage before has written)."""
+
+    def pairs_step() -> dict[str, Any]:
+        return pairs_stage(PairsStageConfig(cube=paths["cube"], out=paths["pairs"], pairs=pairs, **common))
+
+    def train_step() -> dict[str, Any]:
+        return train_stage(
             TrainStageConfig(
                 cube=paths["cube"],
                 pairs=paths["pairs"],
                 out=paths["model"],
-                train=train_fields,
+                train=train,
                 max_seconds=train_seconds,
                 max_train_windows=256,
                 max_val_windows=32,
-                truth=w.truth_path,
+                truth=truth,
                 **common,
             )
         )
-    with timer("infer"):
-        reports["infer"] = infer_cube(
-            InferCubeConfig(
+
+    def infer_step() -> dict[str, Any]:
+        return infer_stage(
+            InferStageConfig(
                 cube=paths["cube"],
                 model=str(paths["model_package"]),
                 out=paths["harmonized"],
@@ -237,20 +282,31 @@ def run_demo(
                 **common,
             )
         )
-    with timer("timeseries"):
-        reports["timeseries"] = timeseries_stage(
+
+    def timeseries_step() -> dict[str, Any]:
+        return timeseries_stage(
             TimeseriesStageConfig(
                 cube=paths["cube"],
                 harmonized=paths["harmonized"],
                 out=paths["timeseries"],
-                timeseries=dict(timeseries or {}),
-                truth=w.truth_path,
+                timeseries=timeseries,
+                truth=truth,
                 **common,
             )
         )
 
+    return [
+        ("pairs", pairs_step),
+        ("train", train_step),
+        ("infer", infer_step),
+        ("timeseries", timeseries_step),
+    ]
+
+
+def _write_demo_json(paths: dict[str, Path], world: Any, wcfg: Any, reports: dict[str, Any]) -> None:
+    """``OUT/demo.json``: where every product is, and every stage's report."""
     doc = {
-        "world": str(w.root),
+        "world": str(world.root),
         "world_config": json.loads(wcfg.model_dump_json()),
         "cube": str(paths["cube"]),
         "pair_index": str(paths["pair_index"]),
@@ -263,25 +319,20 @@ def run_demo(
     }
     atomic_write_text(paths["demo"], json.dumps(doc, indent=1, default=str) + "\n")
 
-    result = paths["demo"]
-    if report:
-        with timer("report"):
-            result = Path(write_report(root, w))
+
+def _write_timings(
+    paths: dict[str, Path], timer: _Timer, elapsed: float, scheduler: str | None
+) -> dict[str, Any]:
+    """``OUT/timings.json``: each stage's wall and CPU seconds, the totals and the machine."""
     timings = {
         "stages": timer.stages,
         "total": timer.total(),
-        "elapsed_s": round(time.perf_counter() - t_start, 2),
+        "elapsed_s": round(elapsed, 2),
         "cores": len(os.sched_getaffinity(0)),
         "scheduler": scheduler,
     }
     atomic_write_text(paths["timings"], json.dumps(timings, indent=1) + "\n")
-    log.info(
-        "demo: finished in %.1f s wall (%.1f s CPU); %s",
-        timings["elapsed_s"],
-        timings["total"]["cpu_s"],
-        result,
-    )
-    return result
+    return timings
 
 
 def run_demo_config(
@@ -324,7 +375,9 @@ def run_demo_config(
 @click.option("--train-seconds", type=float, default=90.0, show_default=True, help="Training wall-time cap.")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 @reporting
-def main(out: Path, size_km: float | None, tiny: bool, scheduler: str, train_seconds: float, verbose: int) -> None:
+def main(
+    out: Path, size_km: float | None, tiny: bool, scheduler: str, train_seconds: float, verbose: int
+) -> None:
     """Run the whole pipeline on a freshly simulated world and write a report to OUT."""
     setup_logging(verbose)
     path = run_demo(out, size_km=size_km, tiny=tiny, scheduler=scheduler, train_seconds=train_seconds)
