@@ -59,10 +59,13 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     assert time.perf_counter() - t0 < 60
 
     # a longer-trained preset scored beside bicubic baselines on the demo's test windows
+    from click.testing import CliRunner
+
     from pipelines.experiments.compare_demo import main as compare_main
 
-    assert compare_main([str(out), "--preset", "tiny", "--epochs", "1", "--batches", "2",
-                         "--with-demo-model", "--out", str(tmp_path / "cmp")]) == 0
+    args = [str(out), "--preset", "tiny", "--epochs", "1", "--batches", "2", "--with-demo-model"]
+    result = CliRunner().invoke(compare_main, [*args, "--out", str(tmp_path / "cmp")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "cmp" / "table.csv", index_col=0)
     rows = {"Landsat bicubic", "bicubic + fitted linear bandpass", "UNet (tiny)", "UNet (demo)"}
     assert rows <= set(table.index)

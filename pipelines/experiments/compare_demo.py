@@ -16,18 +16,19 @@ dates' Landsat scenes (with the same co-registration shifts) with cubic resampli
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-log = logging.getLogger(__name__)
+from pipelines.core.cli import reporting, setup_logging
+
+log = logging.getLogger("pipelines.experiments.compare_demo")  # not __main__ under `python -m`
 
 __all__ = ["train_on_demo", "bicubic_baselines", "compare_on_demo", "main"]
 
@@ -106,70 +107,99 @@ def bicubic_baselines(cube: xr.Dataset, index: pd.DataFrame, fitted: Any) -> dic
 
 
 def compare_on_demo(demo_out: str | Path, models: dict[str, str | Path], out: str | Path) -> pd.DataFrame:
-    """Harmonize the demo's Landsat dates with each model and score everything against truth."""
+    """Harmonize the demo's Landsat dates with each model and score everything against truth.
+
+    Parameters
+    ----------
+    demo_out
+        A finished demo folder.
+    models
+        Name -> model package; each harmonizes the demo's cube into ``OUT/harmonized-NAME``.
+    out
+        Where the harmonized cubes and ``table.csv`` / ``table.md`` go.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method (the baselines, the bicubic rows, ``UNet (NAME)``), the PSNR columns
+        then SSIM, SAM, NRMSE and NDVI r.
+    """
     from harmonize.bandpass import fit_linear_adjustment
     from harmonize.world import open_world
     from pipelines.core.stores import open_harmonized, read_index
+    from pipelines.demo.markdown import markdown_table
     from pipelines.demo.paths import demo_paths, open_cube
-    from pipelines.evaluation import scores as ev
-    from pipelines.stages.infer import InferCubeConfig, infer_cube
+    from pipelines.evaluation.harmonization import harmonization_table, index_patch_size, train_block_mask
+    from pipelines.stages.infer import InferStageConfig, infer_stage
 
     paths = demo_paths(demo_out)
     out = Path(out)
     cube = open_cube(demo_out)
     index = read_index(paths["pairs"])
-    patch = int((index.attrs.get("config") or {}).get("patch_size", 64))
     shape = (cube.sizes["y"], cube.sizes["x"])
-    train = xr.DataArray(ev.train_block_mask(index, shape, patch), dims=("y", "x"))
+    train = xr.DataArray(train_block_mask(index, shape, index_patch_size(index, default=64)), dims=("y", "x"))
     fitted = fit_linear_adjustment(cube.assign(clear=cube["clear"] & train), max_days=0)
     predictions: dict[str, xr.Dataset] = bicubic_baselines(cube, index, fitted)
     for name, package in models.items():
         target = out / f"harmonized-{name}"
-        infer_cube(InferCubeConfig(cube=paths["cube"], model=str(package), out=target, scheduler="threads"))
+        infer_stage(InferStageConfig(cube=paths["cube"], model=str(package), out=target, scheduler="threads"))
         predictions[f"UNet ({name})"] = open_harmonized(target)
     truth = open_world(paths["world"]).truth
-    table, _ = ev.harmonization_table(cube, index, truth, predictions, fitted=fitted)
+    table, _ = harmonization_table(cube, index, truth, predictions, fitted=fitted)
     table = table[MAIN_COLUMNS]
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv")
-    from pipelines.demo.report import markdown_table
-
     (out / "table.md").write_text(markdown_table(table, index_name="method") + "\n")
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.experiments.compare_demo DEMO_OUT [--preset P] [--epochs N] [--out DIR]``."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("demo_out", type=Path, help="a finished `harmonize demo` output folder")
-    p.add_argument("--preset", default="base", help="UNet preset to train (tiny, base, paper-5depth)")
-    p.add_argument("--epochs", type=int, default=80, help="epochs of --batches steps (default 80)")
-    p.add_argument("--batches", type=int, default=25, help="steps per epoch (default 25)")
-    p.add_argument("--max-seconds", type=float, default=None, help="stop training after this long")
-    p.add_argument("--with-demo-model", action="store_true", help="also score the demo's own model")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default DEMO_OUT/compare-PRESET)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out = args.out or args.demo_out / f"compare-{args.preset}"
+@click.command(name="compare-demo")
+@click.argument("demo_out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--preset", default="base", show_default=True, help="UNet preset to train (tiny, base, paper-5depth)."
+)
+@click.option("--epochs", type=int, default=80, show_default=True, help="Epochs of --batches steps.")
+@click.option("--batches", type=int, default=25, show_default=True, help="Steps per epoch.")
+@click.option("--max-seconds", type=float, default=None, help="Stop training after this long.")
+@click.option("--with-demo-model", is_flag=True, help="Also score the demo's own model.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default DEMO_OUT/compare-PRESET).",
+)
+@click.option("-v", "--verbose", count=True, help="More logging.")
+@reporting
+def main(
+    demo_out: Path,
+    preset: str,
+    epochs: int,
+    batches: int,
+    max_seconds: float | None,
+    with_demo_model: bool,
+    out: Path | None,
+    verbose: int,
+) -> None:
+    """Train PRESET longer on a finished demo's pairs (DEMO_OUT) and score it beside bicubic baselines."""
+    from pipelines.demo.paths import demo_paths
+
+    setup_logging(verbose)
+    out = out or demo_out / f"compare-{preset}"
     t0 = time.perf_counter()
     package = train_on_demo(
-        args.demo_out, out, preset=args.preset, epochs=args.epochs, batches_per_epoch=args.batches,
-        max_seconds=args.max_seconds,
+        demo_out, out, preset=preset, epochs=epochs, batches_per_epoch=batches, max_seconds=max_seconds
     )
-    log.info("trained %s in %.0f s", args.preset, time.perf_counter() - t0)
-    models: dict[str, str | Path] = {args.preset: package}
-    if args.with_demo_model:
-        from pipelines.demo.paths import demo_paths
-
-        models["demo"] = demo_paths(args.demo_out)["model_package"]
-    table = compare_on_demo(args.demo_out, models, out)
-    print(table.round(3).to_string())
+    log.info("trained %s in %.0f s", preset, time.perf_counter() - t0)
+    models: dict[str, str | Path] = {preset: package}
+    if with_demo_model:
+        models["demo"] = demo_paths(demo_out)["model_package"]
+    table = compare_on_demo(demo_out, models, out)
+    click.echo(table.round(3).to_string())
     fitted = table.loc["bicubic + fitted linear bandpass", "PSNR"]
     for name in models:
         gain = table.loc[f"UNet ({name})", "PSNR"] - fitted
-        print(f"UNet ({name}) over bicubic + fitted linear: {gain:+.2f} dB")
-    return 0
+        click.echo(f"UNet ({name}) over bicubic + fitted linear: {gain:+.2f} dB")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
