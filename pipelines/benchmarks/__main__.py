@@ -1,58 +1,48 @@
-"""Benchmarks of harmonize, printing one JSON document per run.
+"""``python -m pipelines.benchmarks NAME [OPTIONS]``: run one benchmark, print one JSON document.
 
 Usage::
 
     python -m pipelines.benchmarks world [--out DIR]
     python -m pipelines.benchmarks load
+    python -m pipelines.benchmarks NAME --help
     ...
 
-Each subcommand lives in ``pipelines/benchmarks/<name>.py`` as a ``run(argv) -> dict`` function;
-this module dispatches to it and prints the result as JSON, with the machine it ran on.
+Each benchmark lives in ``pipelines/benchmarks/<name>.py`` as a click ``command`` (and a plain
+function for Python callers); this group finds it by name, importing only that module, so a
+benchmark whose extra dependency is missing leaves the others runnable.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import os
-import platform
-import sys
-from typing import Any
 
-SUBCOMMANDS = ("world", "load", "pairs", "infer", "timeseries")
+import click
 
+__all__ = ["BENCHMARKS", "main"]
 
-def machine() -> dict[str, Any]:
-    """A short description of the machine a figure was measured on."""
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:  # pragma: no cover - torch missing or broken
-        gpu = None
-    return {
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "gpu": gpu,
-    }
+BENCHMARKS: tuple[str, ...] = ("world", "load", "pairs", "infer", "timeseries")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in SUBCOMMANDS:
-        print(f"usage: python -m pipelines.benchmarkss {{{','.join(SUBCOMMANDS)}}} [options]", file=sys.stderr)
-        return 2
-    name, rest = argv[0], argv[1:]
-    try:
-        module = importlib.import_module(f"pipelines.benchmarks.{name}")
-    except ModuleNotFoundError as exc:
-        print(f"benchmark {name!r} is not available: {exc}", file=sys.stderr)
-        return 2
-    result = {"benchmark": name, "machine": machine(), **module.run(rest)}
-    print(json.dumps(result, indent=2, default=str))
-    return 0
+class _BenchmarkGroup(click.Group):
+    """The benchmarks by name, each imported only when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(BENCHMARKS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in BENCHMARKS:
+            return None
+        try:
+            module = importlib.import_module(f"pipelines.benchmarks.{cmd_name}")
+        except ModuleNotFoundError as exc:
+            ctx.fail(f"benchmark {cmd_name!r} is not available: {exc}")
+        return module.command
+
+
+@click.group(cls=_BenchmarkGroup)
+def main() -> None:
+    """Benchmarks of harmonize, each printing one JSON document with the machine it ran on."""
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

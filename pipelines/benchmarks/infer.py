@@ -28,7 +28,6 @@ else ``nvidia-smi``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -38,61 +37,69 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import click
 import numpy as np
+
+from pipelines.benchmarks.common import options_from_argv, print_document
+
+__all__ = ["InferOptions", "infer_benchmark", "command", "run"]
 
 INPUTS = ("blue", "green", "red", "nir", "swir16", "swir22", "pan")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pipelines.benchmarks infer", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--models", default="tiny,base", help="comma-separated model presets")
-    p.add_argument("--size", type=int, default=1024, help="throughput scene size (pixels per side)")
-    p.add_argument(
-        "--chunk",
-        type=int,
-        default=None,
-        help="spatial chunk of super_resolve (default 1024 on CPU, 2048 on CUDA)",
-    )
-    p.add_argument("--tile", type=int, default=None, help="inner tile (default: whole chunk)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument(
-        "--memory-sizes",
-        default="2048,8192",
-        help="comma-separated scene sizes for the peak-memory runs ('' to skip)",
-    )
-    p.add_argument("--memory-model", default="tiny", help="model preset of the memory runs")
-    p.add_argument("--sink", choices=("zarr", "null"), default="zarr", help="where memory runs write")
-    p.add_argument(
-        "--all-at-once",
-        action="store_true",
-        help="memory runs compute the whole scene in one graph instead of stripe by stripe",
-    )
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument(
-        "--precision",
-        choices=("tf32", "bf16", "fp16"),
-        default=None,
-        help="tf32 convolutions or bf16/fp16 autocast on the device (default strict float32)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="dask threads (default 1 on CPU, where torch uses every core, 4 on CUDA)",
-    )
-    p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads on CPU")
-    p.add_argument(
-        "--repeat",
-        type=int,
-        default=2,
-        help="timed repetitions, raw and chunked alternating (the best of each counts)",
-    )
-    p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
-    return p
+@dataclass(frozen=True)
+class InferOptions:
+    """The benchmark's settings (the command's options).
+
+    Attributes
+    ----------
+    models
+        Comma-separated model presets of the throughput runs.
+    size
+        Throughput scene size (pixels per side).
+    chunk
+        Spatial chunk of super_resolve (default 1024 on CPU, 2048 on CUDA).
+    tile
+        Inner tile (default: whole chunk).
+    batch_size
+        Tiles per forward pass.
+    memory_sizes
+        Comma-separated scene sizes of the peak-memory runs (``""`` to skip).
+    memory_model
+        Model preset of the memory runs.
+    sink
+        Where memory runs write: ``"zarr"`` or ``"null"``.
+    all_at_once
+        Memory runs compute the whole scene in one graph instead of stripe by stripe.
+    device
+        ``cpu`` or ``cuda`` (default: cuda when available).
+    precision
+        ``tf32`` convolutions or ``bf16``/``fp16`` autocast (default strict float32).
+    workers
+        dask threads (default 1 on CPU, where torch uses every core, 4 on CUDA).
+    torch_threads
+        torch intra-op threads on CPU.
+    repeat
+        Timed repetitions, raw and chunked alternating (the best of each counts).
+    """
+
+    models: str = "tiny,base"
+    size: int = 1024
+    chunk: int | None = None
+    tile: int | None = None
+    batch_size: int = 8
+    memory_sizes: str = "2048,8192"
+    memory_model: str = "tiny"
+    sink: str = "zarr"
+    all_at_once: bool = False
+    device: str | None = None
+    precision: str | None = None
+    workers: int | None = None
+    torch_threads: int | None = None
+    repeat: int = 2
 
 
 def _random_model(preset: str) -> Any:
@@ -238,7 +245,7 @@ def _raw_forward(
     return time.perf_counter() - t0
 
 
-def _throughput(preset: str, args: argparse.Namespace, device: str, workers: int) -> dict[str, Any]:
+def _throughput(preset: str, opts: InferOptions, device: str, workers: int) -> dict[str, Any]:
     import dask
 
     from harmonize import infer
@@ -249,40 +256,40 @@ def _throughput(preset: str, args: argparse.Namespace, device: str, workers: int
     try:
         save_model_package(model, tmp, metadata={"name": f"bench-{preset}"})
         cached = infer.load_cached(tmp, device)  # the very module super_resolve will use
-        size = args.size
+        size = opts.size
         x = np.random.default_rng(0).uniform(0.0, 0.4, (len(INPUTS), size, size)).astype("float32")
         mpx = size * size / 1e6
         # warm-up: kernels, allocator, cuDNN autotuning
         _raw_forward(
             cached,
-            x[:, : min(size, args.chunk), : min(size, args.chunk)],
-            args.chunk,
+            x[:, : min(size, opts.chunk), : min(size, opts.chunk)],
+            opts.chunk,
             1,
             device,
-            args.precision,
+            opts.precision,
         )
-        cube = _cube(x, size, args.chunk)
+        cube = _cube(x, size, opts.chunk)
         sampler = _GpuSampler(device)
         times, raws = [], []
         with sampler, dask.config.set(scheduler="threads", num_workers=workers):
             # raw and chunked runs alternate, so a noisy neighbour on the machine hits both alike
-            for _ in range(args.repeat):
+            for _ in range(opts.repeat):
                 # the raw baseline gets its best batching: one tile at a time or batch_size tiles
                 raws.append(
                     min(
-                        _raw_forward(cached, x, args.chunk, b, device, args.precision)
-                        for b in sorted({1, args.batch_size})
+                        _raw_forward(cached, x, opts.chunk, b, device, opts.precision)
+                        for b in sorted({1, opts.batch_size})
                     )
                 )
                 t0 = time.perf_counter()
                 out = infer.super_resolve(
                     cube,
                     tmp,
-                    chunks=args.chunk,
-                    tile=args.tile,
-                    batch_size=args.batch_size,
+                    chunks=opts.chunk,
+                    tile=opts.tile,
+                    batch_size=opts.batch_size,
                     device=device,
-                    precision=args.precision,
+                    precision=opts.precision,
                 )
                 out[list(out.data_vars)].compute()
                 _sync(device)
@@ -293,11 +300,11 @@ def _throughput(preset: str, args: argparse.Namespace, device: str, workers: int
             "parameters": int(sum(p.numel() for p in model.parameters())),
             "halo": int(model.receptive_halo),
             "scene_px": [size, size],
-            "chunk": args.chunk,
+            "chunk": opts.chunk,
             "raw_forward_mpx_s": round(mpx / raw, 4),
             "super_resolve_mpx_s": round(mpx / sr, 4),
             "ratio": round(raw / sr, 3),
-            "halo_overhead_bound": round(args.chunk**2 / (args.chunk + 2 * model.receptive_halo) ** 2, 3),
+            "halo_overhead_bound": round(opts.chunk**2 / (opts.chunk + 2 * model.receptive_halo) ** 2, 3),
             "raw_seconds": round(raw, 2),
             "super_resolve_seconds": round(sr, 2),
             "gpu_utilization": sampler.summary(),
@@ -334,7 +341,7 @@ class _NullStore:
         pass
 
 
-def _memory_child(size: int, args: argparse.Namespace, device: str, workers: int) -> dict[str, Any]:
+def _memory_child(size: int, opts: InferOptions, device: str, workers: int) -> dict[str, Any]:
     """Runs in its own process: peak RSS of super-resolving a lazily generated size² scene."""
     import dask
     import dask.array as da
@@ -345,9 +352,9 @@ def _memory_child(size: int, args: argparse.Namespace, device: str, workers: int
     tmp = tempfile.mkdtemp(prefix="bench-infer-mem-")
     try:
         save_model_package(
-            _random_model(args.memory_model), os.path.join(tmp, "model"), metadata={"name": "bench"}
+            _random_model(opts.memory_model), os.path.join(tmp, "model"), metadata={"name": "bench"}
         )
-        cube = _cube(None, size, args.chunk, lazy_seed=0)
+        cube = _cube(None, size, opts.chunk, lazy_seed=0)
         rss_before = _rss_mib()
         sampler = _GpuSampler(device)
         t0 = time.perf_counter()
@@ -355,18 +362,18 @@ def _memory_child(size: int, args: argparse.Namespace, device: str, workers: int
             out = infer.super_resolve(
                 cube,
                 os.path.join(tmp, "model"),
-                chunks=args.chunk,
-                tile=args.tile,
-                batch_size=args.batch_size,
+                chunks=opts.chunk,
+                tile=opts.tile,
+                batch_size=opts.batch_size,
                 device=device,
-                precision=args.precision,
+                precision=opts.precision,
             )
-            if args.sink == "zarr":
-                from pipelines.infer import write_zarr_in_stripes
+            if opts.sink == "zarr":
+                from harmonize.io import write_zarr_in_stripes
 
-                write_zarr_in_stripes(out, os.path.join(tmp, "out.zarr"), stripes=not args.all_at_once)
+                write_zarr_in_stripes(out, os.path.join(tmp, "out.zarr"), stripes=not opts.all_at_once)
             else:
-                regions = [None] if args.all_at_once else infer.stripes(out)
+                regions = [None] if opts.all_at_once else infer.stripes(out)
                 for region in regions:
                     part = out if region is None else out.isel(region)
                     arrays = [part[v].data for v in part.data_vars]
@@ -376,10 +383,10 @@ def _memory_child(size: int, args: argparse.Namespace, device: str, workers: int
         peak = _peak_rss_mib()
         result: dict[str, Any] = {
             "scene_px": [size, size],
-            "chunk": args.chunk,
-            "model": args.memory_model,
-            "sink": args.sink,
-            "stripes": not args.all_at_once,
+            "chunk": opts.chunk,
+            "model": opts.memory_model,
+            "sink": opts.sink,
+            "stripes": not opts.all_at_once,
             "seconds": round(seconds, 1),
             "mpx_s": round(size * size / 1e6 / seconds, 4),
             "rss_before_compute_mib": round(rss_before, 1),
@@ -395,8 +402,9 @@ def _memory_child(size: int, args: argparse.Namespace, device: str, workers: int
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _memory(size: int, argv: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "pipelines.benchmarks.infer", *argv, "--memory-child", str(size)]
+def _memory(size: int, opts: InferOptions) -> dict[str, Any]:
+    """:func:`_memory_child` in a fresh Python process, so its peak memory is its own."""
+    cmd = [sys.executable, "-m", "pipelines.benchmarks.infer", str(size), json.dumps(asdict(opts))]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     if proc.returncode != 0:
@@ -404,50 +412,129 @@ def _memory(size: int, argv: list[str]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _setup(args: argparse.Namespace) -> tuple[str, int]:
+def _setup(opts: InferOptions) -> tuple[str, int, InferOptions]:
+    """The device and dask threads to use, torch set up for them, and the chunk resolved."""
     import torch
 
     from harmonize.infer import resolve_device
 
-    device = resolve_device(args.device)
+    device = resolve_device(opts.device)
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
         torch.backends.cudnn.benchmark = True
-    elif args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    workers = args.workers or (4 if device.startswith("cuda") else 1)
-    if args.chunk is None:
+    elif opts.torch_threads:
+        torch.set_num_threads(opts.torch_threads)
+    workers = opts.workers or (4 if device.startswith("cuda") else 1)
+    if opts.chunk is None:
         from harmonize.infer import DEFAULT_CHUNK
 
-        args.chunk = DEFAULT_CHUNK["cuda" if device.startswith("cuda") else "cpu"]
-    return device, workers
+        opts = replace(opts, chunk=DEFAULT_CHUNK["cuda" if device.startswith("cuda") else "cpu"])
+    return device, workers, opts
 
 
-def run(argv: list[str]) -> dict[str, Any]:
-    """Run the benchmark; see the module docstring. Returns a JSON-serialisable dict."""
-    args = _parser().parse_args(argv)
-    device, workers = _setup(args)
-    if args.memory_child is not None:
-        return _memory_child(args.memory_child, args, device, workers)
+def infer_benchmark(**options: Any) -> dict[str, Any]:
+    """Throughput of chunk-wise inference against a raw forward pass, and peak memory.
+
+    Parameters
+    ----------
+    **options
+        :class:`InferOptions` fields.
+
+    Returns
+    -------
+    dict
+        The device and settings, one ``throughput`` entry per model preset and one ``memory``
+        entry per scene size (see the module docstring).
+    """
     import torch
 
+    device, workers, opts = _setup(InferOptions(**options))
     result: dict[str, Any] = {
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
         "torch_threads": torch.get_num_threads(),
         "dask_workers": workers,
-        "precision": args.precision or "float32",
+        "precision": opts.precision or "float32",
         "throughput": [],
         "memory": [],
     }
-    for preset in [m for m in args.models.split(",") if m]:
-        result["throughput"].append(_throughput(preset, args, device, workers))
-    child_argv = list(argv)  # the child re-parses the same options (empty values included)
-    for size in [int(s) for s in args.memory_sizes.split(",") if s]:
-        result["memory"].append(_memory(size, child_argv))
+    for preset in [m for m in opts.models.split(",") if m]:
+        result["throughput"].append(_throughput(preset, opts, device, workers))
+    for size in [int(s) for s in opts.memory_sizes.split(",") if s]:
+        result["memory"].append(_memory(size, opts))
     return result
 
 
+@click.command(name="infer")
+@click.option("--models", default="tiny,base", show_default=True, help="Comma-separated model presets.")
+@click.option(
+    "--size", type=int, default=1024, show_default=True, help="Throughput scene size (pixels per side)."
+)
+@click.option(
+    "--chunk",
+    type=int,
+    default=None,
+    help="Spatial chunk of super_resolve (default 1024 on CPU, 2048 on CUDA).",
+)
+@click.option("--tile", type=int, default=None, help="Inner tile (default: whole chunk).")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option(
+    "--memory-sizes",
+    default="2048,8192",
+    show_default=True,
+    help="Comma-separated scene sizes for the peak-memory runs ('' to skip).",
+)
+@click.option("--memory-model", default="tiny", show_default=True, help="Model preset of the memory runs.")
+@click.option(
+    "--sink",
+    type=click.Choice(["zarr", "null"]),
+    default="zarr",
+    show_default=True,
+    help="Where memory runs write.",
+)
+@click.option(
+    "--all-at-once",
+    is_flag=True,
+    help="Memory runs compute the whole scene in one graph instead of stripe by stripe.",
+)
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@click.option(
+    "--precision",
+    type=click.Choice(["tf32", "bf16", "fp16"]),
+    default=None,
+    help="tf32 convolutions or bf16/fp16 autocast on the device (default strict float32).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="dask threads (default 1 on CPU, where torch uses every core, 4 on CUDA).",
+)
+@click.option("--torch-threads", type=int, default=None, help="torch intra-op threads on CPU.")
+@click.option(
+    "--repeat",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Timed repetitions, raw and chunked alternating (the best of each counts).",
+)
+def command(**options: Any) -> None:
+    """Chunk-wise inference: throughput against a raw forward pass, and peak memory."""
+    print_document("infer", infer_benchmark(**options))
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """The figures for the options ``argv`` of ``python -m pipelines.benchmarks infer``."""
+    return infer_benchmark(**options_from_argv(command, argv))
+
+
+def _memory_child_main(argv: list[str]) -> None:
+    """``python -m pipelines.benchmarks.infer SIZE OPTIONS_JSON``: one memory run, its figures
+    printed as one JSON line (what :func:`_memory` reads)."""
+    device, workers, opts = _setup(InferOptions(**json.loads(argv[1])))
+    print(json.dumps(_memory_child(int(argv[0]), opts, device, workers), default=str))
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(sys.argv[1:]), default=str))
+    _memory_child_main(sys.argv[1:])

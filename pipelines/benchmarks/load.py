@@ -3,7 +3,7 @@
 Usage::
 
     python -m pipelines.benchmarks load [--world DIR] [--tiny] [--threads N] [--repeat 3]
-                                       [--chunk 512] [--no-stackstac]
+                                        [--chunk 512] [--no-stackstac]
 
 Three ways of reading the same assets onto the same 10 m grid, in the same run, warm file cache:
 
@@ -25,7 +25,6 @@ growth during a run (sampled every 10 ms, so GDAL's and numpy's memory both coun
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import tempfile
@@ -36,9 +35,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
 from harmonize.bands import PAN, REFLECTANCE_BANDS
+from pipelines.benchmarks.common import options_from_argv, print_document
+
+__all__ = ["load_benchmark", "command", "run"]
+
+CORES = len(os.sched_getaffinity(0))
 
 
 def _rss_mb() -> float:
@@ -98,68 +103,45 @@ def _figures(mpix: float, wall: float, cpu: float, mem: float) -> dict[str, floa
     }
 
 
-def _world(args: argparse.Namespace):  # noqa: ANN202 - harmonize.world.World
+def _world(world: Path | None, tiny: bool):  # noqa: ANN202 - harmonize.world.World
+    """The world in ``world``, or the demo (or tiny) world cached in the temporary directory."""
     from harmonize.world import WorldConfig, create_world, open_world
 
-    if args.world is not None:
-        return open_world(args.world)
-    cfg = WorldConfig.tiny() if args.tiny else WorldConfig()
+    if world is not None:
+        return open_world(world)
+    cfg = WorldConfig.tiny() if tiny else WorldConfig()
     tag = hashlib.sha1(cfg.model_dump_json().encode()).hexdigest()[:10]
     root = Path(tempfile.gettempdir()) / f"harmonize-bench-world-{tag}"
     return create_world(root, cfg, progress=False)  # idempotent: reuses a finished world
 
 
-def _asset_reads(items: list, keys_of: Callable) -> list[tuple[str, bool]]:  # noqa: ANN001
+def _assets_read(item: Any) -> list[tuple[str, bool]]:
+    """(asset key, is_quality) of every asset the cube reads from ``item``."""
+    from harmonize.providers import profile_for_item
+
+    p = profile_for_item(item)
+    if p.level == "L1":
+        return [(p.assets[PAN], False)]
+    return [(p.assets[b], False) for b in REFLECTANCE_BANDS] + [(p.qa_asset, True)]
+
+
+def _asset_reads(items: list[Any]) -> list[tuple[str, bool]]:
     """(href, is_quality) of every asset the cube reads."""
     reads = []
     for it in items:
-        for key, qa in keys_of(it):
+        for key, qa in _assets_read(it):
             reads.append((it.assets[key].get_absolute_href() or it.assets[key].href, qa))
     return reads
 
 
-def run(argv: list[str]) -> dict[str, Any]:
-    """Time load_cube against rasterio and stackstac on one world; return the figures."""
-    ap = argparse.ArgumentParser(prog="python -m pipelines.benchmarks load")
-    ap.add_argument(
-        "--world", type=Path, default=None, help="an existing world directory (default: demo world, cached)"
-    )
-    ap.add_argument("--tiny", action="store_true", help="use the tiny test world instead of the demo default")
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--chunk", type=int, default=512, help="spatial chunk of the cube (pixels)")
-    ap.add_argument("--no-stackstac", action="store_true")
-    args = ap.parse_args(argv)
-
-    import dask
-    import pystac
+def _rasterio_reader(gbox: Any) -> Callable[[tuple[str, bool]], np.ndarray]:
+    """A function reading one asset's window covering ``gbox`` at the grid's shape, no reprojection."""
     import rasterio
-    import rustac
     from rasterio.enums import Resampling
     from rasterio.windows import from_bounds
 
-    from harmonize.cube import load_cube
-    from harmonize.providers import profile_for_item
-
-    world = _world(args)
-    items = [pystac.Item.from_dict(d) for d in rustac.read_sync(str(world.items_path))["features"]]
-    gbox = world.geobox
     ny, nx = gbox.shape.y, gbox.shape.x
     left, bottom, right, top = gbox.extent.boundingbox
-
-    def keys_of(it: pystac.Item) -> list[tuple[str, bool]]:
-        p = profile_for_item(it)
-        if p.level == "L1":
-            return [(p.assets[PAN], False)]
-        return [(p.assets[b], False) for b in REFLECTANCE_BANDS] + [(p.qa_asset, True)]
-
-    reads = _asset_reads(items, keys_of)
-    mpix = len(reads) * ny * nx / 1e6
-    chunks = {"time": 1, "y": args.chunk, "x": args.chunk}
-    scheduler = dict(scheduler="threads", num_workers=args.threads)
-
-    def cube() -> Any:
-        return load_cube(items, geobox=gbox, chunks=chunks).compute(**scheduler)
 
     def read_one(href_qa: tuple[str, bool]) -> np.ndarray:
         href, qa = href_qa
@@ -173,66 +155,149 @@ def run(argv: list[str]) -> dict[str, Any]:
                 resampling=Resampling.nearest if qa else Resampling.bilinear,
             )
 
+    return read_one
+
+
+def _stackstac_figures(
+    items: list[Any], gbox: Any, chunk: int, threads: int, repeat: int, mpix: float
+) -> dict[str, Any]:
+    """stackstac.stack of the same items and assets on the same grid, best of ``repeat``."""
+    import dask
+    import stackstac
+    from rasterio.enums import Resampling
+
+    assets = sorted({k for it in items for k, _ in _assets_read(it)})
+
+    def stack() -> Any:
+        arr = stackstac.stack(
+            [it.to_dict() for it in items],
+            assets=assets,
+            epsg=gbox.crs.epsg,
+            resolution=gbox.resolution.x,
+            bounds=tuple(gbox.extent.boundingbox),
+            chunksize=chunk,
+            dtype="float32",
+            fill_value=np.float32(np.nan),
+            rescale=False,
+            resampling=Resampling.bilinear,
+            snap_bounds=False,
+        )
+        return arr.compute(scheduler="threads", num_workers=threads)
+
+    with dask.config.set(scheduler="threads"):
+        stack()
+        figures = _figures(mpix, *_best(stack, repeat))
+    return {**figures, "note": "reads every (item, asset) pair it is given; no fusing, scaling or masks"}
+
+
+def _ratios(results: dict[str, Any]) -> dict[str, float]:
+    """Throughput ratios (>1: the cube is faster), by wall time and by CPU time."""
+    out = {}
+    for other in ("rasterio", "stackstac"):
+        if other in results:
+            out[f"cube_vs_{other}"] = round(results[other]["seconds"] / results["cube"]["seconds"], 3)
+            out[f"cube_vs_{other}_cpu"] = round(
+                results[other]["cpu_seconds"] / results["cube"]["cpu_seconds"], 3
+            )
+    return out
+
+
+def load_benchmark(
+    *,
+    world: Path | None = None,
+    tiny: bool = False,
+    threads: int = CORES,
+    repeat: int = 3,
+    chunk: int = 512,
+    stackstac: bool = True,
+) -> dict[str, Any]:
+    """Time load_cube against rasterio and stackstac on one world.
+
+    Parameters
+    ----------
+    world
+        An existing world folder (default: the demo world, created once and cached).
+    tiny
+        Use the tiny test world instead of the demo default.
+    threads
+        Threads of every reader.
+    repeat
+        Runs of each reader (the best counts).
+    chunk
+        Spatial chunk of the cube (pixels).
+    stackstac
+        Also time stackstac.
+
+    Returns
+    -------
+    dict
+        The world, grid and asset counts; per reader seconds, CPU seconds, megapixels per second
+        and peak memory; the cube's throughput ratios against the others.
+    """
+    import pystac
+    import rustac
+
+    from harmonize.cube import load_cube
+
+    w = _world(world, tiny)
+    items = [pystac.Item.from_dict(d) for d in rustac.read_sync(str(w.items_path))["features"]]
+    gbox = w.geobox
+    ny, nx = gbox.shape.y, gbox.shape.x
+    reads = _asset_reads(items)
+    mpix = len(reads) * ny * nx / 1e6
+    chunks = {"time": 1, "y": chunk, "x": chunk}
+
+    def cube() -> Any:
+        return load_cube(items, geobox=gbox, chunks=chunks).compute(scheduler="threads", num_workers=threads)
+
+    read_one = _rasterio_reader(gbox)
+
     def raw() -> Any:
-        with ThreadPoolExecutor(args.threads) as pool:
+        with ThreadPoolExecutor(threads) as pool:
             return list(pool.map(read_one, reads))
 
     results: dict[str, Any] = {}
     raw()  # warm the file cache for everyone
-    results["rasterio"] = _figures(mpix, *_best(raw, args.repeat))
+    results["rasterio"] = _figures(mpix, *_best(raw, repeat))
     cube()  # warm imports and GDAL
-    results["cube"] = _figures(mpix, *_best(cube, args.repeat))
-
-    if not args.no_stackstac:
-        import stackstac
-
-        assets = sorted({k for it in items for k, _ in keys_of(it)})
-
-        def stack() -> Any:
-            arr = stackstac.stack(
-                [it.to_dict() for it in items],
-                assets=assets,
-                epsg=gbox.crs.epsg,
-                resolution=gbox.resolution.x,
-                bounds=(left, bottom, right, top),
-                chunksize=args.chunk,
-                dtype="float32",
-                fill_value=np.float32(np.nan),
-                rescale=False,
-                resampling=Resampling.bilinear,
-                snap_bounds=False,
-            )
-            return arr.compute(**scheduler)
-
-        with dask.config.set(scheduler="threads"):
-            stack()
-            figures = _figures(mpix, *_best(stack, args.repeat))
-        results["stackstac"] = {
-            **figures,
-            "note": "reads every (item, asset) pair it is given; no fusing, scaling or masks",
-        }
-
-    out = {
+    results["cube"] = _figures(mpix, *_best(cube, repeat))
+    if stackstac:
+        results["stackstac"] = _stackstac_figures(items, gbox, chunk, threads, repeat, mpix)
+    return {
         "world": {
-            "path": str(world.root),
-            "size_km": world.config.size_km,
-            "start": str(world.config.start),
-            "end": str(world.config.end),
+            "path": str(w.root),
+            "size_km": w.config.size_km,
+            "start": str(w.config.start),
+            "end": str(w.config.end),
             "items": len(items),
         },
         "grid": {"shape": [ny, nx], "crs": str(gbox.crs), "resolution": gbox.resolution.x},
         "asset_reads": len(reads),
         "asset_megapixels": round(mpix, 2),
-        "threads": args.threads,
-        "repeat": args.repeat,
+        "threads": threads,
+        "repeat": repeat,
         **results,
-        # Throughput ratios (>1: the cube is faster), by wall time and by CPU time.
-        "cube_vs_rasterio": round(results["rasterio"]["seconds"] / results["cube"]["seconds"], 3),
-        "cube_vs_rasterio_cpu": round(results["rasterio"]["cpu_seconds"] / results["cube"]["cpu_seconds"], 3),
+        **_ratios(results),
     }
-    if "stackstac" in results:
-        out["cube_vs_stackstac"] = round(results["stackstac"]["seconds"] / results["cube"]["seconds"], 3)
-        out["cube_vs_stackstac_cpu"] = round(
-            results["stackstac"]["cpu_seconds"] / results["cube"]["cpu_seconds"], 3
-        )
-    return out
+
+
+@click.command(name="load")
+@click.option(
+    "--world",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="An existing world directory (default: the demo world, cached).",
+)
+@click.option("--tiny", is_flag=True, help="Use the tiny test world instead of the demo default.")
+@click.option("--threads", type=int, default=CORES, show_default=True)
+@click.option("--repeat", type=int, default=3, show_default=True)
+@click.option("--chunk", type=int, default=512, show_default=True, help="Spatial chunk of the cube (pixels).")
+@click.option("--stackstac/--no-stackstac", default=True, show_default=True, help="Also time stackstac.")
+def command(**options: Any) -> None:
+    """Load a simulated world with load_cube, rasterio and stackstac; compare throughput."""
+    print_document("load", load_benchmark(**options))
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """The figures for the options ``argv`` of ``python -m pipelines.benchmarks load``."""
+    return load_benchmark(**options_from_argv(command, argv))

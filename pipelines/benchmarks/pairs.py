@@ -19,35 +19,21 @@ through :func:`harmonize.cube.load_cube`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import pandas as pd
 
+from pipelines.benchmarks.common import options_from_argv, print_document
+
 log = logging.getLogger(__name__)
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.benchmarks pairs", description=__doc__)
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
-    p.add_argument("--patch", type=int, default=128, help="patch size in 10 m pixels")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--batches", type=int, default=12, help="batches drawn per data measurement")
-    p.add_argument("--steps", type=int, default=6, help="training steps timed per model")
-    p.add_argument("--workers", default="0,2", help="DataLoader num_workers values, comma-separated")
-    p.add_argument("--models", default="tiny,base", help="model presets, comma-separated")
-    p.add_argument("--size", type=int, default=1024, help="synthetic cube side in pixels")
-    p.add_argument("--pairs", type=int, default=4, help="same-day pairs in the synthetic cube")
-    p.add_argument("--chunk", type=int, default=512, help="dask chunk side of the cube")
-    p.add_argument("--world", default=None, help="use (or create) a simulated world in this folder")
-    p.add_argument("--world-km", type=float, default=2.56, help="side of a created world in km")
-    p.add_argument("--no-cache", action="store_true", help="skip the Zarr cache measurement")
-    return p
+__all__ = ["synthetic_cube", "world_cube", "loader_rate", "train_rate", "pairs_benchmark", "command", "run"]
 
 
 def synthetic_cube(size: int, n_pairs: int, chunk: int, seed: int = 0) -> Any:
@@ -193,79 +179,172 @@ def train_rate(preset: str, device: str, batch: int, patch: int, steps: int) -> 
     }
 
 
-def run(argv: list[str]) -> dict[str, Any]:
-    """Measure the data path against training; returns a JSON-able dict."""
-    import torch
-
-    from harmonize.pairs import PairConfig, PairDataset, build_pair_index, cache_pairs
-
-    args = _parser().parse_args(argv)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    P = args.patch
-    out: dict[str, Any] = {
-        "device": device,
-        "torch_threads": torch.get_num_threads(),
-        "patch": P,
-        "batch": args.batch,
-    }
-
+def _source(
+    world: str | None, world_km: float, size: int, pairs: int, chunk: int
+) -> tuple[Any, dict[str, Any]]:
+    """The cube to draw patches from (a world's or a synthetic one) and what it is."""
     t = time.perf_counter()
-    if args.world:
-        cube, info = world_cube(args.world, args.world_km, args.chunk)
-        out["source"] = {"kind": "world", **info, "chunk": args.chunk}
+    if world:
+        cube, info = world_cube(world, world_km, chunk)
+        source = {"kind": "world", **info, "chunk": chunk}
     else:
-        cube = synthetic_cube(args.size, args.pairs, args.chunk)
-        out["source"] = {"kind": "synthetic", "size": args.size, "pairs": args.pairs, "chunk": args.chunk}
-    out["source"]["shape"] = dict(cube.sizes)
-    out["source"]["open_s"] = round(time.perf_counter() - t, 3)
+        cube = synthetic_cube(size, pairs, chunk)
+        source = {"kind": "synthetic", "size": size, "pairs": pairs, "chunk": chunk}
+    source["shape"] = dict(cube.sizes)
+    source["open_s"] = round(time.perf_counter() - t, 3)
+    return cube, source
+
+
+def _index(cube: Any, patch: int, from_world: bool) -> tuple[Any, dict[str, Any]]:
+    """A pair index of every window in the training split, and how long it took."""
+    from harmonize.pairs import PairConfig, build_pair_index
 
     config = PairConfig(
-        max_days=0 if not args.world else 2,
+        max_days=0 if not from_world else 2,
         min_clear=0.0,
-        patch_size=P,
-        stride=P // 2,
-        block_size=P,
+        patch_size=patch,
+        stride=patch // 2,
+        block_size=patch,
         train_fraction=1.0,
         val_fraction=0.0,
         test_fraction=0.0,
     )
     t = time.perf_counter()
     index = build_pair_index(cube, config)
-    out["index"] = {
+    return index, {
         "seconds": round(time.perf_counter() - t, 3),
         "windows": len(index),
         "pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]),
     }
+
+
+def _data_rates(
+    cube: Any, index: Any, batch: int, batches: int, workers: list[int], cache: bool
+) -> dict[str, Any]:
+    """Patches/s from the dask cube per worker count, then from a Zarr cache of the same patches."""
+    from harmonize.pairs import PairDataset, cache_pairs
+
     dataset = PairDataset(cube, index, "train", augment=True)
+    data = {f"workers_{w}": loader_rate(dataset, batch, batches, w) for w in workers}
+    if not cache:
+        return data
+    n = min(len(dataset), batches * batch)
+    subset = PairDataset(cube, index.iloc[:n], "train", augment=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        cached = cache_pairs(subset, Path(tmp) / "pairs.zarr", progress=False)
+        write = time.perf_counter() - t
+        data["zarr_cache_write"] = {"patches": n, "patches_per_s": round(n / write, 2)}
+        for w in workers:
+            data[f"zarr_cache_workers_{w}"] = loader_rate(cached, batch, batches, w)
+    return data
 
-    workers = [int(w) for w in args.workers.split(",") if w != ""]
-    out["data"] = {f"workers_{w}": loader_rate(dataset, args.batch, args.batches, w) for w in workers}
-    if not args.no_cache:
-        n = min(len(dataset), args.batches * args.batch)
-        subset = PairDataset(cube, index.iloc[:n], "train", augment=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            cached = cache_pairs(subset, Path(tmp) / "pairs.zarr", progress=False)
-            write = time.perf_counter() - t
-            out["data"]["zarr_cache_write"] = {"patches": n, "patches_per_s": round(n / write, 2)}
-            for w in workers:
-                out["data"][f"zarr_cache_workers_{w}"] = loader_rate(cached, args.batch, args.batches, w)
 
-    out["train"] = {}
-    for preset in [m for m in args.models.split(",") if m]:
-        try:
-            out["train"][preset] = train_rate(preset, device, args.batch, P, args.steps)
-        except ImportError as exc:  # the model module has not landed
-            out["train"][preset] = {"error": str(exc)}
+def _headroom(data: dict[str, Any], train: dict[str, Any]) -> dict[str, float]:
+    """Patches/s delivered over patches/s a training step consumes, per model and data path."""
     headroom = {}
-    for preset, tr in out["train"].items():
+    for preset, tr in train.items():
         if "patches_per_s" not in tr:
             continue
-        for name, d in out["data"].items():
+        for name, d in data.items():
             if name == "zarr_cache_write":
                 continue
             headroom[f"{preset}/{name}"] = round(d["patches_per_s"] / tr["patches_per_s"], 2)
-    out["headroom"] = headroom
+    return headroom
+
+
+def pairs_benchmark(
+    *,
+    device: str = "auto",
+    patch: int = 128,
+    batch: int = 8,
+    batches: int = 12,
+    steps: int = 6,
+    workers: str = "0,2",
+    models: str = "tiny,base",
+    size: int = 1024,
+    pairs: int = 4,
+    chunk: int = 512,
+    world: str | None = None,
+    world_km: float = 2.56,
+    cache: bool = True,
+) -> dict[str, Any]:
+    """Measure the data path against training.
+
+    Parameters
+    ----------
+    device
+        ``cpu``, ``cuda`` or ``auto`` (cuda when available).
+    patch, batch
+        Patch side in 10 m pixels, and patches per batch.
+    batches, steps
+        Batches drawn per data measurement; training steps timed per model.
+    workers, models
+        Comma-separated DataLoader ``num_workers`` values and model presets.
+    size, pairs, chunk
+        The synthetic cube's side, same-day pairs and dask chunk side.
+    world, world_km
+        Use (or create, ``world_km`` wide) a simulated world in this folder instead.
+    cache
+        Also measure a Zarr cache of the patches.
+
+    Returns
+    -------
+    dict
+        The device, the source, the index, patches/s per data path, training rates per model
+        and the headroom of each data path over each model.
+    """
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    out: dict[str, Any] = {
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "patch": patch,
+        "batch": batch,
+    }
+    cube, out["source"] = _source(world, world_km, size, pairs, chunk)
+    index, out["index"] = _index(cube, patch, bool(world))
+    worker_counts = [int(w) for w in workers.split(",") if w != ""]
+    out["data"] = _data_rates(cube, index, batch, batches, worker_counts, cache)
+    out["train"] = {}
+    for preset in [m for m in models.split(",") if m]:
+        try:
+            out["train"][preset] = train_rate(preset, device, batch, patch, steps)
+        except ImportError as exc:  # the model module has not landed
+            out["train"][preset] = {"error": str(exc)}
+    out["headroom"] = _headroom(out["data"], out["train"])
     return out
+
+
+@click.command(name="pairs")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto (cuda when available).")
+@click.option("--patch", type=int, default=128, show_default=True, help="Patch size in 10 m pixels.")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option(
+    "--batches", type=int, default=12, show_default=True, help="Batches drawn per data measurement."
+)
+@click.option("--steps", type=int, default=6, show_default=True, help="Training steps timed per model.")
+@click.option(
+    "--workers", default="0,2", show_default=True, help="DataLoader num_workers values, comma-separated."
+)
+@click.option("--models", default="tiny,base", show_default=True, help="Model presets, comma-separated.")
+@click.option("--size", type=int, default=1024, show_default=True, help="Synthetic cube side in pixels.")
+@click.option("--pairs", type=int, default=4, show_default=True, help="Same-day pairs in the synthetic cube.")
+@click.option("--chunk", type=int, default=512, show_default=True, help="dask chunk side of the cube.")
+@click.option("--world", default=None, help="Use (or create) a simulated world in this folder.")
+@click.option(
+    "--world-km", type=float, default=2.56, show_default=True, help="Side of a created world in km."
+)
+@click.option(
+    "--cache/--no-cache", default=True, show_default=True, help="Measure a Zarr cache of the patches."
+)
+def command(**options: Any) -> None:
+    """Patches/s served by the pair dataset against training steps/s."""
+    print_document("pairs", pairs_benchmark(**options))
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """The figures for the options ``argv`` of ``python -m pipelines.benchmarks pairs``."""
+    return pairs_benchmark(**options_from_argv(command, argv))

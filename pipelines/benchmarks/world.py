@@ -8,7 +8,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -16,34 +15,57 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
+
 from harmonize.world import WorldConfig, create_world
+from pipelines.benchmarks.common import options_from_argv, print_document
+
+__all__ = ["world_benchmark", "command", "run"]
+
+DEFAULTS = WorldConfig()
 
 
 def _disk_mb(root: Path) -> float:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
 
 
-def run(argv: list[str]) -> dict[str, Any]:
-    """Create a world from scratch, timing it; return the figures as a dict."""
-    ap = argparse.ArgumentParser(prog="python -m pipelines.benchmarks world")
-    ap.add_argument("--out", type=Path, default=None, help="where to write (default: a temporary directory)")
-    ap.add_argument("--size-km", type=float, default=WorldConfig().size_km)
-    ap.add_argument("--start", default=str(WorldConfig().start))
-    ap.add_argument("--end", default=str(WorldConfig().end))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--keep", action="store_true", help="keep the world (default: delete it afterwards)")
-    args = ap.parse_args(argv)
-    cfg = WorldConfig(size_km=args.size_km, start=args.start, end=args.end, seed=args.seed)
+def world_benchmark(
+    *,
+    out: Path | None = None,
+    size_km: float = DEFAULTS.size_km,
+    start: str = str(DEFAULTS.start),
+    end: str = str(DEFAULTS.end),
+    seed: int = 0,
+    workers: int = 2,
+    keep: bool = False,
+) -> dict[str, Any]:
+    """Create a world from scratch, timing it.
+
+    Parameters
+    ----------
+    out
+        Where to write (default: a temporary directory, deleted afterwards unless ``keep``).
+    size_km, start, end, seed
+        The :class:`harmonize.world.WorldConfig` fields.
+    workers
+        Processes writing scenes.
+    keep
+        Keep a temporary world (its path is reported).
+
+    Returns
+    -------
+    dict
+        The config, seconds, CPU seconds, disk use (total and per part), scene counts, files and
+        the world's path (``None`` once deleted).
+    """
+    cfg = WorldConfig(size_km=size_km, start=start, end=end, seed=seed)
     tmp = None
-    if args.out is None:
+    if out is None:
         tmp = tempfile.mkdtemp(prefix="harmonize-world-")
         out = Path(tmp) / "world"
-    else:
-        out = args.out
     try:
         t0 = time.perf_counter()
-        world = create_world(out, cfg, progress=False, overwrite=True, workers=args.workers)
+        world = create_world(out, cfg, progress=False, overwrite=True, workers=workers)
         seconds = time.perf_counter() - t0
         scenes = world.scenes
         parts = {
@@ -62,8 +84,31 @@ def run(argv: list[str]) -> dict[str, Any]:
                 "dates": int(world.truth.sizes["time"]),
             },
             "files": sum(1 for p in out.rglob("*") if p.is_file()),
-            "path": str(out) if (args.keep or tmp is None) else None,
+            "path": str(out) if (keep or tmp is None) else None,
         }
     finally:
-        if tmp is not None and not args.keep:
+        if tmp is not None and not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@click.command(name="world")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write (default: a temporary directory).",
+)
+@click.option("--size-km", type=float, default=DEFAULTS.size_km, show_default=True)
+@click.option("--start", default=str(DEFAULTS.start), show_default=True)
+@click.option("--end", default=str(DEFAULTS.end), show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the world (default: delete it afterwards).")
+def command(**options: Any) -> None:
+    """Simulate the demo-default world; report time, disk use and scene counts."""
+    print_document("world", world_benchmark(**options))
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """The figures for the options ``argv`` of ``python -m pipelines.benchmarks world``."""
+    return world_benchmark(**options_from_argv(command, argv))
