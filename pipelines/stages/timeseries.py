@@ -45,7 +45,7 @@ from pipelines.core.stores import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TimeseriesStageConfig", "timeseries_stage", "main"]
+__all__ = ["TimeseriesStageConfig", "timeseries_stage", "fused_observations", "write_products", "main"]
 
 
 class TimeseriesStageConfig(StageConfig):
@@ -98,24 +98,8 @@ def _plot_locations(truth: xr.Dataset | None, ndvi: xr.DataArray, n: int = 4) ->
     }
 
 
-def timeseries_stage(
-    config: TimeseriesStageConfig, *, dry_run: bool = False, scheduler: str | None = None
-) -> dict[str, Any]:
-    """Build (or keep) the NDVI time series of ``config.cube`` (+ ``config.harmonized``).
-
-    Returns
-    -------
-    dict
-        ``up_to_date``, ``stores``, ``plots``, ``observations``, ``steps``, ``seconds`` and
-        ``timings`` (seconds per step: observations, gap_fill, phenology, plots).
-    """
-    from harmonize.io import write_zarr
-    from harmonize.phenology import phenology
-    from harmonize.timeseries import TimeSeriesConfig, fill_ndvi, fused_ndvi
-    from pipelines.core.cluster import dask_scheduler
-
-    t0 = time.perf_counter()
-    ts_cfg = TimeSeriesConfig.build(**config.timeseries)
+def _fingerprint(config: TimeseriesStageConfig, ts_cfg: Any) -> tuple[str, set[str]]:
+    """A fingerprint of both inputs' ledgers, the model and the settings; the inputs' item ids."""
     cube_ledger = Ledger(config.cube, INGEST)
     hz_ledger = Ledger(config.harmonized, INFER) if config.harmonized is not None else None
     fingerprint = inputs_fingerprint(
@@ -125,6 +109,95 @@ def timeseries_stage(
         ts_cfg.model_dump(mode="json"),
         config.plots,
     )
+    return fingerprint, cube_ledger.items() | (hz_ledger.items() if hz_ledger else set())
+
+
+def fused_observations(config: TimeseriesStageConfig, ts_cfg: Any) -> xr.Dataset:
+    """The NDVI of every clear Sentinel-2 and harmonized Landsat observation (lazy), with its
+    ``sensor``/``platform`` labels and the cube's CRS."""
+    from harmonize.timeseries import fused_ndvi
+
+    cube = open_cube(config.cube)
+    s2 = cube.isel(time=np.flatnonzero(np.asarray(cube["sensor"].values) == "sentinel-2"))
+    hz = open_harmonized(config.harmonized) if config.harmonized is not None else None
+    # reads red, nir, clear (+ Sentinel-2 blue, green to sharpen its nir)
+    obs = fused_ndvi(s2, hz, same_day=ts_cfg.same_day, sharpen_s2_nir=ts_cfg.sharpen_s2_nir)
+    obs_ds = obs.rename("ndvi").to_dataset().rio.write_crs(cube.rio.crs)
+    for c in ("sensor", "platform"):
+        if c in obs_ds.coords:
+            obs_ds = obs_ds.assign_coords({c: ("time", np.asarray(obs_ds[c].values).astype(str))})
+    return obs_ds
+
+
+def write_products(
+    config: TimeseriesStageConfig, ledger: Ledger, obs_ds: xr.Dataset, ts_cfg: Any, items: list[str]
+) -> tuple[xr.DataArray, list[Path], dict[str, float]]:
+    """Commit the observations, the gap-filled NDVI and the phenology (each computed from the
+    store before it), then the plots.
+
+    Returns
+    -------
+    tuple
+        The gap-filled NDVI (lazy), the plots' paths, and seconds per step (``observations``,
+        ``gap_fill``, ``phenology``, ``plots``).
+    """
+    from harmonize.io import write_zarr
+    from harmonize.phenology import phenology
+    from harmonize.timeseries import fill_ndvi
+
+    crs = obs_ds.rio.crs
+    timings: dict[str, float] = {}
+    tic = time.perf_counter()
+    tmp = ledger.tmp_path("observations.zarr")
+    write_zarr(exact_time_encoding(obs_ds.chunk(_obs_chunks(obs_ds))), tmp, mode="w-")
+    ledger.commit("observations.zarr", tmp, items)
+    # Fill from the stored observations: the cubes are read and NDVI computed once, not
+    # again for the weights and the fill.
+    filled = fill_ndvi(read_observations(ledger.unit_path("observations.zarr")), ts_cfg)
+    timings["observations"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    tmp = ledger.tmp_path("ndvi.zarr")
+    write_zarr(filled.to_dataset(name="ndvi").rio.write_crs(crs), tmp, mode="w-")
+    ledger.commit("ndvi.zarr", tmp, items)
+    timings["gap_fill"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    filled_back = xr.open_zarr(ledger.unit_path("ndvi.zarr"))["ndvi"]
+    tmp = ledger.tmp_path("phenology.zarr")
+    write_zarr(phenology(filled_back).rio.write_crs(crs), tmp, mode="w-")
+    ledger.commit("phenology.zarr", tmp, items)
+    timings["phenology"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    plots = _plots(config, ledger) if config.plots else []
+    timings["plots"] = time.perf_counter() - tic
+    return filled, plots, timings
+
+
+def timeseries_stage(
+    config: TimeseriesStageConfig, *, dry_run: bool = False, scheduler: str | None = None
+) -> dict[str, Any]:
+    """Build (or keep) the NDVI time series of ``config.cube`` (+ ``config.harmonized``).
+
+    Parameters
+    ----------
+    config
+        The stage's settings.
+    dry_run
+        Report whether the products would be rebuilt; write nothing.
+    scheduler
+        Overrides ``config.scheduler``.
+
+    Returns
+    -------
+    dict
+        ``up_to_date``, ``stores``, ``plots``, ``observations``, ``steps``, ``seconds`` and
+        ``timings`` (seconds per step: observations, gap_fill, phenology, plots).
+    """
+    from harmonize.timeseries import TimeSeriesConfig
+    from pipelines.core.cluster import dask_scheduler
+
+    t0 = time.perf_counter()
+    ts_cfg = TimeSeriesConfig.build(**config.timeseries)
+    fingerprint, items = _fingerprint(config, ts_cfg)
     ledger = Ledger(config.out, STAGE)
     up_to_date = ledger.meta.get("inputs") == fingerprint and all(ledger.committed(s) for s in STORES)
     report: dict[str, Any] = {
@@ -139,54 +212,20 @@ def timeseries_stage(
         return report
     with ledger.lock():
         ledger.clean()
-        cube = open_cube(config.cube)
-        s2 = cube.isel(time=np.flatnonzero(np.asarray(cube["sensor"].values) == "sentinel-2"))
-        hz = open_harmonized(config.harmonized) if config.harmonized is not None else None
-        crs = cube.rio.crs
-        # reads red, nir, clear (+ Sentinel-2 blue, green to sharpen its nir)
-        obs = fused_ndvi(s2, hz, same_day=ts_cfg.same_day, sharpen_s2_nir=ts_cfg.sharpen_s2_nir)
-        items = sorted(cube_ledger.items() | (hz_ledger.items() if hz_ledger else set()))
+        obs_ds = fused_observations(config, ts_cfg)
         with dask_scheduler(
             scheduler or config.scheduler,
             report=config.out / "performance-report.html",
             **config.cluster_kwargs(),
         ):
-            obs_ds = obs.rename("ndvi").to_dataset().rio.write_crs(crs)
-            for c in ("sensor", "platform"):
-                if c in obs_ds.coords:
-                    obs_ds = obs_ds.assign_coords({c: ("time", np.asarray(obs_ds[c].values).astype(str))})
-            timings: dict[str, float] = {}
-            tic = time.perf_counter()
-            tmp = ledger.tmp_path("observations.zarr")
-            write_zarr(exact_time_encoding(obs_ds.chunk(_obs_chunks(obs_ds))), tmp, mode="w-")
-            ledger.commit("observations.zarr", tmp, items)
-            # Fill from the stored observations: the cubes are read and NDVI computed once, not
-            # again for the weights and the fill.
-            obs_back = read_observations(ledger.unit_path("observations.zarr"))
-            filled = fill_ndvi(obs_back, ts_cfg)
-            timings["observations"] = time.perf_counter() - tic
-            tic = time.perf_counter()
-            tmp = ledger.tmp_path("ndvi.zarr")
-            write_zarr(filled.to_dataset(name="ndvi").rio.write_crs(crs), tmp, mode="w-")
-            ledger.commit("ndvi.zarr", tmp, items)
-            timings["gap_fill"] = time.perf_counter() - tic
-            tic = time.perf_counter()
-            filled_back = xr.open_zarr(ledger.unit_path("ndvi.zarr"))["ndvi"]
-            phen = phenology(filled_back).rio.write_crs(crs)
-            tmp = ledger.tmp_path("phenology.zarr")
-            write_zarr(phen, tmp, mode="w-")
-            ledger.commit("phenology.zarr", tmp, items)
-            timings["phenology"] = time.perf_counter() - tic
-            tic = time.perf_counter()
-            plots = _plots(config, ledger) if config.plots else []
-            timings["plots"] = time.perf_counter() - tic
+            filled, plots, timings = write_products(config, ledger, obs_ds, ts_cfg, sorted(items))
         ledger.meta["inputs"] = fingerprint
         ledger.save()
         report.update(
             {
                 "stores": [str(ledger.unit_path(s)) for s in STORES],
                 "plots": [str(p) for p in plots],
-                "observations": int(obs.sizes["time"]),
+                "observations": int(obs_ds.sizes["time"]),
                 "steps": int(filled.sizes["time"]),
                 "seconds": round(time.perf_counter() - t0, 3),
                 "timings": {k: round(v, 3) for k, v in timings.items()},
