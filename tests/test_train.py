@@ -247,3 +247,35 @@ def test_benchmark_training_reports_throughput():
     r = benchmark_training("tiny", batch_size=2, size=32, steps=1, warmup=1, device="cpu")
     assert r["steps_per_s"] > 0 and r["samples_per_s"] == pytest.approx(2 * r["steps_per_s"])
     assert r["dtype"] == "float32" and r["parameters"] == 110342
+
+
+def test_train_stage_time_budget_exports_the_best_epoch_so_far(tmp_path, monkeypatch, tiny_world):
+    """The stage's max_seconds stops fit after the epoch that passes it (StopTraining), no re-run."""
+    import pystac
+
+    import harmonize.train
+    import pipelines.stages.train as stage
+    from harmonize.cube import load_cube
+    from harmonize.pairs import PairConfig, build_pair_index
+
+    items = [pystac.Item.from_dict(d) for d in tiny_world.items()]
+    cube = load_cube(items, geobox=tiny_world.geobox, chunks={"time": 1, "y": 64, "x": 64})
+    index = build_pair_index(cube, PairConfig(max_days=2, min_clear=0.5, patch_size=32, stride=32,
+                                              block_size=32, train_fraction=0.5, val_fraction=0.5,
+                                              test_fraction=0.0))
+    monkeypatch.setattr(stage, "open_cube", lambda path: cube)
+    monkeypatch.setattr(stage, "read_index", lambda path: index)
+    calls = []
+    monkeypatch.setattr(harmonize.train, "fit", lambda *a, **k: calls.append(k) or fit(*a, **k))
+    config = stage.TrainStageConfig(
+        cube=tmp_path / "cube", pairs=tmp_path / "pairs", out=tmp_path / "model", cache=False,
+        max_seconds=1e-6, max_train_windows=8, max_val_windows=4, truth=tiny_world.root / "truth.zarr",
+        train={"epochs": 4, "batch_size": 4, "max_batches_per_epoch": 1, "device": "cpu", "figures": False,
+               "eval_samples": 2, "normalization_samples": 2},
+    )  # fmt: skip
+    report = stage.train_stage(config, scheduler="synchronous")
+    assert len(calls) == 1  # one fit: the budget ends it, nothing trains again
+    assert report["epochs"] == 1 and report["best_epoch"] == 1
+    assert "reference_psnr" in report["metrics"]  # validation scored against the truth store too
+    _, doc = load_model_package(tmp_path / "model" / "model")
+    assert doc["properties"]["harmonize:metrics"]["best_epoch"] == 1

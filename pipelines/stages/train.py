@@ -11,14 +11,16 @@ What it writes under ``out`` (see :func:`harmonize.train.fit`)::
     cache/{train,val}.zarr the patches, computed once from the cube
     ledger.json            the pair index and settings the model was trained on
 
-Training is redone only when the pair index or the settings change; a run killed between epochs
-resumes from its last checkpoint.
+Training is redone only when the pair index or the settings change. ``max_seconds`` stops the
+run after the epoch that passes it (a :class:`harmonize.train.StopTraining` from a callback) and
+exports the best epoch so far.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,16 +88,20 @@ def _sample(rows: Any, n: int | None, seed: int) -> Any:
     return rows.sample(n=n, random_state=seed).sort_index()
 
 
-class _OutOfTime(Exception):
-    def __init__(self, epoch: int) -> None:
-        super().__init__(epoch)
-        self.epoch = epoch
-
-
 def train_stage(
     config: TrainStageConfig, *, dry_run: bool = False, scheduler: str | None = None
 ) -> dict[str, Any]:
     """Train (or keep) the model for the pairs in ``config.pairs``.
+
+    Parameters
+    ----------
+    config
+        The stage's settings.
+    dry_run
+        Report whether a model would be trained, and train nothing.
+    scheduler
+        dask scheduler for reading the patches (default ``config.scheduler``; a distributed
+        address falls back to ``"threads"``: torch trains in this process).
 
     Returns
     -------
@@ -104,20 +110,12 @@ def train_stage(
     """
     import dask
 
-    from harmonize.pairs import PairDataset
     from harmonize.train import TrainConfig, fit
 
     t0 = time.perf_counter()
     train_cfg = TrainConfig.model_validate({"model": "tiny", **config.train})
     pairs_ledger = Ledger(config.pairs, PAIRS)
-    fingerprint = inputs_fingerprint(
-        pairs_ledger.fingerprint(),
-        pairs_ledger.meta.get("inputs"),
-        train_cfg.model_dump(mode="json"),
-        config.max_seconds,
-        config.max_train_windows,
-        config.max_val_windows,
-    )
+    fingerprint = _fingerprint(config, train_cfg, pairs_ledger)
     ledger = Ledger(config.out, STAGE)
     pkg = model_package(config.out)
     up_to_date = ledger.meta.get("inputs") == fingerprint and (pkg / "mlm.json").exists()
@@ -133,69 +131,18 @@ def train_stage(
         report["seconds"] = round(time.perf_counter() - t0, 3)
         return report
     with ledger.lock():
-        cube = open_cube(config.cube)
-        index = read_index(config.pairs)
-        truth = None
-        if config.truth is not None:
-            truth = open_reference(config.truth)
-        cache = Path(config.out) / "cache" if config.cache else None
-        # a changed index makes the cached patches stale; PairDataset rebuilds a cache whose
-        # fingerprint differs, so the folder can stay
-        train_rows = _sample(index[index["split"] == "train"], config.max_train_windows, train_cfg.seed)
-        train = PairDataset(cube, train_rows, "train", cache=None if cache is None else cache / "train.zarr")
-        val = None
-        val_rows = _sample(index[index["split"] == "val"], config.max_val_windows, train_cfg.seed)
-        if len(val_rows):
-            val = PairDataset(
-                cube, val_rows, "val", truth=truth, cache=None if cache is None else cache / "val.zarr"
-            )
-        if cache is not None:  # read every patch up front, a batch per dask computation
-            for ds in (train, val):
-                if ds is not None:
-                    ds.prefetch(progress=config.progress)
-        summary = {
-            "pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]),
-            "windows": len(index),
-            "cube": str(config.cube),
-            "pair_config": index.attrs.get("config"),
-        }
-        started = time.perf_counter()
-
-        def budget(row: dict[str, float]) -> None:
-            if (
-                config.max_seconds is not None
-                and time.perf_counter() - started > config.max_seconds
-                and row["epoch"] < train_cfg.epochs
-            ):
-                raise _OutOfTime(int(row["epoch"]))
-
+        train, val, summary = _datasets(config, train_cfg)
         sched = scheduler or config.scheduler
         with dask.config.set(scheduler=sched if sched in ("threads", "synchronous", "sync") else "threads"):
-            try:
-                result = fit(
-                    train_cfg,
-                    train,
-                    val,
-                    out_dir=config.out,
-                    callbacks=[budget],
-                    progress=config.progress,
-                    dataset_summary=summary,
-                )
-            except _OutOfTime as stop:
-                log.info(
-                    "train: time budget of %.0f s used after epoch %d; exporting the best epoch",
-                    config.max_seconds,
-                    stop.epoch,
-                )
-                result = fit(
-                    train_cfg.model_copy(update={"epochs": stop.epoch}),
-                    train,
-                    val,
-                    out_dir=config.out,
-                    resume="auto",
-                    progress=config.progress,
-                    dataset_summary=summary,
-                )
+            result = fit(
+                train_cfg,
+                train,
+                val,
+                out_dir=config.out,
+                callbacks=[_time_budget(config.max_seconds, train_cfg.epochs)],
+                progress=config.progress,
+                dataset_summary=summary,
+            )
         ledger.meta["inputs"] = fingerprint
         ledger.units["model"] = {"items": sorted(pairs_ledger.items()), "best_epoch": result.best_epoch}
         ledger.save()
@@ -219,6 +166,71 @@ def train_stage(
         report["seconds"],
     )
     return report
+
+
+def _fingerprint(config: TrainStageConfig, train_cfg: Any, pairs_ledger: Ledger) -> str:
+    """What the model depends on: the pair index, its inputs and the training settings."""
+    return inputs_fingerprint(
+        pairs_ledger.fingerprint(),
+        pairs_ledger.meta.get("inputs"),
+        train_cfg.model_dump(mode="json"),
+        config.max_seconds,
+        config.max_train_windows,
+        config.max_val_windows,
+    )
+
+
+def _datasets(config: TrainStageConfig, train_cfg: Any) -> tuple[Any, Any | None, dict[str, Any]]:
+    """The train and validation datasets (patches read up front when cached) and their summary.
+
+    Validation samples carry ``config.truth`` (the simulator's truth, say) as their reference.
+    """
+    from harmonize.pairs import PairDataset
+
+    cube = open_cube(config.cube)
+    index = read_index(config.pairs)
+    reference = open_reference(config.truth) if config.truth is not None else None
+    cache = Path(config.out) / "cache" if config.cache else None
+    # a changed index makes the cached patches stale; PairDataset rebuilds a cache whose
+    # fingerprint differs, so the folder can stay
+    train_rows = _sample(index[index["split"] == "train"], config.max_train_windows, train_cfg.seed)
+    train = PairDataset(cube, train_rows, "train", cache=None if cache is None else cache / "train.zarr")
+    val = None
+    val_rows = _sample(index[index["split"] == "val"], config.max_val_windows, train_cfg.seed)
+    if len(val_rows):
+        val = PairDataset(
+            cube, val_rows, "val", reference=reference, cache=None if cache is None else cache / "val.zarr"
+        )
+    if cache is not None:  # read every patch up front, a batch per dask computation
+        for ds in (train, val):
+            if ds is not None:
+                ds.prefetch(progress=config.progress)
+    summary = {
+        "pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]),
+        "windows": len(index),
+        "cube": str(config.cube),
+        "pair_config": index.attrs.get("config"),
+    }
+    return train, val, summary
+
+
+def _time_budget(max_seconds: float | None, epochs: int) -> Callable[[dict[str, float]], None]:
+    """A :func:`harmonize.train.fit` callback that stops the run after the epoch that passes
+    ``max_seconds`` (counted from now); the best epoch so far is then exported."""
+    from harmonize.train import StopTraining
+
+    started = time.perf_counter()
+
+    def budget(row: dict[str, float]) -> None:
+        if max_seconds is not None and time.perf_counter() - started > max_seconds and row["epoch"] < epochs:
+            log.info(
+                "train: time budget of %.0f s used after epoch %d; exporting the best epoch",
+                max_seconds,
+                int(row["epoch"]),
+            )
+            raise StopTraining
+
+    return budget
 
 
 main = stage_main(TrainStageConfig, train_stage)
