@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 import pandas as pd
+import pystac
 import xarray as xr
 
 from pipelines.core.cli import reporting, setup_logging
@@ -74,29 +76,32 @@ def train_on_demo(
     return Path(report["model"])
 
 
-def bicubic_baselines(cube: xr.Dataset, index: pd.DataFrame, fitted: Any) -> dict[str, xr.Dataset]:
-    """The test dates' Landsat reloaded with cubic resampling (same shifts), raw and adjusted."""
+def bicubic_baselines(
+    cube: xr.Dataset, index: pd.DataFrame, fitted: Any, items: Iterable[pystac.Item]
+) -> dict[str, xr.Dataset]:
+    """The test dates' Landsat loaded again with cubic resampling (same shifts), raw and adjusted.
+
+    ``items`` are the archive's items (the demo world's, Level-1 included): the test dates'
+    Level-2 scenes are taken by the cube's ``item_id`` coordinate, with their pan companions,
+    and loaded on the cube's grid with the shifts its ``shift_x``/``shift_y`` coordinates record.
+    """
     from harmonize.bandpass import hls_adjust
-    from harmonize.cube import reload_cube
-    from pipelines.evaluation import scores as ev
+    from harmonize.bands import REFLECTANCE_BANDS
+    from harmonize.cube import load_cube
+    from harmonize.items import parse_items
+    from pipelines.evaluation.harmonization import test_windows
+    from pipelines.evaluation.truth import sensor_part
 
-    landsat = ev.sensor_part(cube, "landsat")
-    times = sorted(set(pd.to_datetime(ev.test_windows(index)["landsat_time"]).values))
+    landsat = sensor_part(cube, "landsat")
+    times = sorted(set(pd.to_datetime(test_windows(index)["landsat_time"]).values))
     sel = landsat.sel(time=times)
-    ids = {i for v in sel["item_id"].values for i in str(v).split(",")}
-    scenes = {tuple(i.split("_")[2:4]) for i in ids}  # WRS path/row and date: the L1 companions
-
-    def wanted(doc: dict[str, Any]) -> bool:
-        key = tuple(doc["id"].split("_")[2:4])
-        return doc["id"] in ids or (doc["id"].startswith("LC0") and key in scenes)
-
     shifts = {
         i: (float(dx), float(dy))
         for v, dx, dy in zip(sel["item_id"].values, sel["shift_x"].values, sel["shift_y"].values, strict=True)
         for i in str(v).split(",")
     }
-    attrs = {**cube.attrs, "stac_items": [d for d in cube.attrs["stac_items"] if wanted(d)]}
-    cubic = reload_cube(sel.assign_attrs(attrs), resampling="cubic", shifts=shifts)
+    scenes = [s for s in parse_items(items) if s.id in shifts]
+    cubic = load_cube(scenes, REFLECTANCE_BANDS, geobox=cube.odc.geobox, resampling="cubic", shifts=shifts)
     cubic = cubic.sel(time=sel["time"].values, method="nearest", tolerance=np.timedelta64(1, "s"))
     cubic = cubic.assign_coords(time=sel["time"].values)
     return {
@@ -139,7 +144,10 @@ def compare_on_demo(demo_out: str | Path, models: dict[str, str | Path], out: st
     shape = (cube.sizes["y"], cube.sizes["x"])
     train = xr.DataArray(train_block_mask(index, shape, index_patch_size(index, default=64)), dims=("y", "x"))
     fitted = fit_linear_adjustment(cube.assign(clear=cube["clear"] & train), max_days=0)
-    predictions: dict[str, xr.Dataset] = bicubic_baselines(cube, index, fitted)
+    from harmonize.catalog import search
+
+    items = search(paths["world"], include_pan=True)
+    predictions: dict[str, xr.Dataset] = bicubic_baselines(cube, index, fitted, items)
     for name, package in models.items():
         target = out / f"harmonized-{name}"
         infer_stage(InferStageConfig(cube=paths["cube"], model=str(package), out=target, scheduler="threads"))
