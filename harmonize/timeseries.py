@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -33,7 +32,6 @@ __all__ = [
     "ndvi",
     "ndvi_series",
     "monthly_composite",
-    "ndvi_rmse_against_truth",
     "check_same_grid",
     "gap_fill",
     "SameDay",
@@ -520,54 +518,6 @@ def monthly_composite(cube: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataAr
     valid = masked[names[0]].notnull() if clear is None else clear
     out["n_obs"] = valid.resample(time="1MS").sum().astype(np.int16)
     return out
-
-
-def ndvi_rmse_against_truth(filled: xr.DataArray, truth_ndvi: xr.DataArray) -> dict[str, float]:
-    """Accuracy of a gap-filled NDVI series against the true NDVI.
-
-    ``filled`` is interpolated linearly in time onto the truth's dates that lie inside its time
-    span; both must be on the same ``(y, x)`` grid. Pixels/dates where either is NaN are left out.
-
-    Parameters
-    ----------
-    filled
-        Gap-filled NDVI ``(time, y, x)`` (e.g. :func:`gap_fill` output).
-    truth_ndvi
-        True NDVI ``(time, y, x)`` from the simulator (any dates).
-
-    Returns
-    -------
-    dict
-        ``rmse``, ``mae``, ``bias`` (filled - truth), ``n`` (pixel-dates compared) and
-        ``coverage`` (fraction of the truth's pixel-dates inside the span that were filled).
-    """
-    if filled.sizes.get("y") != truth_ndvi.sizes.get("y") or filled.sizes.get("x") != truth_ndvi.sizes.get(
-        "x"
-    ):
-        raise CRSMismatchError(
-            f"The filled series {dict(filled.sizes)} and the truth {dict(truth_ndvi.sizes)} are on "
-            "different grids; resample the truth onto the cube's grid first."
-        )
-    t0, t1 = filled["time"].values.min(), filled["time"].values.max()
-    truth = truth_ndvi.sel(time=(truth_ndvi["time"] >= t0) & (truth_ndvi["time"] <= t1))
-    if truth.sizes["time"] == 0:
-        raise TimeSeriesError("The truth has no date inside the filled series' time span.")
-    drop = [c for c, v in filled.coords.items() if "time" in v.dims and c != "time"]
-    est = filled.drop_vars(drop).interp(time=truth["time"].values)
-    est = est.assign_coords(y=truth["y"].values, x=truth["x"].values)
-    diff = (est - truth).astype(np.float64)
-    both = diff.notnull()
-    sums = dask.compute(both.sum(), (diff**2).sum(), abs(diff).sum(), diff.sum(), truth.notnull().sum())
-    n, sq, ab, sm, tot = (float(v) for v in sums)
-    if n == 0:
-        return {"rmse": float("nan"), "mae": float("nan"), "bias": float("nan"), "n": 0, "coverage": 0.0}
-    return {
-        "rmse": float(np.sqrt(sq / n)),
-        "mae": ab / n,
-        "bias": sm / n,
-        "n": int(n),
-        "coverage": n / tot if tot else 0.0,
-    }
 
 
 # --------------------------------------------------------------------------------------------

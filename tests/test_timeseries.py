@@ -21,7 +21,6 @@ from harmonize.timeseries import (
     fuse,
     heterogeneity,
     monthly_composite,
-    ndvi_rmse_against_truth,
     ndvi_series,
     ndvi_timeseries,
     observation_weights,
@@ -186,26 +185,6 @@ def test_phenology_of_flat_or_empty_pixels_is_nan():
     assert np.isnan(ph["sos"].values).all() and np.isnan(ph["eos"].values).all()
 
 
-def test_ndvi_rmse_against_truth_known_offset():
-    t_truth = pd.date_range("2023-01-01", periods=60, freq="1D")
-    truth = xr.DataArray(
-        np.linspace(0.1, 0.7, 60)[:, None, None] * np.ones((1, *GEOBOX.shape)),
-        dims=("time", "y", "x"),
-        coords={"time": t_truth, **xr_coords(GEOBOX)},
-    )
-    filled = (truth.isel(time=slice(None, None, 5)) + 0.05).chunk({"y": 2})
-    filled[:, 0, 0] = np.nan
-    res = ndvi_rmse_against_truth(filled, truth)
-    assert res["rmse"] == pytest.approx(0.05, abs=1e-9)
-    assert res["bias"] == pytest.approx(0.05, abs=1e-9)
-    n_pixels = GEOBOX.shape[0] * GEOBOX.shape[1]
-    n_days = 56  # 2023-01-01 .. 2023-02-25, the filled span
-    assert res["n"] == n_days * (n_pixels - 1)
-    assert res["coverage"] == pytest.approx((n_pixels - 1) / n_pixels)
-    with pytest.raises(CRSMismatchError):
-        ndvi_rmse_against_truth(filled, truth.isel(x=slice(0, 2)))
-
-
 def _ndvi_cube(times, sensor, truth_fn, *, clear_frac, seed) -> xr.Dataset:
     """Cube whose red/nir give exactly truth_fn(doy) as NDVI where clear, cloud-bright elsewhere."""
     rng = np.random.default_rng(seed)
@@ -224,6 +203,8 @@ def _ndvi_cube(times, sensor, truth_fn, *, clear_frac, seed) -> xr.Dataset:
 
 
 def test_ndvi_timeseries_adding_landsat_lowers_error_against_truth():
+    from pipelines.evaluation.timeseries import ndvi_rmse_against_truth
+
     curve = lambda d: double_logistic(d, 120.0, 260.0)  # noqa: E731
     s2 = _ndvi_cube(
         pd.date_range("2023-01-02T10:30", "2023-12-31", freq="5D"),
