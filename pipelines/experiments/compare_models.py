@@ -13,33 +13,39 @@ Two phases, so the expensive training can run where the geospatial stack is not 
     itself.
 
 ``train-eval`` (torch + numpy only)
-    Train each model preset on the train patches with the same budget (optimizer steps, batch,
-    patch, learning-rate schedule, augmentation; masked L1; AdamW; normalisation from the train
-    data), keep the weights with the lowest validation loss, and score every method on the test
-    patches against truth (:func:`harmonize.metrics.evaluate`). Writes ``compare.json`` and
-    ``compare.md``.
+    Train each model preset on the train patches with the same budget through the library's one
+    training loop, :func:`harmonize.train.fit` (:func:`budget_config`: optimizer steps, batch,
+    learning-rate schedule; a random dihedral transform per patch; masked L1; AdamW;
+    normalisation from every training patch; the weights of the epoch with the lowest
+    validation L1), and score every method on the test patches against truth
+    (:func:`harmonize.metrics.evaluate`). Writes ``compare.json`` and ``compare.md``.
 
-``python -m pipelines.experiments.compare_models export --world DIR --out pairs.npz``
-``python -m pipelines.experiments.compare_models train-eval --data pairs.npz --device cuda --steps 4000 --out OUT``
+Usage (``--device cuda --steps 4000`` on a GPU)::
 
-The train-eval path imports only numpy, torch, :mod:`harmonize.model` and
-:mod:`harmonize.metrics` (and what they import: pydantic, pystac through ``harmonize/__init__``,
-scikit-image for SSIM).
+    python -m pipelines.experiments.compare_models export --world DIR --out pairs.npz
+    python -m pipelines.experiments.compare_models train-eval --data pairs.npz --out OUT
+
+The train-eval path imports numpy, torch, click, :mod:`harmonize.train`, :mod:`harmonize.model`
+and :mod:`harmonize.metrics` (and what they import: pydantic, pyyaml, safetensors, tqdm, pystac
+through ``harmonize/__init__``, scikit-image for SSIM), never dask, rasterio, odc-stac or zarr.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
+
+from pipelines.core.cli import ReportingGroup, setup_logging
 
 log = logging.getLogger("pipelines.experiments.compare_models")  # not __main__ under python -m
 
@@ -48,6 +54,9 @@ __all__ = [
     "export_pairs",
     "paired_subcube",
     "export_from",
+    "ArrayPairs",
+    "budget_config",
+    "fit_preset",
     "train_eval",
     "markdown_tables",
     "main",
@@ -200,7 +209,7 @@ def export_from(
 
     from harmonize.bandpass import fit_linear_adjustment, hls_adjust
     from harmonize.pairs import PairConfig, PairDataset, build_pair_index
-    from pipelines.evaluation.scores import train_block_mask
+    from pipelines.evaluation.harmonization import train_block_mask
 
     s = ExportSettings(**settings)
     timings: dict[str, float] = {}
@@ -233,11 +242,11 @@ def export_from(
 
     arrays: dict[str, np.ndarray] = {}
     for split in ("train", "val", "test"):
-        ds = PairDataset(sub, index, split, augment=False, truth=world.truth)
+        ds = PairDataset(sub, index, split, augment=False, reference=world.truth)
         samples = [ds.load(i) for i in range(len(ds))]
         arrays[f"{split}_input"] = _f16(np.stack([x["input"] for x in samples]))
         arrays[f"{split}_target"] = _f16(np.stack([x["target"] for x in samples]))
-        arrays[f"{split}_truth"] = _f16(np.stack([x["truth"] for x in samples]))
+        arrays[f"{split}_truth"] = _f16(np.stack([x["reference"] for x in samples]))
         arrays[f"{split}_valid"] = np.stack([x["valid"] for x in samples]).astype(bool)
         arrays[f"{split}_y0"] = ds.rows["y0"].to_numpy(np.int32)
         arrays[f"{split}_x0"] = ds.rows["x0"].to_numpy(np.int32)
@@ -285,31 +294,180 @@ def _load(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, meta
 
 
-def _dihedral(x: Any, op: int) -> Any:
+class ArrayPairs:
+    """One split of the exported patches as :func:`harmonize.train.fit`'s sample dicts, in memory.
+
+    Parameters
+    ----------
+    data
+        The arrays of the ``.npz`` (``{split}_input``, ``{split}_target``, ``{split}_valid``).
+    split
+        ``"train"``, ``"val"`` or ``"test"``.
+    augment
+        Apply a random dihedral transform (flips / 90° rotations, drawn from torch's RNG, which
+        ``fit`` seeds per epoch) to each sample.
+    length
+        Serve this many samples, sample ``i`` being patch ``i % n`` (an epoch of any number of
+        batches over the same patches); default: each patch once.
+    """
+
+    def __init__(
+        self, data: dict[str, np.ndarray], split: str, *, augment: bool = False, length: int | None = None
+    ) -> None:
+        self.input = data[f"{split}_input"]
+        self.target = data[f"{split}_target"]
+        self.valid = data[f"{split}_valid"]
+        self.n = len(self.input)
+        self.augment = augment
+        self.length = self.n if length is None else int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
+        from harmonize.pairs.augment import N_DIHEDRAL, dihedral
+
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        j = int(i) % self.n
+        arrays = {
+            "input": self.input[j].astype(np.float32),
+            "target": self.target[j].astype(np.float32),
+            "valid": np.asarray(self.valid[j], dtype=bool),
+        }
+        if self.augment:
+            arrays = dihedral(arrays, int(torch.randint(N_DIHEDRAL, (1,)).item()))
+        return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+#: Validations per training run: the budget of steps is cut into this many epochs.
+VALIDATIONS = 20
+
+
+def budget_config(
+    preset: str, *, steps: int, batch: int, lr: float, device: str, amp: bool, seed: int
+) -> Any:
+    """The :class:`harmonize.train.TrainConfig` of the shared budget.
+
+    ``min(steps, VALIDATIONS)`` epochs of ``ceil(steps / epochs)`` batches (so at least ``steps``
+    AdamW steps of ``batch`` patches), cosine schedule after a linear warm-up over 5 % of the
+    steps, masked L1, no clipping, no early stopping; validation after every epoch chooses the
+    weights. Normalisation, figures and the final metrics are left to the caller.
+    """
+    from harmonize.train import TrainConfig
+
+    epochs = max(1, min(steps, VALIDATIONS))
+    return TrainConfig(
+        model=preset,
+        epochs=epochs,
+        batch_size=batch,
+        max_batches_per_epoch=math.ceil(steps / epochs),
+        lr=lr,
+        weight_decay=1e-4,
+        schedule="cosine",
+        warmup_fraction=0.05,
+        grad_clip=None,
+        device=device,
+        amp=amp,
+        seed=seed,
+        patience=None,
+        normalization_samples=0,
+        eval_samples=0,
+        figures=False,
+        keep_checkpoints=1,
+    )
+
+
+def fit_preset(
+    preset: str,
+    data: dict[str, np.ndarray],
+    out: Path,
+    *,
+    steps: int,
+    batch: int = 8,
+    lr: float = 1e-3,
+    device: str = "cpu",
+    amp: bool = True,
+    seed: int = 0,
+) -> tuple[Any, dict[str, Any]]:
+    """Train one preset with the shared budget through :func:`harmonize.train.fit`.
+
+    The model is normalised from every training patch (:func:`harmonize.train.estimate_normalization`),
+    trained on randomly flipped/rotated patches, and the weights of the epoch with the lowest
+    validation L1 are kept. ``fit`` writes its checkpoints and model package under ``out``.
+
+    Returns
+    -------
+    tuple
+        The best-validation model (on CPU) and a record of the run (parameters, steps, timings,
+        best validation L1, one history row per epoch).
+    """
     import torch
 
-    if op & 4:
-        x = torch.flip(x, dims=(-1,))
-    return torch.rot90(x, op & 3, dims=(-2, -1))
+    from harmonize.model import build_model, count_parameters
+    from harmonize.train import estimate_normalization, fit
 
-
-def _masked_l1(pred: Any, target: Any, valid: Any) -> Any:
-    w = valid.unsqueeze(1).to(pred.dtype)
-    return ((pred - target).abs() * w).sum() / (w.sum() * pred.shape[1]).clamp_min(1.0)
-
-
-def _normalization(x: np.ndarray, y: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-band input mean/std and residual (target - input) mean/std over valid train pixels."""
-    m = valid[:, None].repeat(x.shape[1], 1)
-    xs = np.moveaxis(x.astype(np.float32), 1, 0)[np.moveaxis(m, 1, 0)].reshape(x.shape[1], -1)
-    r = y.astype(np.float32) - x[:, : y.shape[1]].astype(np.float32)
-    rs = np.moveaxis(r, 1, 0)[np.moveaxis(m[:, : y.shape[1]], 1, 0)].reshape(y.shape[1], -1)
-    return {
-        "input_mean": xs.mean(1),
-        "input_std": xs.std(1),
-        "output_offset": rs.mean(1),
-        "output_scale": rs.std(1),
+    cfg = budget_config(preset, steps=steps, batch=batch, lr=lr, device=device, amp=amp, seed=seed)
+    per_epoch = int(cfg.max_batches_per_epoch or 1)
+    train = ArrayPairs(data, "train", augment=True, length=per_epoch * batch)
+    torch.manual_seed(seed)
+    model = build_model(preset)
+    stats = estimate_normalization(ArrayPairs(data, "train"), train.n)
+    model.set_normalization(
+        stats["input_mean"],
+        stats["input_std"],
+        output_offset=stats["output_offset"],
+        output_scale=stats["output_scale"],
+    )
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    result = fit(
+        cfg,
+        train,
+        ArrayPairs(data, "val"),
+        out_dir=out,
+        model=model,
+        progress=False,
+        callbacks=[_log_epoch(preset, steps)],
+        dataset_summary={"n_train": train.n, "samples_per_epoch": len(train), "experiment": "compare_models"},
+    )
+    train_s = sum(r["seconds"] for r in result.history)
+    record = {
+        "preset": preset,
+        "parameters": count_parameters(result.model),
+        "steps": result.global_step,
+        "batch": batch,
+        "patch": int(data["train_input"].shape[-1]),
+        "train_s": round(train_s, 2),
+        "steps_per_s": round(result.global_step / train_s, 2),
+        "samples_per_s": round(result.global_step * batch / train_s, 1),
+        "best_val_l1": result.best_val_loss,
+        "best_step": result.best_epoch * per_epoch,
+        "history": [
+            {"step": r["step"], "train_l1": r["train_loss"], "val_l1": r["val_loss"], "lr": r["lr"]}
+            for r in result.history
+        ],
     }
+    return result.model, record
+
+
+def _log_epoch(preset: str, steps: int) -> Any:
+    """A ``fit`` callback logging each epoch as steps of the budget."""
+
+    def log_row(row: dict[str, float]) -> None:
+        log.info(
+            "%s step %d/%d train L1 %.5f val L1 %.5f (%.1f s)",
+            preset,
+            row["step"],
+            steps,
+            row["train_loss"],
+            row.get("val_loss", float("nan")),
+            row["seconds"],
+        )
+
+    return log_row
 
 
 def _predict(model: Any, x: np.ndarray, device: Any, batch: int, amp: Any) -> np.ndarray:
@@ -323,127 +481,6 @@ def _predict(model: Any, x: np.ndarray, device: Any, batch: int, amp: Any) -> np
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 out.append(model(xb).float().cpu().numpy())
     return np.concatenate(out)
-
-
-def train_preset(
-    preset: str,
-    data: dict[str, np.ndarray],
-    *,
-    steps: int,
-    batch: int = 8,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    warmup: float = 0.05,
-    val_every: int | None = None,
-    device: str = "cpu",
-    amp: bool = True,
-    seed: int = 0,
-) -> tuple[Any, dict[str, Any]]:
-    """Train one preset with the shared budget; returns the best-validation model and a record.
-
-    The budget is identical for every preset: ``steps`` AdamW steps of ``batch`` patches drawn
-    with replacement, a random dihedral transform per patch, one-cycle learning rate (linear
-    warm-up over ``warmup`` of the steps, cosine decay to 0), masked L1 on the valid pixels.
-    """
-    import torch
-
-    from harmonize.model import build_model, count_parameters
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    dev = torch.device(device)
-    amp_dtype = torch.bfloat16 if (amp and dev.type == "cuda") else None
-    x = torch.from_numpy(data["train_input"].astype(np.float32)).to(dev)
-    y = torch.from_numpy(data["train_target"].astype(np.float32)).to(dev)
-    v = torch.from_numpy(data["train_valid"]).to(dev)
-    xv = torch.from_numpy(data["val_input"].astype(np.float32)).to(dev)
-    yv = torch.from_numpy(data["val_target"].astype(np.float32)).to(dev)
-    vv = torch.from_numpy(data["val_valid"]).to(dev)
-
-    model = build_model(preset)
-    model.set_normalization(**_normalization(data["train_input"], data["train_target"], data["train_valid"]))
-    model.to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    n_warm = max(1, int(warmup * steps))
-
-    def lr_at(k: int) -> float:
-        if k < n_warm:
-            return (k + 1) / n_warm
-        return 0.5 * (1 + math.cos(math.pi * (k - n_warm) / max(1, steps - n_warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    val_every = val_every or max(1, steps // 20)
-
-    def val_loss() -> float:
-        model.eval()
-        tot, n = 0.0, 0
-        with torch.no_grad():
-            for i in range(0, len(xv), batch):
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    p = model(xv[i : i + batch]).float()
-                tot += float(_masked_l1(p, yv[i : i + batch], vv[i : i + batch])) * len(p)
-                n += len(p)
-        model.train()
-        return tot / n
-
-    best = (math.inf, -1, None)
-    history: list[dict[str, float]] = []
-    model.train()
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    t_train = 0.0
-    running = 0.0
-    for k in range(steps):
-        idx = torch.from_numpy(rng.integers(0, len(x), batch)).to(dev)
-        ops = rng.integers(0, 8, batch)
-        xb = torch.stack([_dihedral(x[i], int(o)) for i, o in zip(idx, ops, strict=True)])
-        yb = torch.stack([_dihedral(y[i], int(o)) for i, o in zip(idx, ops, strict=True)])
-        vb = torch.stack([_dihedral(v[i], int(o)) for i, o in zip(idx, ops, strict=True)])
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            pred = model(xb).float()
-        loss = _masked_l1(pred, yb, vb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running += float(loss.detach()) if (k + 1) % val_every == 0 else 0.0
-        if (k + 1) % val_every == 0 or k + 1 == steps:
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t_train += time.perf_counter() - t0
-            vl = val_loss()
-            history.append(
-                {"step": k + 1, "train_l1": float(loss.detach()), "val_l1": vl, "lr": sched.get_last_lr()[0]}
-            )
-            if vl < best[0]:
-                best = (vl, k + 1, {n: t.detach().clone() for n, t in model.state_dict().items()})
-            log.info(
-                "%s step %d/%d train L1 %.5f val L1 %.5f (%.1f steps/s)",
-                preset,
-                k + 1,
-                steps,
-                float(loss.detach()),
-                vl,
-                (k + 1) / max(t_train, 1e-9),
-            )
-            t0 = time.perf_counter()
-    model.load_state_dict(best[2])
-    record = {
-        "preset": preset,
-        "parameters": count_parameters(model),
-        "steps": steps,
-        "batch": batch,
-        "patch": int(x.shape[-1]),
-        "train_s": round(t_train, 2),
-        "steps_per_s": round(steps / t_train, 2),
-        "samples_per_s": round(steps * batch / t_train, 1),
-        "best_val_l1": best[0],
-        "best_step": best[1],
-        "history": history,
-    }
-    return model, record
 
 
 def _scores(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> dict[str, float]:
@@ -467,45 +504,93 @@ def train_eval(
 ) -> dict[str, Any]:
     """Train ``presets`` with one budget and score them and the baselines on the test patches.
 
-    Writes ``compare.json`` and ``compare.md`` under ``out`` after each preset (a run cut short
-    keeps what it finished); with ``save_models`` also each model package (safetensors + MLM
-    item) as ``out/model-<preset>``.
+    Each preset trains through :func:`fit_preset` (that is :func:`harmonize.train.fit`). Writes
+    ``compare.json`` and ``compare.md`` under ``out`` after each preset (a run cut short keeps
+    what it finished); with ``save_models`` also each model package (safetensors + MLM item) as
+    ``out/model-<preset>``.
 
     Returns
     -------
     dict
         ``methods`` (name -> metrics), ``training`` (preset -> record), ``data`` (export meta).
     """
-    import torch
-
     data, meta = _load(data_path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    truth, valid = data["test_truth"], data["test_valid"]
-    valid = valid & np.isfinite(truth.astype(np.float32)).all(axis=1)
-    methods: dict[str, dict[str, float]] = {}
+    truth = data["test_truth"]
+    valid = data["test_valid"] & np.isfinite(truth.astype(np.float32)).all(axis=1)
+    result = _baseline_result(data, meta, valid, steps=steps, batch=batch, lr=lr, device=device, amp=amp)
+    _write(result, out)
+    for preset in presets:
+        with tempfile.TemporaryDirectory(prefix=f".train-{preset}-", dir=out) as run_dir:
+            model, record = fit_preset(
+                preset,
+                data,
+                Path(run_dir),
+                steps=steps,
+                batch=batch,
+                lr=lr,
+                device=device,
+                amp=amp,
+                seed=seed,
+            )
+            if save_models:
+                package = out / f"model-{preset}"
+                shutil.rmtree(package, ignore_errors=True)
+                shutil.move(str(Path(run_dir) / "model"), package)
+                record["package"] = str(package / "mlm.json")
+        t = time.perf_counter()
+        pred = _predict_test(model, data["test_input"], device=device, batch=batch, amp=amp)
+        record["predict_s"] = round(time.perf_counter() - t, 2)
+        result["methods"][f"UNet {preset}"] = _scores(pred, truth, valid)
+        result["training"][preset] = record
+        _write(result, out)
+        del model
+        if device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+    return result
+
+
+def _baseline_result(
+    data: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    valid: np.ndarray,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    device: str,
+    amp: bool,
+) -> dict[str, Any]:
+    """The result before any model: the budget, the data, and the baselines' scores."""
+    import torch
+
+    truth = data["test_truth"]
     baselines = {
         "bicubic": data["test_input"][:, : len(BANDS)],
         "hls": data["test_hls"],
         "fitted": data["test_fitted"],
     }
-    for key, pred in baselines.items():
-        methods[BASELINES[key]] = _scores(pred, truth, valid)
-    result: dict[str, Any] = {
+    methods = {BASELINES[key]: _scores(pred, truth, valid) for key, pred in baselines.items()}
+    epochs = max(1, min(steps, VALIDATIONS))
+    return {
         "device": torch.cuda.get_device_name(0)
         if device == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "budget": {
-            "steps": steps,
+            "steps": epochs * math.ceil(steps / epochs),
             "batch": batch,
             "lr": lr,
-            "optimizer": "AdamW(wd=1e-4)",
+            "optimizer": "AdamW(wd=1e-4, none on biases and norms)",
             "schedule": "linear warm-up 5% then cosine to 0",
             "loss": "L1 on valid pixels",
             "augmentation": "random dihedral (flips/90° rotations) per patch",
             "amp": "bf16" if (amp and device == "cuda") else "fp32",
-            "selection": "weights with the lowest validation L1 (checked every steps/20)",
+            "selection": f"weights with the lowest validation L1 (checked after each of {epochs} epochs)",
+            "trainer": "harmonize.train.fit",
         },
         "data": {
             k: meta[k]
@@ -519,34 +604,14 @@ def train_eval(
         "reference": {"Sentinel-2 same day (training target)": _scores(data["test_target"], truth, valid)},
         "training": {},
     }
-    _write(result, out)
-    for preset in presets:
-        model, record = train_preset(
-            preset, data, steps=steps, batch=batch, lr=lr, device=device, amp=amp, seed=seed
-        )
-        t = time.perf_counter()
-        pred = _predict(
-            model,
-            data["test_input"],
-            torch.device(device),
-            batch,
-            torch.bfloat16 if (amp and device == "cuda") else None,
-        )
-        record["predict_s"] = round(time.perf_counter() - t, 2)
-        methods[f"UNet {preset}"] = _scores(pred, truth, valid)
-        if save_models:
-            from harmonize.model import save_model_package
 
-            meta_doc = {"name": f"compare-{preset}", "steps": steps, "batch": batch}
-            record["package"] = str(
-                save_model_package(model.cpu(), out / f"model-{preset}", metadata=meta_doc)
-            )
-        result["training"][preset] = record
-        _write(result, out)
-        del model
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    return result
+
+def _predict_test(model: Any, x: np.ndarray, *, device: str, batch: int, amp: bool) -> np.ndarray:
+    """The model's prediction of the test inputs, on ``device`` (bf16 autocast on CUDA with ``amp``)."""
+    import torch
+
+    dev = torch.device(device)
+    return _predict(model.to(dev), x, dev, batch, torch.bfloat16 if (amp and dev.type == "cuda") else None)
 
 
 def markdown_tables(result: dict[str, Any]) -> str:
@@ -595,73 +660,90 @@ def _write(result: dict[str, Any], out: Path) -> None:
 # CLI
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.experiments.compare_models {export,train-eval} ...``."""
-    p = argparse.ArgumentParser(prog="python -m pipelines.experiments.compare_models", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("export", help="world -> pairs .npz (needs the full stack)")
-    e.add_argument("--world", required=True, type=Path, help="world directory (created if absent)")
-    e.add_argument("--out", required=True, type=Path)
-    e.add_argument("--tiny", action="store_true")
-    e.add_argument("--config", type=Path, help="YAML with an 'export' mapping of ExportSettings")
-    t = sub.add_parser("train-eval", help="train presets and score all methods (torch only)")
-    t.add_argument("--data", required=True, type=Path)
-    t.add_argument("--out", required=True, type=Path)
-    t.add_argument("--config", type=Path, help="YAML with a 'train_eval' mapping (presets, steps, batch, lr)")
-    t.add_argument("--presets", help="comma-separated (default tiny,base,paper-5depth)")
-    t.add_argument("--steps", type=int, help="optimizer steps per preset (default 2000)")
-    t.add_argument("--batch", type=int, help="patches per step (default 8)")
-    t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    t.add_argument("--no-amp", action="store_true")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--save-models", action="store_true", help="write each trained model package to OUT")
-    args = p.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    for name in ("harmonize", "pipelines"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    section = "export" if args.cmd == "export" else "train_eval"
-    settings: dict[str, Any] = {}
-    if args.config:
-        import yaml  # only with --config: the device machine may lack it
+def _section(config: Path | None, name: str) -> dict[str, Any]:
+    """The ``name`` mapping of the YAML ``config`` (empty without one)."""
+    if config is None:
+        return {}
+    import yaml
 
-        settings = dict((yaml.safe_load(args.config.read_text()) or {}).get(section) or {})
-    if args.cmd == "export":
-        meta = export_pairs(args.world, args.out, tiny=args.tiny, settings=settings)
-        print(json.dumps(meta, indent=1, default=str))
-        return 0
-    opts = {
-        **{"presets": ["tiny", "base", "paper-5depth"], "steps": 2000, "batch": 8, "lr": 1e-3},
-        **settings,
-    }
-    for key in ("steps", "batch", "lr"):
-        if getattr(args, key) is not None:
-            opts[key] = getattr(args, key)
-    if args.presets:
-        opts["presets"] = [s for s in args.presets.split(",") if s]
+    return dict((yaml.safe_load(config.read_text()) or {}).get(name) or {})
+
+
+@click.group(cls=ReportingGroup, name="python -m pipelines.experiments.compare_models")
+def main() -> None:
+    """Harmonization methods side by side on a simulated world's test blocks: export, then train-eval."""
+
+
+@main.command("export")
+@click.option(
+    "--world", required=True, type=click.Path(path_type=Path), help="World directory (created if absent)."
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The .npz to write.")
+@click.option("--tiny", is_flag=True, help="Use the tiny world (tests).")
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML with an 'export' mapping of ExportSettings.",
+)
+def export_command(world: Path, out: Path, tiny: bool, config: Path | None) -> None:
+    """World -> pairs .npz (needs the full geospatial stack)."""
+    setup_logging()
+    meta = export_pairs(world, out, tiny=tiny, settings=_section(config, "export"))
+    click.echo(json.dumps(meta, indent=1, default=str))
+
+
+@main.command("train-eval")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML with a 'train_eval' mapping (presets, steps, batch, lr).",
+)
+@click.option("--presets", help="Comma-separated (default tiny,base,paper-5depth).")
+@click.option("--steps", type=int, help="Optimizer steps per preset (default 2000).")
+@click.option("--batch", type=int, help="Patches per step (default 8).")
+@click.option("--lr", type=float, help="Peak learning rate (default 1e-3).")
+@click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]), show_default=True)
+@click.option("--no-amp", is_flag=True, help="Train in float32 on CUDA too.")
+@click.option("--seed", default=0, type=int, show_default=True)
+@click.option("--save-models", is_flag=True, help="Write each trained model package to OUT.")
+def train_eval_command(
+    data: Path,
+    out: Path,
+    config: Path | None,
+    presets: str | None,
+    steps: int | None,
+    batch: int | None,
+    lr: float | None,
+    device: str,
+    no_amp: bool,
+    seed: int,
+    save_models: bool,
+) -> None:
+    """Train presets and score all methods (torch and numpy only)."""
+    setup_logging()
+    opts = {"presets": ["tiny", "base", "paper-5depth"], "steps": 2000, "batch": 8, "lr": 1e-3}
+    opts.update(_section(config, "train_eval"))
+    opts.update({k: v for k, v in (("steps", steps), ("batch", batch), ("lr", lr)) if v is not None})
+    if presets:
+        opts["presets"] = [p for p in presets.split(",") if p]
     result = train_eval(
-        args.data,
-        args.out,
+        data,
+        out,
         presets=opts["presets"],
         steps=int(opts["steps"]),
         batch=int(opts["batch"]),
         lr=float(opts["lr"]),
-        device=args.device,
-        amp=not args.no_amp,
-        seed=args.seed,
-        save_models=args.save_models,
+        device=device,
+        amp=not no_amp,
+        seed=seed,
+        save_models=save_models,
     )
-    print(markdown_tables(result))
-    print(
-        json.dumps(
-            {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in result["training"].items()},
-            indent=1,
-        )
-    )
-    return 0
+    click.echo(markdown_tables(result))
+    runs = {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in result["training"].items()}
+    click.echo(json.dumps(runs, indent=1))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
