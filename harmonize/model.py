@@ -412,86 +412,18 @@ def _preset_name(cfg: UNetConfig) -> str | None:
     return next((k for k, v in PRESETS.items() if v == cfg), None)
 
 
+#: Keys of ``metadata`` that :func:`_mlm_document` maps to their own properties.
+_KNOWN_METADATA = {"name", "datetime", "description", "pretrained", "pretrained_source",
+                   "batch_size_suggestion", "accelerator", "hyperparameters", "training_data", "metrics"}
+
+
 def _mlm_document(model: UNet, metadata: dict[str, Any], weights: Path) -> dict[str, Any]:
-    cfg = model.config
-    name = metadata.get("name") or f"harmonize-unet-{_preset_name(cfg) or 'custom'}"
-    n_in, n_out = len(cfg.input_bands), len(cfg.output_bands)
-    mean = [float(v) for v in model.input_mean.cpu()]
-    std = [float(v) for v in model.input_std.cpu()]
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    props: dict[str, Any] = {
-        "datetime": metadata.get("datetime", now),
-        "description": metadata.get(
-            "description",
-            "Residual UNet harmonizing Landsat-8/9 OLI reflectance (30 m + 15 m pan, resampled "
-            "to 10 m) to Sentinel-2 MSI-like 10 m reflectance.",
-        ),
-        "mlm:name": name,
-        "mlm:architecture": "U-Net",
-        "mlm:tasks": ["super-resolution", "regression"],
-        "mlm:framework": "pytorch",
-        "mlm:framework_version": torch.__version__.split("+")[0],
-        "mlm:total_parameters": count_parameters(model),
-        "mlm:pretrained": bool(metadata.get("pretrained", True)),
-        "mlm:pretrained_source": metadata.get("pretrained_source"),
-        "mlm:batch_size_suggestion": int(metadata.get("batch_size_suggestion", 8)),
-        "mlm:accelerator": "cuda" if metadata.get("accelerator") == "cuda" else "amd64",
-        "mlm:accelerator_constrained": False,
-        "mlm:memory_size": weights.stat().st_size,
-        "mlm:input": [
-            {
-                "name": "landsat_reflectance",
-                "bands": list(cfg.input_bands),
-                "input": {
-                    "shape": [-1, n_in, -1, -1],
-                    "dim_order": ["batch", "bands", "height", "width"],
-                    "data_type": "float32",
-                },
-                "description": (
-                    "Landsat C2 L2 surface reflectance (blue … swir22) and C2 L1 TOA pan, physical "
-                    "reflectance on the 10 m grid; no NaN (fill before, mask after). The model "
-                    "applies the z-score scaling below itself: pass reflectance as is."
-                ),
-                "value_scaling": [
-                    {"type": "z-score", "mean": m, "stddev": s} for m, s in zip(mean, std, strict=True)
-                ],
-                "resize_type": None,
-                "pre_processing_function": None,
-            }
-        ],
-        "mlm:output": [
-            {
-                "name": "sentinel2_like_reflectance",
-                "tasks": ["super-resolution", "regression"],
-                "result": {
-                    "shape": [-1, n_out, -1, -1],
-                    "dim_order": ["batch", "bands", "height", "width"],
-                    "data_type": "float32",
-                },
-                "bands": list(cfg.output_bands),
-                "description": "Sentinel-2 L2A-like surface reflectance (B02 B03 B04 B8A B11 B12).",
-                "post_processing_function": None,
-            }
-        ],
-        "mlm:hyperparameters": metadata.get("hyperparameters", {}),
-        "harmonize:preset": _preset_name(cfg),
-        "harmonize:config": cfg.model_dump(mode="json"),
-        "harmonize:normalization": {
-            "input_mean": mean,
-            "input_std": std,
-            "output_offset": [float(v) for v in model.output_offset.cpu()],
-            "output_scale": [float(v) for v in model.output_scale.cpu()],
-        },
-        "harmonize:receptive_halo": model.receptive_halo,
-        "harmonize:size_multiple": model.size_multiple,
-        "harmonize:training_data": metadata.get("training_data", {}),
-        "harmonize:metrics": metadata.get("metrics", {}),
-    }
-    extra = {k: v for k, v in metadata.items() if k not in {
-        "name", "datetime", "description", "pretrained", "pretrained_source",
-        "batch_size_suggestion", "accelerator", "hyperparameters", "training_data", "metrics"}}
-    for k, v in extra.items():
-        props[f"harmonize:{k}"] = v
+    """The STAC MLM item of a model package: properties, and the weights asset."""
+    name = metadata.get("name") or f"harmonize-unet-{_preset_name(model.config) or 'custom'}"
+    props = _mlm_properties(model, metadata, name, weights.stat().st_size)
+    for k, v in metadata.items():
+        if k not in _KNOWN_METADATA:
+            props[f"harmonize:{k}"] = v
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     return {
         "type": "Feature",
@@ -512,6 +444,88 @@ def _mlm_document(model: UNet, metadata: dict[str, Any], weights: Path) -> dict[
                 "file:checksum": "1220" + sha,  # multihash: sha2-256, 32 bytes
             }
         },
+    }
+
+
+def _mlm_properties(model: UNet, metadata: dict[str, Any], name: str, size: int) -> dict[str, Any]:
+    """The item's ``mlm:*`` and ``harmonize:*`` properties (without the free ``metadata`` keys)."""
+    cfg = model.config
+    mean = [float(v) for v in model.input_mean.cpu()]
+    std = [float(v) for v in model.input_std.cpu()]
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "datetime": metadata.get("datetime", now),
+        "description": metadata.get(
+            "description",
+            "Residual UNet harmonizing Landsat-8/9 OLI reflectance (30 m + 15 m pan, resampled "
+            "to 10 m) to Sentinel-2 MSI-like 10 m reflectance.",
+        ),
+        "mlm:name": name,
+        "mlm:architecture": "U-Net",
+        "mlm:tasks": ["super-resolution", "regression"],
+        "mlm:framework": "pytorch",
+        "mlm:framework_version": torch.__version__.split("+")[0],
+        "mlm:total_parameters": count_parameters(model),
+        "mlm:pretrained": bool(metadata.get("pretrained", True)),
+        "mlm:pretrained_source": metadata.get("pretrained_source"),
+        "mlm:batch_size_suggestion": int(metadata.get("batch_size_suggestion", 8)),
+        "mlm:accelerator": "cuda" if metadata.get("accelerator") == "cuda" else "amd64",
+        "mlm:accelerator_constrained": False,
+        "mlm:memory_size": size,
+        "mlm:input": [_mlm_input(cfg, mean, std)],
+        "mlm:output": [_mlm_output(cfg)],
+        "mlm:hyperparameters": metadata.get("hyperparameters", {}),
+        "harmonize:preset": _preset_name(cfg),
+        "harmonize:config": cfg.model_dump(mode="json"),
+        "harmonize:normalization": {
+            "input_mean": mean,
+            "input_std": std,
+            "output_offset": [float(v) for v in model.output_offset.cpu()],
+            "output_scale": [float(v) for v in model.output_scale.cpu()],
+        },
+        "harmonize:receptive_halo": model.receptive_halo,
+        "harmonize:size_multiple": model.size_multiple,
+        "harmonize:training_data": metadata.get("training_data", {}),
+        "harmonize:metrics": metadata.get("metrics", {}),
+    }
+
+
+def _mlm_input(cfg: UNetConfig, mean: list[float], std: list[float]) -> dict[str, Any]:
+    """The ``mlm:input`` entry: Landsat reflectance and pan, with the model's z-score scaling."""
+    return {
+        "name": "landsat_reflectance",
+        "bands": list(cfg.input_bands),
+        "input": {
+            "shape": [-1, len(cfg.input_bands), -1, -1],
+            "dim_order": ["batch", "bands", "height", "width"],
+            "data_type": "float32",
+        },
+        "description": (
+            "Landsat C2 L2 surface reflectance (blue … swir22) and C2 L1 TOA pan, physical "
+            "reflectance on the 10 m grid; no NaN (fill before, mask after). The model "
+            "applies the z-score scaling below itself: pass reflectance as is."
+        ),
+        "value_scaling": [
+            {"type": "z-score", "mean": m, "stddev": s} for m, s in zip(mean, std, strict=True)
+        ],
+        "resize_type": None,
+        "pre_processing_function": None,
+    }
+
+
+def _mlm_output(cfg: UNetConfig) -> dict[str, Any]:
+    """The ``mlm:output`` entry: Sentinel-2-like reflectance."""
+    return {
+        "name": "sentinel2_like_reflectance",
+        "tasks": ["super-resolution", "regression"],
+        "result": {
+            "shape": [-1, len(cfg.output_bands), -1, -1],
+            "dim_order": ["batch", "bands", "height", "width"],
+            "data_type": "float32",
+        },
+        "bands": list(cfg.output_bands),
+        "description": "Sentinel-2 L2A-like surface reflectance (B02 B03 B04 B8A B11 B12).",
+        "post_processing_function": None,
     }
 
 

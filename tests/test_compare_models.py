@@ -1,4 +1,4 @@
-"""pipelines.compare_models on the tiny world: export against truth, then a short train-eval."""
+"""pipelines.experiments.compare_models on the tiny world: export against truth, then a short train-eval."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pipelines.experiments.compare_models import BASELINES, export_pairs
 
 ROOT = Path(__file__).parents[1]
@@ -94,3 +95,22 @@ def test_train_eval_scores_every_method_without_the_geospatial_stack(exported, t
     mse = np.mean([((z["test_input"][:, b].astype(np.float32) - t[:, b])[v] ** 2).mean() for b in range(6)])
     assert result["methods"][BASELINES["bicubic"]]["psnr"] == pytest.approx(-10 * np.log10(mse), abs=1e-3)
     assert "UNet tiny" in (tmp_path / "compare.md").read_text()
+
+
+def test_train_eval_command_trains_through_fit(exported, tmp_path):
+    """The click command runs train-eval with the library's loop: one history row per epoch."""
+    from click.testing import CliRunner
+
+    from pipelines.experiments.compare_models import main
+
+    _, path, _ = exported
+    args = ["train-eval", "--data", str(path), "--out", str(tmp_path), "--presets", "tiny", "--steps", "3",
+            "--batch", "4", "--save-models"]  # fmt: skip
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == 0, run.output
+    assert "UNet tiny" in run.output
+    rec = json.loads((tmp_path / "compare.json").read_text())["training"]["tiny"]
+    assert rec["steps"] == 3 and [h["step"] for h in rec["history"]] == [1, 2, 3]
+    assert rec["best_step"] in (1, 2, 3)
+    assert (tmp_path / "model-tiny" / "mlm.json").is_file()
+    assert not list(tmp_path.glob(".train-*"))  # fit's checkpoints go with its temporary folder
