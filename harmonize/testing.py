@@ -90,7 +90,15 @@ def make_item(
         bbox = list(footprint.boundingbox)
     geometry = {
         "type": "Polygon",
-        "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]], [bbox[0], bbox[3]], [bbox[0], bbox[1]]]],
+        "coordinates": [
+            [
+                [bbox[0], bbox[1]],
+                [bbox[2], bbox[1]],
+                [bbox[2], bbox[3]],
+                [bbox[0], bbox[3]],
+                [bbox[0], bbox[1]],
+            ]
+        ],
     }
     if footprint_from_grid:
         geometry = footprint.json
@@ -109,7 +117,8 @@ def make_item(
     if provider == "usgs":
         props["platform"] = "LANDSAT_8"
     if sensor == "landsat" and wrs_path_row is not None:
-        props["landsat:wrs_path"], props["landsat:wrs_row"] = f"{wrs_path_row[0]:03d}", f"{wrs_path_row[1]:03d}"
+        props["landsat:wrs_path"] = f"{wrs_path_row[0]:03d}"
+        props["landsat:wrs_row"] = f"{wrs_path_row[1]:03d}"
     item = pystac.Item(item_id, geometry, bbox, when, props, collection=profile.collection)
     with_rb = raster_bands
     if with_rb is None:
