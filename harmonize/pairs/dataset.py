@@ -364,6 +364,15 @@ def cache_pairs(dataset: PairDataset, path: str | os.PathLike[str], *, progress:
 
     Samples already in the store are skipped, so an interrupted run resumes.
 
+    Parameters
+    ----------
+    dataset
+        The dataset to cache.
+    path
+        The Zarr store (created, or reused when it was built for the same index).
+    progress
+        Show a progress bar.
+
     Returns
     -------
     PairDataset

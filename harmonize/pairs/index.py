@@ -219,6 +219,13 @@ def block_splits(ny: int, nx: int, config: PairConfig) -> np.ndarray:
     deals them to train/val/test in proportion to the fractions (largest remainder), giving each
     split with a positive fraction at least one block when there are enough blocks.
 
+    Parameters
+    ----------
+    ny, nx
+        The grid's size in pixels.
+    config
+        ``block_size``, the split fractions and the ``seed`` of the shuffle.
+
     Returns
     -------
     numpy.ndarray
