@@ -59,8 +59,8 @@ def datasets_from_config(config: Any) -> tuple[PairDataset, PairDataset | None]:
         raise HarmonizeError("dataset.source is required: a STAC API URL, an item file or an item folder")
     if "truth" in params:
         raise HarmonizeError(
-            "dataset.truth is no longer read: pass dataset.reference: PATH, a reference Zarr store "
-            "(a simulated world's truth.zarr)"
+            "dataset.truth is no longer read: pass dataset.reference: PATH, a Zarr store of "
+            "reference reflectance on time, y, x"
         )
     cube = _load(params)
     index = build_pair_index(cube, PairConfig(**params.get("pairs", {})))
