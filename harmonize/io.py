@@ -235,8 +235,6 @@ def write_zarr_batch(
     HarmonizeError
         When the numbers of datasets and paths differ, or a store exists.
     """
-    import itertools
-
     import dask
 
     from harmonize.infer import stripes as row_stripes
@@ -246,22 +244,19 @@ def write_zarr_batch(
     for p in paths:
         if _is_local(p) and _local_path(p).exists():
             raise HarmonizeError(f"{p} exists; write_zarr_batch writes new stores only")
-    if not stripes:
-        dask.compute(
-            *[write_zarr(ds, p, mode="w-", compute=False) for ds, p in zip(datasets, paths, strict=True)]
-        )
-        return [_ret(p) for p in paths]
+    rows: list[list[Any]] = [[]]  # the delayed writes of each compute
     for ds, p in zip(datasets, paths, strict=True):
+        regions = row_stripes(ds) if stripes else []
+        if len(regions) <= 1:  # one graph: the whole dataset is one stripe (or stripes are off)
+            rows[0].append(write_zarr(ds, p, mode="w-", compute=False))
+            continue
         write_zarr(ds, p, mode="w-", compute=False)  # metadata and coordinates only
-    per_dataset = [row_stripes(ds) for ds in datasets]
-    for row in itertools.zip_longest(*per_dataset):
-        dask.compute(
-            *[
-                write_zarr(ds.isel(region), p, region=region, compute=False)
-                for ds, p, region in zip(datasets, paths, row, strict=True)
-                if region is not None
-            ]
-        )
+        rows += [[] for _ in range(len(regions) - len(rows))]
+        for row, region in zip(rows, regions, strict=False):
+            row.append(write_zarr(ds.isel(region), p, region=region, compute=False))
+    for row in rows:
+        if row:
+            dask.compute(*row)
     return [_ret(p) for p in paths]
 
 
