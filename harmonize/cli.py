@@ -63,12 +63,19 @@ def world() -> None:
 @click.option("--tiny", is_flag=True, help="A 1.28 km, six-week world (seconds to build), as the tests use.")
 @click.option("--overwrite", is_flag=True, help="Replace a different world already in DIRECTORY.")
 def world_create(
-    directory: Path, size_km: float | None, start: str | None, end: str | None, seed: int | None, tiny: bool, overwrite: bool
+    directory: Path,
+    size_km: float | None,
+    start: str | None,
+    end: str | None,
+    seed: int | None,
+    tiny: bool,
+    overwrite: bool,
 ) -> None:
     """Simulate a Landsat-8/9 + Sentinel-2 archive into DIRECTORY."""
     from harmonize.world import WorldConfig, create_world
 
-    overrides = {k: v for k, v in {"size_km": size_km, "start": start, "end": end, "seed": seed}.items() if v is not None}
+    given = {"size_km": size_km, "start": start, "end": end, "seed": seed}
+    overrides = {k: v for k, v in given.items() if v is not None}
     config = WorldConfig.tiny(**overrides) if tiny else WorldConfig(**overrides)
     w = create_world(directory, config, overwrite=overwrite)
     click.echo(f"world written to {w.root} ({len(w.manifest['scenes'])} scenes)")
@@ -93,7 +100,9 @@ def world_serve(directory: Path, host: str, port: int | None) -> None:
 # ---------------------------------------------------------------- search
 @main.command("search")
 @click.argument("source")
-@click.option("--provider", default=None, help="Provider profile (earth-search, planetary-computer, usgs, local).")
+@click.option(
+    "--provider", default=None, help="Provider profile (earth-search, planetary-computer, usgs, local)."
+)
 @click.option("--collection", "collections", multiple=True, help="Collection id (repeatable).")
 @click.option("--bbox", default=None, help="west,south,east,north in degrees.")
 @click.option("--datetime", "datetime_", default=None, help="A date or range, e.g. 2023-01-01/2023-06-30.")
@@ -102,7 +111,9 @@ def world_serve(directory: Path, host: str, port: int | None) -> None:
 @click.option("--include-pan", is_flag=True, help="Also search the provider's Level-1 (pan) collection.")
 @click.option("--require", is_flag=True, help="Fail when nothing is found.")
 @click.option("--json", "as_json", is_flag=True, help="Print the items as an ItemCollection.")
-def search_cmd(source, provider, collections, bbox, datetime_, max_cloud, max_items, include_pan, require, as_json) -> None:
+def search_cmd(
+    source, provider, collections, bbox, datetime_, max_cloud, max_items, include_pan, require, as_json
+) -> None:
     """Search SOURCE (a STAC API URL or a stac-geoparquet file) and list what was found."""
     from harmonize.catalog import search
 
@@ -122,22 +133,30 @@ def search_cmd(source, provider, collections, bbox, datetime_, max_cloud, max_it
         click.echo(json.dumps({"type": "FeatureCollection", "features": [i.to_dict() for i in items]}))
         return
     for it in items:
-        click.echo(f"{it.collection_id:16s} {it.id:48s} {it.datetime:%Y-%m-%d} cloud {it.properties.get('eo:cloud_cover', float('nan')):5.1f}%")
+        cloud = it.properties.get("eo:cloud_cover", float("nan"))
+        click.echo(f"{it.collection_id:16s} {it.id:48s} {it.datetime:%Y-%m-%d} cloud {cloud:5.1f}%")
     click.echo(f"{len(items)} items")
 
 
 # ---------------------------------------------------------------- train
 @main.command("train")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field (repeatable).")
+@click.option(
+    "-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder."
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field (repeatable)."
+)
 @click.option("--no-resume", is_flag=True, help="Start afresh instead of resuming the latest checkpoint.")
 def train_cmd(config: Path, out: Path | None, overrides: tuple[str, ...], no_resume: bool) -> None:
     """Train a harmonization UNet from a YAML CONFIG (see harmonize.train.TrainConfig)."""
     from harmonize.train import train_from_config
 
     result = train_from_config(config, list(overrides), out_dir=out, resume=None if no_resume else "auto")
-    click.echo(f"model package: {result.package_path} (best epoch {result.best_epoch}, val loss {result.best_val_loss:.5f})")
+    click.echo(
+        f"model package: {result.package_path} "
+        f"(best epoch {result.best_epoch}, val loss {result.best_val_loss:.5f})"
+    )
 
 
 # ---------------------------------------------------------------- timeseries
@@ -161,7 +180,8 @@ def _lmbda(value: str) -> float | str:
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--landsat", "landsat_zarr", type=click.Path(exists=True, path_type=Path), default=None,
               help="Harmonized Landsat cube (Zarr) on the Sentinel-2 grid; omit for Sentinel-2 only.")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@click.option("--config", "config_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML file of TimeSeriesConfig settings; flags override it.")
 @click.option("--method", type=click.Choice(["linear", "whittaker", "harmonic", "rbf"]), default=None)
 @click.option("--freq", default=None, help="Output step, e.g. 5D (default).")
@@ -174,7 +194,8 @@ def _lmbda(value: str) -> float | str:
 @click.option("--weights/--no-weights", default=None,
               help="Weight Landsat by how far its 30 m view can be trusted (default on).")
 @click.option("--weight-window", type=int, default=None, help="Heterogeneity window in pixels (default 3).")
-@click.option("--weight-scale", type=float, default=None, help="NDVI heterogeneity at half weight (default 0.02).")
+@click.option("--weight-scale", type=float, default=None,
+              help="NDVI heterogeneity at half weight (default 0.02).")
 @click.option("--sharpen-s2-nir/--no-sharpen-s2-nir", default=None,
               help="Sharpen Sentinel-2's 20 m nir to 10 m before NDVI (default off).")
 @click.option("--disagreement-scale", type=float, default=None,
@@ -193,7 +214,7 @@ def timeseries_cmd(s2_zarr, out, landsat_zarr, config_path, phenology, plots, **
     from harmonize.timeseries import TimeSeriesConfig, fuse, ndvi_timeseries
 
     flags = {k: v for k, v in flags.items() if v is not None}
-    cfg = (TimeSeriesConfig.from_yaml(config_path, **flags) if config_path else TimeSeriesConfig.build(**flags))
+    cfg = TimeSeriesConfig.from_yaml(config_path, **flags) if config_path else TimeSeriesConfig.build(**flags)
     s2 = xr.open_zarr(s2_zarr, chunks={})
     landsat = xr.open_zarr(landsat_zarr, chunks={}) if landsat_zarr else None
     obs, filled = ndvi_timeseries(s2, landsat, config=cfg)

@@ -103,7 +103,9 @@ def stage_main(config_cls: type[BaseModel], function: StageFunction) -> click.Co
     @config_argument
     @stage_options
     @reporting
-    def main(config: Path, overrides: tuple[str, ...], scheduler: str | None, dry_run: bool, verbose: int) -> None:
+    def main(
+        config: Path, overrides: tuple[str, ...], scheduler: str | None, dry_run: bool, verbose: int
+    ) -> None:
         setup_logging(verbose)
         data = read_mapping(config)
         if data.get("stage", stage) != stage:

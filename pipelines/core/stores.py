@@ -149,7 +149,7 @@ def _with_all_variables(parts: list[xr.Dataset]) -> list[xr.Dataset]:
         if missing:
             like = next(iter(part.data_vars.values()))
             chunks = like.chunks or tuple((n,) for n in like.shape)
-            fill = {v: (False if kinds[v] == bool else np.nan) for v in missing}
+            fill = {v: (False if kinds[v].kind == "b" else np.nan) for v in missing}
             part = part.assign(
                 {v: (like.dims, da.full(like.shape, fill[v], dtype=kinds[v], chunks=chunks)) for v in missing}
             )
