@@ -125,6 +125,9 @@ def test_stage_commands_dry_run_and_refuse_another_stage_config(cube, identity, 
     assert wrong.exit_code == 2 and "is a 'infer' config, not 'pairs'" in wrong.output
     bad = runner.invoke(infer.main, [str(configs["infer"]), "source=search", "--dry-run"])
     assert bad.exit_code == 2 and "source: search needs catalog and bbox" in bad.output
+    bad = runner.invoke(pairs.main, [str(configs["pairs"]), "pairs.patch_size=32", "--dry-run"])
+    assert bad.exit_code == 2 and "invalid pairs settings" in bad.output
+    assert "multiple of stride" in bad.output
 
 
 def test_python_m_stage_runs_the_pairs_stage(cube, tmp_path):

@@ -33,7 +33,7 @@ from pipelines.core.stores import INDEX, INGEST, PAIRS, inputs_fingerprint, open
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PairsStageConfig", "pairs_stage", "main"]
+__all__ = ["PairsStageConfig", "pair_config", "pairs_stage", "main"]
 
 
 class PairsStageConfig(StageConfig):
@@ -56,23 +56,51 @@ class PairsStageConfig(StageConfig):
 STAGE = PAIRS
 
 
+def pair_config(config: PairsStageConfig) -> Any:
+    """The :class:`harmonize.pairs.PairConfig` of ``config.pairs``.
+
+    Raises
+    ------
+    HarmonizeError
+        For invalid pair settings (the message says which and why).
+    """
+    from pydantic import ValidationError
+
+    from harmonize.errors import HarmonizeError
+    from harmonize.pairs import PairConfig
+
+    try:
+        return PairConfig(**config.pairs)
+    except ValidationError as exc:
+        raise HarmonizeError(f"invalid pairs settings: {exc}") from exc
+
+
 def pairs_stage(
     config: PairsStageConfig, *, dry_run: bool = False, scheduler: str | None = None
 ) -> dict[str, Any]:
     """Build (or keep) the pair index of the cube in ``config.cube``.
+
+    Parameters
+    ----------
+    config
+        The stage's settings.
+    dry_run
+        Report whether the index would be rebuilt; write nothing.
+    scheduler
+        Overrides ``config.scheduler``.
 
     Returns
     -------
     dict
         ``up_to_date`` (nothing to do), ``windows`` per split, ``pairs``, ``index`` path, ``seconds``.
     """
-    from harmonize.pairs import PairConfig, build_pair_index
+    from harmonize.pairs import build_pair_index
     from pipelines.core.cluster import dask_scheduler
 
     t0 = time.perf_counter()
-    pair_config = PairConfig(**config.pairs)
+    settings = pair_config(config)
     cube_ledger = Ledger(config.cube, INGEST)
-    fingerprint = inputs_fingerprint(cube_ledger.fingerprint(), pair_config.model_dump(mode="json"))
+    fingerprint = inputs_fingerprint(cube_ledger.fingerprint(), settings.model_dump(mode="json"))
     ledger = Ledger(config.out, STAGE)
     up_to_date = ledger.meta.get("inputs") == fingerprint and ledger.committed(INDEX)
     report: dict[str, Any] = {
@@ -96,7 +124,7 @@ def pairs_stage(
             report=config.out / "performance-report.html",
             **config.cluster_kwargs(),
         ):
-            index = build_pair_index(cube, pair_config, progress=config.progress)
+            index = build_pair_index(cube, settings, progress=config.progress)
         items = sorted(cube_ledger.items())
         tmp = ledger.tmp_path(INDEX)
         index.to_parquet(tmp, index=False)
@@ -104,11 +132,11 @@ def pairs_stage(
         tmp = ledger.tmp_path("index.csv")
         index.to_csv(tmp, index=False)
         ledger.commit("index.csv", tmp, items)
-        atomic_write_text(config.out / "index.config.json", pair_config.model_dump_json(indent=1) + "\n")
+        atomic_write_text(config.out / "index.config.json", settings.model_dump_json(indent=1) + "\n")
         summary = {
             "windows": {k: int(v) for k, v in index["split"].value_counts().items()},
             "pairs": int(index[["landsat_time", "s2_time"]].drop_duplicates().shape[0]) if len(index) else 0,
-            "pair_config": pair_config.model_dump(mode="json"),
+            "pair_config": settings.model_dump(mode="json"),
             "cube": str(config.cube),
         }
         atomic_write_text(config.out / "summary.json", json.dumps(summary, indent=1) + "\n")
