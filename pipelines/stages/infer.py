@@ -113,10 +113,6 @@ class InferStageConfig(StageConfig):
         return self
 
 
-#: Transitional names of :class:`InferStageConfig` and :func:`infer_stage` for callers not yet
-#: moved (the demo, compare_demo); remove once nothing uses them.
-InferCubeConfig = InferStageConfig
-
 STAGE = INFER
 
 
@@ -396,8 +392,6 @@ def infer_stage(
         log.info("infer: committed %d date(s) in %.1f s", len(report["committed"]), report["seconds"])
     return report
 
-
-infer_cube = infer_stage  # transitional, see InferCubeConfig
 
 main = stage_main(InferStageConfig, infer_stage)
 
