@@ -25,7 +25,15 @@ from pydantic import BaseModel
 from harmonize.errors import HarmonizeError
 from pipelines.core.config import read_mapping, validate
 
-__all__ = ["setup_logging", "ReportingGroup", "reporting", "stage_main", "config_argument", "stage_options"]
+__all__ = [
+    "setup_logging",
+    "ReportingGroup",
+    "reporting",
+    "stage_main",
+    "config_argument",
+    "stage_options",
+    "print_report",
+]
 
 StageFunction = Callable[..., dict[str, Any]]
 

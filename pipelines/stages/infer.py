@@ -48,7 +48,18 @@ from pipelines.core.stores import INFER, exact_time_encoding, open_cube
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InferStageConfig", "infer_stage", "DatePlan", "plan_dates", "date_sources", "main"]
+__all__ = [
+    "InferStageConfig",
+    "infer_stage",
+    "DatePlan",
+    "landsat_cube",
+    "plan_dates",
+    "weights_checksum",
+    "write_batch",
+    "write_date_cogs",
+    "date_sources",
+    "main",
+]
 
 #: The fields each ``source`` needs.
 SOURCE_FIELDS = {"cube": ("cube",), "search": ("catalog", "bbox")}
@@ -139,7 +150,19 @@ class DatePlan:
 
 
 def weights_checksum(model: str | list[str]) -> str:
-    """A checksum of a model package's (or an ensemble's) weight files."""
+    """A checksum of a model package's (or an ensemble's) weight files.
+
+    Parameters
+    ----------
+    model
+        A package folder (or its ``mlm.json``), or several.
+
+    Returns
+    -------
+    str
+        The first 16 hex digits of each ``*.safetensors`` file's checksum, comma-joined per
+        package and ``;``-joined across packages (a package without weights gives its path).
+    """
     paths = model if isinstance(model, list) else [model]
     sums = []
     for m in paths:
@@ -151,7 +174,22 @@ def weights_checksum(model: str | list[str]) -> str:
 
 
 def plan_dates(cube: xr.Dataset, ledger: Ledger, checksum: str) -> DatePlan:
-    """Name every Landsat date of ``cube`` and pick those a store of this model does not hold."""
+    """Name every Landsat date of ``cube`` and pick those a store of this model does not hold.
+
+    Parameters
+    ----------
+    cube
+        Landsat dates with ``time``, ``platform`` and ``item_id`` coordinates.
+    ledger
+        The stage's ledger.
+    checksum
+        The model's :func:`weights_checksum`; another one in the ledger redoes every date.
+
+    Returns
+    -------
+    DatePlan
+        A date is to do unless the ledger holds all its items and its store exists.
+    """
     model_changed = ledger.meta.get("model_checksum") not in (None, checksum)
     done = set() if model_changed else ledger.items()
     names, ids, todo = [], [], []
@@ -186,8 +224,25 @@ def _search_cube(config: InferStageConfig) -> tuple[xr.Dataset, dict[str, pystac
 
 
 def landsat_cube(config: InferStageConfig) -> tuple[xr.Dataset, dict[str, pystac.Item]]:
-    """The Landsat dates to harmonize (lazy) and the STAC items they came from, by id (known for
-    ``source: search`` only; ingested stores keep the ids, not the items)."""
+    """The Landsat dates to harmonize and the STAC items they came from.
+
+    Parameters
+    ----------
+    config
+        ``source: cube`` opens the ingest stage's stores; ``source: search`` searches the
+        catalog for Landsat Level-2 and Level-1 (pan) items and loads them.
+
+    Returns
+    -------
+    tuple
+        The Landsat dates (lazy) and the items by id (empty for ``source: cube``: ingested
+        stores keep the ids, not the items).
+
+    Raises
+    ------
+    EmptySearchError
+        When a search finds no Landsat scene.
+    """
     if config.source == "search":
         cube, items = _search_cube(config)
     else:
@@ -197,8 +252,19 @@ def landsat_cube(config: InferStageConfig) -> tuple[xr.Dataset, dict[str, pystac
 
 
 def date_sources(ds: xr.Dataset) -> list[str]:
-    """The item ids a harmonized date came from: its Level-2 ids (``item_id``), then its Level-1
-    pan scenes' (``pan_item_id``, when the cube has it), each comma-joined per time step."""
+    """The item ids a harmonized date came from.
+
+    Parameters
+    ----------
+    ds
+        A date's store, with the ``item_id`` (comma-joined Level-2 ids) and, when the cube had
+        it, ``pan_item_id`` (comma-joined Level-1 ids) coordinates.
+
+    Returns
+    -------
+    list of str
+        The Level-2 ids, then the Level-1 ids, each once.
+    """
     ids = []
     for coord in ("item_id", "pan_item_id"):
         if coord in ds.coords:
@@ -236,8 +302,24 @@ def _super_resolve(config: InferStageConfig, cube: xr.Dataset) -> xr.Dataset:
 def write_batch(
     result: xr.Dataset, positions: range, plan: DatePlan, ledger: Ledger, model: str | list[str]
 ) -> list[str]:
-    """Write the dates ``plan.todo[k]`` for ``k`` in ``positions`` (``result``'s time steps)
-    together, then commit each store; returns the names committed."""
+    """Write some planned dates together (a row of chunks of each per compute), then commit each.
+
+    Parameters
+    ----------
+    result
+        The super-resolved dates ``plan.todo`` (lazy), in that order.
+    positions
+        Which of ``result``'s time steps to write.
+    plan, ledger
+        The stage's plan and ledger.
+    model
+        Recorded in each store's attributes.
+
+    Returns
+    -------
+    list of str
+        The store names committed.
+    """
     from harmonize.io import write_zarr_batch
 
     steps, tmps = [], []
@@ -263,8 +345,17 @@ def write_date_cogs(
 ) -> tuple[list[str], list[str]]:
     """One COG (``out/cogs``) and STAC item (``out/items``) per committed date store.
 
-    Each item is ``derived_from`` the date's source scenes (:func:`date_sources`), linked to
-    their STAC items where ``items`` holds them (by id), else named by id.
+    Parameters
+    ----------
+    out
+        The stage's output folder.
+    ledger
+        The stage's ledger.
+    names
+        Committed store names.
+    items
+        STAC items by id: each output item is ``derived_from`` the date's source scenes
+        (:func:`date_sources`), linked to their items where this holds them, else named by id.
 
     Returns
     -------
