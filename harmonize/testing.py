@@ -78,33 +78,60 @@ def make_item(
     if transform is None:
         x0 = 399960.0 if sensor == "sentinel-2" else 449085.0
         transform = (res, 0.0, x0, 0.0, -res, 4500000.0 if sensor == "sentinel-2" else 4581915.0)
-    x0, y0 = transform[2], transform[5]
-    x1, y1 = x0 + shape[1] * transform[0], y0 + shape[0] * transform[4]
-    # A footprint in lon/lat near the real items (Colorado); exactness is not needed here.
-    bbox = [-104.3, 40.2, -104.1, 40.4]
-    if footprint_from_grid:
-        from odc.geo import geom
-
-        box = geom.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), f"EPSG:{epsg}")
-        footprint = box.to_crs("epsg:4326")
-        bbox = list(footprint.boundingbox)
-    geometry = {
-        "type": "Polygon",
-        "coordinates": [
-            [
-                [bbox[0], bbox[1]],
-                [bbox[2], bbox[1]],
-                [bbox[2], bbox[3]],
-                [bbox[0], bbox[3]],
-                [bbox[0], bbox[1]],
-            ]
-        ],
-    }
-    if footprint_from_grid:
-        geometry = footprint.json
+    geometry, bbox = _footprint(transform, shape, epsg, from_grid=footprint_from_grid)
     if item_id is None:
         stamp = when.strftime("%Y%m%d")
         item_id = f"S2A_13TDE_{stamp}_0_L2A" if sensor == "sentinel-2" else f"LC08_L2SP_033032_{stamp}_02_T1"
+    props = _properties(provider, sensor, epsg, cloud_cover, processing_baseline, wrs_path_row)
+    item = pystac.Item(item_id, geometry, bbox, when, props, collection=profile.collection)
+    with_rb = raster_bands
+    if with_rb is None:
+        with_rb = not (provider == "usgs" or (provider == "planetary-computer" and sensor == "sentinel-2"))
+    keys = {**{b: k for b, k in profile.assets.items()}, "qa": profile.qa_asset}
+    for band, key in keys.items():
+        extra = _asset_fields(profile, band, sensor, res, transform, shape, native_resolution, with_rb)
+        if provider == "usgs":
+            extra["alternate"] = {"s3": {"storage:requester_pays": True, "href": f"s3://usgs-landsat/{item_id}_{key}.TIF"}}
+        item.add_asset(
+            key,
+            pystac.Asset(
+                href=f"{href_root}/{item_id}_{key}.tif",
+                media_type=pystac.MediaType.COG,
+                roles=["data"],
+                extra_fields=extra,
+            ),
+        )
+    item.collection_id = profile.collection
+    return item
+
+
+def _footprint(
+    transform: tuple[float, ...], shape: tuple[int, int], epsg: int, *, from_grid: bool
+) -> tuple[dict[str, Any], list[float]]:
+    """GeoJSON geometry and bbox: the grid's true extent in lon/lat, or a fixed box near the real
+    items (Colorado; exactness is not needed there)."""
+    if from_grid:
+        from odc.geo import geom
+
+        x0, y0 = transform[2], transform[5]
+        x1, y1 = x0 + shape[1] * transform[0], y0 + shape[0] * transform[4]
+        box = geom.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), f"EPSG:{epsg}")
+        footprint = box.to_crs("epsg:4326")
+        return footprint.json, list(footprint.boundingbox)
+    w, s, e, n = -104.3, 40.2, -104.1, 40.4
+    ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
+    return {"type": "Polygon", "coordinates": [ring]}, [w, s, e, n]
+
+
+def _properties(
+    provider: str,
+    sensor: str,
+    epsg: int,
+    cloud_cover: float,
+    processing_baseline: str | None,
+    wrs_path_row: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """Item properties as ``provider`` spells them (platform names, baseline, WRS path/row)."""
     props: dict[str, Any] = {
         "platform": "sentinel-2a" if sensor == "sentinel-2" else "landsat-8",
         "eo:cloud_cover": cloud_cover,
@@ -119,41 +146,37 @@ def make_item(
     if sensor == "landsat" and wrs_path_row is not None:
         props["landsat:wrs_path"] = f"{wrs_path_row[0]:03d}"
         props["landsat:wrs_row"] = f"{wrs_path_row[1]:03d}"
-    item = pystac.Item(item_id, geometry, bbox, when, props, collection=profile.collection)
-    with_rb = raster_bands
-    if with_rb is None:
-        with_rb = not (provider == "usgs" or (provider == "planetary-computer" and sensor == "sentinel-2"))
-    keys = {**{b: k for b, k in profile.assets.items()}, "qa": profile.qa_asset}
-    for band, key in keys.items():
-        extra: dict[str, Any] = {"proj:shape": list(shape), "proj:transform": list(transform)}
-        if native_resolution:
-            r = _native_res(band, sensor)
-            if r is not None and r != res:
-                f = r / res
-                t = list(transform)
-                extra = {
-                    "proj:shape": [max(1, round(shape[0] / f)), max(1, round(shape[1] / f))],
-                    "proj:transform": [t[0] * f, t[1], t[2], t[3], t[4] * f, t[5]],
-                }
-        if with_rb:
-            scaling = profile.scaling[band]
-            rb: dict[str, Any] = {"data_type": scaling.dtype, "nodata": scaling.nodata}
-            if band != "qa":
-                rb.update(scale=scaling.scale, offset=scaling.offset)
-            extra["raster:bands"] = [rb]
-        if provider == "usgs":
-            extra["alternate"] = {"s3": {"storage:requester_pays": True, "href": f"s3://usgs-landsat/{item_id}_{key}.TIF"}}
-        item.add_asset(
-            key,
-            pystac.Asset(
-                href=f"{href_root}/{item_id}_{key}.tif",
-                media_type=pystac.MediaType.COG,
-                roles=["data"],
-                extra_fields=extra,
-            ),
-        )
-    item.collection_id = profile.collection
-    return item
+    return props
+
+
+def _asset_fields(
+    profile: Any,
+    band: str,
+    sensor: str,
+    res: float,
+    transform: tuple[float, ...],
+    shape: tuple[int, int],
+    native_resolution: bool,
+    with_rb: bool,
+) -> dict[str, Any]:
+    """One asset's projection fields (at the band's native resolution if asked) and raster:bands."""
+    extra: dict[str, Any] = {"proj:shape": list(shape), "proj:transform": list(transform)}
+    if native_resolution:
+        r = _native_res(band, sensor)
+        if r is not None and r != res:
+            f = r / res
+            t = list(transform)
+            extra = {
+                "proj:shape": [max(1, round(shape[0] / f)), max(1, round(shape[1] / f))],
+                "proj:transform": [t[0] * f, t[1], t[2], t[3], t[4] * f, t[5]],
+            }
+    if with_rb:
+        scaling = profile.scaling[band]
+        rb: dict[str, Any] = {"data_type": scaling.dtype, "nodata": scaling.nodata}
+        if band != "qa":
+            rb.update(scale=scaling.scale, offset=scaling.offset)
+        extra["raster:bands"] = [rb]
+    return extra
 
 
 def _native_res(band: str, sensor: str) -> float | None:

@@ -43,7 +43,6 @@ __all__ = [
     "read_index",
     "read_observations",
     "model_package",
-    "open_reference",
 ]
 
 #: Ledger names of the stages (a ledger of one stage refuses another).
@@ -267,17 +266,3 @@ def model_package(out: str | Path) -> Path:
     """The model package folder a train run wrote under ``out``."""
     return Path(out) / "model"
 
-
-def open_reference(path: str | Path) -> xr.Dataset:
-    """A reference store (a simulated world's ``truth.zarr``, say), lazy, float reflectance as
-    float32 (CF decoding of integer stores gives float64).
-
-    Raises
-    ------
-    HarmonizeError
-        If ``path`` is not a Zarr store.
-    """
-    if not (Path(path) / "zarr.json").exists():
-        raise HarmonizeError(f"{path} is not a Zarr store; pass the reference (truth) store's folder")
-    ds = xr.open_zarr(path, chunks={}, consolidated=False, decode_coords="all")
-    return ds.assign({k: v.astype(np.float32) for k, v in ds.data_vars.items() if v.dtype == np.float64})

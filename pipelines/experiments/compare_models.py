@@ -165,22 +165,23 @@ def export_pairs(
 
 
 def paired_subcube(world: Any, settings: dict[str, Any], *, progress: bool = False) -> tuple[Any, Any, dict]:
-    """Load (``settings["resampling"]``), co-register and compute the paired acquisitions of a world.
+    """Load (``settings["resampling"]``) co-registered, and compute the paired acquisitions of a world.
+
+    Co-registration is one way: a probe measures the shift table and each Landsat scene is loaded
+    once on its corrected grid (:func:`harmonize.coregister.load_coregistered`).
 
     Returns the in-memory cube of the Landsat and Sentinel-2 times that make pairs within
     ``settings["max_days"]``, the pair table, and timings.
     """
     from harmonize.catalog import search
-    from harmonize.coregister import coregister
-    from harmonize.cube import load_cube
+    from harmonize.coregister import load_coregistered
     from harmonize.pairs import match_pairs
 
     s = settings
     timings: dict[str, float] = {}
     t = time.perf_counter()
     items = search(world.items_path, provider="local", include_pan=True)
-    cube = load_cube(items, geobox=world.geobox, resampling=s["resampling"])
-    cube = coregister(cube)
+    cube = load_coregistered(items, geobox=world.geobox, resampling=s["resampling"])
     timings["coregister_s"] = time.perf_counter() - t
 
     # only the paired dates are needed: compute those once, in memory

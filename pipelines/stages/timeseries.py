@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 from pydantic import Field
 
+from harmonize.pairs.reference import open_reference_store
 from pipelines.core.cli import stage_main
 from pipelines.core.config import StageConfig
 from pipelines.core.ledger import Ledger
@@ -39,7 +40,6 @@ from pipelines.core.stores import (
     inputs_fingerprint,
     open_cube,
     open_harmonized,
-    open_reference,
     read_observations,
 )
 
@@ -298,7 +298,7 @@ def _plots(config: TimeseriesStageConfig, ledger: Ledger) -> list[Path]:
     filled = xr.open_zarr(ledger.unit_path("ndvi.zarr"))["ndvi"]
     truth_ds = truth = None
     if config.truth is not None:
-        truth_ds = open_reference(config.truth)
+        truth_ds = open_reference_store(config.truth)
         truth = ndvi(truth_ds)
     out = Path(config.out)
     paths = []

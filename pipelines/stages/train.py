@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from harmonize.pairs.reference import open_reference_store
 from pipelines.core.cli import stage_main
 from pipelines.core.config import StageConfig
 from pipelines.core.ledger import Ledger
@@ -35,7 +36,6 @@ from pipelines.core.stores import (
     inputs_fingerprint,
     model_package,
     open_cube,
-    open_reference,
     read_index,
 )
 
@@ -189,7 +189,7 @@ def _datasets(config: TrainStageConfig, train_cfg: Any) -> tuple[Any, Any | None
 
     cube = open_cube(config.cube)
     index = read_index(config.pairs)
-    reference = open_reference(config.truth) if config.truth is not None else None
+    reference = open_reference_store(config.truth) if config.truth is not None else None
     cache = Path(config.out) / "cache" if config.cache else None
     # a changed index makes the cached patches stale; PairDataset rebuilds a cache whose
     # fingerprint differs, so the folder can stay
