@@ -57,7 +57,16 @@ _LAZY = {
     "phenology": "harmonize.phenology",
 }
 
-__all__ = ["BANDS", "PAN", "REFLECTANCE_BANDS", "HarmonizeError", "PROVIDERS", "get_provider", "__version__", *_LAZY]
+__all__ = [
+    "BANDS",
+    "PAN",
+    "REFLECTANCE_BANDS",
+    "HarmonizeError",
+    "PROVIDERS",
+    "get_provider",
+    "__version__",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -185,7 +185,9 @@ class Provider:
             f"{[c.collection for c in self.collections]}."
         )
 
-    def collection_ids(self, sensors: tuple[Sensor, ...] = ("landsat", "sentinel-2"), level: Level = "L2") -> list[str]:
+    def collection_ids(
+        self, sensors: tuple[Sensor, ...] = ("landsat", "sentinel-2"), level: Level = "L2"
+    ) -> list[str]:
         """Collection ids for the given sensors at ``level`` (skipping sensors it lacks)."""
         return [c.collection for c in self.collections if c.sensor in sensors and c.level == level]
 
@@ -199,12 +201,21 @@ class Provider:
 
 
 def _common_names(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    keys = {"blue": "blue", "green": "green", "red": "red", "nir": "nir08", "swir16": "swir16", "swir22": "swir22"}
+    keys = {
+        "blue": "blue",
+        "green": "green",
+        "red": "red",
+        "nir": "nir08",
+        "swir16": "swir16",
+        "swir22": "swir22",
+    }
     keys.update(extra or {})
     return keys
 
 
-def _same(scaling: Scaling, bands: tuple[str, ...] = REFLECTANCE_BANDS, qa: Scaling | None = None) -> dict[str, Scaling]:
+def _same(
+    scaling: Scaling, bands: tuple[str, ...] = REFLECTANCE_BANDS, qa: Scaling | None = None
+) -> dict[str, Scaling]:
     out = {b: scaling for b in bands}
     if qa is not None:
         out["qa"] = qa
@@ -437,5 +448,3 @@ def normalize_platform(platform: str | None) -> str:
 def item_sensor(item: pystac.Item) -> Sensor:
     """Which sensor an item is from, by its collection profile."""
     return profile_for_item(item).sensor
-
-

@@ -115,18 +115,28 @@ def test_accessor_forwards_inference_and_time_series() -> None:
     curve = 0.2 + 0.6 / (1 + np.exp(-(doy - 120) / 8)) - 0.6 / (1 + np.exp(-(doy - 200) / 8))
     values = np.broadcast_to(curve[:, None, None], (24, 4, 4)).astype("float32").copy()
     values[::3] = np.nan
-    nd = xr.DataArray(dsa.from_array(values, chunks=(24, 2, 2)), dims=("time", "y", "x"), coords={"time": times})
-    xr.testing.assert_allclose(nd.hz.gap_fill(method="linear").compute(), gap_fill(nd, method="linear").compute())
+    nd = xr.DataArray(
+        dsa.from_array(values, chunks=(24, 2, 2)), dims=("time", "y", "x"), coords={"time": times}
+    )
+    xr.testing.assert_allclose(
+        nd.hz.gap_fill(method="linear").compute(), gap_fill(nd, method="linear").compute()
+    )
     filled = nd.hz.gap_fill(method="linear")
     xr.testing.assert_allclose(filled.hz.phenology().compute(), phenology(filled).compute())
 
     rng = np.random.default_rng(0)
-    bands = {b: (("time", "y", "x"), rng.uniform(0.02, 0.4, (1, 16, 16)).astype("float32")) for b in
-             ("blue", "green", "red", "nir", "swir16", "swir22", "pan")}
+    bands = {
+        b: (("time", "y", "x"), rng.uniform(0.02, 0.4, (1, 16, 16)).astype("float32"))
+        for b in ("blue", "green", "red", "nir", "swir16", "swir22", "pan")
+    }
     cube = xr.Dataset(
         {**bands, "clear": (("time", "y", "x"), np.ones((1, 16, 16), bool))},
-        coords={"time": times[:1], "y": 4_000_000.0 - 10 * np.arange(16), "x": 500_000.0 + 10 * np.arange(16),
-                "sensor": ("time", ["landsat"])},
+        coords={
+            "time": times[:1],
+            "y": 4_000_000.0 - 10 * np.arange(16),
+            "x": 500_000.0 + 10 * np.arange(16),
+            "sensor": ("time", ["landsat"]),
+        },
     ).rio.write_crs("EPSG:32633")
     out = cube.hz.super_resolve(build_model("tiny"), device="cpu").compute()
     # An untrained tiny UNet is the identity on the six reflectance bands.

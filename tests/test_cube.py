@@ -495,7 +495,12 @@ OWN_CASES = {
         (1e-4, 0.0),
     ),
     # Not in the real documents: a recent Planetary Computer item, still without raster:bands.
-    "pc-s2-baseline-05.10": ("planetary-computer", "sentinel-2", {"processing_baseline": "05.10"}, (1e-4, -0.1)),
+    "pc-s2-baseline-05.10": (
+        "planetary-computer",
+        "sentinel-2",
+        {"processing_baseline": "05.10"},
+        (1e-4, -0.1),
+    ),
     "earth-search-landsat": ("earth-search", "landsat", {}, (2.75e-5, -0.2)),
     "pc-landsat": ("planetary-computer", "landsat", {}, (2.75e-5, -0.2)),
     "usgs-landsat": ("usgs", "landsat", {}, (2.75e-5, -0.2)),
@@ -595,7 +600,10 @@ def own_item(
             arr = arr.astype("uint8" if sensor == "sentinel-2" else "uint16")
             nodata = 0 if sensor == "sentinel-2" else 1
         else:
-            arr, nodata = np.kron(block_dn(BANDS.index(band)), np.ones((rep, rep), "int64")).astype("uint16"), 0
+            arr, nodata = (
+                np.kron(block_dn(BANDS.index(band)), np.ones((rep, rep), "int64")).astype("uint16"),
+                0,
+            )
         assert list(arr.shape) == asset.extra_fields["proj:shape"]
         path = tmp_path / f"{item.id}_{key}.tif"
         assert asset.href == path.as_uri()
@@ -696,7 +704,9 @@ def test_own_polar_stereographic_is_reprojected_onto_utm(tmp_path: Path) -> None
     px, py = Transformer.from_crs(ds.odc.geobox.crs.to_wkt(), "EPSG:3031", always_xy=True).transform(xs, ys)
     bx, by = (px - OWN_POLAR_CORNER[0]) / BLOCK, (OWN_POLAR_CORNER[1] - py) / BLOCK
     inside = (bx >= 0) & (by >= 0) & (bx < 4) & (by < 4)
-    safe = inside & (np.minimum(bx % 1, 1 - bx % 1) * BLOCK >= 3) & (np.minimum(by % 1, 1 - by % 1) * BLOCK >= 3)
+    safe = (
+        inside & (np.minimum(bx % 1, 1 - bx % 1) * BLOCK >= 3) & (np.minimum(by % 1, 1 - by % 1) * BLOCK >= 3)
+    )
     red = ds["red"].isel(time=0).values
     dn = block_dn(BANDS.index("red"))[by[safe].astype(int), bx[safe].astype(int)]
     np.testing.assert_allclose(red[safe], np.where(dn == 0, np.nan, dn * 2.75e-5 - 0.2), atol=2e-7)
@@ -761,7 +771,9 @@ def test_own_unreadable_asset_strict_and_lenient(tmp_path: Path) -> None:
     np.testing.assert_allclose(green.isel(time=0).values, want["green"], atol=2e-7)
 
 
-def test_own_pan_comes_from_the_matching_level1_scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_own_pan_comes_from_the_matching_level1_scene(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s2 = own_item("earth-search", "sentinel-2", tmp_path)
     l2 = own_item("earth-search", "landsat", tmp_path)
     l1 = own_level1(l2, tmp_path)

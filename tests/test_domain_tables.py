@@ -31,7 +31,14 @@ SHARED_ITEMS = Path(__file__).resolve().parents[2] / "shared" / "stac-items"
 def test_band_matches_follow_hls():
     assert bands.BANDS["nir"].sentinel2 == "B8A"  # the narrow NIR matches OLI B5, not B08
     assert bands.BANDS["nir"].landsat == "B5"
-    assert [bands.BANDS[b].sentinel2 for b in bands.REFLECTANCE_BANDS] == ["B02", "B03", "B04", "B8A", "B11", "B12"]
+    assert [bands.BANDS[b].sentinel2 for b in bands.REFLECTANCE_BANDS] == [
+        "B02",
+        "B03",
+        "B04",
+        "B8A",
+        "B11",
+        "B12",
+    ]
     assert bands.BANDS["swir16"].resolution("sentinel-2") == 20.0
     assert bands.BANDS["pan"].resolution("landsat") == 15.0
 
@@ -94,10 +101,18 @@ def test_scl_classes():
 def test_encoders_round_trip_random_masks():
     rng = np.random.default_rng(1)
     shape = (40, 50)
-    m = {k: rng.random(shape) < 0.2 for k in ("nodata", "cloud", "dilated", "cirrus", "shadow", "snow", "water")}
+    m = {
+        k: rng.random(shape) < 0.2
+        for k in ("nodata", "cloud", "dilated", "cirrus", "shadow", "snow", "water")
+    }
     q = qa.encode_landsat_qa(
-        nodata=m["nodata"], cloud=m["cloud"], dilated_cloud=m["dilated"], cirrus=m["cirrus"],
-        shadow=m["shadow"], snow=m["snow"], water=m["water"],
+        nodata=m["nodata"],
+        cloud=m["cloud"],
+        dilated_cloud=m["dilated"],
+        cirrus=m["cirrus"],
+        shadow=m["shadow"],
+        snow=m["snow"],
+        water=m["water"],
     )
     d = qa.landsat_masks(q)
     valid = ~m["nodata"]
@@ -109,13 +124,21 @@ def test_encoders_round_trip_random_masks():
     np.testing.assert_array_equal(d["clear"], expected_clear)
 
     s = qa.encode_scl(
-        nodata=m["nodata"], cloud_high=m["cloud"], cloud_medium=m["dilated"], cirrus=m["cirrus"],
-        shadow=m["shadow"], snow=m["snow"], water=m["water"], vegetation=rng.random(shape) < 0.5,
+        nodata=m["nodata"],
+        cloud_high=m["cloud"],
+        cloud_medium=m["dilated"],
+        cirrus=m["cirrus"],
+        shadow=m["shadow"],
+        snow=m["snow"],
+        water=m["water"],
+        vegetation=rng.random(shape) < 0.5,
     )
     ds = qa.scl_masks(s)
     np.testing.assert_array_equal(ds["nodata"], m["nodata"])
     np.testing.assert_array_equal(ds["cloud"], (m["cloud"] | m["dilated"]) & valid)
-    np.testing.assert_array_equal(ds["clear"], valid & ~(m["cloud"] | m["dilated"] | m["cirrus"] | m["shadow"] | m["snow"]))
+    np.testing.assert_array_equal(
+        ds["clear"], valid & ~(m["cloud"] | m["dilated"] | m["cirrus"] | m["shadow"] | m["snow"])
+    )
 
 
 def test_qa_decoding_stays_lazy():
@@ -173,7 +196,10 @@ def test_s2_offset_follows_processing_baseline_without_raster_bands():
     assert band_scaling(old, "red").offset == 0.0
     assert band_scaling(new, "red").offset == -0.1
     undated_old = make_item(
-        "planetary-computer", "sentinel-2", processing_baseline=None, when=dt.datetime(2021, 6, 1, tzinfo=dt.timezone.utc)
+        "planetary-computer",
+        "sentinel-2",
+        processing_baseline=None,
+        when=dt.datetime(2021, 6, 1, tzinfo=dt.timezone.utc),
     )
     assert band_scaling(undated_old, "red").offset == 0.0
 
@@ -226,7 +252,12 @@ def test_provider_errors():
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [("LANDSAT_9", "landsat-9"), ("landsat-8", "landsat-8"), ("Sentinel-2A", "sentinel-2a"), ("sentinel-2b", "sentinel-2b")],
+    [
+        ("LANDSAT_9", "landsat-9"),
+        ("landsat-8", "landsat-8"),
+        ("Sentinel-2A", "sentinel-2a"),
+        ("sentinel-2b", "sentinel-2b"),
+    ],
 )
 def test_platform_names(raw, expected):
     assert normalize_platform(raw) == expected
@@ -240,21 +271,55 @@ def test_every_provider_has_a_landsat_l2_profile():
 # ---------------------------------------------------------------- the real documents in ../shared
 def _real(name: str) -> pystac.Item:
     if not SHARED_ITEMS.is_dir():
-        pytest.skip(f"{SHARED_ITEMS} is absent (a user's clone): the real provider documents are not redistributed")
+        pytest.skip(
+            f"{SHARED_ITEMS} is absent (a user's clone): the real provider documents are not redistributed"
+        )
     return pystac.Item.from_dict(json.loads((SHARED_ITEMS / name).read_text()))
 
 
 @pytest.mark.parametrize(
     "name, provider, sensor, scale, offset, qa_nodata",
     [
-        ("earthsearch-v1_sentinel-2-l2a_S2A_13TDE_20231008_0_L2A.json", "earth-search", "sentinel-2", 1e-4, -0.1, 0),
-        ("earthsearch-v1_landsat-c2-l2_LC08_L2SP_033032_20231008_02_T1.json", "earth-search", "landsat", 2.75e-5, -0.2, 1),
+        (
+            "earthsearch-v1_sentinel-2-l2a_S2A_13TDE_20231008_0_L2A.json",
+            "earth-search",
+            "sentinel-2",
+            1e-4,
+            -0.1,
+            0,
+        ),
+        (
+            "earthsearch-v1_landsat-c2-l2_LC08_L2SP_033032_20231008_02_T1.json",
+            "earth-search",
+            "landsat",
+            2.75e-5,
+            -0.2,
+            1,
+        ),
         (
             "pc_sentinel-2-l2a_S2A_MSIL2A_20190101T000001_R116_T59VPE_20201007T214658.json",
-            "planetary-computer", "sentinel-2", 1e-4, 0.0, 0,  # baseline 02.12: no BOA offset
+            "planetary-computer",
+            "sentinel-2",
+            1e-4,
+            0.0,
+            0,  # baseline 02.12: no BOA offset
         ),
-        ("pc_landsat-c2-l2_LC09_L2SP_084069_20250722_02_T2.json", "planetary-computer", "landsat", 2.75e-5, -0.2, 1),
-        ("landsat-c2l2-sr-LC09_L2SR_086107_20240311_20240312_02_T2_SR.json", "usgs", "landsat", 2.75e-5, -0.2, 1),
+        (
+            "pc_landsat-c2-l2_LC09_L2SP_084069_20250722_02_T2.json",
+            "planetary-computer",
+            "landsat",
+            2.75e-5,
+            -0.2,
+            1,
+        ),
+        (
+            "landsat-c2l2-sr-LC09_L2SR_086107_20240311_20240312_02_T2_SR.json",
+            "usgs",
+            "landsat",
+            2.75e-5,
+            -0.2,
+            1,
+        ),
     ],
 )
 def test_real_items_resolve(name, provider, sensor, scale, offset, qa_nodata):
@@ -265,7 +330,12 @@ def test_real_items_resolve(name, provider, sensor, scale, offset, qa_nodata):
         key = asset_key(item, band, profile)
         assert key in item.assets
         s = band_scaling(item, band, profile)
-        assert (s.scale, s.offset, s.nodata, s.dtype) == (pytest.approx(scale), pytest.approx(offset), 0, "uint16")
+        assert (s.scale, s.offset, s.nodata, s.dtype) == (
+            pytest.approx(scale),
+            pytest.approx(offset),
+            0,
+            "uint16",
+        )
     assert band_scaling(item, "qa", profile).nodata == qa_nodata
     # Without naming the provider, the same profile is found from the collection and asset keys.
     assert profile_for_item(item).collection == profile.collection
