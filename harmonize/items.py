@@ -214,7 +214,7 @@ class Scene:
 
     def href(self, band: str, provider: str | Provider | None = None) -> str:
         """The href to read for ``band``, signed or re-pointed as ``provider`` asks."""
-        return asset_href(self.item, band, provider)
+        return asset_href(self.item, band, provider, self.profile)
 
     def with_pan(self, pan: Scene | None) -> Scene:
         """A copy of this scene with ``pan`` as its pan companion."""

@@ -374,12 +374,20 @@ def asset_key(item: pystac.Item, band: str, profile: CollectionProfile | None = 
     return key
 
 
-def asset_href(item: pystac.Item, band: str, provider: str | Provider | None = None) -> str:
-    """The href to read for canonical ``band`` of ``item``, signed where the provider signs."""
+def asset_href(
+    item: pystac.Item,
+    band: str,
+    provider: str | Provider | None = None,
+    profile: CollectionProfile | None = None,
+) -> str:
+    """The href to read for canonical ``band`` of ``item``, signed where the provider signs.
+
+    ``profile`` (the item's collection profile, when the caller has it) saves finding it again.
+    """
     prov = get_provider(provider) if provider is not None else None
     if prov is not None and prov.sign is not None:
         item = prov.sign(item)
-    key = asset_key(item, band, profile_for_item(item, prov))
+    key = asset_key(item, band, profile or profile_for_item(item, prov))
     asset = item.assets[key]
     if prov is not None and prov.prefer_alternate:
         alt = asset.extra_fields.get("alternate", {}).get(prov.prefer_alternate)
