@@ -23,7 +23,7 @@ import re
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -185,10 +185,18 @@ def _write_zarr(
     final = _local_path(path)
     if final.exists() and mode == "w-":
         raise HarmonizeError(f"{final} exists; pass mode='w' to replace it or choose another path")
+    _write_atomically(final, lambda tmp: out.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=True))
+    log.info("wrote Zarr store %s (%s)", final, ", ".join(map(str, ds.data_vars)))
+    return final
+
+
+def _write_atomically(final: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a temporary store beside ``final``, then move it into place, replacing an
+    older ``final``: readers see the old store or the new one, never a half-written one."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        out.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=True)
+        write(tmp)
         if final.exists():
             trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
             final.rename(trash)
@@ -199,8 +207,6 @@ def _write_zarr(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("wrote Zarr store %s (%s)", final, ", ".join(map(str, ds.data_vars)))
-    return final
 
 
 def write_zarr_batch(
@@ -284,20 +290,7 @@ def write_zarr_in_stripes(ds: xr.Dataset, path: str | os.PathLike[str], *, strip
     final = _local_path(path)
     if not stripes:
         return Path(write_zarr(ds, final, mode="w"))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        write_zarr_batch([ds], [tmp])
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    _write_atomically(final, lambda tmp: write_zarr_batch([ds], [tmp]))
     return final
 
 
