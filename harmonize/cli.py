@@ -7,10 +7,12 @@ are imported inside each command so ``harmonize --help`` stays instant.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,37 +21,48 @@ from harmonize.errors import HarmonizeError
 log = logging.getLogger("harmonize")
 
 
-def _setup_logging(verbose: int) -> None:
-    # harmonize's own progress at INFO; libraries stay at WARNING unless -vv (some, like
-    # rustac's writer, log whole item collections at INFO).
+def setup_logging(verbose: int = 0, *, loggers: Sequence[str] = ("harmonize",)) -> None:
+    """``loggers``' progress at INFO (DEBUG with ``-v``); libraries stay at WARNING unless
+    ``-vv`` (some, like rustac's writer, log whole item collections at INFO)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose >= 2 else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("harmonize").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
 
 
-class _Group(click.Group):
-    """Turns harmonize's named errors into a one-line message and exit code 2."""
+def reporting(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a click callback so a :class:`HarmonizeError` becomes ``error: …`` and exit code 2."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            return fn(*args, **kwargs)
         except HarmonizeError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            raise SystemExit(2) from None
+
+    return wrapper
 
 
-@click.group(cls=_Group)
+class ReportingGroup(click.Group):
+    """A click group whose commands report harmonize's named errors as one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return reporting(super().invoke)(ctx)
+
+
+@click.group(cls=ReportingGroup)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.version_option(package_name="harmonize")
 def main(verbose: int) -> None:
     """harmonize: Landsat-8/9 and Sentinel-2 into one analysis-ready time series."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
 
 # ---------------------------------------------------------------- world
-@main.group(cls=_Group)
+@main.group(cls=ReportingGroup)
 def world() -> None:
     """The embedded simulated archive: create it, serve it."""
 

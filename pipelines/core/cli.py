@@ -14,7 +14,6 @@ line and exits with status 2.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
-from harmonize.errors import HarmonizeError
+from harmonize.cli import ReportingGroup, reporting
+from harmonize.cli import setup_logging as library_logging
 from pipelines.core.config import read_mapping, validate
 
 __all__ = [
@@ -39,36 +39,8 @@ StageFunction = Callable[..., dict[str, Any]]
 
 
 def setup_logging(verbose: int = 0) -> None:
-    """harmonize's and the jobs' progress at INFO (DEBUG with ``-v``); libraries at WARNING unless
-    ``-vv`` (some, like rustac's writer, log whole item collections at INFO)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for name in ("harmonize", "pipelines"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
-
-
-def reporting(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a click callback so a :class:`HarmonizeError` becomes ``error: …`` and exit code 2."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except HarmonizeError as exc:
-            click.echo(f"error: {exc}", err=True)
-            raise SystemExit(2) from None
-
-    return wrapper
-
-
-class ReportingGroup(click.Group):
-    """A click group whose commands report :class:`HarmonizeError` as one line and exit code 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        return reporting(super().invoke)(ctx)
+    """harmonize's and the jobs' progress at INFO (see :func:`harmonize.cli.setup_logging`)."""
+    library_logging(verbose, loggers=("harmonize", "pipelines"))
 
 
 def config_argument(fn: Callable[..., Any]) -> Callable[..., Any]:
