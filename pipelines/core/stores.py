@@ -24,6 +24,7 @@ import pandas as pd
 import xarray as xr
 
 from harmonize.errors import HarmonizeError
+from harmonize.timeseries import labels
 from pipelines.core.ledger import Ledger
 
 __all__ = [
@@ -178,7 +179,7 @@ def open_units(paths: Sequence[str | Path]) -> xr.Dataset:
     ds = _flat_graphs(ds.isel(time=np.argsort(ds["time"].values, kind="stable")))
     for c, v in ds.coords.items():
         if v.dims == ("time",) and v.dtype.kind in "OUT":
-            ds = ds.assign_coords({c: ("time", np.asarray(v.values).astype(object).astype(str))})
+            ds = ds.assign_coords({c: ("time", labels(v.values))})
     ds.attrs = attrs
     crs = ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds.coords else None
     if crs is not None and ds.rio.crs is None:
@@ -222,7 +223,7 @@ def open_harmonized(out: str | Path) -> xr.Dataset:
 def _labels(ds: xr.Dataset, dim: str) -> xr.Dataset:
     for c in ("sensor", "platform"):
         if c in ds.coords:
-            ds = ds.assign_coords({c: (dim, np.asarray(ds[c].values).astype(object).astype(str))})
+            ds = ds.assign_coords({c: (dim, labels(ds[c].values))})
     return ds
 
 
