@@ -23,7 +23,7 @@ is applied by loading the scene on a shifted grid (a GDAL ``vrt://`` path overri
 geotransform, :func:`shift_item`), so pixels are resampled once.
 """
 
-from harmonize.cube.assemble import assemble
+from harmonize.cube.assemble import assemble, step_item_ids
 from harmonize.cube.gdal import AssetReadWarning, shift_item
 from harmonize.cube.load import load_cube
 from harmonize.cube.plan import DEFAULT_CHUNKS, LoadPlan, TimeStep, plan_load, shifts_by_item
@@ -41,5 +41,6 @@ __all__ = [
     "read_plan",
     "shift_item",
     "shifts_by_item",
+    "step_item_ids",
     "to_reflectance",
 ]

@@ -23,7 +23,7 @@ from harmonize.bands import PAN
 from harmonize.cube.plan import LoadPlan
 from harmonize.cube.read import StepArrays
 
-__all__ = ["assemble"]
+__all__ = ["assemble", "step_item_ids"]
 
 
 def _step_coords(plan: LoadPlan, arrays: StepArrays) -> dict[str, Any]:
@@ -98,3 +98,18 @@ def assemble(plan: LoadPlan, arrays: StepArrays) -> xr.Dataset:
         cube[name].attrs = {"long_name": f"{name} (decoded from QA_PIXEL / SCL)"}
     cube.attrs["harmonize_load"] = _load_options(plan)
     return cube
+
+
+def step_item_ids(step: xr.Dataset) -> list[str]:
+    """The item ids a cube's time step (or steps) came from: its Level-2 ids, then its Level-1
+    pan ids, each once (the ``item_id`` and ``pan_item_id`` coordinates, comma-joined).
+
+    Works on a cube from :func:`assemble` and on stores written from one (a store without
+    ``pan_item_id`` gives its Level-2 ids alone).
+    """
+    ids: list[str] = []
+    for coord in ("item_id", "pan_item_id"):
+        if coord in step.coords:
+            ids += [s for v in np.atleast_1d(step[coord].values) for s in str(v).split(",") if s]
+    return list(dict.fromkeys(ids))
+

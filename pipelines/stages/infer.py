@@ -57,7 +57,6 @@ __all__ = [
     "weights_checksum",
     "write_batch",
     "write_date_cogs",
-    "date_sources",
     "main",
 ]
 
@@ -251,27 +250,6 @@ def landsat_cube(config: InferStageConfig) -> tuple[xr.Dataset, dict[str, pystac
     return cube.isel(time=landsat), items
 
 
-def date_sources(ds: xr.Dataset) -> list[str]:
-    """The item ids a harmonized date came from.
-
-    Parameters
-    ----------
-    ds
-        A date's store, with the ``item_id`` (comma-joined Level-2 ids) and, when the cube had
-        it, ``pan_item_id`` (comma-joined Level-1 ids) coordinates.
-
-    Returns
-    -------
-    list of str
-        The Level-2 ids, then the Level-1 ids, each once.
-    """
-    ids = []
-    for coord in ("item_id", "pan_item_id"):
-        if coord in ds.coords:
-            ids += [s for v in np.atleast_1d(ds[coord].values) for s in str(v).split(",") if s]
-    return list(dict.fromkeys(ids))
-
-
 def _start(ledger: Ledger, plan: DatePlan, checksum: str, model: str | list[str]) -> None:
     """Clear what an interrupted run left, forget another model's stores, record this model."""
     ledger.clean()
@@ -355,7 +333,7 @@ def write_date_cogs(
         Committed store names.
     items
         STAC items by id: each output item is ``derived_from`` the date's source scenes
-        (:func:`date_sources`), linked to their items where this holds them, else named by id.
+        (:func:`harmonize.cube.step_item_ids`), linked to their items where this holds them, else named by id.
 
     Returns
     -------
@@ -364,6 +342,7 @@ def write_date_cogs(
     """
     from importlib.metadata import version
 
+    from harmonize.cube import step_item_ids
     from harmonize.io import write_cogs, write_stac_items
 
     items = items or {}
@@ -371,7 +350,7 @@ def write_date_cogs(
     for name in names:
         ds = xr.open_zarr(ledger.unit_path(name))
         cogs = write_cogs(ds, out / "cogs", overwrite=True)
-        sources = [items.get(i, i) for i in date_sources(ds)]
+        sources = [items.get(i, i) for i in step_item_ids(ds)]
         stac = write_stac_items(
             cogs,
             ds,

@@ -39,7 +39,7 @@ from pydantic import Field
 from harmonize.bands import PAN, REFLECTANCE_BANDS
 from harmonize.catalog import search
 from harmonize.coregister import DEFAULT_BANDS, estimate_shifts
-from harmonize.cube import load_cube
+from harmonize.cube import load_cube, step_item_ids
 from harmonize.grid import common_geobox, geobox_from_dict, geobox_to_dict
 from harmonize.items import Scene, parse_items
 from pipelines.core.cli import stage_main
@@ -261,39 +261,29 @@ def _shift_table(
     return table
 
 
-def _step_job(ledger: Ledger, step: xr.Dataset) -> tuple[str, Path, list[str], dict[str, str], Any]:
-    """The store name, temporary path, item ids, ledger info and lazy write of one time step."""
-    from harmonize.io import write_zarr
-
-    ids = [
-        i
-        for c in ("item_id", "pan_item_id")
-        if c in step.coords
-        for i in str(step[c].values[0]).split(",")
-        if i
-    ]
+def _step_unit(ledger: Ledger, step: xr.Dataset) -> tuple[str, Path, list[str], dict[str, str], xr.Dataset]:
+    """The store name, temporary path, item ids, ledger info and dataset of one time step."""
     sensor = str(np.asarray(step["sensor"].values)[0])
     t = step["time"].values[0]
     name = unit_name(t, sensor, str(step["platform"].values[0]))
     tmp = ledger.tmp_path(Path(name).name)
-    step = exact_time_encoding(step.assign_attrs(harmonize_stage=STAGE))
     info = {"sensor": sensor, "time": pd.Timestamp(t).isoformat()}
-    return name, tmp, ids, info, write_zarr(step, tmp, mode="w-", compute=False)
+    return name, tmp, step_item_ids(step), info, exact_time_encoding(step.assign_attrs(harmonize_stage=STAGE))
 
 
 def _write_steps(config: IngestConfig, ledger: Ledger, cube: xr.Dataset) -> list[str]:
-    """Write every time step of ``cube`` as a store, ``batch`` at a time, committing each with
-    its Level-2 and Level-1 item ids."""
-    import dask
+    """Write every time step of ``cube`` as a store, ``batch`` at a time in one computation,
+    committing each with its Level-2 and Level-1 item ids."""
+    from harmonize.io import write_zarr_batch
 
     committed: list[str] = []
     for start in range(0, cube.sizes["time"], config.batch):
-        jobs = [
-            _step_job(ledger, cube.isel(time=[i]))
+        units = [
+            _step_unit(ledger, cube.isel(time=[i]))
             for i in range(start, min(start + config.batch, cube.sizes["time"]))
         ]
-        dask.compute(*[j[4] for j in jobs])
-        for name, tmp, unit_items, info, _ in jobs:
+        write_zarr_batch([u[4] for u in units], [u[1] for u in units], stripes=False)
+        for name, tmp, unit_items, info, _ in units:
             ledger.commit(name, tmp, unit_items, **info)
             committed.append(name)
             log.info("committed %s (%s)", name, ", ".join(unit_items))
