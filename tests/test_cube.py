@@ -907,3 +907,53 @@ def test_world_true_shifts_bring_landsat_onto_the_truth(world, world_items, worl
         assert rmse1 < rmse0, (str(after.item_id.values), rmse0, rmse1)
         improved += 1
     assert improved >= 2
+
+
+@pytest.fixture()
+def warper_only():  # noqa: ANN201
+    """Every read through GDAL's warper (the loader before scaled reads), restored afterwards."""
+    from harmonize.cube.gdal import scaled_reads
+
+    before = scaled_reads(False)
+    yield
+    scaled_reads(before)
+
+
+def _raw(items, chunk: int, shifts=None):  # noqa: ANN001, ANN202
+    chunks = {"time": 1, "y": chunk, "x": chunk}
+    return load_cube(items, reflectance=False, shifts=shifts, chunks=chunks).compute(scheduler="sync")
+
+
+def _away_from_no_data(valid: np.ndarray, r: int) -> np.ndarray:
+    """``valid`` pixels whose ``(2r + 1)²`` neighbourhood is all valid (per leading index)."""
+    p = np.pad(valid, [(0, 0)] * (valid.ndim - 2) + [(r, r), (r, r)], constant_values=False)
+    out = np.ones_like(valid)
+    ny, nx = valid.shape[-2:]
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            out &= p[..., dy : dy + ny, dx : dx + nx]
+    return out
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_world_scaled_reads_match_the_warper(world, world_items, shifted: bool, request) -> None:  # noqa: ANN001
+    """The RasterIO reads of nested grids equal GDAL's warper: 10 m pixels and nearest (QA)
+    exactly, bilinear within 1 DN away from a no-data rim; one chunking or another, the same."""
+    shifts = (
+        {s["id"]: tuple(s["shift"]) for s in world.scenes if s["sensor"] == "landsat"} if shifted else None
+    )
+    fast, fine = _raw(world_items, 64, shifts), _raw(world_items, 32, shifts)
+    request.getfixturevalue("warper_only")
+    slow = _raw(world_items, 64, shifts)
+    for v in fast.data_vars:
+        np.testing.assert_array_equal(fast[v].values, fine[v].values, err_msg=v)  # no seams
+    ls = fast.sensor.values == "landsat"
+    np.testing.assert_array_equal(fast["clear"].values[~ls], slow["clear"].values[~ls])
+    for band in ("blue", "red", "swir16", "pan"):
+        a, b = fast[band].values[ls].astype(int), slow[band].values[ls].astype(int)
+        assert np.mean((a == 0) != (b == 0)) < 1e-3, band  # the footprint is the warper's
+        inner = _away_from_no_data((a != 0) & (b != 0), 6)  # two 30 m pixels
+        diff = np.abs(a - b)[inner]
+        assert np.mean(diff == 0) > 0.9 and diff.max() <= 1, (band, diff.max())
+    for band in ("blue", "red"):  # Sentinel-2's 10 m bands are pasted, not resampled
+        np.testing.assert_array_equal(fast[band].values[~ls], slow[band].values[~ls])
