@@ -3,7 +3,7 @@
 Usage::
 
     python -m pipelines.benchmarks load [--world DIR] [--tiny] [--threads N] [--repeat 3]
-                                        [--chunk 512] [--no-stackstac]
+                                        [--chunk 512] [--no-stackstac] [--no-warp]
 
 Three ways of reading the same assets onto the same 10 m grid, in the same run, warm file cache:
 
@@ -14,6 +14,11 @@ Three ways of reading the same assets onto the same 10 m grid, in the same run, 
     The floor: one ``rasterio`` windowed read per asset of the window covering the grid, with
     ``out_shape`` the grid's shape (bilinear; nearest for QA), in a thread pool of the same size,
     no reprojection, fusing, scaling or masking.
+``cube_dn``
+    The same with ``reflectance=False``: raw uint16 digital numbers, what the rasterio reads
+    return (the float32 reflectance cube is twice their bytes).
+``cube_warp``
+    ``cube`` with every resampled read through GDAL's warper (the loader before scaled reads).
 ``stackstac``
     ``stackstac.stack`` of the same items and assets on the same grid, computed with the same
     dask scheduler.
@@ -158,6 +163,27 @@ def _rasterio_reader(gbox: Any) -> Callable[[tuple[str, bool]], np.ndarray]:
     return read_one
 
 
+def _pandas3_shim(stackstac: Any) -> None:
+    """Let stackstac (<= 0.5.1) run on pandas 3, which removed ``to_datetime``'s
+    ``infer_datetime_format`` (stackstac's ``to_coords`` still passes it, and the bench extra
+    resolves the newest pandas). Only stackstac's own reference to pandas is wrapped; the
+    argument has had no effect since pandas 2 (the format is always inferred)."""
+    import types
+
+    import pandas as pd
+
+    prepare = stackstac.prepare
+    if getattr(prepare.pd, "_harmonize_shim", False):
+        return
+
+    def to_datetime(*args: Any, infer_datetime_format: Any = None, **kwargs: Any) -> Any:
+        return pd.to_datetime(*args, **kwargs)
+
+    shim = types.SimpleNamespace(**{k: getattr(pd, k) for k in dir(pd) if not k.startswith("__")})
+    shim.to_datetime, shim._harmonize_shim = to_datetime, True
+    prepare.pd = shim
+
+
 def _stackstac_figures(
     items: list[Any], gbox: Any, chunk: int, threads: int, repeat: int, mpix: float
 ) -> dict[str, Any]:
@@ -165,6 +191,8 @@ def _stackstac_figures(
     import dask
     import stackstac
     from rasterio.enums import Resampling
+
+    _pandas3_shim(stackstac)
 
     assets = sorted({k for it in items for k, _ in _assets_read(it)})
 
@@ -193,11 +221,21 @@ def _stackstac_figures(
 def _ratios(results: dict[str, Any]) -> dict[str, float]:
     """Throughput ratios (>1: the cube is faster), by wall time and by CPU time."""
     out = {}
-    for other in ("rasterio", "stackstac"):
+    for other in ("rasterio", "stackstac", "cube_warp"):
         if other in results:
             out[f"cube_vs_{other}"] = round(results[other]["seconds"] / results["cube"]["seconds"], 3)
             out[f"cube_vs_{other}_cpu"] = round(
                 results[other]["cpu_seconds"] / results["cube"]["cpu_seconds"], 3
+            )
+    if "cube_dn" in results:  # raw DNs: the same values (uint16) the rasterio reads return
+        out["cube_dn_vs_rasterio"] = round(results["rasterio"]["seconds"] / results["cube_dn"]["seconds"], 3)
+        out["cube_dn_vs_rasterio_cpu"] = round(
+            results["rasterio"]["cpu_seconds"] / results["cube_dn"]["cpu_seconds"], 3
+        )
+    for name in ("cube", "cube_dn", "cube_warp"):
+        if name in results and results["rasterio"]["peak_rss_mb"] > 0:
+            out[f"{name}_rss_vs_rasterio"] = round(
+                results[name]["peak_rss_mb"] / results["rasterio"]["peak_rss_mb"], 2
             )
     return out
 
@@ -210,6 +248,7 @@ def load_benchmark(
     repeat: int = 3,
     chunk: int = 512,
     stackstac: bool = True,
+    warp: bool = True,
 ) -> dict[str, Any]:
     """Time load_cube against rasterio and stackstac on one world.
 
@@ -227,6 +266,9 @@ def load_benchmark(
         Spatial chunk of the cube (pixels).
     stackstac
         Also time stackstac.
+    warp
+        Also time the cube with every resampled read through GDAL's warper (``cube_warp``, the
+        loader before :func:`harmonize.cube.gdal.scaled_reads`).
 
     Returns
     -------
@@ -238,6 +280,7 @@ def load_benchmark(
     import rustac
 
     from harmonize.cube import load_cube
+    from harmonize.cube.gdal import scaled_reads
 
     w = _world(world, tiny)
     items = [pystac.Item.from_dict(d) for d in rustac.read_sync(str(w.items_path))["features"]]
@@ -247,8 +290,17 @@ def load_benchmark(
     mpix = len(reads) * ny * nx / 1e6
     chunks = {"time": 1, "y": chunk, "x": chunk}
 
-    def cube() -> Any:
-        return load_cube(items, geobox=gbox, chunks=chunks).compute(scheduler="threads", num_workers=threads)
+    def cube(reflectance: bool = True) -> Any:
+        return load_cube(items, geobox=gbox, chunks=chunks, reflectance=reflectance).compute(
+            scheduler="threads", num_workers=threads
+        )
+
+    def cube_warp() -> Any:  # the loader before scaled reads: every resampled read warped
+        before = scaled_reads(False)
+        try:
+            return cube()
+        finally:
+            scaled_reads(before)
 
     read_one = _rasterio_reader(gbox)
 
@@ -261,6 +313,9 @@ def load_benchmark(
     results["rasterio"] = _figures(mpix, *_best(raw, repeat))
     cube()  # warm imports and GDAL
     results["cube"] = _figures(mpix, *_best(cube, repeat))
+    results["cube_dn"] = _figures(mpix, *_best(lambda: cube(False), repeat))
+    if warp:
+        results["cube_warp"] = _figures(mpix, *_best(cube_warp, repeat))
     if stackstac:
         results["stackstac"] = _stackstac_figures(items, gbox, chunk, threads, repeat, mpix)
     return {
@@ -293,6 +348,9 @@ def load_benchmark(
 @click.option("--repeat", type=int, default=3, show_default=True)
 @click.option("--chunk", type=int, default=512, show_default=True, help="Spatial chunk of the cube (pixels).")
 @click.option("--stackstac/--no-stackstac", default=True, show_default=True, help="Also time stackstac.")
+@click.option(
+    "--warp/--no-warp", default=True, show_default=True, help="Also time the cube with warped reads only."
+)
 def command(**options: Any) -> None:
     """Load a simulated world with load_cube, rasterio and stackstac; compare throughput."""
     print_document("load", load_benchmark(**options))
