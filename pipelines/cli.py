@@ -15,6 +15,7 @@ import click
 from harmonize.cli import main
 from pipelines.core.cli import config_argument, print_report, reporting, setup_logging, stage_options
 from pipelines.demo.run import main as demo_command
+from pipelines.demo.webmap import view_command
 
 __all__ = ["main"]
 
@@ -100,6 +101,7 @@ def infer_cmd(
 
 
 main.add_command(demo_command)
+main.add_command(view_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -36,4 +36,10 @@ if [ "${HARMONIZE_NO_UV:-}" = "" ] && { python -c "import uv" 2>/dev/null || pyt
 else
   python -m pip install --quiet -e "$target" 2>&1 | quiet
 fi
+# Headless Chromium for the interactive map's browser test (tests/test_webmap.py), where it can
+# be installed: as root with apt (CI's clean machine); elsewhere the test says why it skips.
+if [ -n "$EXTRAS" ] && ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "chromium could not be installed: the browser test will skip"
+fi
 python -c "import harmonize, torch; print(f'harmonize {harmonize.__version__} ready (torch {torch.__version__})')"

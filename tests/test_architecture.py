@@ -40,7 +40,7 @@ LIBRARY_LAYERS: tuple[tuple[str, ...], ...] = tuple(
         "train",
         "infer",
         "timeseries phenology",
-        "plot io",
+        "plot io webmap",
         "accessor",
         "cli",
     )
