@@ -66,3 +66,22 @@ def test_map_in_headless_chromium(tmp_path: Path) -> None:
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert img.shape[0] > 100 and img.std() > 10  # not blank
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # the imagery drew
+
+
+def test_view_writes_the_map_of_a_tiny_demo(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pipelines import demo
+    from pipelines.cli import main
+
+    out = tmp_path / "demo"
+    demo.run_demo(out, tiny=True, train={"epochs": 1, "max_batches_per_epoch": 2}, train_seconds=20, report=False)
+    result = CliRunner().invoke(main, ["view", "--no-open", "--dates", "2", str(out)])
+    assert result.exit_code == 0, result.output
+    path = Path(result.output.strip().splitlines()[-1])
+    assert path == (out / "report" / "map.html").resolve()
+    text = path.read_text()
+    for name in ("Landsat input", "Harmonized", "Truth", "NDVI (gap-filled)", "Crop type (truth)", "Sentinel-2 ("):
+        assert name in text, name
+    bad = CliRunner().invoke(main, ["view", "--no-open", str(tmp_path)])
+    assert bad.exit_code == 2 and "harmonize demo" in bad.output
