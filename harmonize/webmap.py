@@ -124,7 +124,9 @@ def _check(dates: Sequence[MapDate], bounds: Bounds) -> None:
             raise HarmonizeError(f"date {d.label!r} of the interactive map has no image layers")
     s, w, n, e = bounds
     if not (s < n and w < e):
-        raise HarmonizeError(f"map bounds must be (south, west, north, east) with south<north, west<east: {bounds}")
+        raise HarmonizeError(
+            f"map bounds must be (south, west, north, east) with south<north, west<east: {bounds}"
+        )
 
 
 def map_html(
@@ -165,7 +167,9 @@ def map_html(
     data = {
         "title": title,
         "bounds": [[bounds[0], bounds[1]], [bounds[2], bounds[3]]],
-        "dates": [{"label": d.label, "layers": {k: png_data_uri(v) for k, v in d.layers.items()}} for d in dates],
+        "dates": [
+            {"label": d.label, "layers": {k: png_data_uri(v) for k, v in d.layers.items()}} for d in dates
+        ],
         "overlays": {k: png_data_uri(v) for k, v in overlays.items()},
         "legends": {k: dict(v) for k, v in (legends or {}).items()},
         "left": left or names[0],
@@ -215,7 +219,8 @@ html, body {{ margin: 0; height: 100%; font: 13px/1.3 system-ui, sans-serif; }}
 #hz-swipe-range {{ width: 100%; }}
 #hz-divider {{ position: absolute; top: 0; bottom: 0; width: 3px; margin-left: -1px; background: #fff;
   box-shadow: 0 0 4px #000; z-index: 650; pointer-events: none; }}
-.hz-legend span {{ display: inline-block; width: 11px; height: 11px; margin-right: 4px; border: 1px solid #555; }}
+.hz-legend span {{ display: inline-block; width: 11px; height: 11px; margin-right: 4px;
+  border: 1px solid #555; }}
 </style></head>
 <body><div id="hz-map"></div>
 <script>{leaflet_js}</script>
@@ -296,8 +301,9 @@ _SCRIPT = r"""
     const nw = map.containerPointToLayerPoint([0, 0]);
     const se = map.containerPointToLayerPoint(size);
     const cx = map.containerPointToLayerPoint([x, 0]).x;
-    map.getPane('hz-left').style.clip = 'rect(' + [nw.y, cx, se.y, nw.x].map(function (v) { return v + 'px'; }).join(',') + ')';
-    map.getPane('hz-right').style.clip = 'rect(' + [nw.y, se.x, se.y, cx].map(function (v) { return v + 'px'; }).join(',') + ')';
+    function rect(v) { return 'rect(' + v.map(function (p) { return p + 'px'; }).join(',') + ')'; }
+    map.getPane('hz-left').style.clip = rect([nw.y, cx, se.y, nw.x]);
+    map.getPane('hz-right').style.clip = rect([nw.y, se.x, se.y, cx]);
     divider.style.left = x + 'px';
   }
   dateSel.addEventListener('change', function () { dateIndex = +dateSel.value; fillSides(); });
@@ -321,7 +327,8 @@ _SCRIPT = r"""
     });
   });
   fillSides();
-  window.hzMap = {map: map, sides: sides, layerNames: layerNames, dates: D.dates.map(function (d) { return d.label; })};
+  window.hzMap = {map: map, sides: sides, layerNames: layerNames,
+    dates: D.dates.map(function (d) { return d.label; })};
   document.body.setAttribute('data-hz-ready', '1');
 })();
 """

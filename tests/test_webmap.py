@@ -14,8 +14,14 @@ from harmonize.webmap import MapDate, class_image, ndvi_image, rgb_image, write_
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -24,13 +30,20 @@ def _map(tmp_path: Path) -> Path:
     yy, xx = np.mgrid[0:64, 0:64] / 64.0
     rgb = np.stack([0.05 + 0.2 * xx, 0.05 + 0.2 * yy, 0.1 + 0.05 * rng.random((64, 64))])
     dates = [
-        MapDate("2023-06-01", {"Landsat input": rgb_image(rgb), "Harmonized": rgb_image(rgb[::-1]),
-                               "NDVI": ndvi_image(xx)}),
+        MapDate(
+            "2023-06-01",
+            {"Landsat input": rgb_image(rgb), "Harmonized": rgb_image(rgb[::-1]), "NDVI": ndvi_image(xx)},
+        ),
         MapDate("2023-07-01", {"Landsat input": rgb_image(rgb * 0.8), "Harmonized": rgb_image(rgb)}),
     ]
     crops = class_image((xx * 4).astype(int), {0: "#ff0000", 1: "#00ff00", 2: "#0000ff", 3: "#ffff00"})
-    return write_map(tmp_path / "map.html", dates, (39.0, -97.0, 39.05, -96.95),
-                     overlays={"Crop type": crops}, legends={"Crop type": {"maize": "#ff0000"}})
+    return write_map(
+        tmp_path / "map.html",
+        dates,
+        (39.0, -97.0, 39.05, -96.95),
+        overlays={"Crop type": crops},
+        legends={"Crop type": {"maize": "#ff0000"}},
+    )
 
 
 def test_map_is_self_contained(tmp_path: Path) -> None:
@@ -44,12 +57,20 @@ def test_map_is_self_contained(tmp_path: Path) -> None:
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     profile = tmp_path / "profile"
     profile.mkdir(exist_ok=True)
-    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--window-size=900,700",
-           "--virtual-time-budget=4000", *args]
+    cmd = [
+        CHROMIUM,
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        "--window-size=900,700",
+        "--virtual-time-budget=4000",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (scripts/setup.sh installs it as root with apt)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (scripts/setup.sh installs it as root with apt)"
+)
 def test_map_in_headless_chromium(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -75,13 +96,22 @@ def test_view_writes_the_map_of_a_tiny_demo(tmp_path: Path) -> None:
     from pipelines.cli import main
 
     out = tmp_path / "demo"
-    demo.run_demo(out, tiny=True, train={"epochs": 1, "max_batches_per_epoch": 2}, train_seconds=20, report=False)
+    demo.run_demo(
+        out, tiny=True, train={"epochs": 1, "max_batches_per_epoch": 2}, train_seconds=20, report=False
+    )
     result = CliRunner().invoke(main, ["view", "--no-open", "--dates", "2", str(out)])
     assert result.exit_code == 0, result.output
     path = Path(result.output.strip().splitlines()[-1])
     assert path == (out / "report" / "map.html").resolve()
     text = path.read_text()
-    for name in ("Landsat input", "Harmonized", "Truth", "NDVI (gap-filled)", "Crop type (truth)", "Sentinel-2 ("):
+    for name in (
+        "Landsat input",
+        "Harmonized",
+        "Truth",
+        "NDVI (gap-filled)",
+        "Crop type (truth)",
+        "Sentinel-2 (",
+    ):
         assert name in text, name
     bad = CliRunner().invoke(main, ["view", "--no-open", str(tmp_path)])
     assert bad.exit_code == 2 and "harmonize demo" in bad.output

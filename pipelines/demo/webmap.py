@@ -101,7 +101,9 @@ def _date_layers(
         tt = tt.reindex(y=cube["y"].values, x=cube["x"].values, method="nearest", tolerance=1.0)
         layers["Truth"] = rgb_image(np.stack([tt[b].values for b in RGB]))
     if ts is not None and "ndvi" in ts:
-        layers["NDVI (gap-filled)"] = ndvi_image(ts["ndvi"].sel(time=calendar_day(t), method="nearest").values)
+        layers["NDVI (gap-filled)"] = ndvi_image(
+            ts["ndvi"].sel(time=calendar_day(t), method="nearest").values
+        )
     return MapDate(label=label, layers=layers)
 
 
@@ -186,14 +188,18 @@ def map_section(out: str | Path) -> str:
 
 
 def _has_display() -> bool:
-    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
 
 
 @click.command(name="view")
 @click.argument("out", type=click.Path(exists=True, path_type=Path))
 @click.option("--dates", "n_dates", type=int, default=4, show_default=True, help="Landsat dates to offer.")
 @click.option("--rebuild", is_flag=True, help="Write the map again even when it exists.")
-@click.option("--open/--no-open", "open_", default=None, help="Open a browser (default: when there is a display).")
+@click.option(
+    "--open/--no-open", "open_", default=None, help="Open a browser (default: when there is a display)."
+)
 def view_command(out: Path, n_dates: int, rebuild: bool, open_: bool | None) -> None:
     """Open the interactive map of a demo folder OUT (or an HTML map file), writing it if needed."""
     from harmonize.cli import reporting
