@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import warnings
+
 import numpy as np
 
 from harmonize.bands import REFLECTANCE_BANDS
@@ -37,6 +39,10 @@ __all__ = [
     "ndvi_agreement",
     "evaluate",
     "evaluate_table",
+    "consistency",
+    "correctness",
+    "correctness_map",
+    "CORRECTNESS_CLASSES",
 ]
 
 
@@ -276,3 +282,141 @@ def evaluate_table(
     rows = {b: {c: res.get(f"{c}_{b}", np.nan) for c in cols} for b in bands}
     rows["all"] = {c: res[c] for c in cols + ["sam", "ergas", "ndvi_mae", "ndvi_r"] if c in res}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# ---------------------------------------------------------------------------------------------
+# Consistency with the low-resolution input and per-pixel correctness (after opensr-test)
+
+
+def _block_mean(a: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor x factor`` blocks of the last two axes (NaN-aware, edges cropped)."""
+    h, w = (a.shape[-2] // factor) * factor, (a.shape[-1] // factor) * factor
+    a = a[..., :h, :w]
+    shape = a.shape[:-2] + (h // factor, factor, w // factor, factor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a.reshape(shape), axis=(-3, -1))
+
+
+def consistency(
+    pred: Any,
+    lowres: Any,
+    mask: Any | None = None,
+    *,
+    factor: int = 3,
+    shift_band: int = 3,
+    pixel_size: float = 10.0,
+) -> dict[str, float]:
+    """Consistency of a 10 m output with the 30 m input it came from (no reference needed).
+
+    Both images are averaged over ``factor x factor`` blocks (the 30 m pixels) when ``lowres`` is
+    on the output's grid (the input resampled to 10 m); a ``lowres`` already ``factor`` times
+    coarser is compared as it is. Pass a bandpass-adjusted input to leave the intended
+    sensor-to-sensor change out of the error.
+
+    Returns
+    -------
+    dict
+        ``reflectance_mae`` (mean absolute 30 m difference), ``reflectance_pbias`` (percent bias
+        of the output against the input), ``spectral_angle`` (mean SAM in degrees at 30 m),
+        ``shift_row``/``shift_col`` (median residual shift in output pixels, band ``shift_band``,
+        measured per image by :func:`harmonize.coregister.estimate_shift_pair` on the block-mean
+        images), ``shift_px`` (its magnitude) and ``shift_m`` (in metres at ``pixel_size``).
+    """
+    from harmonize.coregister import estimate_shift_pair
+    from harmonize.errors import HarmonizeError
+
+    p = np.asarray(pred, dtype=np.float64)
+    q = np.asarray(lowres, dtype=np.float64)
+    p = p[None] if p.ndim == 3 else p
+    q = q[None] if q.ndim == 3 else q
+    if mask is not None:
+        m = np.asarray(mask, bool)
+        m = m[None] if m.ndim == 2 else m
+        p = np.where(m[:, None], p, np.nan)
+        if q.shape == p.shape:
+            q = np.where(m[:, None], q, np.nan)
+    pl = _block_mean(p, factor)
+    ql = _block_mean(q, factor) if q.shape[-2:] == p.shape[-2:] else q[..., : pl.shape[-2], : pl.shape[-1]]
+    if ql.shape != pl.shape:
+        raise ValueError(f"input {q.shape} is neither on the output grid {p.shape} nor {factor}x coarser")
+    ok = np.isfinite(pl).all(axis=1) & np.isfinite(ql).all(axis=1)
+    a, b = np.moveaxis(pl, 1, -1)[ok], np.moveaxis(ql, 1, -1)[ok]
+    out = {
+        "reflectance_mae": float(np.abs(a - b).mean()) if len(a) else float("nan"),
+        "reflectance_pbias": float(100.0 * (a - b).sum() / b.sum()) if len(a) else float("nan"),
+        "spectral_angle": sam(pl, ql, ok),
+    }
+    shifts = []
+    for i in range(len(pl)):
+        try:
+            s = estimate_shift_pair(pl[i, shift_band], ql[i, shift_band], reference_sigma=0.5,
+                                    moving_sigma=0.5, max_shift=3.0, min_pixels=64)
+        except HarmonizeError:
+            continue
+        shifts.append((s.row * factor, s.col * factor))
+    s = np.median(np.array(shifts), axis=0) if shifts else np.array([np.nan, np.nan])
+    out.update(shift_row=float(s[0]), shift_col=float(s[1]), shift_px=float(np.hypot(*s)))
+    out["shift_m"] = out["shift_px"] * pixel_size
+    return out
+
+
+#: Per-pixel classes of :func:`correctness_map`.
+CORRECTNESS_CLASSES = ("improvement", "omission", "hallucination")
+
+
+def correctness_map(
+    pred: Any,
+    lowres: Any,
+    target: Any,
+    mask: Any | None = None,
+    *,
+    gamma: tuple[float, float, float] = (0.8, 0.8, 0.4),
+    min_distance: float = 0.005,
+) -> np.ndarray:
+    """Per-pixel class: 0 improvement, 1 omission, 2 hallucination, -1 unresolved or invalid.
+
+    After the opensr-test protocol: with L1 distances over bands ``d_ref = |input - truth|``,
+    ``d_im = |output - truth|`` and ``d_om = |output - input|`` (``lowres`` on the output grid),
+    each pixel is placed at ``(a, b) = (d_im, d_om) / d_ref`` (``d_ref`` floored at
+    ``min_distance``): the input sits at (1, 0), the truth at (0, 1). With ``H = a + b - 1``,
+    the distances to the improvement, omission and hallucination spaces are
+    ``a + b (1 - exp(-g_im H))``, ``b + a (1 - exp(-g_om H))`` and ``exp(-g_ha a b)``; the
+    nearest wins. Pixels where all three distances are below ``min_distance`` (reflectance) say
+    nothing and are unresolved.
+    """
+    p, t, valid = _prepare(pred, target, mask)
+    q, _, valid_q = _prepare(lowres, target, None)
+    valid &= valid_q
+    d_ref = np.abs(q - t).mean(axis=1)
+    d_im = np.abs(p - t).mean(axis=1)
+    d_om = np.abs(p - q).mean(axis=1)
+    resolved = valid & (np.maximum(np.maximum(d_ref, d_im), d_om) > min_distance)
+    ref = np.maximum(d_ref, min_distance)
+    a, b = d_im / ref, d_om / ref
+    h = a + b - 1.0
+    scores = np.stack([
+        a + b * (1.0 - np.exp(-gamma[0] * h)),
+        b + a * (1.0 - np.exp(-gamma[1] * h)),
+        np.exp(-gamma[2] * a * b),
+    ])
+    cls = np.argmin(scores, axis=0)
+    out = np.where(resolved, cls, -1)
+    return out[0] if np.asarray(pred).ndim == 3 else out
+
+
+def correctness(
+    pred: Any, lowres: Any, target: Any, mask: Any | None = None, **kwargs: Any
+) -> dict[str, float]:
+    """Fractions of resolved valid pixels classed improvement / omission / hallucination.
+
+    See :func:`correctness_map` (keyword arguments go to it). Also returns ``unresolved``: the
+    fraction of valid pixels where input, output and truth all agree within ``min_distance``.
+    """
+    cls = correctness_map(pred, lowres, target, mask, **kwargs)
+    _, _, valid = _prepare(pred, target, mask)
+    n_valid = int(valid.sum())
+    n = int((cls >= 0).sum())
+    out = {name: float((cls == k).sum() / n) if n else float("nan") for k, name in enumerate(CORRECTNESS_CLASSES)}
+    out["unresolved"] = float(1 - n / n_valid) if n_valid else float("nan")
+    return out

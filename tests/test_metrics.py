@@ -133,3 +133,45 @@ def test_table_has_bands_and_all_row():
     assert df.loc["all", "psnr"] == pytest.approx(40.0, abs=1e-3)
     with pytest.raises(ValueError):
         evaluate(t, t[:5])
+
+
+def _scene(seed: int = 8, n: int = 48):
+    """A smooth 30 m input (block means of truth, repeated to 10 m) and detailed 10 m truth."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    truth = np.stack([ndimage.gaussian_filter(rng.uniform(0.05, 0.4, (n, n)), 1.5) for _ in range(6)])
+    low = truth.reshape(6, n // 3, 3, n // 3, 3).mean(axis=(2, 4))
+    return truth, low, np.repeat(np.repeat(low, 3, axis=1), 3, axis=2)
+
+
+def test_correctness_identity_truth_and_noise():
+    from harmonize.metrics import correctness
+
+    truth, _, up = _scene()
+    ident = correctness(up, up, truth, min_distance=1e-4)
+    assert ident["omission"] == 1.0 and ident["improvement"] == 0.0
+    perfect = correctness(truth, up, truth, min_distance=1e-4)
+    assert perfect["improvement"] == 1.0 and perfect["hallucination"] == 0.0
+    rng = np.random.default_rng(1)
+    noisy = truth + rng.choice([-1, 1], truth.shape) * 0.2
+    assert correctness(noisy, up, truth, min_distance=1e-4)["hallucination"] > 0.95
+    assert ident["unresolved"] == 0.0
+    flat = truth.copy()
+    flat[:, :12] = up[:, :12]  # a quarter where input, output and truth agree: unresolved
+    r = correctness(up, up, flat, min_distance=1e-4)
+    assert r["unresolved"] == pytest.approx(0.25) and r["omission"] == 1.0
+
+
+def test_consistency_zero_for_block_preserving_output_and_reports_shift():
+    from harmonize.metrics import consistency
+
+    truth, low, up = _scene(n=96)
+    c = consistency(truth, low)  # truth's 30 m means are the input
+    assert c["reflectance_mae"] < 1e-12 and c["spectral_angle"] < 1e-6 and c["shift_px"] < 0.3
+    assert consistency(truth, up)["reflectance_mae"] < 1e-12  # input given on the 10 m grid
+    shifted = np.roll(truth, (6, -3), axis=(1, 2))  # 60 m down, 30 m left
+    s = consistency(shifted, low)
+    assert s["shift_row"] == pytest.approx(-6, abs=0.6) and s["shift_col"] == pytest.approx(3, abs=0.6)
+    assert s["shift_m"] == pytest.approx(10 * np.hypot(6, 3), abs=6)
+    assert s["reflectance_mae"] > 0.005
