@@ -417,6 +417,8 @@ def correctness(
     _, _, valid = _prepare(pred, target, mask)
     n_valid = int(valid.sum())
     n = int((cls >= 0).sum())
-    out = {name: float((cls == k).sum() / n) if n else float("nan") for k, name in enumerate(CORRECTNESS_CLASSES)}
+    out = {
+        name: float((cls == k).sum() / n) if n else float("nan") for k, name in enumerate(CORRECTNESS_CLASSES)
+    }
     out["unresolved"] = float(1 - n / n_valid) if n_valid else float("nan")
     return out
