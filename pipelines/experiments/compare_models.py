@@ -484,10 +484,24 @@ def _predict(model: Any, x: np.ndarray, device: Any, batch: int, amp: Any) -> np
     return np.concatenate(out)
 
 
-def _scores(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> dict[str, float]:
-    from harmonize.metrics import evaluate
+def _scores(
+    pred: np.ndarray, truth: np.ndarray, valid: np.ndarray, data: dict[str, np.ndarray] | None = None
+) -> dict[str, float]:
+    """:func:`harmonize.metrics.evaluate`, and with ``data`` the opensr-test style metrics.
 
-    return evaluate(pred.astype(np.float32), truth.astype(np.float32), valid)
+    Consistency is against the HLS-adjusted test input (``test_hls``: the bandpass change is
+    intended, not an error); correctness against the test input itself (``test_input``).
+    """
+    from harmonize.metrics import consistency, correctness, evaluate
+
+    p = pred.astype(np.float32)
+    out = evaluate(p, truth.astype(np.float32), valid)
+    if data is not None:
+        low = data["test_input"][:, : len(BANDS)].astype(np.float32)
+        cons = consistency(p, data["test_hls"].astype(np.float32), valid)
+        out.update({f"cons_{k}": v for k, v in cons.items()})
+        out.update(correctness(p, low, truth.astype(np.float32), valid))
+    return out
 
 
 def train_eval(
@@ -543,7 +557,7 @@ def train_eval(
         t = time.perf_counter()
         pred = _predict_test(model, data["test_input"], device=device, batch=batch, amp=amp)
         record["predict_s"] = round(time.perf_counter() - t, 2)
-        result["methods"][f"UNet {preset}"] = _scores(pred, truth, valid)
+        result["methods"][f"UNet {preset}"] = _scores(pred, truth, valid, data)
         result["training"][preset] = record
         _write(result, out)
         del model
@@ -574,7 +588,7 @@ def _baseline_result(
         "hls": data["test_hls"],
         "fitted": data["test_fitted"],
     }
-    methods = {BASELINES[key]: _scores(pred, truth, valid) for key, pred in baselines.items()}
+    methods = {BASELINES[key]: _scores(pred, truth, valid, data) for key, pred in baselines.items()}
     epochs = max(1, min(steps, VALIDATIONS))
     return {
         "device": torch.cuda.get_device_name(0)
@@ -641,6 +655,19 @@ def markdown_tables(result: dict[str, Any]) -> str:
             f"{rec['steps_per_s']:.1f}" if rec else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| method | 30 m MAE | 30 m pbias % | 30 m SAM (°) | shift (m) | improvement | omission "
+        "| hallucination |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in result["methods"].items():
+        if "cons_reflectance_mae" in m:
+            lines.append(
+                f"| {name} | {m['cons_reflectance_mae']:.4f} | {m['cons_reflectance_pbias']:.2f} | "
+                f"{m['cons_spectral_angle']:.3f} | {m['cons_shift_m']:.1f} | {m['improvement']:.3f} | "
+                f"{m['omission']:.3f} | {m['hallucination']:.3f} |"
+            )
     lines += [
         "",
         "| method | " + " | ".join(f"{b} PSNR / SSIM / NRMSE" for b in BANDS) + " |",
