@@ -113,11 +113,11 @@ def test_train_eval_command_trains_through_fit(exported, tmp_path):
     assert rec["steps"] == 3 and [h["step"] for h in rec["history"]] == [1, 2, 3]
     assert rec["best_step"] in (1, 2, 3)
     assert (tmp_path / "model-tiny" / "mlm.json").is_file()
-    assert not list(tmp_path.glob(".train-*"))
+    assert not list(tmp_path.glob(".train-*"))  # fit's checkpoints go with its temporary folder
     m = json.loads((tmp_path / "compare.json").read_text())["methods"]
     # the bicubic input is the omission corner: none of it moves toward truth or away from both
     assert m[BASELINES["bicubic"]]["omission"] == 1.0
     u = m["UNet tiny"]
     assert u["improvement"] + u["omission"] + u["hallucination"] == pytest.approx(1.0)
     assert np.isfinite([u["cons_reflectance_mae"], u["cons_spectral_angle"]]).all()
-    assert "hallucination" in (tmp_path / "compare.md").read_text()  # fit's checkpoints go with its temporary folder
+    assert "hallucination" in (tmp_path / "compare.md").read_text()
