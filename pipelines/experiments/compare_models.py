@@ -558,6 +558,8 @@ def train_eval(
         pred = _predict_test(model, data["test_input"], device=device, batch=batch, amp=amp)
         record["predict_s"] = round(time.perf_counter() - t, 2)
         result["methods"][f"UNet {preset}"] = _scores(pred, truth, valid, data)
+        if float(getattr(model.config, "dropout", 0.0)) > 0:
+            result.setdefault("uncertainty", {})[f"UNet {preset} MC-dropout"] = _mc_calibration(model, data)
         result["training"][preset] = record
         _write(result, out)
         del model
@@ -566,6 +568,31 @@ def train_eval(
 
             torch.cuda.empty_cache()
     return result
+
+
+def _mc_calibration(model: Any, data: dict[str, np.ndarray], passes: int = 8) -> dict[str, Any]:
+    """MC-dropout ±1σ/±2σ coverage on the test windows, before and after a σ scale fitted on val."""
+    from harmonize.calibration import coverage, fit_scale, needs_recalibration
+    from harmonize.infer import predict_array
+
+    def mc(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        x = data[f"{split}_input"].astype(np.float32)
+        y = predict_array(x, model, device="cpu", uncertainty="mc_dropout", mc_passes=passes)
+        truth = data[f"{split}_truth"].astype(np.float32)
+        valid = data[f"{split}_valid"] & np.isfinite(truth).all(axis=1)
+        return y[:, : len(BANDS)], y[:, len(BANDS) :], truth, valid
+
+    m, s, t, v = mc("test")
+    if not np.any(s[np.broadcast_to(v[:, None], s.shape)] > 0):
+        return {"passes": passes, "error": "MC-dropout gave zero spread on every test pixel"}
+    cov = coverage(m, s, t, v)
+    rec: dict[str, Any] = {"passes": passes, "test": cov, "recalibrated": needs_recalibration(cov)}
+    if rec["recalibrated"]:
+        scale = fit_scale(*mc("val"))
+        m, s, t, v = mc("test")
+        rec["scale"] = [float(x) for x in scale]
+        rec["test_after"] = coverage(m, s * scale[None, :, None, None], t, v)
+    return rec
 
 
 def _baseline_result(
