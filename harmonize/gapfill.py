@@ -161,6 +161,36 @@ def as_days(value: str | float | int | pd.Timedelta | np.timedelta64) -> float:
         ) from exc
 
 
+#: The most steps an output time axis may have (a daily axis of 270 years).
+MAX_AXIS_STEPS = 100_000
+
+
+def check_axis_step(freq: Any, start: Any, end: Any) -> None:
+    """Refuse an output step that is not positive or gives more than :data:`MAX_AXIS_STEPS` steps.
+
+    Raises
+    ------
+    TimeSeriesError
+        For ``freq="0D"`` or a negative step, or ``freq="1ns"`` over a season (which would
+        allocate petabytes).
+    """
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError) as exc:
+        raise TimeSeriesError(f"Cannot read freq={freq!r} as a time step; give e.g. '5D'.") from exc
+    nanos = getattr(offset, "nanos", None)  # fixed steps (days, hours, ...); months have none
+    if nanos is None:
+        return
+    if nanos <= 0:
+        raise TimeSeriesError(f"freq={freq!r} is not a positive time step; give e.g. '5D'.")
+    steps = (pd.Timestamp(end) - pd.Timestamp(start)).value / nanos
+    if steps > MAX_AXIS_STEPS:
+        raise TimeSeriesError(
+            f"freq={freq!r} from {start} to {end} gives {steps:.3g} steps (at most {MAX_AXIS_STEPS}); "
+            "give a coarser step such as '1D' or '5D'."
+        )
+
+
 def regular_time_axis(
     times: Any, *, freq: str = "5D", start: Any = None, end: Any = None
 ) -> pd.DatetimeIndex:
@@ -188,6 +218,7 @@ def regular_time_axis(
         if len(t) == 0:
             raise TimeSeriesError("The series has no time steps; pass start and end explicitly.")
         end = t.max().floor("D")
+    check_axis_step(freq, start, end)
     try:
         axis = pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=freq)
     except ValueError as exc:
@@ -971,9 +1002,12 @@ def _checked_params(
         raise TimeSeriesError(f"lmbda must be a positive number or 'gcv', not {lmbda!r}.")
     if not gcv and not float(lmbda) > 0:
         raise TimeSeriesError(f"lmbda must be positive, got {lmbda}.")
+    gap = as_days(max_gap)
+    if not gap >= 0:
+        raise TimeSeriesError(f"max_gap={max_gap!r} must be a duration of zero or more, e.g. '45D'.")
     return FillParams(
         method=method,
-        max_gap=as_days(max_gap),
+        max_gap=gap,
         lmbda=1000.0 if gcv else float(lmbda),
         n_harmonics=int(n_harmonics),
         period=float(period),

@@ -13,6 +13,18 @@ from harmonize.errors import HarmonizeError
 __all__ = ["apply_overrides"]
 
 
+def _value(text: str) -> Any:
+    """One override value parsed as YAML, unless YAML would drop part of it as a comment
+    (``/path/proj #2`` is a path, not ``/path/proj``): then the text itself."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text.strip()
+    if "#" in text and "#" not in yaml.safe_dump(value):
+        return text.strip()
+    return value
+
+
 def apply_overrides(
     data: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None
 ) -> dict[str, Any]:
@@ -24,7 +36,8 @@ def apply_overrides(
         The YAML mapping.
     overrides
         A mapping of (dotted) keys to values, or ``"key=value"`` strings whose value is parsed as
-        YAML (``"train.epochs=3"``, ``"bbox=[1, 2, 3, 4]"``).
+        YAML (``"train.epochs=3"``, ``"bbox=[1, 2, 3, 4]"``). A ``#`` is never a YAML
+        comment here: ``"out=/data/proj #2"`` keeps its ``#2``.
     """
     out = copy.deepcopy(dict(data))
     if not overrides:
@@ -37,7 +50,7 @@ def apply_overrides(
             if "=" not in s:
                 raise HarmonizeError(f"override {s!r} must look like key=value (e.g. out=/tmp/run)")
             k, v = s.split("=", 1)
-            pairs.append((k.strip(), yaml.safe_load(v)))
+            pairs.append((k.strip(), _value(v)))
     for key, value in pairs:
         node = out
         parts = str(key).split(".")

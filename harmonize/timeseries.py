@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import rioxarray  # noqa: F401 - registers .rio, which fused cubes and their writers use
 import xarray as xr
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError

@@ -178,6 +178,18 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def _port_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` now (a server already listening there would
+    otherwise answer in place of the one being started)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError:
+            return False
+    return True
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/", timeout=1.0) as resp:  # noqa: S310 - loopback http
@@ -222,6 +234,11 @@ def serve(
     """
     inputs = server_inputs(source)
     exe = find_rustac()
+    if port is not None and not _port_free(host, port):
+        raise ServerStartError(
+            f"Port {port} on {host} is in use (another server answers there); pick another port, "
+            "or leave port unset to take a free one."
+        )
     port = port if port is not None else _free_port(host)
     netloc = f"[{host.strip('[]')}]:{port}" if ":" in host.strip("[]") else f"{host}:{port}"
     url = f"http://{netloc}"

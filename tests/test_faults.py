@@ -1,0 +1,107 @@
+"""Data-loss, security and bad-input faults an outside probe found (issue 17): each test
+reproduces one fault on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from harmonize.errors import HarmonizeError, ServerStartError, TimeSeriesError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ overrides
+
+
+def test_override_value_with_a_hash_stays_literal():
+    from harmonize.overrides import apply_overrides
+
+    got = apply_overrides({}, ["out=/path/proj #2", "name=a#b", "n=3", "bbox=[1, 2, 3, 4]"])
+    assert got == {"out": "/path/proj #2", "name": "a#b", "n": 3, "bbox": [1, 2, 3, 4]}
+    assert apply_overrides({}, ["out='/x #y'"]) == {"out": "/x #y"}
+
+
+# ------------------------------------------------------------------ gap_fill settings
+
+
+def _series() -> xr.DataArray:
+    times = pd.date_range("2023-01-01", periods=10, freq="7D")
+    return xr.DataArray(
+        np.linspace(0.2, 0.8, 10, dtype="float32")[:, None, None] * np.ones((10, 2, 2), "float32"),
+        dims=("time", "y", "x"),
+        coords={"time": times},
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_gap": "-1D"}, "max_gap"),
+        ({"freq": "0D"}, "freq"),
+        ({"freq": "1ns"}, "steps"),
+    ],
+)
+def test_gap_fill_refuses_nonsense_axis_settings(kwargs, match):
+    from harmonize.gapfill import gap_fill
+
+    with pytest.raises(TimeSeriesError, match=match):
+        gap_fill(_series(), method="linear", **kwargs)
+
+
+# ------------------------------------------------------------------ timeseries CLI
+
+
+def test_harmonize_timeseries_imports_rioxarray_itself(tmp_path):
+    """In a fresh process (nothing imported rioxarray before the command), it works."""
+    import rioxarray  # noqa: F401 - writing the input store here only
+
+    from harmonize.io import write_zarr
+
+    times = pd.date_range("2023-03-01", periods=12, freq="5D")
+    rng = np.random.default_rng(0)
+    shape = (12, 4, 4)
+    ds = xr.Dataset(
+        {
+            "red": (("time", "y", "x"), np.full(shape, 0.05, "float32")),
+            "nir": (("time", "y", "x"), (0.3 + rng.normal(0, 0.01, shape)).astype("float32")),
+            "clear": (("time", "y", "x"), np.ones(shape, bool)),
+        },
+        coords={"time": times, "y": 4e6 - 10 * np.arange(4), "x": 5e5 + 10 * np.arange(4),
+                "sensor": ("time", ["sentinel-2"] * 12)},
+    ).rio.write_crs("EPSG:32633")
+    write_zarr(ds, tmp_path / "s2.zarr")
+    cmd = [sys.executable, "-m", "harmonize.cli", "timeseries", str(tmp_path / "s2.zarr"),
+           str(tmp_path / "out.zarr"), "--method", "linear"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert np.isfinite(xr.open_zarr(tmp_path / "out.zarr")["ndvi"].values).all()
+
+
+# ------------------------------------------------------------------ serve on a busy port
+
+
+def test_serve_on_a_busy_port_does_not_yield_another_server(tiny_world):
+    from harmonize.world.server import serve
+
+    with serve(tiny_world.root) as first, pytest.raises(ServerStartError, match="in use"):
+        with serve(tiny_world.root, port=first.port):
+            pytest.fail("serve() yielded the other server's URL")
+
+
+def test_serve_on_a_port_held_by_any_socket_is_refused(tiny_world):
+    from harmonize.world.server import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(ServerStartError, match="in use"), serve(tiny_world.root, port=s.getsockname()[1]):
+            pass
