@@ -105,3 +105,22 @@ def test_serve_on_a_port_held_by_any_socket_is_refused(tiny_world):
         s.listen()
         with pytest.raises(ServerStartError, match="in use"), serve(tiny_world.root, port=s.getsockname()[1]):
             pass
+
+
+# ------------------------------------------------------------------ ledger vs. store existence
+
+
+def test_a_committed_store_deleted_by_hand_is_ingested_again(tiny_world, tmp_path):
+    import shutil
+
+    from pipelines.core.ledger import Ledger
+    from pipelines.stages.ingest import IngestConfig, ingest
+
+    cfg = IngestConfig(source=str(tiny_world.root), out=tmp_path / "cube", scheduler="synchronous",
+                       chunk=64, coregister=False)
+    first = ingest(cfg)
+    gone = sorted(first["committed"])[0]
+    shutil.rmtree(Ledger(cfg.out, "ingest").unit_path(gone))
+    again = ingest(cfg)
+    assert again["committed"] == [gone]
+    assert Ledger(cfg.out, "ingest").unit_path(gone).is_dir()

@@ -126,8 +126,9 @@ class Ledger:
         return self.path.exists()
 
     def items(self) -> set[str]:
-        """Every STAC item id some committed unit was made from."""
-        return {i for u in self.units.values() for i in u.get("items", [])}
+        """Every STAC item id some committed unit still on disk was made from (a unit deleted
+        by hand is redone, not trusted)."""
+        return {i for n, u in self.units.items() if self.committed(n) for i in u.get("items", [])}
 
     def unit_path(self, name: str) -> Path:
         """Where unit ``name`` lives."""
