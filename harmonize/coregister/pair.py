@@ -9,7 +9,12 @@
    cannot pull it to zero);
 3. the sub-pixel part comes from a masked Gauss-Newton (Lucas-Kanade) least-squares fit of
    ``moving(p) = a + b * reference(p + s)``, which also absorbs the bandpass gain and offset
-   between the sensors, iterated to convergence with spline interpolation.
+   between the sensors, iterated to convergence with spline interpolation. The fit is robust:
+   each iteration reweights the pixels by Huber weights of their residuals, so pixels that do
+   not match (a cloud the mask missed, a field that changed between the dates) count little;
+4. the precision of the shift follows from the fit: the Gauss-Newton covariance of ``s``
+   (residual variance times the inverse normal matrix), inflated by the number of pixels the
+   blur makes one independent sample.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class PairShift:
         Gauss-Newton iterations used for the sub-pixel refinement.
     converged
         Whether the refinement converged inside the search window.
+    sigma
+        One-sigma precision of the shift in pixels (radial: the square root of the trace of its
+        covariance), from the robust fit's residuals; NaN where it could not be computed.
     """
 
     row: float
@@ -49,6 +57,7 @@ class PairShift:
     common: int
     iterations: int
     converged: bool
+    sigma: float = float("nan")
 
 
 def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -71,6 +80,27 @@ def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
+def _huber(residual: np.ndarray, k: float = 1.345) -> np.ndarray:
+    """Huber weights of residuals (scale: the median absolute deviation)."""
+    scale = 1.4826 * float(np.median(np.abs(residual - np.median(residual)))) + 1e-12
+    a = np.abs(residual) / (k * scale)
+    return np.where(a <= 1.0, 1.0, 1.0 / np.maximum(a, 1e-12))
+
+
+def _samples(coeffs: np.ndarray, rows: np.ndarray, cols: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The spline and its row/column derivatives (central differences) at ``(rows, cols) + s``."""
+    coords = np.vstack([rows + s[0], cols + s[1]])
+    h = 0.25
+
+    def at(d: list[list[float]]) -> np.ndarray:
+        return ndimage.map_coordinates(coeffs, coords + d, order=3, mode="nearest", prefilter=False)
+
+    r = at([[0.0], [0.0]])
+    gr = (at([[h], [0.0]]) - at([[-h], [0.0]])) / (2 * h)
+    gc = (at([[0.0], [h]]) - at([[0.0], [-h]])) / (2 * h)
+    return r, gr, gc
+
+
 def _lk_refine(
     moving: np.ndarray,
     reference: np.ndarray,
@@ -81,36 +111,34 @@ def _lk_refine(
     tol: float,
     window: float,
     max_pixels: int = 30_000,
-) -> tuple[np.ndarray, float, int, bool]:
-    """Masked Gauss-Newton fit of ``moving(p) = a + b * reference(p + s)`` for ``s``."""
+    pixels_per_sample: float = 1.0,
+) -> tuple[np.ndarray, float, int, bool, float]:
+    """Robust (Huber-reweighted) masked Gauss-Newton fit of ``moving(p) = a + b * reference(p + s)``.
+
+    Returns the shift, the weighted correlation of the fit, the iterations, whether it converged
+    and the shift's one-sigma radial precision in pixels.
+    """
     coeffs = ndimage.spline_filter(reference, order=3, mode="nearest")
     rows, cols = np.nonzero(mask)
+    stride = 1
     if rows.size > max_pixels:  # plenty for two parameters; bounds the cost on large frames
-        step = int(np.ceil(rows.size / max_pixels))
-        rows, cols = rows[::step], cols[::step]
+        stride = int(np.ceil(rows.size / max_pixels))
+        rows, cols = rows[::stride], cols[::stride]
     y = moving[rows, cols]
     s = np.asarray(start, dtype="float64")
+    w = np.ones_like(y)
     converged = False
     it = 0
     while it < max_iter:
         it += 1
-        coords = np.vstack([rows + s[0], cols + s[1]])
-        r = ndimage.map_coordinates(coeffs, coords, order=3, mode="nearest", prefilter=False)
-        # Derivatives of the spline at the sample points, by central differences of the spline.
-        h = 0.25
-        gr = (
-            ndimage.map_coordinates(coeffs, coords + [[h], [0]], order=3, mode="nearest", prefilter=False)
-            - ndimage.map_coordinates(coeffs, coords - [[h], [0]], order=3, mode="nearest", prefilter=False)
-        ) / (2 * h)
-        gc = (
-            ndimage.map_coordinates(coeffs, coords + [[0], [h]], order=3, mode="nearest", prefilter=False)
-            - ndimage.map_coordinates(coeffs, coords - [[0], [h]], order=3, mode="nearest", prefilter=False)
-        ) / (2 * h)
+        r, gr, gc = _samples(coeffs, rows, cols, s)
         design = np.column_stack([np.ones_like(r), r, gr, gc])
-        sol, *_ = np.linalg.lstsq(design, y, rcond=None)
-        _, b, c, d = sol
+        sw = np.sqrt(w)
+        sol, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
+        a, b, c, d = sol
         if abs(b) < 1e-9:
             break
+        w = _huber(y - design[:, :2] @ sol[:2])
         step = np.array([c / b, d / b])
         s = s + step
         if np.any(np.abs(s - np.asarray(start)) > window):
@@ -118,10 +146,22 @@ def _lk_refine(
         if np.hypot(*step) < tol:
             converged = True
             break
-    coords = np.vstack([rows + s[0], cols + s[1]])
-    r = ndimage.map_coordinates(coeffs, coords, order=3, mode="nearest", prefilter=False)
-    quality = float(np.corrcoef(r, y)[0, 1]) if r.size > 2 and r.std() > 0 and y.std() > 0 else 0.0
-    return s, quality, it, converged
+    r, gr, gc = _samples(coeffs, rows, cols, s)
+    quality, sigma = 0.0, float("nan")
+    if r.size > 4 and r.std() > 0 and y.std() > 0:
+        quality = float(np.corrcoef(r, y)[0, 1])
+        design = np.column_stack([np.ones_like(r), r, gr, gc])
+        sol, *_ = np.linalg.lstsq(design * np.sqrt(w)[:, None], y * np.sqrt(w), rcond=None)
+        resid = y - design @ sol
+        var = float((w * resid**2).sum() / max(w.sum() - 4, 1.0))
+        jac = np.column_stack([np.ones_like(r), r, sol[1] * gr, sol[1] * gc]) * np.sqrt(w)[:, None]
+        try:
+            cov = var * np.linalg.inv(jac.T @ jac)[2:, 2:]
+            # Neighbouring pixels of blurred images are not independent samples.
+            sigma = float(np.sqrt(max(np.trace(cov), 0.0) * max(pixels_per_sample / stride, 1.0)))
+        except np.linalg.LinAlgError:
+            pass
+    return s, quality, it, converged, sigma
 
 
 def _integer_search(
@@ -235,9 +275,17 @@ def estimate_shift_pair(
     fit_mask = m_inner & r_inner
     if int(fit_mask.sum()) < min_pixels:
         fit_mask = common
-    s, quality, it, converged = _lk_refine(
-        mov, ref, fit_mask, (coarse[0], coarse[1]), max_iter=max_iter, tol=tol, window=2.5
+    blur = max(reference_sigma, moving_sigma, 0.5)
+    s, quality, it, converged, sigma = _lk_refine(
+        mov,
+        ref,
+        fit_mask,
+        (coarse[0], coarse[1]),
+        max_iter=max_iter,
+        tol=tol,
+        window=2.5,
+        pixels_per_sample=4 * np.pi * blur**2,
     )
     if not converged or np.any(np.abs(s) > max_shift):
         converged = False
-    return PairShift(float(s[0]), float(s[1]), quality, n_common, it, converged)
+    return PairShift(float(s[0]), float(s[1]), quality, n_common, it, converged, sigma)

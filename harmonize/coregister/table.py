@@ -48,6 +48,7 @@ SHIFT_COLUMNS: tuple[str, ...] = (
     "residual_dy",
     "spread",
     "quality",
+    "sigma",
     "flagged",
     "reason",
 )
@@ -153,6 +154,11 @@ class _SceneReader:
             data = self.ref_cube[self.names].isel(time=self.ref_idx[refs]).compute()
             self._refs.update((j, self._unpack(data.isel(time=k))) for k, j in enumerate(refs))
 
+    def keep(self, references: set[int]) -> None:
+        """Forget the references read so far that are not in ``references`` (bounds memory)."""
+        for j in set(self._refs) - references:
+            self._refs.pop(j, None)
+
     def moving(self, i: int) -> Scene:
         """Moving scene ``i`` (handed over once: the prefetched copy is released)."""
         if i in self._moving:
@@ -184,6 +190,8 @@ class _Settings:
     max_references: int
     enough: float
     min_pixels: int
+    composite: bool
+    max_sigma_px: float
 
 
 def _weighted_median(v: np.ndarray, w: np.ndarray) -> float:
@@ -192,9 +200,14 @@ def _weighted_median(v: np.ndarray, w: np.ndarray) -> float:
     return float(v[o][np.searchsorted(c, 0.5 * c[-1])])
 
 
-def _combine(ests: list[tuple[int, PairShift]]) -> tuple[np.ndarray, float, float, int]:
-    """Weighted mean of per-reference shifts (weights: common pixels), after dropping estimates
-    more than a pixel from the weighted median; returns shift, spread (px), quality, best ref."""
+def _combine(ests: list[tuple[int, PairShift]]) -> tuple[np.ndarray, float, float, int, float]:
+    """Weighted mean of per-reference (and per-band) shifts (weights: common pixels and fit
+    quality), after dropping estimates more than a pixel from the weighted median.
+
+    Returns the shift, the spread of the kept estimates (px), their quality, the reference that
+    weighed most and the shift's precision (px): the kept estimates' mean formal precision
+    combined with their spread (bands of one scene are not independent, so no averaging down).
+    """
     s = np.array([[e.row, e.col] for _, e in ests])
     w = np.array([e.common * max(e.quality, 0.0) ** 2 for _, e in ests], dtype="float64") + 1e-12
     med = np.array([_weighted_median(s[:, k], w) for k in range(2)])
@@ -204,7 +217,9 @@ def _combine(ests: list[tuple[int, PairShift]]) -> tuple[np.ndarray, float, floa
     mean = (s * w[:, None]).sum(0) / w.sum()
     spread = float(np.sqrt((w * ((s - mean) ** 2).sum(1)).sum() / w.sum()))
     best = [j for (j, _), k in zip(ests, keep, strict=True) if k][int(np.argmax(w))]
-    return mean, spread, float((q * w).sum() / w.sum()), best
+    formal = np.array([e.sigma for _, e in ests])[keep]
+    formal = float(np.sqrt(np.nanmean(formal**2))) if np.isfinite(formal).any() else np.nan
+    return mean, spread, float((q * w).sum() / w.sum()), best, float(np.hypot(formal, spread))
 
 
 class _Registration:
@@ -263,6 +278,7 @@ class _Registration:
             "residual_dy": 0.0,
             "spread": np.nan,
             "quality": np.nan,
+            "sigma": np.nan,
             "flagged": True,
             "reason": f"no clear {st.reference_sensor} scene within {st.max_days:g} days",
         }
@@ -281,6 +297,58 @@ class _Registration:
             max_shift=st.max_shift_px,
             min_pixels=st.min_pixels,
         )
+
+    def _composite(self, order: list[int], mov_ok: np.ndarray) -> tuple[Scene, list[int]]:
+        """A clear-sky reference for one moving scene from many dates: each pixel from the
+        nearest-in-time reference that sees it clear, adding dates until they cover ``enough``
+        of the moving scene's clear pixels (a best-available-pixel composite)."""
+        bands = self.bands
+        filled: np.ndarray | None = None
+        values: dict[str, np.ndarray] = {}
+        used: list[int] = []
+        need = self.settings.enough * max(int(mov_ok.sum()), 1)
+        for j in order:
+            ref_bands, ref_clear = self.reader.reference(j)
+            ok = ref_clear & np.logical_and.reduce([np.isfinite(ref_bands[b]) for b in bands])
+            if filled is None:
+                filled = np.zeros(ok.shape, dtype=bool)
+                values = {b: np.full(ok.shape, np.nan, dtype="float64") for b in bands}
+            ok &= ~filled
+            if not ok.any():
+                continue
+            for b in bands:
+                values[b][ok] = ref_bands[b][ok]
+            filled |= ok
+            used.append(j)
+            if (filled & mov_ok).sum() >= need:
+                break
+        if filled is None:
+            filled = np.zeros(mov_ok.shape, dtype=bool)
+        return (values, filled), used
+
+    def _measure_composite(
+        self, i: int, order: list[int]
+    ) -> tuple[list[tuple[int, PairShift]], np.ndarray, str | None, list[int]]:
+        """Per-band estimates of scene ``i`` against its composite reference."""
+        movs, mov_clear = self.reader.moving(i)
+        mov_ok = mov_clear & np.logical_and.reduce([np.isfinite(movs[b]) for b in self.bands])
+        (comp, comp_ok), used = self._composite(order, mov_ok)
+        seen = mov_ok & comp_ok
+        ests: list[tuple[int, PairShift]] = []
+        reason = None
+        if not used or seen.sum() < self.settings.min_pixels:
+            return ests, seen, f"{int(seen.sum())} pixels clear in the scene and the reference", used
+        for b in self.bands:
+            try:
+                est = self._pair(movs[b], mov_ok, comp[b], comp_ok)
+            except HarmonizeError as err:
+                reason = str(err)
+                continue
+            if not est.converged:
+                reason = "sub-pixel refinement did not converge"
+                continue
+            ests.append((used[0], est))
+        return ests, seen, reason, used
 
     def _measure(
         self, i: int, order: list[int]
@@ -313,15 +381,21 @@ class _Registration:
         return ests, seen, reason
 
     def _record(
-        self, row: dict[str, Any], i: int, ests: list[tuple[int, PairShift]], seen: np.ndarray
+        self,
+        row: dict[str, Any],
+        i: int,
+        ests: list[tuple[int, PairShift]],
+        seen: np.ndarray,
+        used: list[int] | None = None,
     ) -> None:
-        """Fill ``row`` from the combined estimates; flag it if they cover too little of the frame."""
-        shift, spread, quality, best = _combine(ests)
+        """Fill ``row`` from the combined estimates; flag it if they cover too little of the frame
+        or are too imprecise."""
+        shift, spread, quality, best, sigma = _combine(ests)
         # moving(p) = reference(p + s): the scene shows the ground s pixels further on, so the
         # origin correction is s times the signed pixel size.
         rdx, rdy = shift[1] * self.px, shift[0] * self.py
         frac = float(seen.sum()) / self.n_frame
-        used = list(dict.fromkeys(j for j, _ in ests))
+        used = used or list(dict.fromkeys(j for j, _ in ests))
         days = self.days(i)
         row.update(
             reference_time=self.ref_times[best],
@@ -331,9 +405,15 @@ class _Registration:
             common_clear=frac,
             spread=spread * self.res,
             quality=quality,
+            sigma=sigma * self.res,
         )
         if frac < self.settings.min_clear:
             row["reason"] = f"common clear area {frac:.0%} < {self.settings.min_clear:.0%}"
+            return
+        if not sigma <= self.settings.max_sigma_px:
+            row["reason"] = (
+                f"shift precision {sigma * self.res:.1f} m worse than {self.settings.max_sigma_px * self.res:g} m"
+            )
             return
         cx, cy = float(self.cur_x[i]), float(self.cur_y[i])
         row.update(residual_dx=rdx, residual_dy=rdy, dx=cx + rdx, dy=cy + rdy, flagged=False, reason="")
@@ -343,11 +423,15 @@ class _Registration:
         row = self._unmeasured_row(i)
         order = self.references_of(i)
         if order:
-            ests, seen, reason = self._measure(i, order)
+            used = None
+            if self.settings.composite:
+                ests, seen, reason, used = self._measure_composite(i, order)
+            else:
+                ests, seen, reason = self._measure(i, order)
             if reason is not None:
                 row["reason"] = reason
             if ests:
-                self._record(row, i, ests, seen)
+                self._record(row, i, ests, seen, used)
         if row["flagged"]:
             log.info("scene %s at %s not co-registered: %s", row["item_id"], row["time"], row["reason"])
         return row
@@ -378,6 +462,8 @@ def _register_all(
                 rows.append(row)
                 if bar is not None:
                     bar.update()
+            # Release the references no later scene uses (scenes come in time order).
+            reader.keep({j for i in mov_idx[k + batch :] for j in reg.references_of(int(i))})
     if bar is not None:
         bar.close()
     return rows
@@ -391,14 +477,16 @@ def estimate_shifts(
     moving_sensor: str = "landsat",
     band: str | Sequence[str] | None = None,
     clear: str = "clear",
-    max_days: float = 10.0,
-    min_clear: float = 0.3,
+    max_days: float = 60.0,
+    min_clear: float = 0.02,
     psf_sigma: float = 15.0,
     moving_sigma: float = 5.0,
     max_shift: float = 60.0,
-    max_references: int = 4,
-    enough: float = 0.9,
+    max_references: int = 16,
+    enough: float = 0.98,
     min_pixels: int = 500,
+    composite: bool = True,
+    max_sigma: float = 3.0,
     max_size: int | None = 2048,
     threads: int | None = None,
     progress: bool = False,
@@ -422,10 +510,11 @@ def estimate_shifts(
     clear
         Name of the clear-sky mask variable.
     max_days
-        Largest time difference between a Landsat scene and a reference.
+        Largest time difference between a Landsat scene and a reference date.
     min_clear
-        Least fraction of the frame that the Landsat scene and at least one matched reference
-        see clear together; below it the scene keeps its current shift and is flagged.
+        Least fraction of the frame that the Landsat scene and its reference (the composite, or
+        at least one matched scene) see clear together; below it the scene keeps its current
+        shift and is flagged.
     psf_sigma
         Gaussian sigma (metres) that blurs the 10 m reference to Landsat's 30 m point-spread.
     moving_sigma
@@ -433,13 +522,22 @@ def estimate_shifts(
     max_shift
         Largest plausible misregistration in metres; estimates beyond it are flagged.
     max_references
-        At most this many reference scenes (nearest in time first) are matched; their estimates
-        are averaged, weighted by common clear pixels and fit quality, so partly cloudy
-        references together cover what one alone would not.
+        At most this many reference dates (nearest in time first) go into a scene's composite
+        (or, with ``composite=False``, are matched one by one, their estimates averaged,
+        weighted by common clear pixels and fit quality).
     enough
-        Stop adding references once they cover this fraction of the Landsat scene's clear area.
+        Stop adding reference dates once they cover this fraction of the Landsat scene's clear
+        area.
     min_pixels
         Least number of common clear pixels for one scene pair to count.
+    composite
+        Register each scene against a clear-sky composite of the reference dates (each pixel
+        from the nearest date that sees it clear), so that a scene whose few clear pixels no
+        single reference date sees clear is still measured with all of them. ``False`` matches
+        the reference dates one by one.
+    max_sigma
+        Flag a scene whose shift is less precise than this (metres, one-sigma radial, the
+        ``sigma`` column).
     max_size
         Measure on at most the central ``max_size`` x ``max_size`` pixels of the frame, which
         bounds memory on large cubes (a misregistration is one translation per scene); ``None``
@@ -455,8 +553,9 @@ def estimate_shifts(
         One row per Landsat time (index ``time``) with :data:`SHIFT_COLUMNS`: ``dx``, ``dy``
         the total correction in metres to ADD to the scene's origin (the cube's current
         ``shift_x``/``shift_y`` plus the measured residual ``residual_dx``/``residual_dy``),
-        ``quality`` (correlation coefficient of the fits, 1 is perfect), ``spread`` (metres,
-        disagreement between references), ``common_clear`` (fraction of the frame clear in the
+        ``quality`` (correlation coefficient of the fits, 1 is perfect), ``sigma`` (metres, the
+        shift's one-sigma radial precision from the robust fits and their spread), ``spread``
+        (metres, disagreement between bands and references), ``common_clear`` (fraction of the frame clear in the
         Landsat scene and in some matched reference), ``reference_time`` (the reference that
         weighed most), ``reference_item_id`` (all used, comma-separated), ``n_references``,
         ``days`` (the farthest used) and ``flagged``/``reason``.
@@ -487,6 +586,8 @@ def estimate_shifts(
         max_references=max_references,
         enough=enough,
         min_pixels=min_pixels,
+        composite=composite,
+        max_sigma_px=max_sigma / res,
     )
     reader = _SceneReader(cube, ref_cube, ref_idx, bands, clear)
     registration = _Registration(cube, ref_cube, ref_idx, reader, settings)

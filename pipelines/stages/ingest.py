@@ -13,9 +13,12 @@ What it writes under ``out``::
 
 Incremental: a run searches the catalog, drops the items the ledger already holds, and loads
 only the new Level-2 items and their Level-1 pan scenes. It writes the new Sentinel-2 stores
-first, then measures each new Landsat scene's shift against the committed Sentinel-2 stores
-within ``max_days`` (old and new; read back from Zarr) and writes the Landsat stores reloaded on
-shifted grids. Because the grid is fixed by the first run and each shift depends only on the
+first, then measures each new Landsat scene's shift against a clear-sky composite of the
+committed Sentinel-2 stores within ``max_days`` (old and new; read back from Zarr) and writes the
+Landsat stores reloaded on shifted grids. A Landsat scene whose shift cannot be measured (too
+few clear pixels, no reference) is written unshifted with ``shift_flagged`` true, logged by name
+and marked ``coregistered: false`` in the ledger; the time-series stage leaves it out by
+default. Because the grid is fixed by the first run and each shift depends only on the
 scene and its references, a store is the same whichever run wrote it (a Sentinel-2 scene
 published after its Landsat neighbour was ingested is not used for it retroactively). Each
 store is committed by atomic rename and recorded in the ledger right after, so a killed run
@@ -73,9 +76,10 @@ class IngestConfig(StageConfig):
     chunk
         Spatial chunk size (pixels) of the stores.
     coregister
-        Measure and remove each Landsat scene's shift against the nearest clear Sentinel-2 scenes.
+        Measure and remove each Landsat scene's shift against a clear-sky composite of the
+        Sentinel-2 scenes near it in time (:func:`harmonize.coregister.estimate_shifts`).
     max_days
-        Largest time difference of a co-registration reference.
+        Largest time difference of a co-registration reference date.
     batch
         Units computed together before being committed one by one.
     """
@@ -89,7 +93,7 @@ class IngestConfig(StageConfig):
     resolution: float = Field(10.0, gt=0)
     chunk: int = Field(512, gt=0)
     coregister: bool = True
-    max_days: float = Field(10.0, ge=0)
+    max_days: float = Field(60.0, ge=0)
     batch: int = Field(8, ge=1)
 
 
@@ -223,8 +227,8 @@ def _ingest_new(
 
 def _shift_table(
     config: IngestConfig, ledger: Ledger, landsat: Sequence[Scene], load: dict[str, Any]
-) -> pd.DataFrame | None:
-    """The shift table of the new Landsat scenes, or ``None`` with no reference near them.
+) -> pd.DataFrame:
+    """The shift table of the new Landsat scenes (every scene flagged with no reference near them).
 
     The references are the committed Sentinel-2 stores within ``max_days`` (read back from
     Zarr: cheaper than the COGs again, and the same whichever run wrote them). The shifts are
@@ -241,10 +245,7 @@ def _shift_table(
         if (abs(times - t) <= window).any():
             refs.append(ledger.unit_path(name))
     if not refs:
-        log.warning(
-            "no Sentinel-2 scene within %g days of the new Landsat scenes: not co-registered", config.max_days
-        )
-        return None
+        return _unmeasured_table(landsat, f"no Sentinel-2 scene within {config.max_days:g} days")
     probe = load_cube(landsat, list(DEFAULT_BANDS), **load)
     table = estimate_shifts(
         probe, open_units(sorted(refs)), max_days=config.max_days, progress=config.progress
@@ -252,22 +253,53 @@ def _shift_table(
     ok = table[~table["flagged"]]
     log.info(
         "co-registration: %d Landsat scene(s) against %d Sentinel-2 store(s), median |shift| %.1f m, "
-        "%d not measured",
+        "median precision %.1f m, %d not measured",
         len(table),
         len(refs),
         float(np.median(np.hypot(ok["dx"], ok["dy"]))) if len(ok) else float("nan"),
+        float(np.median(ok["sigma"])) if len(ok) else float("nan"),
         len(table) - len(ok),
     )
+    for row in table[table["flagged"]].itertuples():
+        log.warning(
+            "Landsat scene %s not co-registered (%s): flagged, left out of the fused series by default",
+            row.item_id,
+            row.reason,
+        )
     return table
 
 
-def _step_unit(ledger: Ledger, step: xr.Dataset) -> tuple[str, Path, list[str], dict[str, str], xr.Dataset]:
+def _unmeasured_table(landsat: Sequence[Scene], reason: str) -> pd.DataFrame:
+    """A shift table flagging every scene (no shift): no reference to measure them against."""
+    for s in landsat:
+        log.warning(
+            "Landsat scene %s not co-registered (%s): flagged, left out of the fused series by default",
+            s.id,
+            reason,
+        )
+    return pd.DataFrame(
+        {
+            "item_id": [s.id for s in landsat],
+            "dx": 0.0,
+            "dy": 0.0,
+            "flagged": True,
+            "quality": np.nan,
+            "reason": reason,
+        },
+        index=pd.DatetimeIndex([s.time.replace(tzinfo=None) for s in landsat], name="time"),
+    )
+
+
+def _step_unit(ledger: Ledger, step: xr.Dataset) -> tuple[str, Path, list[str], dict[str, Any], xr.Dataset]:
     """The store name, temporary path, item ids, ledger info and dataset of one time step."""
     sensor = str(np.asarray(step["sensor"].values)[0])
     t = step["time"].values[0]
     name = unit_name(t, sensor, str(step["platform"].values[0]))
     tmp = ledger.tmp_path(Path(name).name)
-    info = {"sensor": sensor, "time": pd.Timestamp(t).isoformat()}
+    info: dict[str, Any] = {"sensor": sensor, "time": pd.Timestamp(t).isoformat()}
+    if "shift_flagged" in step.coords:  # Landsat with a shift table: the co-registration verdict
+        info["coregistered"] = not bool(np.asarray(step["shift_flagged"].values)[0])
+        info["shift_m"] = [float(step["shift_x"].values[0]), float(step["shift_y"].values[0])]
     return name, tmp, step_item_ids(step), info, exact_time_encoding(step.assign_attrs(harmonize_stage=STAGE))
 
 
