@@ -35,7 +35,7 @@ LIBRARY_LAYERS: tuple[tuple[str, ...], ...] = tuple(
         "catalog items world testing",
         "grid",
         "cube",
-        "coregister bandpass indices sharpen metrics gapfill",
+        "coregister bandpass indices sharpen metrics calibration gapfill",
         "pairs model plot_training",
         "train",
         "infer",
