@@ -159,3 +159,31 @@ def test_harmonize_infer_searches_and_writes_the_dates(tiny_world, identity, tmp
     assert len(report["committed"]) == report["dates"] and report["cogs"] == []
     assert not (tmp_path / "out" / "cogs").exists()
     assert open_harmonized(tmp_path / "out").sizes["time"] == report["dates"]
+
+
+def test_timeseries_leaves_unregistered_landsat_dates_out(caplog) -> None:
+    """A Landsat date ingest flagged (shift not measured) is not fused unless asked for."""
+    import logging
+
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    from pipelines.stages.timeseries import drop_unregistered
+
+    times = pd.date_range("2024-05-01", periods=4, freq="4D")
+    cube = xr.Dataset(
+        coords={
+            "time": times,
+            "sensor": ("time", ["sentinel-2", "landsat", "landsat", "sentinel-2"]),
+            "item_id": ("time", ["S0", "L1", "L2", "S3"]),
+            "shift_flagged": ("time", [False, False, True, False]),
+        }
+    )
+    hz = xr.Dataset({"red": (("time", "y"), np.ones((2, 3)))}, coords={"time": times[[1, 2]]})
+    with caplog.at_level(logging.WARNING):
+        kept = drop_unregistered(cube, hz)
+    assert list(kept["time"].values) == [times[1].to_datetime64()]
+    assert "L2" in caplog.text and "left out" in caplog.text
+    no_flags = cube.drop_vars("shift_flagged")
+    assert drop_unregistered(no_flags, hz).sizes["time"] == 2

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from pydantic import Field
 
@@ -63,6 +64,9 @@ class TimeseriesStageConfig(StageConfig):
         A reference store (Zarr with ``red``/``nir`` on ``time, y, x`` and optionally a
         ``field_id`` map; a simulated world's ``truth.zarr``): the plots then show its NDVI and
         follow its largest fields.
+    keep_unregistered
+        Fuse Landsat scenes whose shift could not be measured (``shift_flagged`` in the ingest
+        output). Off by default: a misregistered view would blur every date it fills.
     """
 
     stage: Literal["timeseries"] = "timeseries"
@@ -72,6 +76,7 @@ class TimeseriesStageConfig(StageConfig):
     timeseries: dict[str, Any] = Field(default_factory=dict)
     plots: bool = True
     truth: Path | None = None
+    keep_unregistered: bool = False
 
 
 STAGE = TIMESERIES
@@ -112,6 +117,39 @@ def _fingerprint(config: TimeseriesStageConfig, ts_cfg: Any) -> tuple[str, set[s
     return fingerprint, cube_ledger.items() | (hz_ledger.items() if hz_ledger else set())
 
 
+def drop_unregistered(cube: xr.Dataset, harmonized: xr.Dataset) -> xr.Dataset:
+    """``harmonized`` without the dates whose Landsat scene ingest flagged as not co-registered.
+
+    Parameters
+    ----------
+    cube
+        The ingest output (its Landsat steps carry ``shift_flagged`` where shifts were measured).
+    harmonized
+        The infer output, on the Landsat dates.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``harmonized`` with the flagged dates left out (each logged by date and item).
+    """
+    if "shift_flagged" not in cube.coords:
+        return harmonized
+    flagged = np.asarray(cube["shift_flagged"].values, bool)
+    landsat = np.asarray(cube["sensor"].values) == "landsat"
+    bad = pd.DatetimeIndex(cube["time"].values[flagged & landsat])
+    times = pd.DatetimeIndex(harmonized["time"].values)
+    drop = times.isin(bad)
+    if not drop.any():
+        return harmonized
+    ids = cube["item_id"].values[flagged & landsat] if "item_id" in cube.coords else bad
+    for when, item in zip(bad, ids, strict=True):
+        log.warning(
+            "Landsat %s (%s) left out of the fused series: not co-registered "
+            "(keep_unregistered: true keeps it)", item, when.date()
+        )
+    return harmonized.isel(time=np.flatnonzero(~drop))
+
+
 def fused_observations(config: TimeseriesStageConfig, ts_cfg: Any) -> xr.Dataset:
     """The NDVI of every clear Sentinel-2 and harmonized Landsat observation (lazy), with its
     ``sensor``/``platform`` labels and the cube's CRS."""
@@ -120,6 +158,8 @@ def fused_observations(config: TimeseriesStageConfig, ts_cfg: Any) -> xr.Dataset
     cube = open_cube(config.cube)
     s2 = cube.isel(time=np.flatnonzero(np.asarray(cube["sensor"].values) == "sentinel-2"))
     hz = open_harmonized(config.harmonized) if config.harmonized is not None else None
+    if hz is not None and not config.keep_unregistered:
+        hz = drop_unregistered(cube, hz)
     # reads red, nir, clear (+ Sentinel-2 blue, green to sharpen its nir)
     obs = fused_ndvi(s2, hz, same_day=ts_cfg.same_day, sharpen_s2_nir=ts_cfg.sharpen_s2_nir)
     obs_ds = obs.rename("ndvi").to_dataset().rio.write_crs(cube.rio.crs)
