@@ -3,7 +3,6 @@ reproduces one fault on the code before its fix."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from harmonize.errors import HarmonizeError, ServerStartError, TimeSeriesError
+from harmonize.errors import ServerStartError, TimeSeriesError
 
 REPO = Path(__file__).resolve().parents[1]
 

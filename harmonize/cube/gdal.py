@@ -120,7 +120,9 @@ def _scaled_window(rdr: Any, rr: Any, eps: float = 1e-6) -> Window | None:
     return Window(c0, r0, min(c1, rdr.width) - c0, min(r1, rdr.height) - r0)
 
 
-def _mask_outside_footprint(rdr: Any, bidx: int, win: Window, pix: np.ndarray, nodata: float, rr: Any) -> None:
+def _mask_outside_footprint(
+    rdr: Any, bidx: int, win: Window, pix: np.ndarray, nodata: float, rr: Any
+) -> None:
     """Set ``pix`` to ``nodata`` where the source pixel under each output pixel's centre is no
     data, in place: GDAL's warper keeps exactly those pixels, its resampling RasterIO also fills
     the rim of output pixels whose kernel reaches a valid neighbour."""
@@ -158,7 +160,8 @@ def _read(src: Any, cfg: Any, dst_geobox: GeoBox, dst: np.ndarray | None, select
                 return _do_read(rasterio.band(rdr, bidx), cfg, dst_geobox, rr, dst=dst)
         ys, xs = rr.roi_dst
         shape = (ys.stop - ys.start, xs.stop - xs.start)
-        out = dst[ys, xs] if dst is not None else np.empty(shape, dtype=resolve_dst_dtype(rdr.dtypes[bidx - 1], cfg))
+        dtype = resolve_dst_dtype(rdr.dtypes[bidx - 1], cfg)
+        out = dst[ys, xs] if dst is not None else np.empty(shape, dtype=dtype)
         src_nodata = resolve_src_nodata(rdr.nodatavals[bidx - 1], cfg)
         dst_nodata = resolve_dst_nodata(out.dtype, cfg, src_nodata)
         with rio_env(VSI_CACHE=False):
