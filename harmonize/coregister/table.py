@@ -411,9 +411,8 @@ class _Registration:
             row["reason"] = f"common clear area {frac:.0%} < {self.settings.min_clear:.0%}"
             return
         if not sigma <= self.settings.max_sigma_px:
-            row["reason"] = (
-                f"shift precision {sigma * self.res:.1f} m worse than {self.settings.max_sigma_px * self.res:g} m"
-            )
+            limit = self.settings.max_sigma_px * self.res
+            row["reason"] = f"shift precision {sigma * self.res:.1f} m worse than {limit:g} m"
             return
         cx, cy = float(self.cur_x[i]), float(self.cur_y[i])
         row.update(residual_dx=rdx, residual_dy=rdy, dx=cx + rdx, dy=cy + rdy, flagged=False, reason="")
@@ -555,8 +554,8 @@ def estimate_shifts(
         ``shift_x``/``shift_y`` plus the measured residual ``residual_dx``/``residual_dy``),
         ``quality`` (correlation coefficient of the fits, 1 is perfect), ``sigma`` (metres, the
         shift's one-sigma radial precision from the robust fits and their spread), ``spread``
-        (metres, disagreement between bands and references), ``common_clear`` (fraction of the frame clear in the
-        Landsat scene and in some matched reference), ``reference_time`` (the reference that
+        (metres, disagreement between bands and references), ``common_clear`` (fraction of the
+        frame clear in the Landsat scene and in some matched reference), ``reference_time`` (the reference that
         weighed most), ``reference_item_id`` (all used, comma-separated), ``n_references``,
         ``days`` (the farthest used) and ``flagged``/``reason``.
         Give it to ``load_cube(items, shifts=table)`` to load the scenes once, corrected, from
