@@ -555,8 +555,9 @@ def estimate_shifts(
         ``quality`` (correlation coefficient of the fits, 1 is perfect), ``sigma`` (metres, the
         shift's one-sigma radial precision from the robust fits and their spread), ``spread``
         (metres, disagreement between bands and references), ``common_clear`` (fraction of the
-        frame clear in the Landsat scene and in some matched reference), ``reference_time`` (the reference that
-        weighed most), ``reference_item_id`` (all used, comma-separated), ``n_references``,
+        frame clear in the Landsat scene and in some matched reference), ``reference_time``
+        (the reference that weighed most), ``reference_item_id`` (all used, comma-separated),
+        ``n_references``,
         ``days`` (the farthest used) and ``flagged``/``reason``.
         Give it to ``load_cube(items, shifts=table)`` to load the scenes once, corrected, from
         their native pixels (or to :func:`harmonize.coregister.shift_cube` for a cube without
