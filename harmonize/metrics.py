@@ -323,7 +323,7 @@ def consistency(
         measured per image by :func:`harmonize.coregister.estimate_shift_pair` on the block-mean
         images), ``shift_px`` (its magnitude) and ``shift_m`` (in metres at ``pixel_size``).
     """
-    from harmonize.coregister import estimate_shift_pair
+    from harmonize.coregister.pair import estimate_shift_pair
     from harmonize.errors import HarmonizeError
 
     p = np.asarray(pred, dtype=np.float64)

@@ -23,9 +23,29 @@ Modules: :mod:`~harmonize.coregister.pair` (one image against another),
 :mod:`~harmonize.coregister.apply` (loading or resampling with it).
 """
 
-from harmonize.coregister.apply import coregister, load_coregistered, shift_cube
-from harmonize.coregister.pair import PairShift, estimate_shift_pair
-from harmonize.coregister.table import DEFAULT_BANDS, SHIFT_COLUMNS, estimate_shifts, pixel_size
+from importlib import import_module
+from typing import Any
+
+# Loaded on first use: the pair estimator needs only numpy/scipy, so code that scores images
+# with it (harmonize.metrics) does not pull in dask and odc through the loading modules.
+_EXPORTS = {
+    "coregister": "apply",
+    "load_coregistered": "apply",
+    "shift_cube": "apply",
+    "PairShift": "pair",
+    "estimate_shift_pair": "pair",
+    "DEFAULT_BANDS": "table",
+    "SHIFT_COLUMNS": "table",
+    "estimate_shifts": "table",
+    "pixel_size": "table",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "DEFAULT_BANDS",
