@@ -339,16 +339,24 @@ class _Registration:
         if not used or seen.sum() < self.settings.min_pixels:
             return ests, seen, f"{int(seen.sum())} pixels clear in the scene and the reference", used
         for b in self.bands:
-            try:
-                est = self._pair(movs[b], mov_ok, comp[b], comp_ok)
-            except HarmonizeError as err:
-                reason = str(err)
-                continue
-            if not est.converged:
-                reason = "sub-pixel refinement did not converge"
+            est, failure = self._try_pair(movs[b], mov_ok, comp[b], comp_ok)
+            if est is None:
+                reason = failure
                 continue
             ests.append((used[0], est))
         return ests, seen, reason, used
+
+    def _try_pair(
+        self, mov: np.ndarray, mov_ok: np.ndarray, ref: np.ndarray, ref_ok: np.ndarray
+    ) -> tuple[PairShift | None, str | None]:
+        """One converged pair estimate, or ``None`` and why it failed."""
+        try:
+            est = self._pair(mov, mov_ok, ref, ref_ok)
+        except HarmonizeError as err:
+            return None, str(err)
+        if not est.converged:
+            return None, "sub-pixel refinement did not converge"
+        return est, None
 
     def _measure(
         self, i: int, order: list[int]
@@ -366,13 +374,9 @@ class _Registration:
                 common = mov_clear & np.isfinite(mov) & ref_clear & np.isfinite(ref)
                 if common.sum() < self.settings.min_pixels:
                     continue
-                try:
-                    est = self._pair(mov, mov_clear, ref, ref_clear)
-                except HarmonizeError as err:
-                    reason = str(err)
-                    continue
-                if not est.converged:
-                    reason = "sub-pixel refinement did not converge"
+                est, failure = self._try_pair(mov, mov_clear, ref, ref_clear)
+                if est is None:
+                    reason = failure
                     continue
                 ests.append((j, est))
                 seen |= common
