@@ -38,7 +38,7 @@ from pyproj import Transformer
 
 from harmonize.bands import REFLECTANCE_BANDS
 from harmonize.errors import WorldError
-from harmonize.world import stac_items
+from harmonize.world import stac_items, thermal
 from harmonize.world.calendar import Scene, acquisitions, sun_position
 from harmonize.world.config import WorldConfig
 from harmonize.world.grids import DOMAIN_MARGIN_PX, Grid, aoi_grid, domain_grid, landsat_grid, sentinel2_grid
@@ -82,6 +82,8 @@ _L2_FILES = {
     "swir16": "SR_B6",
     "swir22": "SR_B7",
     "qa_pixel": "QA_PIXEL",
+    "lwir11": "ST_B10",
+    "qa": "ST_QA",
 }
 
 
@@ -151,7 +153,7 @@ class _Builder:
         self.lon, self.lat = _centre_lonlat(cfg, self.geo.aoi)
 
     def scene(
-        self, scene: Scene, surface: np.ndarray, water: np.ndarray
+        self, scene: Scene, surface: np.ndarray, water: np.ndarray, lst: np.ndarray
     ) -> tuple[list[dict[str, Any]], dict[str, Any], np.ndarray]:
         cfg, geo = self.cfg, self.geo
         sun = sun_position(scene.datetime, self.lat, self.lon)
@@ -177,11 +179,23 @@ class _Builder:
             ]
         else:
             sim = simulate_landsat(cfg, geo, scene, surface, water, sun)
+            st = thermal.landsat_st(
+                lst,
+                geo.domain,
+                geo.l30,
+                shift=sim.shift,
+                raw_masks=sim.raw_masks,
+                bits=MASK_BITS,
+                seed=cfg.seed,
+                scene_id=scene.id,
+                noise=cfg.noise,
+            )
             folder = self.root / "data" / scene.collection / scene.id
             hrefs = {}
-            for key, arr in sim.bands.items():
+            nodata = {"qa_pixel": 1, "qa": thermal.ST_QA_SCALING.nodata}
+            for key, arr in {**sim.bands, "lwir11": st[0], "qa": st[1]}.items():
                 p = folder / f"{scene.product_id}_{_L2_FILES[key]}.TIF"
-                _write_cog(p, arr, geo.l30, cfg.epsg, 1 if key == "qa_pixel" else 0, key == "qa_pixel")
+                _write_cog(p, arr, geo.l30, cfg.epsg, nodata.get(key, 0), key == "qa_pixel")
                 hrefs[key] = _uri(p)
             wrs = (cfg.wrs_path, cfg.wrs_row)
             items = [
@@ -231,7 +245,7 @@ def _write_truth(
     cfg: WorldConfig,
     geo: Geometry,
     land: Any,
-    batches: Iterator[tuple[list[dt.date], np.ndarray, dict]],
+    batches: Iterator[tuple[list[dt.date], np.ndarray, dict, np.ndarray]],
 ) -> None:
     import zarr
 
@@ -240,9 +254,10 @@ def _write_truth(
     sl = (slice(m, m + aoi.ny), slice(m, m + aoi.nx))
     first = True
     codec = zarr.codecs.ZstdCodec(level=5)
-    for dates, refl, sensors in batches:
+    for dates, refl, sensors, lst in batches:
         ds = xr.Dataset(
-            {b: (("time", "y", "x"), refl[:, i]) for i, b in enumerate(REFLECTANCE_BANDS)},
+            {b: (("time", "y", "x"), refl[:, i]) for i, b in enumerate(REFLECTANCE_BANDS)}
+            | {"lst": (("time", "y", "x"), lst)},
             coords={
                 "time": np.array([np.datetime64(d, "ns") for d in dates]),
                 "y": aoi.ys(),
@@ -275,6 +290,10 @@ def _write_truth(
             }
             for b in REFLECTANCE_BANDS:
                 ds[b].attrs = {"long_name": f"{b} surface reflectance", "units": "1"}
+            ds["lst"].attrs = {
+                "long_name": "land surface temperature (harmonize.world.thermal)",
+                "units": "K",
+            }
             ds = ds.rio.write_crs(f"EPSG:{cfg.epsg}")
             ds = ds.rio.write_transform(aoi.transform)
             enc: dict[str, Any] = {
@@ -288,6 +307,7 @@ def _write_truth(
                 }
                 for b in REFLECTANCE_BANDS
             }
+            enc["lst"] = {**enc[REFLECTANCE_BANDS[0]], "scale_factor": np.float32(0.01)}
             enc["time"] = {"units": "days since 2022-01-01", "dtype": "int32"}
             ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False, encoding=enc)
             first = False
@@ -363,8 +383,8 @@ def _scene_batches(
 ) -> Iterator[tuple[list[dt.date], np.ndarray, dict]]:
     """Simulate and write the scenes, ``_TIME_CHUNK`` dates at a time, into ``out``.
 
-    Yields each batch's dates, its truth reflectance on the AOI and the sensors seen on each date,
-    for :func:`_write_truth`.
+    Yields each batch's dates, its truth reflectance on the AOI, the sensors seen on each date and
+    the truth land surface temperature on the AOI, for :func:`_write_truth`.
     """
     aoi = builder.geo.aoi
     m = DOMAIN_MARGIN_PX
@@ -373,16 +393,21 @@ def _scene_batches(
         for i in range(0, len(out.dates), _TIME_CHUNK):
             chunk = out.dates[i : i + _TIME_CHUNK]
             refl = np.empty((len(chunk), len(REFLECTANCE_BANDS), aoi.ny, aoi.nx), np.float32)
+            lst = np.empty((len(chunk), aoi.ny, aoi.nx), np.float32)
             futures = []
             for j, d in enumerate(chunk):
                 surface = land.reflectance(d)
+                temperature = thermal.surface_temperature(land, d, builder.cfg.seed)
                 refl[j] = surface[:, sl[0], sl[1]]
-                futures += [(s, pool.submit(builder.scene, s, surface, water)) for s in by_date[d]]
+                lst[j] = temperature[sl]
+                futures += [
+                    (s, pool.submit(builder.scene, s, surface, water, temperature)) for s in by_date[d]
+                ]
             for s, f in futures:
                 its, entry, raw = f.result()
                 out.items[s.id], out.entries[s.id], out.masks[s.id] = its, entry, raw
                 bar.update(1)
-            yield chunk, refl, {d: {s.sensor for s in by_date[d]} for d in chunk}
+            yield chunk, refl, {d: {s.sensor for s in by_date[d]} for d in chunk}, lst
 
 
 def _simulate(root: Path, cfg: WorldConfig, *, progress: bool, workers: int) -> _Simulated:
@@ -599,7 +624,8 @@ class World:
 
         ds = xr.open_zarr(self.truth_path, chunks={}, consolidated=False, decode_coords="all")
         # CF decoding of the uint16 store gives float64 (JSON attrs lose float32); reflectance is float32.
-        return ds.assign({b: ds[b].astype(np.float32) for b in REFLECTANCE_BANDS})
+        thermal_vars = [v for v in ("lst",) if v in ds]  # worlds before issue 16 have no LST
+        return ds.assign({b: ds[b].astype(np.float32) for b in (*REFLECTANCE_BANDS, *thermal_vars)})
 
     def truth_as_seen_by(self, platform: str) -> xr.Dataset:
         """The truth through ``platform``'s spectral response (e.g. ``"landsat-8"``), lazily."""

@@ -311,6 +311,60 @@ _LANDSAT_EXT = [
 ]
 
 
+def _thermal_assets(hrefs: dict[str, str], grid30: Grid) -> dict[str, Any]:
+    """``lwir11`` (ST_B10) and ``qa`` (ST_QA), as Earth Search v1 and Planetary Computer serve them."""
+    from harmonize.world.thermal import ST_QA_SCALING, ST_SCALING
+
+    st, qa = ST_SCALING, ST_QA_SCALING
+    return {
+        "lwir11": {
+            "href": hrefs["lwir11"],
+            "type": _COG,
+            "title": "Surface Temperature Band",
+            "description": "Collection 2 Level-2 Thermal Infrared Band (ST_B10) Surface Temperature",
+            "eo:bands": [
+                {
+                    "name": "TIRS_B10",
+                    "common_name": "lwir11",
+                    "description": "Long-wave infrared",
+                    "center_wavelength": 10.9,
+                    "full_width_half_max": 0.59,
+                }
+            ],
+            **_proj(grid30),
+            "raster:bands": [
+                {
+                    "nodata": st.nodata,
+                    "data_type": st.dtype,
+                    "spatial_resolution": 30,
+                    "unit": "kelvin",
+                    "scale": st.scale,
+                    "offset": st.offset,
+                }
+            ],
+            "gsd": 100,
+            "roles": ["data", "temperature"],
+        },
+        "qa": {
+            "href": hrefs["qa"],
+            "type": _COG,
+            "title": "Surface Temperature Quality Assessment Band",
+            "description": "Collection 2 Level-2 Quality Assessment Band (ST_QA) Surface Temperature Product",
+            **_proj(grid30),
+            "raster:bands": [
+                {
+                    "nodata": qa.nodata,
+                    "data_type": qa.dtype,
+                    "spatial_resolution": 30,
+                    "unit": "kelvin",
+                    "scale": qa.scale,
+                }
+            ],
+            "roles": ["data"],
+        },
+    }
+
+
 def landsat_l2_item(
     scene: Scene,
     hrefs: dict[str, str],
@@ -343,6 +397,8 @@ def landsat_l2_item(
             "roles": ["data", "reflectance"],
         }
     assets["qa_pixel"] = _qa_asset(hrefs["qa_pixel"], grid30)
+    if "lwir11" in hrefs:
+        assets.update(_thermal_assets(hrefs, grid30))
     props = _landsat_props(
         scene, grid30, epsg=epsg, sun=sun, cloud_cover=cloud_cover, wrs=wrs, correction="L2SP"
     )
@@ -447,6 +503,16 @@ def collections(bbox: list[float], start: dt.date, end: dt.date) -> dict[str, di
         k: {"type": _COG, "title": v[1], "roles": ["data", "reflectance"]} for k, v in LANDSAT_ASSETS.items()
     }
     l2_assets["qa_pixel"] = {"type": _COG, "title": "Pixel Quality Assessment Band", "roles": ["cloud"]}
+    l2_assets["lwir11"] = {
+        "type": _COG,
+        "title": "Surface Temperature Band",
+        "roles": ["data", "temperature"],
+    }
+    l2_assets["qa"] = {
+        "type": _COG,
+        "title": "Surface Temperature Quality Assessment Band",
+        "roles": ["data"],
+    }
     l1_assets = {
         "pan": {"type": _COG, "title": "Panchromatic Band (B8)", "roles": ["data"]},
         "qa_pixel": l2_assets["qa_pixel"],
