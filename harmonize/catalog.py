@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pystac
 
@@ -39,6 +39,7 @@ from harmonize.errors import (
     UnknownCollectionError,
 )
 from harmonize.providers import PROVIDERS, Provider, get_provider
+from harmonize.redact import install_log_redaction, redact_text, redact_url
 
 __all__ = ["search", "parse_datetime", "validate_bbox", "cloud_filter_params", "is_api_url"]
 
@@ -294,15 +295,6 @@ def is_api_url(source: str | os.PathLike[str]) -> bool:
     return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
 
 
-def _redact(url: str) -> str:
-    """A URL safe to log: no user, password, query string or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def _local_path(source: str | os.PathLike[str]) -> Path:
     text = os.fspath(source)
     if text.startswith("file://"):
@@ -361,14 +353,14 @@ def _unreachable(err: BaseException, url: str, retries: int) -> ServerUnreachabl
     status = getattr(err, "status_code", None)
     if status is not None and status >= 500 or status == 429:
         return ServerUnreachableError(
-            f"The STAC API at {_redact(url)} answered HTTP {status} after {retries} retries "
-            f"({str(err)[:200]}). Try again later, or raise retries=/backoff=."
+            f"The STAC API at {redact_url(url)} answered HTTP {status} after {retries} retries "
+            f"({redact_text(str(err))[:200]}). Try again later, or raise retries=/backoff=."
         )
     cause: BaseException | None = err
     while cause is not None:
         if isinstance(cause, (requests.ConnectionError, requests.Timeout)):
             return ServerUnreachableError(
-                f"Could not reach the STAC API at {_redact(url)} after {retries} retries "
+                f"Could not reach the STAC API at {redact_url(url)} after {retries} retries "
                 f"({type(cause).__name__}). Check the URL and your network; for the local archive "
                 "start it with `harmonize world serve DIR` and search the URL it prints."
             )
@@ -396,7 +388,7 @@ def _resolve_provider(source: Any, provider: str | Provider | None) -> Provider:
                 return p
     log.debug(
         "No provider given for %s; using the 'local' profile (Earth Search v1 ids)",
-        _redact(source) if is_api_url(source) else source,
+        redact_url(source) if is_api_url(source) else source,
     )
     return get_provider("local")
 
@@ -436,12 +428,13 @@ def _search_api(
     from pystac_client.conformance import ConformanceClasses
     from pystac_client.exceptions import APIError
 
+    install_log_redaction()  # urllib3's retry warnings and pystac-client's request logs
     try:
         client = Client.open(url, stac_io=_make_io(timeout, retries, backoff), timeout=timeout)
         missing = [c for c in collections if client.get_collection(c) is None]
         if missing:
             _check_collections(
-                collections, (c.id for c in client.get_collections()), f"The STAC API at {_redact(url)}"
+                collections, (c.id for c in client.get_collections()), f"The STAC API at {redact_url(url)}"
             )
         server_side = cloud_filter_params(
             max_cloud,
@@ -451,7 +444,7 @@ def _search_api(
         if max_cloud is not None and not server_side:
             log.info(
                 "%s conforms to neither Filter nor Query: filtering %s <= %g on the client",
-                _redact(url),
+                redact_url(url),
                 CLOUD,
                 max_cloud,
             )
@@ -471,7 +464,7 @@ def _search_api(
             kwargs["datetime"] = _interval_string(interval)
         result = client.search(**kwargs)
         for n, page in enumerate(result.pages(), start=1):
-            log.debug("%s: page %d with %d items", _redact(url), n, len(page.items))
+            log.debug("%s: page %d with %d items", redact_url(url), n, len(page.items))
             yield from page.items
     except APIError as err:
         mapped = _unreachable(err, url, retries)
@@ -599,7 +592,7 @@ def search(
     max_cloud = float(max_cloud) if max_cloud is not None else None
 
     if is_api_url(source):
-        where = _redact(str(source))
+        where = redact_url(str(source))
         found: Iterator[pystac.Item] = _search_api(
             str(source),
             collections=ids,

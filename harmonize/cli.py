@@ -28,6 +28,9 @@ def setup_logging(verbose: int = 0, *, loggers: Sequence[str] = ("harmonize",)) 
         level=logging.DEBUG if verbose >= 2 else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from harmonize.redact import install_log_redaction
+
+    install_log_redaction(*logging.getLogger().handlers)  # credentials never reach the log
     for name in loggers:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
 
@@ -40,7 +43,9 @@ def reporting(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except HarmonizeError as exc:
-            click.echo(f"error: {exc}", err=True)
+            from harmonize.redact import redact_text
+
+            click.echo(f"error: {redact_text(str(exc))}", err=True)
             raise SystemExit(2) from None
 
     return wrapper

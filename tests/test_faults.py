@@ -123,3 +123,86 @@ def test_a_committed_store_deleted_by_hand_is_ingested_again(tiny_world, tmp_pat
     again = ingest(cfg)
     assert again["committed"] == [gone]
     assert Ledger(cfg.out, "ingest").unit_path(gone).is_dir()
+
+
+# ------------------------------------------------------------------ credentials never stored or logged
+
+_SECRETS = ("secret", "TOPSECRET", "dXNlcjpzZWNyZXQ=")  # the password, the token, Basic user:secret
+
+
+def _credentialed(url: str) -> str:
+    return url.replace("http://", "http://user:secret@").rstrip("/") + "/?token=TOPSECRET"
+
+
+def test_redact_url_and_text_mask_userinfo_query_and_headers():
+    from harmonize.redact import redact_text, redact_url
+
+    assert redact_url("http://user:secret@host:81/api?token=abc&x=1") == "http://***@host:81/api?token=***&x=***"
+    assert redact_url("/local/items.parquet") == "/local/items.parquet"
+    line = ("GET http://u:secret@h/?token=TOPSECRET Headers: {'Accept': '*/*', "
+            "'Authorization': 'Basic dXNlcjpzZWNyZXQ='} and \"GET /search?sig=TOPSECRET HTTP/1.1\"")
+    clean = redact_text(line)
+    assert not any(s in clean for s in _SECRETS), clean
+    assert "'Accept': '*/*'" in clean and "Authorization" in clean
+
+
+def test_credentials_in_a_stac_url_reach_no_file_and_no_log(tiny_world, tmp_path):
+    """ingest -vv from ``http://user:secret@host/?token=…``: neither the ledger, nor any store's
+    zarr.json, nor the debug log (request lines, Authorization header) holds a credential."""
+    from harmonize.world.server import serve
+
+    out = tmp_path / "cube"
+    with serve(tiny_world.root) as server:
+        cmd = [sys.executable, "-m", "pipelines.stages.ingest", str(REPO / "pipelines/configs/ingest.yaml"),
+               f"source={_credentialed(server.url)}", f"out={out}", "scheduler=synchronous",
+               "coregister=false", "chunk=64", "datetime=2023-05-01/2023-05-20", "-vv"]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert "Authorization" in log and "127.0.0.1" in log  # the lines are there, masked
+    leaks = [s for s in _SECRETS if s in log]
+    assert not leaks, [line for line in log.splitlines() if any(s in line for s in leaks)][:5]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "zarr.json" for p in files)
+    for p in files:
+        text = p.read_bytes().decode("utf-8", "replace")
+        assert not any(s in text for s in _SECRETS), p
+    assert "***@127.0.0.1" in (out / "ledger.json").read_text()
+
+
+def test_urllib3_retry_warnings_do_not_print_the_token(caplog):
+    """A server that drops every connection: urllib3 warns on each retry with the request path."""
+    import threading
+
+    from harmonize.catalog import search
+    from harmonize.errors import ServerUnreachableError
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    stop = threading.Event()
+
+    def drop() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    t = threading.Thread(target=drop, daemon=True)
+    t.start()
+    try:
+        url = f"http://user:secret@127.0.0.1:{srv.getsockname()[1]}/?token=TOPSECRET"
+        with caplog.at_level("DEBUG"), pytest.raises(ServerUnreachableError) as err:
+            search(url, retries=2, backoff=0, timeout=2)
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+    retries = [r for r in caplog.records if "Retrying" in r.getMessage()]
+    assert retries, [r.getMessage() for r in caplog.records]
+    text = "\n".join(r.getMessage() for r in caplog.records) + str(err.value)
+    assert "token=***" in text
+    assert not any(s in text for s in _SECRETS), text

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harmonize.errors import HarmonizeError
 from harmonize.overrides import apply_overrides
+from harmonize.redact import redact_text
 
 __all__ = ["StageConfig", "read_mapping", "validate", "dump_config", "apply_overrides"]
 
@@ -91,7 +92,7 @@ def validate(
         return cls.model_validate(merged)
     except ValidationError as exc:
         name = merged.get("stage", cls.__name__)
-        raise HarmonizeError(f"invalid {name} config: {exc}") from exc
+        raise HarmonizeError(f"invalid {name} config: {redact_text(str(exc))}") from None
 
 
 def dump_config(config: BaseModel, path: str | Path | None = None) -> str:

@@ -45,6 +45,7 @@ from harmonize.coregister import DEFAULT_BANDS, estimate_shifts
 from harmonize.cube import load_cube, step_item_ids
 from harmonize.grid import common_geobox, geobox_from_dict, geobox_to_dict
 from harmonize.items import Scene, parse_items
+from harmonize.redact import redact_url
 from pipelines.core.cli import stage_main
 from pipelines.core.config import StageConfig
 from pipelines.core.ledger import Ledger
@@ -198,7 +199,7 @@ def _grid(config: IngestConfig, ledger: Ledger, scenes: Sequence[Scene]) -> GeoB
     l2 = [s for s in scenes if s.level == "L2"]
     geobox = common_geobox(l2, bbox=config.bbox, resolution=config.resolution)
     ledger.meta["geobox"] = geobox_to_dict(geobox)
-    ledger.meta["source"] = config.source
+    ledger.meta["source"] = redact_url(config.source)  # never a token or password on disk
     ledger.save()
     return geobox
 
