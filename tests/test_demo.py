@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 
 def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
@@ -47,6 +48,7 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     # Sentinel-2's 20 m nir errs at edges and shores, not inside parcels
     assert err["NDVI RMSE interior"] < err["NDVI RMSE land"] <= err["NDVI RMSE"]
     assert {"harmonized Landsat", "raw Landsat"} <= set(metrics["observation_error"])
+    _check_summary(out, metrics)
 
     # a second run re-uses everything: no stage reprocesses anything
     t0 = time.perf_counter()
@@ -76,3 +78,44 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     bilinear = [i for i in table.index if i.startswith("Landsat resampled")][0]
     assert table.loc["Landsat bicubic", "PSNR"] != table.loc[bilinear, "PSNR"]
     assert abs(table.loc["Landsat bicubic", "PSNR"] - table.loc[bilinear, "PSNR"]) < 2.0
+
+
+def _check_summary(out: Path, metrics: dict) -> None:
+    """metrics.json's flat summary: exactly the issue's keys as floats, the same numbers in the
+    report, and co-registration figures that follow from the simulator's manifest."""
+    from harmonize.world import open_world
+    from pipelines.demo import open_cube
+    from pipelines.demo.report import SUMMARY_KEYS
+
+    summary = metrics["summary"]
+    assert tuple(summary) == SUMMARY_KEYS and all(type(v) is float for v in summary.values())
+    md = (out / "report" / "report.md").read_text()
+    for key, value in summary.items():
+        assert f"| {key} | {value:.4g} |" in md, key
+    # recount from the manifest and the cube, independently of pipelines.evaluation
+    world = open_world(out / "world")
+    cube = open_cube(out)
+    landsat = cube.isel(time=np.flatnonzero(cube["sensor"].values == "landsat"))
+    lc = world.truth["landcover"]
+    codes = dict(zip(lc.attrs["flag_meanings"].split(), lc.attrs["flag_values"], strict=True))
+    water = lc.values == codes["water"]
+    clear = landsat["clear"].values & ~water[None]
+    usable = clear.sum((1, 2)) / (~water).sum() >= 0.1
+    true = np.array([world.scene(str(i))["shift"] for i in landsat["item_id"].values])
+    applied = np.stack([landsat["shift_x"].values, landsat["shift_y"].values], axis=1)
+    err = np.hypot(*(applied - true).T)[usable]
+    assert summary["shift_rmse_m"] == pytest.approx(np.sqrt(np.mean(err**2)))
+    registered = ~landsat["shift_flagged"].values[usable]
+    assert summary["coregistered_fraction"] == pytest.approx(registered.mean())
+    # every usable scene of the tiny world is registered well within the issue's 3 m
+    assert summary["coregistered_fraction"] == 1.0 and summary["shift_rmse_m"] < 3.0
+    # the ratios are the RMSEs'
+    assert summary["fused_vs_s2_plain_all"] == pytest.approx(
+        summary["ndvi_rmse_fused_all"] / summary["ndvi_rmse_s2_plain_all"]
+    )
+    assert summary["ndvi_rmse_s2_best_all"] <= summary["ndvi_rmse_s2_plain_all"]
+    assert summary["clear_obs_gain"] > 0
+    # the interactive map is linked from the report
+    assert (out / "report" / "map.html").stat().st_size > 0 and "href='map.html'" in (
+        out / "report" / "report.html"
+    ).read_text()

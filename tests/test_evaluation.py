@@ -55,3 +55,59 @@ def test_ndvi_rmse_against_truth_known_offset():
     assert res["coverage"] == pytest.approx((n_pixels - 1) / n_pixels)
     with pytest.raises(CRSMismatchError):
         ndvi_rmse_against_truth(filled, truth.isel(x=slice(0, 2)))
+
+
+def _coreg_cube() -> tuple[xr.Dataset, xr.Dataset, dict]:
+    """One Sentinel-2 and three Landsat steps on a 4 x 5 grid whose left column is water."""
+    coords = xr_coords(GEOBOX)
+    times = pd.to_datetime(["2023-01-01", "2023-01-02", "2023-01-10", "2023-01-18"])
+    clear = np.zeros((4, *GEOBOX.shape), bool)
+    clear[0] = True
+    clear[1, :, 1:] = True  # every land pixel clear
+    clear[2, 0, 1:3] = True  # 2 of 16 land pixels: 12.5 %
+    clear[3, :, 0] = True  # only the water: 0 % of the land
+    cube = xr.Dataset(
+        {"clear": (("time", "y", "x"), clear)},
+        coords={
+            "time": times,
+            **coords,
+            "sensor": ("time", ["sentinel-2", "landsat", "landsat", "landsat"]),
+            "item_id": ("time", ["S2A_1", "LC08_1", "LC09_2", "LC08_3"]),
+            "shift_x": ("time", [np.nan, 10.0, 0.0, 0.0]),
+            "shift_y": ("time", [np.nan, -5.0, 0.0, 0.0]),
+            "shift_flagged": ("time", [False, False, True, True]),
+        },
+    )
+    lc = np.ones(GEOBOX.shape, np.uint8)
+    lc[:, 0] = 7
+    truth = xr.Dataset(
+        {"landcover": (("y", "x"), lc, {"flag_values": [1, 7], "flag_meanings": "crop water"})},
+        coords=coords,
+    )
+    manifest = {
+        "LC08_1": {"shift": [13.0, -1.0]},
+        "LC09_2": {"shift": [6.0, 8.0]},
+        "LC08_3": {"shift": [30, 0]},
+    }
+    return cube, truth, manifest
+
+
+def test_coregistration_against_a_known_manifest():
+    """Applied vs injected shifts: errors, clear land fractions (water left out), the usable
+    scenes, and a flagged usable scene counted with its whole injected shift."""
+    from pipelines.evaluation.coregistration import coregistration_summary, coregistration_table
+
+    cube, truth, manifest = _coreg_cube()
+    table = coregistration_table(cube, manifest, truth)
+    assert list(table["item_id"]) == ["LC08_1", "LC09_2", "LC08_3"]
+    np.testing.assert_allclose(table["clear_land"], [1.0, 2 / 16, 0.0])
+    np.testing.assert_allclose(table["error_m"], [5.0, 10.0, 30.0])  # (3, 4) off; (6, 8); (30, 0)
+    got = coregistration_summary(table)
+    assert got["usable"] == 2 and got["coregistered"] == 1
+    assert got["coregistered_fraction"] == pytest.approx(0.5)
+    assert got["shift_rmse_m"] == pytest.approx(np.sqrt((25 + 100) / 2))
+    # with the manifest as a lookup function (World.scene) the same
+    assert coregistration_table(cube, manifest.__getitem__, truth).equals(table)
+    # a stricter usability threshold leaves the 12.5 %-clear scene out
+    strict = coregistration_summary(table, min_clear=0.2)
+    assert strict["coregistered_fraction"] == 1.0 and strict["shift_rmse_m"] == pytest.approx(5.0)

@@ -1,12 +1,14 @@
 """Markdown for the reports, and just enough Markdown -> HTML to show them without a dependency.
 
 :func:`markdown_table` writes a DataFrame as a GitHub-flavoured table; :func:`markdown_to_html`
-turns the report's own Markdown (headings, tables, images, bullets, bold) into one HTML page.
+turns the report's own Markdown (headings, tables, images, bullets, bold, links; lines that start
+with ``<`` pass through as HTML) into one HTML page.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 import numpy as np
@@ -51,10 +53,14 @@ def markdown_table(df: pd.DataFrame, *, floatfmt: str = "{:.3f}", index_name: st
     return "\n".join(lines)
 
 
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
 def _inline(text: str) -> str:
-    """Escaped text with ``**bold**`` as ``<b>``."""
-    parts = html.escape(text).split("**")
-    return "".join(f"<b>{p}</b>" if k % 2 else p for k, p in enumerate(parts))
+    """Escaped text with ``**bold**`` as ``<b>`` and ``[text](href)`` as a link."""
+    parts = html.escape(text, quote=False).split("**")
+    out = "".join(f"<b>{p}</b>" if k % 2 else p for k, p in enumerate(parts))
+    return _LINK.sub(lambda m: f"<a href='{html.escape(m[2])}'>{m[1]}</a>", out)
 
 
 def _html_table(rows: list[str]) -> list[str]:
@@ -76,6 +82,8 @@ def _html_line(line: str) -> str | None:
     if line.startswith("!["):
         alt, src = line[2:].split("](")
         return f"<p><img alt='{html.escape(alt)}' src='{html.escape(src.rstrip(')'))}'></p>"
+    if line.startswith("<"):  # raw HTML a section wrote (a folded table, an embedded map)
+        return line
     if line.startswith("- "):
         return f"<li>{_inline(line[2:])}</li>"
     if line.strip():

@@ -32,12 +32,18 @@ import xarray as xr
 from harmonize.bands import REFLECTANCE_BANDS
 from harmonize.indices import ndvi
 from harmonize.plot import plot_clear_observations, plot_ndvi_maps, plot_ndvi_timeseries
+from harmonize.timeseries import TimeSeriesConfig
 from pipelines.core.stores import read_index
 from pipelines.demo.figures import comparison_figure, largest_fields
 from pipelines.demo.markdown import markdown_table, markdown_to_html
 from pipelines.demo.paths import demo_paths, open_cube, open_harmonized
+from pipelines.evaluation.coregistration import USABLE_CLEAR, coregistration_summary, coregistration_table
 from pipelines.evaluation.harmonization import harmonization_table
 from pipelines.evaluation.timeseries import (
+    COMBINATIONS,
+    FUSED,
+    S2_PLAIN,
+    S2_SHARP,
     clear_observation_gain,
     gapfill_table,
     ndvi_observations,
@@ -54,8 +60,21 @@ __all__ = ["write_report"]
 #: A section's Markdown lines and the numbers it adds to ``metrics.json``.
 Section = tuple[list[str], dict[str, Any]]
 
-_COMBINATIONS = ("S2 only", "S2 + harmonized Landsat", "S2 + raw Landsat")
-_FUSED = "S2 + harmonized Landsat"
+_FUSED = FUSED
+#: The keys of ``metrics.json``'s flat ``summary`` (issue 13), in the report's order.
+SUMMARY_KEYS: tuple[str, ...] = (
+    "psnr_gain_db",
+    "nir_psnr_gain_db",
+    "coregistered_fraction",
+    "shift_rmse_m",
+    "ndvi_rmse_fused_all",
+    "ndvi_rmse_s2_plain_all",
+    "ndvi_rmse_s2_best_all",
+    "fused_vs_s2_plain_all",
+    "fused_vs_s2_best_all",
+    "fused_vs_s2_interior",
+    "clear_obs_gain",
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,7 @@ class _Inputs:
     pair_index: pd.DataFrame
     model_dir: Path | None
     timings: dict[str, Any] | None
+    timeseries: Any  # the time-series stage's harmonize.timeseries.TimeSeriesConfig
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,7 @@ def _gather_inputs(
     pair_index: pd.DataFrame | None,
     model_dir: str | Path | None,
     timings: dict[str, Any] | None,
+    timeseries: dict[str, Any] | None,
 ) -> _Inputs:
     """The arguments given, the rest read from the demo folder ``out``."""
     paths = demo_paths(out)
@@ -104,6 +125,8 @@ def _gather_inputs(
         model_dir = paths["model_package"]
     if timings is None and paths["timings"].exists():
         timings = json.loads(paths["timings"].read_text())
+    if timeseries is None and paths["demo"].exists():
+        timeseries = json.loads(paths["demo"].read_text()).get("timeseries_settings")
     return _Inputs(
         world=world,
         truth=world.truth,
@@ -112,6 +135,7 @@ def _gather_inputs(
         pair_index=read_index(paths["pairs"]) if pair_index is None else pair_index,
         model_dir=None if model_dir is None else Path(model_dir),
         timings=timings,
+        timeseries=TimeSeriesConfig.build(**(timeseries or {})),
     )
 
 
@@ -150,6 +174,8 @@ def _harmonization_section(inputs: _Inputs, rep: Path, max_windows: int) -> Sect
     per_band = table[[f"PSNR {b}" for b in REFLECTANCE_BANDS]].rename(columns=lambda c: c[5:])
     base = table.loc[[i for i in table.index if "fitted linear" in i][0], "PSNR"]
     gain = table.loc[model_name, "PSNR"] - base
+    linear = [i for i in table.index if "fitted linear" in i][0]
+    nir_gain = table.loc[model_name, "PSNR nir"] - table.loc[linear, "PSNR nir"]
     md = [
         "## Harmonization against truth (held-out test blocks)",
         "",
@@ -162,25 +188,42 @@ def _harmonization_section(inputs: _Inputs, rep: Path, max_windows: int) -> Sect
         "",
         markdown_table(per_band, index_name="method"),
         "",
-        f"The model's PSNR gain over resampling + fitted linear bandpass: **{gain:+.2f} dB**.",
+        f"The model's PSNR gain over resampling + fitted linear bandpass: **{gain:+.2f} dB** "
+        f"(nir: **{nir_gain:+.2f} dB**).",
         "",
     ]
     figure = rep / "comparison.png"
     if comparison_figure(inputs.cube, inputs.harmonized, inputs.truth, inputs.pair_index, figure):
         md += ["![before/after](comparison.png)", ""]
-    metrics = {"table": table.to_dict(orient="index"), **details, "psnr_gain_over_linear_db": float(gain)}
+    metrics = {
+        "table": table.to_dict(orient="index"),
+        **details,
+        "psnr_gain_over_linear_db": float(gain),
+        "nir_psnr_gain_over_linear_db": float(nir_gain),
+    }
     return md, {"harmonization": metrics}
+
+
+def _registered(landsat: xr.Dataset, cube: xr.Dataset) -> xr.Dataset:
+    """``landsat`` without the dates ingest flagged as not co-registered (the product leaves
+    them out: :func:`pipelines.stages.timeseries.drop_unregistered`)."""
+    if "shift_flagged" not in cube.coords:
+        return landsat
+    flagged = np.asarray(cube["shift_flagged"].values, bool)
+    bad = pd.DatetimeIndex(cube["time"].values[flagged & (np.asarray(cube["sensor"].values) == "landsat")])
+    keep = ~pd.DatetimeIndex(landsat["time"].values).isin(bad)
+    return landsat.isel(time=np.flatnonzero(keep))
 
 
 def _score_series(inputs: _Inputs, pixel_step: int) -> _Series:
     """NDVI observations of each sensor combination, gap-filled and scored against truth."""
     log.info("report: gap-filling NDVI against truth")
     s2 = sensor_part(inputs.cube, "sentinel-2")
-    landsat = sensor_part(inputs.cube, "landsat")
-    harm = inputs.harmonized
+    landsat = _registered(sensor_part(inputs.cube, "landsat"), inputs.cube)
+    harm = _registered(inputs.harmonized, inputs.cube)
     if "clear" not in harm and "clear" in landsat:
         harm = harm.assign(clear=landsat["clear"].sel(time=harm["time"]))
-    observations = ndvi_observations(s2, landsat, harm, pixel_step=pixel_step)
+    observations = ndvi_observations(s2, landsat, harm, pixel_step=pixel_step, config=inputs.timeseries)
     table, filled = gapfill_table(observations, inputs.truth)
     return _Series(
         s2=s2,
@@ -195,23 +238,42 @@ def _score_series(inputs: _Inputs, pixel_step: int) -> _Series:
 
 def _by_method(table: pd.DataFrame, column: str) -> pd.DataFrame:
     """``column`` of the gap-filling table as method x combination, combinations in report order."""
-    order = [c for c in _COMBINATIONS if c in set(table["inputs"])]
+    order = [c for c in COMBINATIONS if c in set(table["inputs"])]
     return table.pivot(index="method", columns="inputs", values=column)[order]
 
 
 def _fused_over_s2_alone(by_method: pd.DataFrame) -> float:
-    """Best method's RMSE with harmonized Landsat over the best with Sentinel-2 alone."""
+    """Best method's RMSE with harmonized Landsat over the best with plain Sentinel-2 alone."""
     best = by_method.min(axis=0)
-    return float(best.get(_FUSED, np.nan) / best.get("S2 only", np.nan))
+    return float(best.get(_FUSED, np.nan) / best.get(S2_PLAIN, np.nan))
 
 
-def _gapfill_numbers(series: _Series) -> dict[str, Any]:
+def _product_figures(series: _Series, method: str) -> dict[str, float]:
+    """The product (fused, the stage's gap-fill ``method``) against the Sentinel-2-only series."""
+    rmse = _by_method(series.table, "NDVI RMSE")
+    inner = _by_method(series.table, "NDVI RMSE interior")
+    s2_cols = [c for c in (S2_PLAIN, S2_SHARP) if c in rmse.columns]
+    fused = float(rmse.loc[method, _FUSED]) if method in rmse.index else float(rmse[_FUSED].min())
+    fused_in = float(inner.loc[method, _FUSED]) if method in inner.index else float(inner[_FUSED].min())
+    plain, best = float(rmse[S2_PLAIN].min()), float(rmse[s2_cols].min().min())
+    return {
+        "ndvi_rmse_fused_all": fused,
+        "ndvi_rmse_s2_plain_all": plain,
+        "ndvi_rmse_s2_best_all": best,
+        "fused_vs_s2_plain_all": fused / plain,
+        "fused_vs_s2_best_all": fused / best,
+        "fused_vs_s2_interior": fused_in / float(inner[S2_PLAIN].min()),
+        "fused_vs_s2_best_interior": fused_in / float(inner[s2_cols].min().min()),
+    }
+
+
+def _gapfill_numbers(series: _Series, method: str) -> dict[str, Any]:
     """The gap-filling section's figures for ``metrics.json``."""
     rmse = _by_method(series.table, "NDVI RMSE")
     same_method = {}
-    for method in ("whittaker", "linear"):
-        if method in rmse.index and {"S2 only", _FUSED} <= set(rmse.columns):
-            same_method[method] = float(rmse.loc[method, _FUSED] / rmse.loc[method, "S2 only"])
+    for m in ("whittaker", "linear"):
+        if m in rmse.index and {S2_PLAIN, _FUSED} <= set(rmse.columns):
+            same_method[m] = float(rmse.loc[m, _FUSED] / rmse.loc[m, S2_PLAIN])
     lmbdas = {
         combo: float(series.filled["whittaker"][combo]["gap_fill_lmbda"])
         for combo in rmse.columns
@@ -222,16 +284,18 @@ def _gapfill_numbers(series: _Series) -> dict[str, Any]:
         "gapfill_best_ratio": _fused_over_s2_alone(rmse),
         "gapfill_best_ratio_interior": _fused_over_s2_alone(_by_method(series.table, "NDVI RMSE interior")),
         "gapfill_same_method_ratio": same_method,
+        "gapfill_product": {"method": method, **_product_figures(series, method)},
         "whittaker_lmbda": lmbdas,
         "observation_error": series.observation_error.to_dict(orient="index"),
     }
 
 
-def _gapfill_section(series: _Series, pixel_step: int) -> Section:
+def _gapfill_section(series: _Series, pixel_step: int, method: str) -> Section:
     """Gap-filled NDVI against truth: everywhere, on parcel interiors, single observations, coverage."""
-    numbers = _gapfill_numbers(series)
-    ratio, ratio_in = numbers["gapfill_best_ratio"], numbers["gapfill_best_ratio_interior"]
-    same_method, lmbdas = numbers["gapfill_same_method_ratio"], numbers["whittaker_lmbda"]
+    numbers = _gapfill_numbers(series, method)
+    product = numbers["gapfill_product"]
+    ratio_in = numbers["gapfill_best_ratio_interior"]
+    lmbdas = numbers["whittaker_lmbda"]
     obs_err = series.observation_error
     chosen = ", ".join(f"{k}: λ={v:g}" for k, v in lmbdas.items() if v is not None)
     md = [
@@ -242,8 +306,10 @@ def _gapfill_section(series: _Series, pixel_step: int) -> Section:
         "",
         markdown_table(_by_method(series.table, "NDVI RMSE"), index_name="method"),
         "",
-        f"Best method, Sentinel-2 + harmonized Landsat versus Sentinel-2 alone: **{ratio:.2f}×** the RMSE"
-        + (f" (Whittaker on both: {same_method['whittaker']:.2f}×)." if "whittaker" in same_method else "."),
+        f"The product (Sentinel-2 + harmonized Landsat, {method}, as the time-series stage fills it) "
+        f"against Sentinel-2 alone at its best method: **{product['fused_vs_s2_plain_all']:.2f}×** the "
+        f"RMSE of plain Sentinel-2 (its 20 m nir as delivered), **{product['fused_vs_s2_best_all']:.2f}×** "
+        "the best Sentinel-2-only series harmonize can make (nir sharpened or not, best method).",
         "",
         "Landsat observations are weighted by how far their 30 m view can be trusted "
         "(`harmonize.timeseries.observation_weights`: heterogeneity of the 10 m scene within a "
@@ -256,7 +322,9 @@ def _gapfill_section(series: _Series, pixel_step: int) -> Section:
         "",
         markdown_table(_by_method(series.table, "NDVI RMSE interior"), index_name="method"),
         "",
-        f"Best method on interiors: **{ratio_in:.2f}×** the RMSE of Sentinel-2 alone.",
+        f"On interiors the product is **{product['fused_vs_s2_interior']:.2f}×** the RMSE of plain "
+        f"Sentinel-2 alone ({product['fused_vs_s2_best_interior']:.2f}× the best Sentinel-2-only series; "
+        f"best method on both: {ratio_in:.2f}×).",
         "",
         "Single clear observations against truth on their own day (NDVI RMSE). This is the floor "
         "under every filled series: filling in time bridges clouds and averages noise, but a pixel "
@@ -286,7 +354,8 @@ def _landsat_section(series: _Series) -> Section:
         "## What Landsat adds",
         "",
         f"- Clear observations per pixel per year: Sentinel-2 alone {gain_obs['s2_only']:.1f}, "
-        f"fused {gain_obs['fused']:.1f} (**{gain_obs['gain_percent']:+.0f} %**).",
+        f"fused {gain_obs['fused']:.1f} (**{gain_obs['gain_percent']:+.0f} %**; co-registered Landsat "
+        "scenes only, as the product uses them).",
         f"- Same-day NDVI Pearson r, Landsat vs Sentinel-2 ({agree['pairs']} same-day pairs, "
         f"{agree['pixels']:,} pixels clear in both): before harmonization {agree['r_before']:.3f}, "
         f"after {agree['r_after']:.3f} ({agree.get('gain_percent_abs', float('nan')):+.1f} % absolute; "
@@ -294,6 +363,71 @@ def _landsat_section(series: _Series) -> Section:
         "",
     ]
     return md, {"clear_observations": gain_obs, "same_day_ndvi": agree}
+
+
+def _coregistration_section(inputs: _Inputs) -> Section:
+    """Every Landsat scene's applied shift against the one the simulator injected."""
+    table = coregistration_table(inputs.cube, inputs.world.scene, inputs.truth)
+    summary = coregistration_summary(table)
+    usable = table["clear_land"] >= USABLE_CLEAR
+    shown = table.assign(usable=usable).reset_index()
+    shown["time"] = shown["time"].dt.strftime("%Y-%m-%d")
+    cols = ["time", "item_id", "clear_land", "usable", "flagged", "dx", "dy", "true_dx", "true_dy", "error_m"]
+    md = [
+        "## Co-registration against the injected shifts",
+        "",
+        f"{int(summary['scenes'])} Landsat scenes, {int(summary['usable'])} usable (at least "
+        f"{USABLE_CLEAR:.0%} of the land clear): **{int(summary['coregistered'])} co-registered "
+        f"({summary['coregistered_fraction']:.0%})**; applied shift against the simulator's manifest "
+        f"over the usable scenes: **{summary['shift_rmse_m']:.2f} m RMSE** (a flagged scene counts with "
+        "its whole injected shift). Flagged scenes are left out of the fused series.",
+        "",
+        "<details><summary>Every scene (metres)</summary>",
+        "",
+        markdown_table(shown[cols].set_index("time"), index_name="time", floatfmt="{:.2f}"),
+        "",
+        "</details>",
+        "",
+    ]
+    return md, {"coregistration": {**summary, "scenes_table": table.reset_index().to_dict(orient="records")}}
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, float]:
+    """The flat ``summary`` of ``metrics.json``: exactly :data:`SUMMARY_KEYS`, floats."""
+    harm, co = metrics["harmonization"], metrics["coregistration"]
+    product = metrics["gapfill_product"]
+    gain = metrics["clear_observations"]
+    values = {
+        "psnr_gain_db": harm["psnr_gain_over_linear_db"],
+        "nir_psnr_gain_db": harm["nir_psnr_gain_over_linear_db"],
+        "coregistered_fraction": co["coregistered_fraction"],
+        "shift_rmse_m": co["shift_rmse_m"],
+        **{k: product[k] for k in SUMMARY_KEYS if k in product},
+        "clear_obs_gain": gain["gain_percent"] / 100.0,
+    }
+    return {k: float(values[k]) for k in SUMMARY_KEYS}
+
+
+def _summary_lines(summary: dict[str, float]) -> list[str]:
+    """The summary as the report's first table (the same numbers as ``metrics.json``)."""
+    labels = {
+        "psnr_gain_db": "PSNR gain over resampling + fitted linear, held-out blocks (dB)",
+        "nir_psnr_gain_db": "nir PSNR gain over resampling + fitted linear (dB)",
+        "coregistered_fraction": "usable Landsat scenes co-registered",
+        "shift_rmse_m": "applied-shift RMSE over usable scenes against the manifest (m)",
+        "ndvi_rmse_fused_all": "gap-filled NDVI RMSE, fused product, all pixels",
+        "ndvi_rmse_s2_plain_all": "gap-filled NDVI RMSE, plain Sentinel-2 alone (best method)",
+        "ndvi_rmse_s2_best_all": "gap-filled NDVI RMSE, best Sentinel-2-only series",
+        "fused_vs_s2_plain_all": "fused / plain Sentinel-2 alone, all pixels",
+        "fused_vs_s2_best_all": "fused / best Sentinel-2 alone, all pixels",
+        "fused_vs_s2_interior": "fused / plain Sentinel-2 alone, parcel interiors",
+        "clear_obs_gain": "clear observations Landsat adds (fraction of Sentinel-2's)",
+    }
+    rows = pd.DataFrame(
+        {"value": [summary[k] for k in SUMMARY_KEYS], "what": [labels[k] for k in SUMMARY_KEYS]},
+        index=pd.Index(list(SUMMARY_KEYS), name="summary"),
+    )
+    return ["## Summary", "", markdown_table(rows, index_name="key", floatfmt="{:.4g}"), ""]
 
 
 def _figures_section(series: _Series, truth: xr.Dataset, rep: Path, pixel_step: int) -> list[str]:
@@ -361,6 +495,20 @@ def _timings_section(timings: dict[str, Any] | None) -> Section:
     return md, {"timings_s": timings}
 
 
+def _linked_sections(out: Path) -> list[str]:
+    """Sections other modules write for the report (the interactive map ...), each a Markdown
+    string; one that fails is logged and left out, the rest of the report stands."""
+    from pipelines.demo.webmap import map_section
+
+    lines: list[str] = []
+    for name, section in (("interactive map", map_section),):
+        try:
+            lines += [section(out), ""]
+        except Exception as exc:  # an optional section must not cost the whole report
+            log.warning("report: %s section left out (%s: %s)", name, type(exc).__name__, exc)
+    return lines
+
+
 def _json_default(o: Any) -> Any:
     """numpy scalars as Python numbers, anything else as its string."""
     if isinstance(o, (np.floating, np.integer)):
@@ -386,6 +534,7 @@ def write_report(
     pair_index: pd.DataFrame | None = None,
     model_dir: str | Path | None = None,
     timings: dict[str, float] | None = None,
+    timeseries: dict[str, Any] | None = None,
     pixel_step: int = 4,
     max_windows: int = 64,
 ) -> Path:
@@ -403,6 +552,9 @@ def write_report(
         training output folder.
     timings
         Seconds per stage, shown in the report.
+    timeseries
+        The time-series stage's settings (:class:`harmonize.timeseries.TimeSeriesConfig` fields),
+        so the fused series is scored as the product makes it; default ``OUT/demo.json``'s.
     pixel_step
         Spatial subsampling of the per-pixel time-series evaluation.
     max_windows
@@ -425,21 +577,24 @@ def write_report(
         pair_index=pair_index,
         model_dir=model_dir,
         timings=timings,
+        timeseries=timeseries,
     )
-    sections = [_harmonization_section(inputs, rep, max_windows)]
+    sections = [_harmonization_section(inputs, rep, max_windows), _coregistration_section(inputs)]
     series = _score_series(inputs, pixel_step)
     sections += [
-        _gapfill_section(series, pixel_step),
+        _gapfill_section(series, pixel_step, inputs.timeseries.method),
         _landsat_section(series),
         (_figures_section(series, inputs.truth, rep, pixel_step), {}),
         (_training_section(inputs.model_dir, rep), {}),
         _timings_section(inputs.timings),
     ]
-    md = _introduction(inputs)
+    body: list[str] = []
     metrics: dict[str, Any] = {}
     for lines, numbers in sections:
-        md += lines
+        body += lines
         metrics.update(numbers)
+    metrics["summary"] = _summary(metrics)
+    md = _introduction(inputs) + _summary_lines(metrics["summary"]) + body + _linked_sections(out)
     metrics["report_seconds"] = time.perf_counter() - t0
     html_path = _write_pages(rep, md, metrics)
     log.info("report written to %s (%.1f s)", html_path, metrics["report_seconds"])

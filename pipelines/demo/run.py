@@ -215,7 +215,7 @@ def run_demo(
     for name, run_stage in later:
         with timer(name):
             reports[name] = run_stage()
-    _write_demo_json(paths, w, wcfg, reports)
+    _write_demo_json(paths, w, wcfg, reports, timeseries=dict(timeseries or {}))
 
     result = paths["demo"]
     if report:
@@ -303,9 +303,13 @@ def _stages_after_ingest(
     ]
 
 
-def _write_demo_json(paths: dict[str, Path], world: Any, wcfg: Any, reports: dict[str, Any]) -> None:
-    """``OUT/demo.json``: where every product is, and every stage's report."""
+def _write_demo_json(
+    paths: dict[str, Path], world: Any, wcfg: Any, reports: dict[str, Any], *, timeseries: dict[str, Any]
+) -> None:
+    """``OUT/demo.json``: where every product is, every stage's report, and the time-series
+    settings (the report scores the fused series as the stage made it)."""
     doc = {
+        "timeseries_settings": timeseries,
         "world": str(world.root),
         "world_config": json.loads(wcfg.model_dump_json()),
         "cube": str(paths["cube"]),

@@ -25,7 +25,12 @@ from harmonize.indices import ndvi
 from pipelines.evaluation.truth import calendar_day, interior_mask, land_mask, truth_on_grid
 
 __all__ = [
+    "COMBINATIONS",
+    "FUSED",
+    "FUSED_RAW",
     "GAPFILL_METHODS",
+    "S2_PLAIN",
+    "S2_SHARP",
     "subsample_pixels",
     "ndvi_observations",
     "gapfill_table",
@@ -65,74 +70,81 @@ def _clear_ndvi_by_day(cube: xr.Dataset, pixel_step: int) -> xr.DataArray:
     return nd.assign_coords(time=[calendar_day(t) for t in nd["time"].values])
 
 
+#: The combinations :func:`ndvi_observations` returns, in report order.
+S2_PLAIN, S2_SHARP = "S2 only", "S2 only, sharpened nir"
+FUSED, FUSED_RAW = "S2 + harmonized Landsat", "S2 + raw Landsat"
+COMBINATIONS: tuple[str, ...] = (S2_PLAIN, S2_SHARP, FUSED, FUSED_RAW)
+
+
 def ndvi_observations(
     s2: xr.Dataset,
     landsat_raw: xr.Dataset,
     landsat_harmonized: xr.Dataset,
     *,
     pixel_step: int = 4,
-    weights: bool = True,
-    weight_window: int = 3,
-    weight_scale: float = 0.02,
-    sharpen_s2_nir: bool | None = None,
+    config: Any = None,
 ) -> dict[str, xr.DataArray]:
     """Clear-sky NDVI observations of each sensor combination, computed once, in memory.
 
     Every ``pixel_step``-th pixel in y and x is kept (:func:`subsample_pixels`): time series
     are per pixel, so a regular subsample estimates the same errors at a fraction of the reads.
 
-    With ``weights`` (the default, as the time-series stage does), the fused combinations carry
-    a ``weight`` coordinate ``(time, y, x)``: :func:`harmonize.timeseries.observation_weights`
-    with the heterogeneity measured on the full-resolution Sentinel-2 observations, then
-    subsampled like the observations. :func:`gapfill_table` uses it.
-
-    With ``sharpen_s2_nir`` (default: :class:`harmonize.timeseries.TimeSeriesConfig`'s, as
-    the time-series stage does), Sentinel-2's nir is sharpened to 10 m at full resolution
-    (:func:`harmonize.timeseries.sharpen_nir`) before NDVI and the subsample.
+    Sentinel-2 alone comes twice, as a user could have it: plain (its 20 m nir as delivered)
+    and with its nir sharpened to 10 m (:func:`harmonize.timeseries.sharpen_nir`). The fused
+    combinations use the Sentinel-2 that ``config`` (the time-series stage's settings) asks for
+    and carry a ``weight`` coordinate ``(time, y, x)`` when ``config.weights``:
+    :func:`harmonize.timeseries.observation_weights` with the heterogeneity measured on the
+    full-resolution Sentinel-2 observations, then subsampled like the observations.
+    :func:`gapfill_table` uses it.
 
     Parameters
     ----------
     s2, landsat_raw, landsat_harmonized
         Sentinel-2's part of the cube, Landsat's, and the harmonized Landsat (with ``clear``).
+        Leave out Landsat dates the product leaves out (not co-registered) beforehand.
     pixel_step
         Spatial subsampling.
-    weights, weight_window, weight_scale
-        Whether the fused combinations carry observation weights, and their parameters.
-    sharpen_s2_nir
-        Sharpen Sentinel-2's nir to 10 m first.
+    config
+        A :class:`harmonize.timeseries.TimeSeriesConfig` (default: its defaults).
 
     Returns
     -------
     dict of str to xarray.DataArray
-        Keys ``"S2 only"``, ``"S2 + harmonized Landsat"``, ``"S2 + raw Landsat"``; each masked
-        to clear observations and sorted in time with a ``sensor`` coordinate, as
-        :func:`harmonize.timeseries.fuse` would give.
+        Keys :data:`COMBINATIONS`; each masked to clear observations and sorted in time with a
+        ``sensor`` coordinate, as :func:`harmonize.timeseries.fuse` would give.
     """
     from harmonize.timeseries import TimeSeriesConfig, heterogeneity, observation_weights, sharpen_nir
 
-    if sharpen_s2_nir is None:
-        sharpen_s2_nir = TimeSeriesConfig().sharpen_s2_nir
-    if sharpen_s2_nir:
-        s2 = sharpen_nir(s2[[v for v in ("blue", "green", "red", "nir", "clear") if v in s2.data_vars]])
-
-    lazy = [_clear_ndvi_by_day(c, pixel_step) for c in (s2, landsat_raw, landsat_harmonized)]
-    if weights:
-        full = ndvi(s2.where(s2["clear"])) if "clear" in s2 else ndvi(s2)
-        lazy.append(subsample_pixels(heterogeneity(full, window=weight_window), pixel_step))
+    cfg = config or TimeSeriesConfig()
+    s2 = s2[[v for v in ("blue", "green", "red", "nir", "clear") if v in s2.data_vars]]
+    s2_sharp = sharpen_nir(s2)
+    s2_fused = s2_sharp if cfg.sharpen_s2_nir else s2
+    lazy = [_clear_ndvi_by_day(c, pixel_step) for c in (s2, s2_sharp, landsat_raw, landsat_harmonized)]
+    if cfg.weights:
+        full = ndvi(s2_fused.where(s2_fused["clear"])) if "clear" in s2_fused else ndvi(s2_fused)
+        lazy.append(subsample_pixels(heterogeneity(full, window=cfg.weight_window), pixel_step))
     # One compute for all, so the Sentinel-2 chunks are read once.
-    s2_obs, raw_obs, harm_obs, *het = dask.compute(*lazy)
+    plain_obs, sharp_obs, raw_obs, harm_obs, *het = dask.compute(*lazy)
+    s2_obs = sharp_obs if cfg.sharpen_s2_nir else plain_obs
 
     def both(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
         out = xr.concat([a, b], dim="time", coords="minimal", compat="override").sortby("time")
         if het:
-            w = observation_weights(out, scale=weight_scale, window=weight_window, het=het[0])
+            w = observation_weights(
+                out,
+                scale=cfg.weight_scale,
+                window=cfg.weight_window,
+                disagreement_scale=cfg.disagreement_scale or None,
+                het=het[0],
+            )
             out = out.assign_coords(weight=(out.dims, w.values))
         return out
 
     return {
-        "S2 only": s2_obs,
-        "S2 + harmonized Landsat": both(s2_obs, harm_obs),
-        "S2 + raw Landsat": both(s2_obs, raw_obs),
+        S2_PLAIN: plain_obs,
+        S2_SHARP: sharp_obs,
+        FUSED: both(s2_obs, harm_obs),
+        FUSED_RAW: both(s2_obs, raw_obs),
     }
 
 
@@ -334,8 +346,10 @@ def ndvi_rmse_against_truth(filled: xr.DataArray, truth_ndvi: xr.DataArray) -> d
 def _other_sensor_observations(observations: Mapping[str, xr.DataArray]) -> dict[str, xr.DataArray]:
     """Sentinel-2's observations, then each fused combination's other sensor's, by name."""
     rows: dict[str, xr.DataArray] = {"Sentinel-2": observations["S2 only"]}
+    if S2_SHARP in observations:
+        rows["Sentinel-2, sharpened nir"] = observations[S2_SHARP]
     for combo, obs in observations.items():
-        if combo == "S2 only" or "sensor" not in obs.coords:
+        if not combo.startswith("S2 + ") or "sensor" not in obs.coords:
             continue
         other = np.asarray([str(v) != "sentinel-2" for v in obs["sensor"].values])
         rows[combo.removeprefix("S2 + ")] = obs.isel(time=np.flatnonzero(other))
