@@ -1,4 +1,4 @@
-"""The library's commands: ``harmonize world``, ``search``, ``train`` and ``timeseries``.
+"""The library's commands: ``harmonize world``, ``search``, ``train``, ``model`` and ``timeseries``.
 
 The installed ``harmonize`` console script (:mod:`pipelines.cli`) adds the jobs' ``run``,
 ``demo`` and ``infer`` to this group; the library itself knows nothing of the jobs. Subsystems
@@ -175,6 +175,30 @@ def train_cmd(config: Path, out: Path | None, overrides: tuple[str, ...], no_res
         f"model package: {result.package_path} "
         f"(best epoch {result.best_epoch}, val loss {result.best_val_loss:.5f})"
     )
+
+
+# ---------------------------------------------------------------- model
+@main.group(cls=ReportingGroup)
+def model() -> None:
+    """Model packages: import published checkpoints."""
+
+
+@model.command("import")
+@click.argument("src")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", default=None,
+              help="Deep-Harmonization preset (UNet-5depth-upsample …); default: read from the keys.")
+@click.option("--lowfreq/--no-lowfreq", default=False, show_default=True,
+              help="Apply the low-frequency constraint (30 m means kept from the input).")
+@click.option("--pre-interpolation", type=click.Choice(["bicubic", "none"]), default="bicubic",
+              show_default=True, help="Redo the paper's bicubic x3 of the 30 m bands in the package.")
+def model_import_cmd(src: str, out: Path, preset: str | None, lowfreq: bool, pre_interpolation: str) -> None:
+    """Turn a Deep-Harmonization snapshot SRC (folder, weights file or hub id) into package OUT."""
+    from harmonize.model_import import import_model
+
+    doc = import_model(src, out, preset=preset, lowfreq_constraint=lowfreq,
+                       pre_interpolation=pre_interpolation)
+    click.echo(f"model package: {doc.parent}")
 
 
 # ---------------------------------------------------------------- timeseries

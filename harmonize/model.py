@@ -43,10 +43,12 @@ from torch import nn
 
 from harmonize.bands import PAN, REFLECTANCE_BANDS
 from harmonize.errors import ModelError
+from harmonize.lowfreq import LANDSAT_FACTOR, lowfreq_project
 
 __all__ = [
     "UNetConfig",
     "UNet",
+    "UNET_ARCHITECTURE",
     "PRESETS",
     "build_model",
     "count_parameters",
@@ -59,6 +61,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: ``harmonize:architecture`` of :class:`UNet` packages (packages without the property are these).
+UNET_ARCHITECTURE = "harmonize-unet"
 MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "mlm.json"
@@ -100,6 +104,11 @@ class UNetConfig(BaseModel):
     input_bands, output_bands
         Canonical band names of the input and output channels; the output bands must be the
         first input bands when ``residual`` is set.
+    lowfreq_constraint
+        Replace the output's 30 m (3 x 3 pixel) block means by those of the bandpass-adjusted
+        input (:mod:`harmonize.lowfreq`, after SEN2SR): radiometry kept by construction, the
+        network adds only detail below the Landsat pixel. The model then pads to a multiple of
+        3 as well (:attr:`UNet.size_multiple`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -114,6 +123,7 @@ class UNetConfig(BaseModel):
     groups: int = Field(8, ge=1)
     input_bands: tuple[str, ...] = REFLECTANCE_BANDS + (PAN,)
     output_bands: tuple[str, ...] = REFLECTANCE_BANDS
+    lowfreq_constraint: bool = False
 
     @field_validator("output_bands")
     @classmethod
@@ -176,6 +186,11 @@ class _Up(nn.Sequential):
             )
         else:
             super().__init__(nn.Conv2d(cin, cout * 4, 1), nn.PixelShuffle(2))
+
+
+def _size_multiple(pool: int, lowfreq: bool) -> int:
+    """The pooling grid, and the 30 m block grid of the low-frequency constraint when it is on."""
+    return math.lcm(pool, LANDSAT_FACTOR) if lowfreq else pool
 
 
 def _receptive_field(depth: int, upsample: str) -> int:
@@ -253,6 +268,10 @@ class UNet(nn.Module):
         self.register_buffer("input_std", std.float())
         self.register_buffer("output_offset", offset.float())
         self.register_buffer("output_scale", scale.float())
+        if cfg.lowfreq_constraint:
+            # the bandpass adjustment of the constraint's reference (identity until set)
+            self.register_buffer("bandpass_slope", torch.ones(n_out))
+            self.register_buffer("bandpass_offset", torch.zeros(n_out))
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -265,7 +284,7 @@ class UNet(nn.Module):
 
     @property
     def size_multiple(self) -> int:
-        return 2 ** (self.config.depth - 1)
+        return _size_multiple(2 ** (self.config.depth - 1), self.config.lowfreq_constraint)
 
     @property
     def receptive_field(self) -> int:
@@ -274,7 +293,7 @@ class UNet(nn.Module):
 
     @property
     def receptive_halo(self) -> int:
-        half = self.receptive_field // 2  # = ceil((rf - 1) / 2)
+        half = self.receptive_field // 2 + (LANDSAT_FACTOR if self.config.lowfreq_constraint else 0)
         m = self.size_multiple
         return max(32, -(-half // m) * m)
 
@@ -286,26 +305,35 @@ class UNet(nn.Module):
     @torch.no_grad()
     def set_normalization(
         self,
-        input_mean: Any,
-        input_std: Any,
+        input_mean: Any | None = None,
+        input_std: Any | None = None,
         *,
         output_offset: Any | None = None,
         output_scale: Any | None = None,
+        bandpass_slope: Any | None = None,
+        bandpass_offset: Any | None = None,
     ) -> None:
         """Set per-band statistics (reflectance units) used to normalise inputs and outputs.
 
         Parameters
         ----------
         input_mean, input_std
-            One value per input band.
+            One value per input band (``None`` keeps the current values, as for the others).
         output_offset, output_scale
             One value per output band: the prediction is
             ``base + output_offset + output_scale * network(x)`` with ``base`` the input's
             reflectance bands (residual) or 0. Typically the mean and standard deviation of
             ``target - input`` (residual) or of the target.
+        bandpass_slope, bandpass_offset
+            One value per output band (models with ``lowfreq_constraint`` only): the
+            constraint's reference is ``slope * input + offset`` on the reflectance bands.
         """
         pairs = [("input_mean", input_mean), ("input_std", input_std),
                  ("output_offset", output_offset), ("output_scale", output_scale)]
+        if bandpass_slope is not None or bandpass_offset is not None:
+            if not self.config.lowfreq_constraint:
+                raise ModelError("bandpass_slope/offset need a model built with lowfreq_constraint=True")
+            pairs += [("bandpass_slope", bandpass_slope), ("bandpass_offset", bandpass_offset)]
         for name, value in pairs:
             if value is None:
                 continue
@@ -313,7 +341,7 @@ class UNet(nn.Module):
             t = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
             if t.numel() != buf.numel():
                 raise ModelError(f"{name} needs {buf.numel()} values, got {t.numel()}.")
-            if name.endswith(("std", "scale")):
+            if name.endswith(("std", "scale")) and name != "bandpass_slope":
                 t = t.clamp_min(1e-6)
             buf.copy_(t.to(buf.device))
 
@@ -367,7 +395,15 @@ class UNet(nn.Module):
         out = self.output_offset[:, None, None] + self.output_scale[:, None, None] * z
         if self.config.residual:
             out = out + xin[:, : len(self.config.output_bands)].float()
+        if self.config.lowfreq_constraint:
+            out = lowfreq_project(out, self.lowfreq_reference(xin))
         return out[..., :h, :w]
+
+    def lowfreq_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The bandpass-adjusted reflectance bands of ``x`` (the constraint's 30 m reference)."""
+        n = len(self.config.output_bands)
+        return (self.bandpass_slope[:, None, None] * x[:, :n].float()
+                + self.bandpass_offset[:, None, None])
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -375,7 +411,13 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_model(preset_or_config: str | UNetConfig | dict[str, Any] = "base", **overrides: Any) -> UNet:
+def _dh_presets() -> dict[str, Any]:
+    from harmonize.deep_harmonization import DH_PRESETS
+
+    return DH_PRESETS
+
+
+def build_model(preset_or_config: str | UNetConfig | dict[str, Any] = "base", **overrides: Any) -> Any:
     """Build a :class:`UNet` from a preset name, a :class:`UNetConfig` or a dict.
 
     Parameters
@@ -383,15 +425,24 @@ def build_model(preset_or_config: str | UNetConfig | dict[str, Any] = "base", **
     preset_or_config
         ``"tiny"`` (depth 3, 16 channels; trains in minutes on 2 CPU cores), ``"base"`` (depth 4,
         32 channels, PReLU, dropout 0.1; the default for real use), ``"paper-5depth"`` (depth 5,
-        64 channels, PReLU; about 29 M parameters), a config, or a dict of config fields.
+        64 channels, PReLU; about 29 M parameters), one of the four published
+        Deep-Harmonization UNets (``"UNet-5depth-upsample"`` … ``"UNet-6depth-shuffle"``, also
+        with a ``dh-`` prefix: a :class:`~harmonize.deep_harmonization.DeepHarmonizationUNet`
+        with their state-dict keys), a config, or a dict of config fields.
     **overrides
-        Config fields replacing those of the preset (``dropout=0.2``, ``norm="group"`` …).
+        Config fields replacing those of the preset (``dropout=0.2``, ``norm="group"``,
+        ``lowfreq_constraint=True`` …).
 
     Raises
     ------
     ModelError
         For an unknown preset name.
     """
+    if isinstance(preset_or_config, str) and preset_or_config.removeprefix("dh-") in _dh_presets():
+        from harmonize.deep_harmonization import DeepHarmonizationUNet, DHConfig
+
+        dh = _dh_presets()[preset_or_config.removeprefix("dh-")]
+        return DeepHarmonizationUNet(DHConfig(**{**dh.model_dump(), **overrides}))
     if isinstance(preset_or_config, str):
         if preset_or_config not in PRESETS:
             raise ModelError(f"unknown model preset {preset_or_config!r}; choose one of {sorted(PRESETS)}")
@@ -413,13 +464,15 @@ def _preset_name(cfg: UNetConfig) -> str | None:
 
 
 #: Keys of ``metadata`` that :func:`_mlm_document` maps to their own properties.
-_KNOWN_METADATA = {"name", "datetime", "description", "pretrained", "pretrained_source",
+_KNOWN_METADATA = {"name", "datetime", "description", "pretrained", "pretrained_source", "preset",
+                   "input_description",
                    "batch_size_suggestion", "accelerator", "hyperparameters", "training_data", "metrics"}
 
 
-def _mlm_document(model: UNet, metadata: dict[str, Any], weights: Path) -> dict[str, Any]:
+def _mlm_document(model: nn.Module, metadata: dict[str, Any], weights: Path) -> dict[str, Any]:
     """The STAC MLM item of a model package: properties, and the weights asset."""
-    name = metadata.get("name") or f"harmonize-unet-{_preset_name(model.config) or 'custom'}"
+    preset = _preset_name(model.config) if isinstance(model, UNet) else None
+    name = metadata.get("name") or f"harmonize-unet-{preset or 'custom'}"
     props = _mlm_properties(model, metadata, name, weights.stat().st_size)
     for k, v in metadata.items():
         if k not in _KNOWN_METADATA:
@@ -447,11 +500,20 @@ def _mlm_document(model: UNet, metadata: dict[str, Any], weights: Path) -> dict[
     }
 
 
-def _mlm_properties(model: UNet, metadata: dict[str, Any], name: str, size: int) -> dict[str, Any]:
+#: Buffers recorded under ``harmonize:normalization`` when the model has them.
+_NORMALIZATION_BUFFERS = ("input_mean", "input_std", "output_offset", "output_scale",
+                          "bandpass_slope", "bandpass_offset")
+
+
+def _mlm_properties(model: nn.Module, metadata: dict[str, Any], name: str, size: int) -> dict[str, Any]:
     """The item's ``mlm:*`` and ``harmonize:*`` properties (without the free ``metadata`` keys)."""
     cfg = model.config
-    mean = [float(v) for v in model.input_mean.cpu()]
-    std = [float(v) for v in model.input_std.cpu()]
+    norm = {b: [float(v) for v in getattr(model, b).cpu()] for b in _NORMALIZATION_BUFFERS
+            if hasattr(model, b)}
+    scaling = None
+    if "input_std" in norm:
+        scaling = [{"type": "z-score", "mean": m, "stddev": s}
+                   for m, s in zip(norm["input_mean"], norm["input_std"], strict=True)]
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "datetime": metadata.get("datetime", now),
@@ -472,17 +534,13 @@ def _mlm_properties(model: UNet, metadata: dict[str, Any], name: str, size: int)
         "mlm:accelerator": "cuda" if metadata.get("accelerator") == "cuda" else "amd64",
         "mlm:accelerator_constrained": False,
         "mlm:memory_size": size,
-        "mlm:input": [_mlm_input(cfg, mean, std)],
+        "mlm:input": [_mlm_input(cfg, scaling, metadata.get("input_description"))],
         "mlm:output": [_mlm_output(cfg)],
         "mlm:hyperparameters": metadata.get("hyperparameters", {}),
-        "harmonize:preset": _preset_name(cfg),
+        "harmonize:architecture": getattr(model, "architecture", UNET_ARCHITECTURE),
+        "harmonize:preset": metadata.get("preset", _preset_name(cfg) if isinstance(model, UNet) else None),
         "harmonize:config": cfg.model_dump(mode="json"),
-        "harmonize:normalization": {
-            "input_mean": mean,
-            "input_std": std,
-            "output_offset": [float(v) for v in model.output_offset.cpu()],
-            "output_scale": [float(v) for v in model.output_scale.cpu()],
-        },
+        "harmonize:normalization": norm,
         "harmonize:receptive_halo": model.receptive_halo,
         "harmonize:size_multiple": model.size_multiple,
         "harmonize:training_data": metadata.get("training_data", {}),
@@ -490,8 +548,8 @@ def _mlm_properties(model: UNet, metadata: dict[str, Any], name: str, size: int)
     }
 
 
-def _mlm_input(cfg: UNetConfig, mean: list[float], std: list[float]) -> dict[str, Any]:
-    """The ``mlm:input`` entry: Landsat reflectance and pan, with the model's z-score scaling."""
+def _mlm_input(cfg: Any, scaling: list[dict[str, Any]] | None, description: str | None) -> dict[str, Any]:
+    """The ``mlm:input`` entry: Landsat reflectance and pan, with the model's own scaling."""
     return {
         "name": "landsat_reflectance",
         "bands": list(cfg.input_bands),
@@ -500,14 +558,12 @@ def _mlm_input(cfg: UNetConfig, mean: list[float], std: list[float]) -> dict[str
             "dim_order": ["batch", "bands", "height", "width"],
             "data_type": "float32",
         },
-        "description": (
+        "description": description or (
             "Landsat C2 L2 surface reflectance (blue … swir22) and C2 L1 TOA pan, physical "
             "reflectance on the 10 m grid; no NaN (fill before, mask after). The model "
             "applies the z-score scaling below itself: pass reflectance as is."
         ),
-        "value_scaling": [
-            {"type": "z-score", "mean": m, "stddev": s} for m, s in zip(mean, std, strict=True)
-        ],
+        "value_scaling": scaling,
         "resize_type": None,
         "pre_processing_function": None,
     }
@@ -529,19 +585,21 @@ def _mlm_output(cfg: UNetConfig) -> dict[str, Any]:
     }
 
 
-def save_model_package(model: UNet, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+def save_model_package(model: nn.Module, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as a package directory: ``model.safetensors`` + ``mlm.json`` (STAC MLM).
 
     Parameters
     ----------
     model
-        The model to save (its weights, batch-norm statistics and normalisation buffers).
+        The model to save (its weights, batch-norm statistics and normalisation buffers): a
+        :class:`UNet` or a :class:`~harmonize.deep_harmonization.DeepHarmonizationUNet`.
     path
         Directory to write (created if needed; files in it are replaced).
     metadata
         JSON-serialisable facts recorded in the item: ``name``, ``description``,
         ``training_data`` (summary of the pairs), ``metrics`` (validation scores),
-        ``hyperparameters`` (training config); any other key goes in as ``harmonize:<key>``.
+        ``hyperparameters`` (training config), ``preset``, ``input_description`` (the
+        ``mlm:input`` text); any other key goes in as ``harmonize:<key>``.
 
     Returns
     -------
@@ -608,7 +666,7 @@ def load_model_package(
     try:
         doc = json.loads(doc_path.read_text())
         props = doc["properties"]
-        cfg = UNetConfig(**props["harmonize:config"])
+        model = _model_for(props.get("harmonize:architecture", UNET_ARCHITECTURE), props["harmonize:config"])
         href = doc["assets"]["weights"]["href"]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{doc_path} is not a harmonize model package: {exc}") from exc
@@ -619,10 +677,20 @@ def load_model_package(
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"cannot read weights {weights}: {exc}") from exc
-    model = UNet(cfg)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelError(f"weights in {weights} do not match the config in {doc_path}: {exc}") from exc
     model.to(device).eval()
     return model, doc
+
+
+def _model_for(architecture: str, config: dict[str, Any]) -> nn.Module:
+    """An untrained model of a package's architecture and config."""
+    if architecture == UNET_ARCHITECTURE:
+        return UNet(UNetConfig(**config))
+    from harmonize.deep_harmonization import ARCHITECTURE, DeepHarmonizationUNet, DHConfig
+
+    if architecture == ARCHITECTURE:
+        return DeepHarmonizationUNet(DHConfig(**config))
+    raise ValueError(f"unknown architecture {architecture!r}")

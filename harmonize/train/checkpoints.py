@@ -109,6 +109,20 @@ def checkpoint_to_resume(out_dir: Path, resume: Literal["auto"] | str | Path | N
     return None
 
 
+def _same_config(saved: Any, config: Any) -> bool:
+    """Whether a checkpoint's recorded model config is ``config``.
+
+    The record is read through the config class, so a checkpoint written before a field was
+    added (``lowfreq_constraint``) matches a config that leaves that field at its default.
+    """
+    if not isinstance(saved, dict):
+        return False
+    try:
+        return type(config)(**saved) == config
+    except (TypeError, ValueError):
+        return False
+
+
 def load_checkpoint(path: Path, model: UNet, opt: torch.optim.Optimizer, sched: Any, scaler: Any,
                     device: torch.device, epochs: int) -> dict[str, Any]:
     """Load a checkpoint into ``model``, ``opt``, ``sched`` and ``scaler``; return its state.
@@ -126,7 +140,7 @@ def load_checkpoint(path: Path, model: UNet, opt: torch.optim.Optimizer, sched: 
         state = json.loads((path / "state.json").read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot resume from checkpoint {path}: {exc}") from exc
-    if state.get("unet_config") != model.config.model_dump(mode="json"):
+    if not _same_config(state.get("unet_config"), model.config):
         raise ModelError(f"checkpoint {path} was made for another model configuration "
                          f"({state.get('unet_config')}); train into a new out_dir or use resume=None")
     try:

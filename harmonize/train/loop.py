@@ -259,6 +259,14 @@ def _resume_or_normalise(run: _Run, train_dataset: Any, resume: Literal["auto"] 
                                 output_scale=stats["output_scale"] if model.config.residual else None)
         log.info("normalisation from %d samples: input mean %s", cfg.normalization_samples,
                  np.round(stats["input_mean"], 3).tolist())
+    if getattr(model.config, "lowfreq_constraint", False):
+        from harmonize.lowfreq import fit_bandpass
+
+        slope, offset = fit_bandpass(train_dataset, max(cfg.normalization_samples, 1),
+                                     n_bands=len(model.config.output_bands))
+        model.set_normalization(bandpass_slope=slope, bandpass_offset=offset)
+        log.info("low-frequency constraint: 30 m bandpass slope %s, offset %s",
+                 np.round(slope, 3).tolist(), np.round(offset, 4).tolist())
     return _Progress()
 
 
