@@ -6,6 +6,8 @@ The parts, each with one job:
 - :mod:`~harmonize.train.loop`: :func:`fit`, the one training loop (also used by the
   experiments), :class:`TrainResult`, :class:`StopTraining` for callbacks that end a run.
 - :mod:`~harmonize.train.losses`: :func:`masked_l1` and the L1 + SSIM training loss.
+- :mod:`~harmonize.train.adversarial`: the PatchGAN / SRGAN discriminator of adversarial runs
+  (``TrainConfig.adversarial``).
 - :mod:`~harmonize.train.data`: the seeded DataLoader and :func:`estimate_normalization`.
 - :mod:`~harmonize.train.optim`, :mod:`~harmonize.train.device`: AdamW, the LR schedules, the
   device and its mixed precision.
@@ -23,6 +25,7 @@ and ``reference``; see :mod:`harmonize.train.data`): :class:`harmonize.pairs.Pai
 from __future__ import annotations
 
 from harmonize.plot_training import show_results
+from harmonize.train.adversarial import AdversarialConfig
 from harmonize.train.benchmark import benchmark_training
 from harmonize.train.config import TrainConfig
 from harmonize.train.data import estimate_normalization
@@ -33,6 +36,7 @@ from harmonize.train.lr_finder import LRFindResult, lr_find
 
 __all__ = [
     "TrainConfig",
+    "AdversarialConfig",
     "TrainResult",
     "LRFindResult",
     "StopTraining",

@@ -53,13 +53,16 @@ def load_weights(model: torch.nn.Module, path: Path, device: torch.device) -> No
 
 
 def save_checkpoint(ckpt_root: Path, epoch: int, model: UNet, opt: torch.optim.Optimizer, sched: Any,
-                    scaler: Any, state: dict[str, Any], keep: int) -> Path:
+                    scaler: Any, state: dict[str, Any], keep: int, *, adversary: Any = None) -> Path:
     """Write epoch ``epoch``'s checkpoint under ``ckpt_root`` and keep only the ``keep`` latest.
 
     Parameters
     ----------
     state
         JSON facts of the run at the end of the epoch (history, best epoch …), as ``state.json``.
+    adversary
+        The run's :class:`~harmonize.train.adversarial.Adversary`, if any: its discriminator
+        goes in as ``discriminator.safetensors``, its optimizer in ``optimizer.pt``.
 
     Returns
     -------
@@ -71,8 +74,11 @@ def save_checkpoint(ckpt_root: Path, epoch: int, model: UNet, opt: torch.optim.O
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_weights(model, tmp / "model.safetensors")
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {}}, tmp / "optimizer.pt")
+    opt_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "scaler": scaler.state_dict() if scaler is not None else {}}
+    if adversary is not None:
+        opt_state["discriminator_optimizer"] = adversary.save(tmp)
+    torch.save(opt_state, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -109,6 +115,24 @@ def checkpoint_to_resume(out_dir: Path, resume: Literal["auto"] | str | Path | N
     return None
 
 
+def _load_adversary(path: Path, adversary: Any, opt_state: dict[str, Any], device: torch.device,
+                    resumes: bool) -> None:
+    """The discriminator of an adversarial run from its checkpoint (a named error if it lacks one)."""
+    if adversary is None:
+        return
+    from harmonize.train.adversarial import DISCRIMINATOR_WEIGHTS
+
+    if not (path / DISCRIMINATOR_WEIGHTS).is_file() or "discriminator_optimizer" not in opt_state:
+        raise ModelError(f"checkpoint {path} holds no discriminator ({DISCRIMINATOR_WEIGHTS}): it was "
+                         "written by a run without `adversarial`; train into a new out_dir, use "
+                         "resume=None, or drop `adversarial` to continue it as it was")
+    try:
+        adversary.load(path, opt_state["discriminator_optimizer"] if resumes else None, device)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"checkpoint {path} holds a discriminator that does not fit this run's "
+                         f"`adversarial` settings ({exc}); keep them when resuming") from exc
+
+
 def _same_config(saved: Any, config: Any) -> bool:
     """Whether a checkpoint's recorded model config is ``config``.
 
@@ -124,8 +148,8 @@ def _same_config(saved: Any, config: Any) -> bool:
 
 
 def load_checkpoint(path: Path, model: UNet, opt: torch.optim.Optimizer, sched: Any, scaler: Any,
-                    device: torch.device, epochs: int) -> dict[str, Any]:
-    """Load a checkpoint into ``model``, ``opt``, ``sched`` and ``scaler``; return its state.
+                    device: torch.device, epochs: int, *, adversary: Any = None) -> dict[str, Any]:
+    """Load a checkpoint into ``model``, ``opt``, ``sched``, ``scaler`` (and ``adversary``); return its state.
 
     The optimizer and schedule are left alone when the checkpoint's epoch is ``epochs`` or later
     (nothing is left to train, and a schedule built for another length need not fit).
@@ -148,6 +172,7 @@ def load_checkpoint(path: Path, model: UNet, opt: torch.optim.Optimizer, sched: 
         opt_state = torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"cannot resume from checkpoint {path}: {exc}") from exc
+    _load_adversary(path, adversary, opt_state, device, resumes=state["epoch"] < epochs)
     if state["epoch"] >= epochs:
         return state
     try:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harmonize.errors import HarmonizeError, ModelError
 from harmonize.model import PRESETS, UNetConfig
 from harmonize.overrides import apply_overrides
+from harmonize.train.adversarial import AdversarialConfig
 
 __all__ = ["TrainConfig"]
 
@@ -33,6 +34,10 @@ class TrainConfig(BaseModel):
         ``warmup_fraction``), ``"cosine"`` (linear warm-up then cosine decay) or ``"constant"``.
     ssim_weight
         Loss is ``L1 + ssim_weight * (1 - SSIM)`` on valid pixels (0 = plain L1).
+    adversarial
+        Train adversarially beside that loss (a PatchGAN or SRGAN discriminator;
+        :class:`~harmonize.train.adversarial.AdversarialConfig`, e.g. ``{"weight": 0.01}``);
+        ``None`` (the default) trains on the loss alone.
     grad_clip
         Max gradient norm (``None`` disables clipping).
     device, amp
@@ -73,6 +78,7 @@ class TrainConfig(BaseModel):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
     ssim_weight: float = Field(0.0, ge=0)
+    adversarial: AdversarialConfig | None = None
     grad_clip: float | None = 1.0
     device: str = "auto"
     amp: bool = True

@@ -10,7 +10,9 @@ Outputs in ``out_dir``::
     checkpoints/epoch-0003/{model.safetensors, optimizer.pt, state.json}   one per epoch
     best.safetensors        weights of the best validation epoch
     history.csv             epoch, train_loss, val_loss, val_psnr, val_ssim, lr, seconds
+                            (+ train_l1, train_g_adv, train_d_loss when adversarial)
     loss_curve.png, results.png, model/ (the model package: model.safetensors + mlm.json)
+    adversarial_curve.png   generator and discriminator losses (adversarial runs)
 
 NaN in ``target`` (or ``valid == False``) excludes a pixel from the loss and the metrics; NaN in
 ``input`` is filled with the model's per-band input mean and the pixel is excluded as well.
@@ -37,6 +39,7 @@ import torch
 from harmonize.errors import HarmonizeError
 from harmonize.model import UNet, UNetConfig, count_parameters, save_model_package
 from harmonize.plot_training import plot_loss_curve, show_results
+from harmonize.train.adversarial import Adversary, plot_adversarial_curve
 from harmonize.train.checkpoints import (
     BEST_WEIGHTS,
     checkpoint_to_resume,
@@ -123,6 +126,7 @@ class _Run:
     scaler: Any
     n_batches: int
     steps_per_epoch: int
+    adversary: Adversary | None = None
 
     @property
     def ckpt_root(self) -> Path:
@@ -235,8 +239,12 @@ def _set_up(cfg: TrainConfig, train_dataset: Any, out: Path, model: UNet | None)
     per_epoch = steps_per_epoch(n_batches, cfg)
     sched = make_scheduler(cfg, opt, per_epoch * cfg.epochs)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    adversary = None
+    if cfg.adversarial is not None:
+        torch.manual_seed(cfg.seed + 1)  # the discriminator's initialisation, apart from the UNet's
+        adversary = Adversary(cfg.adversarial, model, cfg.lr, device)
     return _Run(cfg=cfg, out=out, device=device, amp_dtype=amp_dtype, model=model, opt=opt, sched=sched,
-                scaler=scaler, n_batches=n_batches, steps_per_epoch=per_epoch)
+                scaler=scaler, n_batches=n_batches, steps_per_epoch=per_epoch, adversary=adversary)
 
 
 def _resume_or_normalise(run: _Run, train_dataset: Any, resume: Literal["auto"] | str | Path | None
@@ -245,7 +253,8 @@ def _resume_or_normalise(run: _Run, train_dataset: Any, resume: Literal["auto"] 
     cfg, model = run.cfg, run.model
     ckpt = checkpoint_to_resume(run.out, resume)
     if ckpt is not None:
-        saved = load_checkpoint(ckpt, model, run.opt, run.sched, run.scaler, run.device, cfg.epochs)
+        saved = load_checkpoint(ckpt, model, run.opt, run.sched, run.scaler, run.device, cfg.epochs,
+                                adversary=run.adversary)
         state = _Progress(start_epoch=saved["epoch"] + 1, global_step=saved["global_step"],
                           history=saved["history"], best_loss=saved["best_val_loss"],
                           best_epoch=saved["best_epoch"], bad_epochs=saved["bad_epochs"],
@@ -281,6 +290,7 @@ def _train_epoch(run: _Run, state: _Progress, train_dataset: Any, epoch: int, *,
     loader = make_loader(train_dataset, cfg, shuffle=True, epoch=epoch)
     total = min(run.n_batches, cfg.max_batches_per_epoch or run.n_batches)
     loss_sum, loss_n = 0.0, 0
+    sums = {"train_l1": 0.0, "train_g_adv": 0.0, "train_d_loss": 0.0}
     last_lr = opt.param_groups[0]["lr"]
     opt.zero_grad(set_to_none=True)
     bar = tqdm(loader, total=total, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
@@ -292,10 +302,15 @@ def _train_epoch(run: _Run, state: _Progress, train_dataset: Any, epoch: int, *,
             pred = model(x)
         loss = training_loss(pred.float(), y, valid, cfg.ssim_weight)
         group_end = min(total, (i // cfg.grad_accum + 1) * cfg.grad_accum)
-        scaled = loss / (group_end - (i // cfg.grad_accum) * cfg.grad_accum)
+        share = 1.0 / (group_end - (i // cfg.grad_accum) * cfg.grad_accum)
+        if run.adversary is not None:
+            loss = _adversarial_terms(run, x, pred, y, valid, loss, share, sums)
+        scaled = loss * share
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if i + 1 == group_end:
             _update(run)
+            if run.adversary is not None:
+                run.adversary.step(cfg.grad_clip)
             last_lr = opt.param_groups[0]["lr"]  # the LR this update used
             run.sched.step()
             state.global_step += 1
@@ -303,7 +318,25 @@ def _train_epoch(run: _Run, state: _Progress, train_dataset: Any, epoch: int, *,
         loss_n += 1
         bar.set_postfix(loss=f"{loss_sum / loss_n:.5f}")
     bar.close()
-    return {"epoch": epoch, "train_loss": loss_sum / max(loss_n, 1), "lr": last_lr, "step": state.global_step}
+    row = {"epoch": epoch, "train_loss": loss_sum / max(loss_n, 1), "lr": last_lr, "step": state.global_step}
+    if run.adversary is not None:
+        row.update({k: v / max(loss_n, 1) for k, v in sums.items()})
+    return row
+
+
+def _adversarial_terms(run: _Run, x: torch.Tensor, pred: torch.Tensor, y: torch.Tensor,
+                       valid: torch.Tensor, loss: torch.Tensor, share: float,
+                       sums: dict[str, float]) -> torch.Tensor:
+    """Accumulate the discriminator's gradients; the generator's loss with its adversarial term."""
+    adv = run.adversary
+    assert adv is not None
+    d_loss = adv.discriminator_loss(x, pred, y, valid)
+    (d_loss * share).backward()
+    g_adv = adv.generator_loss(x, pred, y, valid)
+    sums["train_l1"] += float(loss.detach())
+    sums["train_g_adv"] += float(g_adv.detach())
+    sums["train_d_loss"] += float(d_loss.detach())
+    return loss + adv.config.weight * g_adv
 
 
 def _update(run: _Run) -> None:
@@ -342,7 +375,7 @@ def _end_epoch(run: _Run, state: _Progress, epoch: int, monitor: float, *, has_v
             log.info("early stopping: no improvement for %d epochs (best epoch %d)", state.bad_epochs,
                      state.best_epoch)
     save_checkpoint(run.ckpt_root, epoch, run.model, run.opt, run.sched, run.scaler,
-                    state.checkpoint_state(epoch, run), cfg.keep_checkpoints)
+                    state.checkpoint_state(epoch, run), cfg.keep_checkpoints, adversary=run.adversary)
     write_history(state.history, run.out / "history.csv")
 
 
@@ -373,6 +406,8 @@ def _finish(run: _Run, state: _Progress, train_ds: Any, val_ds: Any | None,
     if cfg.figures:
         if state.history:
             plot_loss_curve(state.history, out / "loss_curve.png")
+            if run.adversary is not None:
+                plot_adversarial_curve(state.history, out / "adversarial_curve.png")
         show_results(model, val_ds if val_ds is not None and len(val_ds) else train_ds,
                      out / "results.png", n=4, device=str(device))
     sample = train_ds[0]
