@@ -23,6 +23,13 @@ __all__ = [
     "ModelError",
     "TimeSeriesError",
     "ServerStartError",
+    "WeightsChecksumError",
+    "NonFiniteWeightsError",
+    "ItemFileError",
+    "StacResponseError",
+    "ConfigError",
+    "FootprintMismatchError",
+    "StoreWriteError",
 ]
 
 
@@ -100,3 +107,31 @@ class TimeSeriesError(HarmonizeError, ValueError):
 
 class ServerStartError(HarmonizeError, RuntimeError):
     """The local STAC API (``rustac serve``) could not be started."""
+
+
+class WeightsChecksumError(ModelError):
+    """A model package's weights file does not match the ``file:checksum`` its ``mlm.json`` records."""
+
+
+class NonFiniteWeightsError(ModelError):
+    """A model package's weights hold NaN or infinite values (a diverged training run)."""
+
+
+class ItemFileError(HarmonizeError, ValueError):
+    """A local STAC item file is empty, truncated, not JSON/GeoParquet, or holds no items."""
+
+
+class StacResponseError(HarmonizeError, ValueError):
+    """A STAC API answered something that is not STAC (HTML, garbage, not an ItemCollection)."""
+
+
+class ConfigError(HarmonizeError, ValueError):
+    """A configuration file or override is malformed or has invalid settings."""
+
+
+class FootprintMismatchError(HarmonizeError, ValueError):
+    """An item's footprint (geometry, ``proj:code``) disagrees with the bounds of its files."""
+
+
+class StoreWriteError(HarmonizeError, OSError):
+    """Writing an output store failed (disk full, permissions); nothing of it was committed."""

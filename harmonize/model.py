@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from harmonize.bands import PAN, REFLECTANCE_BANDS
-from harmonize.errors import ModelError
+from harmonize.errors import ModelError, NonFiniteWeightsError, WeightsChecksumError
 from harmonize.lowfreq import LANDSAT_FACTOR, lowfreq_project
 
 __all__ = [
@@ -633,6 +633,33 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def _check_weights_checksum(weights: Path, checksum: str | None, doc_path: Path) -> None:
+    """Compare ``weights`` with the package's ``file:checksum`` (multihash; sha2-256 is checked)."""
+    if not checksum or not str(checksum).startswith("1220"):  # absent or another hash: nothing to check
+        return
+    h = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != str(checksum)[4:].lower():
+        raise WeightsChecksumError(
+            f"model weights {weights} do not match the file:checksum in {doc_path} (the file was "
+            "changed, truncated or replaced); restore the package or write it again with "
+            "save_model_package / `harmonize train`."
+        )
+
+
+def _check_finite(state: dict[str, torch.Tensor], weights: Path) -> None:
+    """Refuse weights holding NaN or infinite values: they would make every output NaN."""
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NonFiniteWeightsError(
+            f"model weights {weights} hold NaN or infinite values in {len(bad)} tensor(s) "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): the training diverged. Use an "
+            "earlier checkpoint or retrain (a lower learning rate, gradient clipping)."
+        )
+
+
 def load_model_package(
     path: str | Path, *, device: str | torch.device = "cpu"
 ) -> tuple[UNet, dict[str, Any]]:
@@ -677,6 +704,8 @@ def load_model_package(
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"cannot read weights {weights}: {exc}") from exc
+    _check_weights_checksum(weights, doc["assets"]["weights"].get("file:checksum"), doc_path)
+    _check_finite(state, weights)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -206,3 +206,115 @@ def test_urllib3_retry_warnings_do_not_print_the_token(caplog):
     text = "\n".join(r.getMessage() for r in caplog.records) + str(err.value)
     assert "token=***" in text
     assert not any(s in text for s in _SECRETS), text
+
+
+# ------------------------------------------------------------------ infer: COGs, failed runs, weights
+
+
+def _infer_config(world, package, out, **kw):
+    from pipelines.stages.infer import InferStageConfig
+
+    return InferStageConfig(source="search", catalog=str(world.items_path), bbox=world.bbox,
+                            datetime="2023-05-10/2023-05-30",  # three Landsat dates: enough, fast
+                            model=str(package), device="cpu", out=out, scheduler="synchronous", **kw)
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory):
+    """Two tiny packages with different (untrained) weights."""
+    import torch
+
+    from harmonize.model import build_model, save_model_package
+
+    root = tmp_path_factory.mktemp("packages")
+    torch.manual_seed(0)
+    save_model_package(build_model("tiny"), root / "a")
+    torch.manual_seed(1)
+    m = build_model("tiny")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.01)
+    save_model_package(m, root / "b")
+    return root
+
+
+def test_infer_killed_while_writing_cogs_writes_them_on_the_rerun(
+    tiny_world, packages, tmp_path, monkeypatch
+):
+    import harmonize.io
+    from pipelines.stages.infer import infer_stage
+
+    config = _infer_config(tiny_world, packages / "a", tmp_path / "out", cogs=True)
+    real, calls = harmonize.io.write_cogs, []
+
+    def dies_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the job killed in the middle of its COGs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harmonize.io, "write_cogs", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        infer_stage(config)
+    monkeypatch.setattr(harmonize.io, "write_cogs", real)
+    assert len(list((tmp_path / "out" / "cogs").glob("*.tif"))) == 1
+
+    again = infer_stage(config)
+    assert again["new"] == [] and again["committed"] == []
+    n = again["dates"]
+    assert n >= 3 and len(again["cogs"]) == len(again["stac_items"]) == n - 1
+    assert len(list((tmp_path / "out" / "cogs").glob("*.tif"))) == n
+    assert len(list((tmp_path / "out" / "items").glob("*.json"))) == n
+    assert infer_stage(config)["cogs"] == []  # now nothing is missing
+
+
+def test_a_failed_infer_run_keeps_the_earlier_dates(tiny_world, packages, tmp_path):
+    """A second run with an unreadable model (its weights truncated) must not forget the dates
+    the first model wrote."""
+    import shutil
+
+    from harmonize.errors import ModelError
+    from pipelines.core.ledger import Ledger
+    from pipelines.stages.infer import infer_stage
+
+    first = infer_stage(_infer_config(tiny_world, packages / "a", tmp_path / "out"))
+    broken = tmp_path / "broken"
+    shutil.copytree(packages / "b", broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelError):
+        infer_stage(_infer_config(tiny_world, broken, tmp_path / "out"))
+    ledger = Ledger(tmp_path / "out", "infer")
+    assert sorted(n for n in ledger.units if ledger.committed(n)) == sorted(first["committed"])
+
+
+def test_weights_that_do_not_match_their_checksum_are_refused(packages, tmp_path):
+    import shutil
+
+    from harmonize.errors import WeightsChecksumError
+    from harmonize.model import load_model_package
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(packages / "a", swapped)
+    shutil.copy(packages / "b" / "model.safetensors", swapped / "model.safetensors")  # valid, other
+    load_model_package(packages / "b")
+    with pytest.raises(WeightsChecksumError, match="file:checksum"):
+        load_model_package(swapped)
+
+
+def test_nan_weights_are_refused_before_anything_is_written(tiny_world, tmp_path):
+    import torch
+
+    from harmonize.errors import NonFiniteWeightsError
+    from harmonize.model import build_model, load_model_package, save_model_package
+    from pipelines.stages.infer import infer_stage
+
+    m = build_model("tiny")
+    with torch.no_grad():
+        next(iter(m.parameters())).fill_(float("nan"))
+    save_model_package(m, tmp_path / "nan")
+    with pytest.raises(NonFiniteWeightsError, match="NaN"):
+        load_model_package(tmp_path / "nan")
+    with pytest.raises(NonFiniteWeightsError):
+        infer_stage(_infer_config(tiny_world, tmp_path / "nan", tmp_path / "out"))
+    assert not (tmp_path / "out" / "dates").exists()

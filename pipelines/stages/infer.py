@@ -29,6 +29,7 @@ bounded on large scenes.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ __all__ = [
     "plan_dates",
     "weights_checksum",
     "write_batch",
+    "missing_outputs",
     "write_date_cogs",
     "main",
 ]
@@ -360,7 +362,43 @@ def write_date_cogs(
         )
         cog_paths += [str(p) for p in cogs]
         item_paths += [str(it.get_self_href()) for it in stac]
+        # recorded once both exist: a run killed before this line writes them again (issue 17)
+        ledger.units[name]["outputs"] = [os.path.relpath(p, out) for p in (*cogs, *item_paths[-len(stac):])]
+        ledger.save()
     return cog_paths, item_paths
+
+
+def missing_outputs(ledger: Ledger) -> list[str]:
+    """Committed date stores whose COGs or STAC items were never written (or were deleted).
+
+    Parameters
+    ----------
+    ledger
+        The stage's ledger.
+
+    Returns
+    -------
+    list of str
+        Their store names, sorted.
+    """
+    return [
+        n
+        for n in sorted(ledger.units)
+        if ledger.committed(n)
+        and (
+            not ledger.units[n].get("outputs")
+            or not all((ledger.root / p).exists() for p in ledger.units[n]["outputs"])
+        )
+    ]
+
+
+def _check_models(model: str | list[str]) -> None:
+    """Load every package once before anything is written or forgotten: an unreadable, altered
+    or NaN model fails here (a named :class:`~harmonize.errors.ModelError`), earlier dates intact."""
+    from harmonize.model import load_model_package
+
+    for m in model if isinstance(model, list) else [model]:
+        load_model_package(m)
 
 
 def _harmonize(
@@ -394,7 +432,9 @@ def _harmonize(
             positions = range(start, min(start + config.batch, len(plan.todo)))
             done["committed"] += write_batch(result, positions, plan, ledger, config.model)
         if config.cogs:
-            cogs = write_date_cogs(Path(config.out), ledger, done["committed"], items)
+            # this run's dates in time order, then any an earlier run left without COGs
+            names = done["committed"] + [n for n in missing_outputs(ledger) if n not in done["committed"]]
+            cogs = write_date_cogs(Path(config.out), ledger, names, items)
             done["cogs"], done["stac_items"] = cogs
     return done
 
@@ -453,9 +493,16 @@ def infer_stage(
         " (the model changed)" if plan.model_changed else "",
     )
     if not dry_run and plan.todo:
+        _check_models(config.model)
         with ledger.lock():
             _start(ledger, plan, checksum, config.model)
             report.update(_harmonize(config, cube, items, plan, ledger, scheduler))
+    elif not dry_run and config.cogs and missing_outputs(ledger):
+        with ledger.lock():  # a run killed while writing COGs: every store done, some COGs not
+            pending = missing_outputs(ledger)
+            log.info("infer: writing the COGs and STAC items of %d committed date(s)", len(pending))
+            cogs = write_date_cogs(Path(config.out), ledger, pending, items)
+            report["cogs"], report["stac_items"] = cogs
     report["seconds"] = round(time.perf_counter() - t0, 3)
     if not dry_run:
         ledger.log_run(new=report["new"], committed=report["committed"], seconds=report["seconds"])
