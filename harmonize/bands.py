@@ -17,6 +17,9 @@ __all__ = [
     "BANDS",
     "REFLECTANCE_BANDS",
     "PAN",
+    "LST",
+    "LST_QA",
+    "THERMAL",
     "SENSORS",
     "Sensor",
     "BandpassCoefficients",
@@ -77,6 +80,15 @@ BANDS: dict[str, Band] = {
 REFLECTANCE_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
 #: The Landsat panchromatic band (Collection 2 Level-1 only).
 PAN = "pan"
+#: Landsat Collection 2 Level-2 surface temperature (TIRS band 10, ``ST_B10``; asset ``lwir11``)
+#: and its uncertainty (``ST_QA``; asset ``qa``), both in kelvin. Loaded together: asking for
+#: ``lst`` gives ``lst_qa`` too.
+LST, LST_QA = "lst", "lst_qa"
+#: The thermal variables a cube may carry: name -> (units, long name).
+THERMAL: dict[str, tuple[str, str]] = {
+    LST: ("K", "land surface temperature (Landsat ST_B10)"),
+    LST_QA: ("K", "land surface temperature uncertainty (Landsat ST_QA)"),
+}
 
 
 @dataclass(frozen=True)
@@ -146,8 +158,12 @@ def bandpass_coefficients(platform: str) -> dict[str, BandpassCoefficients]:
     return HLS_BANDPASS[key]
 
 
-def check_bands(bands: list[str] | tuple[str, ...] | None, *, allow_pan: bool = True) -> tuple[str, ...]:
+def check_bands(
+    bands: list[str] | tuple[str, ...] | None, *, allow_pan: bool = True, allow_lst: bool = False
+) -> tuple[str, ...]:
     """Validate canonical band names, defaulting to all reflectance bands.
+
+    ``allow_lst`` also accepts :data:`LST` (surface temperature, where the caller can load it).
 
     Raises
     ------
@@ -158,7 +174,7 @@ def check_bands(bands: list[str] | tuple[str, ...] | None, *, allow_pan: bool = 
         return REFLECTANCE_BANDS + ((PAN,) if allow_pan else ())
     if isinstance(bands, str):
         bands = (bands,)
-    valid = set(REFLECTANCE_BANDS) | ({PAN} if allow_pan else set())
+    valid = set(REFLECTANCE_BANDS) | ({PAN} if allow_pan else set()) | ({LST} if allow_lst else set())
     unknown = [b for b in bands if b not in valid]
     if unknown:
         raise UnknownBandError(

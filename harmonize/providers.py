@@ -94,6 +94,8 @@ class Scaling:
 LANDSAT_L2_SR = Scaling(scale=2.75e-5, offset=-0.2, nodata=0, dtype="uint16")
 LANDSAT_L1_TOA = Scaling(scale=2.0e-5, offset=-0.1, nodata=0, dtype="uint16")
 LANDSAT_QA = Scaling(scale=1.0, offset=0.0, nodata=1, dtype="uint16")
+LANDSAT_ST = Scaling(scale=0.00341802, offset=149.0, nodata=0, dtype="uint16")  # ST_B10, kelvin
+LANDSAT_ST_QA = Scaling(scale=0.01, offset=0.0, nodata=-9999, dtype="int16")  # ST_QA, kelvin
 S2_L2A = Scaling(scale=1e-4, offset=-0.1, nodata=0, dtype="uint16")
 S2_L2A_PRE_0400 = Scaling(scale=1e-4, offset=0.0, nodata=0, dtype="uint16")
 S2_SCL = Scaling(scale=1.0, offset=0.0, nodata=0, dtype="uint8")
@@ -235,10 +237,11 @@ _ES_LANDSAT = CollectionProfile(
     collection="landsat-c2-l2",
     sensor="landsat",
     level="L2",
-    assets=_common_names(),
+    # Surface temperature (lwir11 = ST_B10, qa = ST_QA) sits in the same items at both providers.
+    assets=_common_names({"lst": "lwir11", "lst_qa": "qa"}),
     qa_asset="qa_pixel",
     qa_kind="qa_pixel",
-    scaling=_same(LANDSAT_L2_SR, qa=LANDSAT_QA),
+    scaling=_same(LANDSAT_L2_SR, qa=LANDSAT_QA) | {"lst": LANDSAT_ST, "lst_qa": LANDSAT_ST_QA},
 )
 _PC_S2 = CollectionProfile(
     collection="sentinel-2-l2a",

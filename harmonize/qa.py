@@ -27,6 +27,8 @@ __all__ = [
     "scl_masks",
     "encode_landsat_qa",
     "encode_scl",
+    "ST_QA_MAX_K",
+    "lst_mask",
 ]
 
 #: QA_PIXEL bit positions (Landsat Collection 2, Level-1 and Level-2 alike).
@@ -241,3 +243,25 @@ def encode_scl(
     scl[np.asarray(cloud_high, bool)] = 9
     scl[np.asarray(nodata, bool)] = 0
     return scl
+
+
+#: Largest ``ST_QA`` uncertainty (K) :func:`lst_mask` keeps by default. USGS gives ST_QA per
+#: pixel; it grows near clouds, whose cold tops the 100 m thermal footprint spreads beyond the
+#: QA_PIXEL cloud and dilated-cloud bits.
+ST_QA_MAX_K = 2.0
+
+
+def lst_mask(lst_qa: Any, clear: Any = None, *, max_uncertainty: float = ST_QA_MAX_K) -> Any:
+    """Pixels whose surface temperature is usable: ``lst_qa <= max_uncertainty`` (and ``clear``).
+
+    Parameters
+    ----------
+    lst_qa
+        ``ST_QA`` uncertainty in kelvin (the cube's ``lst_qa``; NaN where there is none).
+    clear
+        Optional boolean clear-sky mask (QA_PIXEL's ``clear``) to combine with.
+    max_uncertainty
+        Largest uncertainty kept, in kelvin.
+    """
+    ok = lst_qa <= max_uncertainty
+    return ok & clear if clear is not None else ok

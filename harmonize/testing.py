@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pystac
 
+from harmonize.bands import THERMAL
 from harmonize.providers import get_provider
 
 __all__ = ["make_item", "SyntheticPairs", "synthetic_datasets"]
@@ -43,6 +44,7 @@ def make_item(
     footprint_from_grid: bool = False,
     native_resolution: bool = False,
     wrs_path_row: tuple[int, int] | None = None,
+    thermal: bool = False,
 ) -> pystac.Item:
     """Build a small item the way ``provider`` would serve it.
 
@@ -66,6 +68,8 @@ def make_item(
         do; ``transform``/``shape`` then describe the finest band. Default: one grid for all.
     wrs_path_row
         ``landsat:wrs_path``/``landsat:wrs_row`` for Landsat items (zero-padded strings, as served).
+    thermal
+        Also give a Landsat Level-2 item the surface temperature assets (``lwir11``, ``qa``).
 
     Returns
     -------
@@ -87,7 +91,10 @@ def make_item(
     with_rb = raster_bands
     if with_rb is None:
         with_rb = not (provider == "usgs" or (provider == "planetary-computer" and sensor == "sentinel-2"))
-    keys = {**{b: k for b, k in profile.assets.items()}, "qa": profile.qa_asset}
+    keys = {
+        **{b: k for b, k in profile.assets.items() if thermal or b not in THERMAL},
+        "qa": profile.qa_asset,
+    }
     for band, key in keys.items():
         extra = _asset_fields(profile, band, sensor, res, transform, shape, native_resolution, with_rb)
         if provider == "usgs":

@@ -39,7 +39,7 @@ LIBRARY_LAYERS: tuple[tuple[str, ...], ...] = tuple(
         "pairs model deep_harmonization model_import plot_training",
         "train",
         "infer",
-        "timeseries phenology",
+        "timeseries phenology lst",
         "plot io webmap",
         "accessor",
         "cli",

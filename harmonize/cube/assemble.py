@@ -45,6 +45,7 @@ def _step_coords(plan: LoadPlan, arrays: StepArrays) -> dict[str, Any]:
         coords["pan_item_id"] = ("time", [",".join(p.id for p in st.pans) for st in steps])
         scale, offset, nodata = arrays.pan_scaling  # type: ignore[misc]
         coords.update(pan_scale=("time", scale), pan_offset=("time", offset), pan_nodata=("time", nodata))
+    coords.update(arrays.extra_coords)
     return coords
 
 
@@ -78,7 +79,7 @@ def assemble(plan: LoadPlan, arrays: StepArrays) -> xr.Dataset:
         records the load options.
     """
     template = arrays.template
-    var_order = [*plan.bands, *([PAN] if plan.pan else []), *plan.masks]
+    var_order = [*plan.bands, *([PAN] if plan.pan else []), *arrays.extra, *plan.masks]
     spatial = {c: template.coords[c] for c in template.coords if c != "time"}
     time_chunk = int(plan.chunks.get("time", 1) or 1)
     cube = xr.Dataset(
@@ -90,6 +91,8 @@ def assemble(plan: LoadPlan, arrays: StepArrays) -> xr.Dataset:
             cube[v].attrs = dict(template[v].attrs)
         elif v == PAN:
             cube[v].attrs = {"nodata": arrays.pan_fill}
+        elif v in arrays.extra:
+            cube[v].attrs = dict(arrays.extra[v])
     times = np.array(
         [np.datetime64(st.time.astimezone(timezone.utc).replace(tzinfo=None), "ns") for st in plan.steps]
     )

@@ -21,7 +21,7 @@ import pandas as pd
 import pystac
 from odc.geo.geobox import GeoBox
 
-from harmonize.bands import PAN, REFLECTANCE_BANDS, check_bands
+from harmonize.bands import LST, LST_QA, PAN, REFLECTANCE_BANDS, check_bands
 from harmonize.errors import EmptySearchError, HarmonizeError, MissingAssetError, NoOverlapError
 from harmonize.grid import DEFAULT_RESOLUTION, common_geobox, scenes_overlapping
 from harmonize.items import Scene, parse_items
@@ -107,6 +107,9 @@ class LoadPlan:
         Reflectance bands to load (canonical names, no pan).
     pan
         Whether the ``pan`` band is loaded (NaN at steps without a pan companion).
+    lst
+        Whether surface temperature (``lst`` and ``lst_qa``, kelvin) is loaded (NaN at
+        Sentinel-2 steps); :mod:`harmonize.cube.thermal`.
     masks
         Boolean masks decoded from QA_PIXEL / SCL.
     requested
@@ -136,6 +139,7 @@ class LoadPlan:
     fail_on_error: bool
     shifts: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     has_table: bool = False
+    lst: bool = False
 
     def shift_of(self, item_id: str) -> tuple[float, float]:
         """The shift applied to Level-2 item ``item_id`` (zero where none was given)."""
@@ -196,15 +200,19 @@ def _check_request(
             "search the Level-2 collections too: pan is loaded alongside them."
         )
     has_pan = bool(l1) or any(s.pan is not None for s in l2)
-    requested = check_bands(bands) if bands is not None else REFLECTANCE_BANDS + ((PAN,) if has_pan else ())
+    requested = (
+        check_bands(bands, allow_lst=True)
+        if bands is not None
+        else REFLECTANCE_BANDS + ((PAN,) if has_pan else ())
+    )
     if PAN in requested and not has_pan:
         raise MissingAssetError(
             "Band 'pan' needs the Landsat Collection 2 Level-1 items (landsat-c2l1) among the items; "
             "search that collection too, or leave 'pan' out of bands."
         )
-    refl = tuple(b for b in requested if b != PAN)
+    refl = tuple(b for b in requested if b not in (PAN, LST))
     for s in l2:  # every asset must be there before anything is read
-        for b in (*refl, "qa"):
+        for b in (*refl, "qa", *((LST, LST_QA) if LST in requested and s.sensor == "landsat" else ())):
             s.asset_key(b)
         if PAN in requested and s.pan is not None:
             s.pan.asset_key(PAN)
@@ -338,7 +346,7 @@ def plan_load(
             "key shifts by the Level-2 item id."
         )
     ((lon, _),) = gbox.extent.centroid.to_crs("epsg:4326").points
-    refl = tuple(b for b in requested if b != PAN)
+    refl = tuple(b for b in requested if b not in (PAN, LST))
     steps = _time_steps(l2, refl, groupby=groupby, lon=lon, moves=moves, verdicts=verdicts)
     unmatched = [s.id for s in scenes if s.level == "L1" and not any(s is st.pan for st in l2)]
     if PAN in requested and unmatched:
@@ -360,4 +368,5 @@ def plan_load(
         fail_on_error=bool(fail_on_error),
         shifts=moves,
         has_table=isinstance(shifts, pd.DataFrame),
+        lst=LST in requested,
     )

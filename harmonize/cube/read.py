@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ import xarray as xr
 from harmonize.bands import PAN
 from harmonize.cube.gdal import Driver, shift_item
 from harmonize.cube.plan import LoadPlan, TimeStep
+from harmonize.cube.thermal import read_lst
 from harmonize.errors import HarmonizeError
 from harmonize.items import Scene
 from harmonize.qa import landsat_masks, scl_masks
@@ -45,6 +46,11 @@ class StepArrays:
         ``(scale, offset, nodata)`` arrays of the pan band per step (NaN without pan).
     pan_fill
         The DN that marks no pan (steps without a pan scene are filled with it).
+    extra
+        Further variables (surface temperature, :mod:`harmonize.cube.thermal`) -> their
+        attributes; their pieces are in ``pieces``.
+    extra_coords
+        Per-step coordinates of those variables (``lst_scale`` ...).
     """
 
     pieces: dict[str, list[Any]]
@@ -52,6 +58,8 @@ class StepArrays:
     template: xr.Dataset
     pan_scaling: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     pan_fill: int = 0
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra_coords: dict[str, Any] = field(default_factory=dict)
 
 
 def _prepared(
@@ -230,4 +238,11 @@ def read_plan(plan: LoadPlan, *, progress: Any = None) -> StepArrays:
     arrays = _read_reflectance(plan, group_of, driver, progress)
     if plan.pan:
         _read_pan(plan, group_of, driver, progress, arrays)
+    if plan.lst:
+
+        def load(scenes: Sequence[Scene], keys: Mapping[str, str]) -> xr.Dataset:
+            items = [_prepared(s, keys, plan.shift_of(s.id), plan) for s in scenes]
+            return _load_family(items, scenes[0], keys, group_of, plan, driver, progress)
+
+        read_lst(plan, arrays, load)
     return arrays

@@ -12,13 +12,15 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from harmonize.bands import PAN, REFLECTANCE_BANDS
+from harmonize.bands import PAN, REFLECTANCE_BANDS, THERMAL
 from harmonize.errors import HarmonizeError
 
 __all__ = ["SCALE_COORDS", "to_reflectance"]
 
 #: The scaling coordinates of a raw cube, dropped by :func:`to_reflectance`.
-SCALE_COORDS = ("scale", "offset", "nodata", "pan_scale", "pan_offset", "pan_nodata")
+SCALE_COORDS = ("scale", "offset", "nodata", "pan_scale", "pan_offset", "pan_nodata") + tuple(
+    f"{v}_{c}" for v in THERMAL for c in ("scale", "offset", "nodata")
+)
 
 
 def _scale_block(
@@ -26,9 +28,10 @@ def _scale_block(
 ) -> np.ndarray:
     t0, t1 = block_info[0]["array-location"][0] if block_info else (0, dn.shape[0])
     shape = (t1 - t0,) + (1,) * (dn.ndim - 1)
-    out = dn.astype(np.float32) * scale[t0:t1].astype(np.float32).reshape(shape)
+    # one float32 buffer, written once by the multiply (no astype copy): the same float32 ops
+    out = np.multiply(dn, scale[t0:t1].astype(np.float32).reshape(shape), dtype=np.float32)
     out += offset[t0:t1].astype(np.float32).reshape(shape)
-    out[dn == nodata[t0:t1].reshape(shape)] = np.nan
+    np.copyto(out, np.float32(np.nan), where=dn == nodata[t0:t1].reshape(shape))
     return out
 
 
@@ -45,8 +48,9 @@ def to_reflectance(ds: xr.Dataset) -> xr.Dataset:
     """Apply the per-time scale and offset of a raw-DN cube (``load_cube(..., reflectance=False)``).
 
     Reflectance bands use the ``scale``, ``offset`` and ``nodata`` time coordinates, ``pan`` uses
-    ``pan_scale``, ``pan_offset`` and ``pan_nodata``. Lazy; the result is float32 with NaN where
-    the DN is the no-data value, and the scaling coordinates are dropped.
+    ``pan_scale``, ``pan_offset`` and ``pan_nodata``, ``lst``/``lst_qa`` likewise (to kelvin).
+    Lazy; the result is float32 with NaN where the DN is the no-data value, and the scaling
+    coordinates are dropped.
 
     Raises
     ------
@@ -60,13 +64,14 @@ def to_reflectance(ds: xr.Dataset) -> xr.Dataset:
         )
     out = ds.copy()
     for var in ds.data_vars:
-        prefix = "" if var in REFLECTANCE_BANDS else ("pan_" if var == PAN else None)
-        if prefix is None:
+        if var not in REFLECTANCE_BANDS and var != PAN and var not in THERMAL:
             continue
+        prefix = "" if var in REFLECTANCE_BANDS else f"{var}_"
         dn = ds[var]
         vectors = [np.asarray(ds[f"{prefix}{c}"].values, "float64") for c in ("scale", "offset", "nodata")]
+        units, name = THERMAL.get(str(var), ("1", f"{var} reflectance"))
         out[var] = dn.copy(data=_scaled(dn.transpose("time", ...).data, *vectors)).assign_attrs(
-            units="1", long_name=f"{var} reflectance"
+            units=units, long_name=name
         )
         out[var].attrs.pop("nodata", None)
     out = out.drop_vars([c for c in SCALE_COORDS if c in out.coords])
