@@ -42,7 +42,7 @@ from harmonize.world import stac_items, thermal
 from harmonize.world.calendar import Scene, acquisitions, sun_position
 from harmonize.world.config import WorldConfig
 from harmonize.world.grids import DOMAIN_MARGIN_PX, Grid, aoi_grid, domain_grid, landsat_grid, sentinel2_grid
-from harmonize.world.landscape import CROPS, LANDCOVER, Landscape, make_landscape
+from harmonize.world.landscape import CROPS, LANDCOVER, Landscape, landscape_of
 from harmonize.world.scenes import (
     MASK_BITS,
     Geometry,
@@ -416,7 +416,7 @@ def _simulate(root: Path, cfg: WorldConfig, *, progress: bool, workers: int) -> 
 
     builder = _Builder(root, cfg)
     geo = builder.geo
-    land = make_landscape(geo.domain.shape, np.random.default_rng([cfg.seed, 0]), cfg.mean_field_ha)
+    land = landscape_of(cfg, geo.domain.shape)
     water = (land.landcover == 4).astype(np.float32)
     scenes = _scenes(cfg, geo.aoi)
     by_date: dict[dt.date, list[Scene]] = {}

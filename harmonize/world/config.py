@@ -1,8 +1,9 @@
-"""Configuration of a simulated world: where, when, how big, how cloudy."""
+"""Configuration of a simulated world: where, when, how big, how cloudy, how textured."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -50,6 +51,22 @@ class WorldConfig(BaseModel):
         Height of the cloud layer, which sets how far shadows fall from clouds.
     mgrs_tile, wrs_path, wrs_row
         Nominal tile names used in item ids.
+    field_texture
+        Strength of the texture inside fields, woods and meadows: patchy vigour, sowing rows
+        (tramlines 30-60 m apart) and wet patches of darker soil; 0 gives the flat fields of the
+        demo world, 1 the ``realistic-land`` preset's.
+    hedgerow_fraction
+        Share of field boundaries that carry a hedgerow or tree line (20 m wide) instead of a
+        grass margin.
+    field_irregularity
+        How far field boundaries wander from straight Voronoi edges (0: straight; 1: about 60 m).
+    wet_season
+        ``("MM-DD", "MM-DD")``, first and last day of a wet season that recurs every year (it may
+        wrap over the new year), or ``None``. In it, clouds persist over weeks and move slowly:
+        one cloud field drifts across the AOI, shared by every scene of a day, instead of a new
+        field per scene.
+    wet_season_cover
+        Range of the wet season's cloud fraction (it changes slowly, week to week).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -71,6 +88,11 @@ class WorldConfig(BaseModel):
     mgrs_tile: str = Field("14SNH", pattern=r"^\d{2}[C-X][A-Z]{2}$")
     wrs_path: int = Field(28, ge=1, le=233)
     wrs_row: int = Field(33, ge=1, le=248)
+    field_texture: float = Field(0.0, ge=0, le=2)
+    hedgerow_fraction: float = Field(0.0, ge=0, le=1)
+    field_irregularity: float = Field(0.0, ge=0, le=2)
+    wet_season: tuple[str, str] | None = None
+    wet_season_cover: tuple[float, float] = (0.7, 0.95)
 
     @field_validator("size_km")
     @classmethod
@@ -97,6 +119,27 @@ class WorldConfig(BaseModel):
             raise ValueError(f"origin={v} must lie on the 20 m Sentinel-2 lattice (multiples of 20 m)")
         return (float(v[0]), float(v[1]))
 
+    @field_validator("wet_season")
+    @classmethod
+    def _month_days(cls, v: tuple[str, str] | None) -> tuple[str, str] | None:
+        if v is None:
+            return v
+        for md in v:
+            try:
+                ok = re.fullmatch(r"\d{2}-\d{2}", md) and dt.datetime.strptime(f"2024-{md}", "%Y-%m-%d")
+            except ValueError:
+                ok = None
+            if not ok:
+                raise ValueError(f"wet_season day {md!r} is not a month-day 'MM-DD' (e.g. '06-01')")
+        return (v[0], v[1])
+
+    @field_validator("wet_season_cover")
+    @classmethod
+    def _cover_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1] <= 1:
+            raise ValueError(f"wet_season_cover={v} must be (low, high) with 0 <= low <= high <= 1")
+        return (float(v[0]), float(v[1]))
+
     @model_validator(mode="after")
     def _dates(self) -> WorldConfig:
         if self.end < self.start:
@@ -114,6 +157,14 @@ class WorldConfig(BaseModel):
     def size_px(self) -> int:
         """AOI side in 10 m pixels."""
         return int(round(self.size_km * 100))
+
+    def in_wet_season(self, day: dt.date) -> bool:
+        """Whether ``day`` falls in the recurring :attr:`wet_season`."""
+        if self.wet_season is None:
+            return False
+        first, last = self.wet_season
+        d = day.strftime("%m-%d")  # "MM-DD" strings order as the days do
+        return first <= d <= last if first <= last else (d >= first or d <= last)
 
     @classmethod
     def tiny(cls, **overrides: Any) -> WorldConfig:

@@ -6,18 +6,28 @@ Units carry a green-cover curve (a double logistic in day of year, drawn per fie
 sowing and harvest windows) and two spectra; a pixel's reflectance is the mix
 ``fc * vegetation + (1 - fc) * background`` of its unit, times a static texture. Phenology is
 computed per unit, never per pixel.
+
+:class:`LandDetail` adds what real farmland has and flat polygons lack (all of it off in the demo
+world): patchy vigour, sowing rows and wet patches inside fields (per-pixel multipliers of the
+unit's green cover and soil), hedgerows and tree lines on field edges, and wandering boundaries.
+Its draws come from their own random stream, so the rest of the landscape stays as it was.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-__all__ = ["LANDCOVER", "CROPS", "Landscape", "make_landscape", "green_cover"]
+if TYPE_CHECKING:
+    from harmonize.world.config import WorldConfig
+
+__all__ = ["LANDCOVER", "CROPS", "Landscape", "LandDetail", "make_landscape", "landscape_of", "green_cover"]
 
 #: Land-cover codes of the ``landcover`` truth map.
 LANDCOVER: dict[int, str] = {
@@ -91,6 +101,34 @@ _PHENO = {
 }
 # Sowing precedes the green-up midpoint by about this many days.
 _SOW_LEAD = 25.0
+#: What waterlogged soil keeps of its dry reflectance, per band (water absorbs most in the SWIR).
+WET_SOIL = np.array([0.72, 0.72, 0.70, 0.68, 0.50, 0.45], np.float32)
+
+
+@dataclass(frozen=True)
+class LandDetail:
+    """Realism beyond flat polygons (see :class:`harmonize.world.WorldConfig` for each knob).
+
+    Attributes
+    ----------
+    texture
+        Strength of within-field texture (patchy vigour, rows, wet patches); 0: none.
+    hedgerows
+        Share of field boundaries that carry a 20 m hedgerow or tree line.
+    irregularity
+        Boundary wander (1: about 30 m standard deviation).
+    seed
+        Seed of the detail's own random stream.
+    """
+
+    texture: float = 0.0
+    hedgerows: float = 0.0
+    irregularity: float = 0.0
+    seed: int = 0
+
+    def rng(self, purpose: int) -> np.random.Generator:
+        """A fresh generator for one ``purpose``, separate from the landscape's own stream."""
+        return np.random.default_rng([self.seed, 5, purpose])
 
 
 @dataclass
@@ -113,6 +151,11 @@ class Landscape:
         ``(n_units, 6)`` float32 spectra.
     field_unit, field_crop, field_sow_doy, field_harvest_doy
         Per-field tables (index ``field_id - 1``).
+    vigor
+        ``(ny, nx)`` float32 per-pixel multiplier of the unit's green cover, or ``None`` (flat).
+    wet
+        ``(ny, nx)`` float32 soil wetness 0..1 (darkens the background as :data:`WET_SOIL`), or
+        ``None``.
     """
 
     unit: np.ndarray
@@ -126,6 +169,8 @@ class Landscape:
     field_crop: np.ndarray
     field_sow_doy: np.ndarray
     field_harvest_doy: np.ndarray
+    vigor: np.ndarray | None = None
+    wet: np.ndarray | None = None
 
     def green_cover(self, dates: list[dt.date]) -> np.ndarray:
         """Fraction of green cover, ``(n_units, n_dates)`` float32."""
@@ -133,15 +178,31 @@ class Landscape:
 
     def reflectance(self, date: dt.date) -> np.ndarray:
         """Sentinel-2A surface reflectance on ``date``, ``(6, ny, nx)`` float32."""
-        fc = self.green_cover([date])[:, 0:1]
-        table = fc * self.veg + (1.0 - fc) * self.background  # (n_units, 6)
-        out = np.take(table.T.astype(np.float32), self.unit, axis=1)
+        if self.vigor is None:
+            fc = self.green_cover([date])[:, 0:1]
+            table = fc * self.veg + (1.0 - fc) * self.background  # (n_units, 6)
+            out = np.take(table.T.astype(np.float32), self.unit, axis=1)
+        else:  # per-pixel cover and soil: mix pixel by pixel
+            soil, contrast = self._pixel_spectra
+            out = self.green_cover_map(date) * contrast
+            out += soil
         out *= self.texture
         return out
 
+    @cached_property
+    def _pixel_spectra(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel background (wet soil darkened) and vegetation minus it, ``(6, ny, nx)`` each."""
+        soil = np.take(self.background.T, self.unit, axis=1)
+        if self.wet is not None:
+            soil *= 1.0 - self.wet * (1.0 - WET_SOIL)[:, None, None]
+        return soil, np.take(self.veg.T, self.unit, axis=1) - soil
+
     def green_cover_map(self, date: dt.date) -> np.ndarray:
         """Green cover per pixel on ``date``, ``(ny, nx)`` float32."""
-        return self.green_cover([date])[:, 0][self.unit]
+        fc = self.green_cover([date])[:, 0][self.unit]
+        if self.vigor is not None:
+            fc = np.minimum(fc * self.vigor, 1.0)
+        return fc
 
 
 def _sig(x: np.ndarray) -> np.ndarray:
@@ -182,8 +243,14 @@ class _Cells:
         return len(self.cell_class)
 
 
-def _draw_cells(shape: tuple[int, int], rng: np.random.Generator, mean_field_ha: float) -> _Cells:
-    """Voronoi cells of about ``mean_field_ha``, elongated along x, with a class and crop each."""
+def _draw_cells(
+    shape: tuple[int, int], rng: np.random.Generator, mean_field_ha: float, detail: LandDetail
+) -> _Cells:
+    """Voronoi cells of about ``mean_field_ha``, elongated along x, with a class and crop each.
+
+    With ``detail.irregularity`` the pixels are displaced by smooth noise before they look for
+    their nearest seed, so boundaries wander and bend instead of running straight.
+    """
     ny, nx = shape
     area_ha = ny * nx / 100.0
     n_cells = max(8, int(round(area_ha / mean_field_ha)))
@@ -191,7 +258,13 @@ def _draw_cells(shape: tuple[int, int], rng: np.random.Generator, mean_field_ha:
     # Stretch one axis per region a little so cells are elongated like real fields.
     yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32) + 0.5
     stretch = 1.6
-    pts = np.column_stack([yy.ravel() * stretch, xx.ravel()])
+    qy, qx = yy, xx
+    if detail.irregularity > 0:
+        drng = detail.rng(1)
+        amp = 3.0 * detail.irregularity  # pixels of 10 m
+        qy = yy + amp * (0.8 * _smooth_noise(shape, 12.0, drng) + 0.6 * _smooth_noise(shape, 3.0, drng))
+        qx = xx + amp * (0.8 * _smooth_noise(shape, 12.0, drng) + 0.6 * _smooth_noise(shape, 3.0, drng))
+    pts = np.column_stack([qy.ravel() * stretch, qx.ravel()])
     _, cell = cKDTree(seeds * [stretch, 1.0]).query(pts, workers=1)
     cell = cell.reshape(shape).astype(np.int32)
 
@@ -271,6 +344,16 @@ def _draw_buildings(
     return building_spectra
 
 
+def _draw_pheno(pheno: dict[str, np.ndarray], u: int, key: object, rng: np.random.Generator) -> None:
+    """Draw unit ``u``'s phenology parameters from :data:`_PHENO` ``[key]`` into ``pheno``."""
+    for name, val in _PHENO[key].items():
+        if name == "autumn":
+            pheno["autumn"][u] = rng.uniform(*val)
+            pheno["autumn_on"][u] = 1.0
+        else:
+            pheno[name][u] = rng.uniform(*val) if isinstance(val, tuple) else val
+
+
 def _unit_properties(
     cells: _Cells, building_spectra: list[np.ndarray], rng: np.random.Generator
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -290,13 +373,7 @@ def _unit_properties(
     background = np.zeros((n_units, 6), np.float32)
 
     def draw(u: int, key: object) -> None:
-        spec = _PHENO[key]
-        for name, val in spec.items():
-            if name == "autumn":
-                pheno["autumn"][u] = rng.uniform(*val)
-                pheno["autumn_on"][u] = 1.0
-            else:
-                pheno[name][u] = rng.uniform(*val) if isinstance(val, tuple) else val
+        _draw_pheno(pheno, u, key, rng)
 
     for u in range(n_cells):
         c = cells.cell_class[u]
@@ -332,12 +409,82 @@ def _texture(landcover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return texture
 
 
-def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_ha: float = 6.0) -> Landscape:
+def _hedgerows(cells: _Cells, detail: LandDetail) -> np.ndarray:
+    """Lines two pixels wide (one each side) on a share of the boundaries of crop cells, bool.
+
+    A boundary between cells ``a`` and ``b`` is chosen by a symmetric hash of two uniform draws
+    per cell, so both sides of it agree without a table over cell pairs.
+    """
+    cell = cells.cell
+    crop = cells.cell_class == _CROP
+    u = detail.rng(2).random(cells.n)
+    out = np.zeros(cell.shape, bool)
+    pairs = [(np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])]
+    for sa, sb in pairs:
+        a, b = cell[sa], cell[sb]
+        chosen = ((u[a] + u[b]) * 997.0) % 1.0 < detail.hedgerows
+        hedge = (a != b) & (crop[a] | crop[b]) & chosen
+        out[sa] |= hedge
+        out[sb] |= hedge
+    return out
+
+
+def _with_hedge_unit(
+    unit: np.ndarray,
+    pheno: dict[str, np.ndarray],
+    veg: np.ndarray,
+    background: np.ndarray,
+    detail: LandDetail,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Make the pixels marked ``-1`` in ``unit`` one more unit, a tree line; its properties added."""
+    u = len(veg)
+    unit[unit == -1] = u
+    pheno = {k: np.append(v, v[-1] if len(v) else 0.0) for k, v in pheno.items()}
+    _draw_pheno(pheno, u, "forest", detail.rng(4))
+    veg = np.vstack([veg, SPECTRA["veg_forest"][None]])
+    background = np.vstack([background, SPECTRA["litter"][None]])
+    return pheno, veg, background
+
+
+def _detail_maps(
+    cells: _Cells, landcover: np.ndarray, detail: LandDetail
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel vigour (multiplier of green cover) and soil wetness 0..1, ``(ny, nx)`` float32.
+
+    Vigour: patches of 50 m and 15 m (soil, nutrients) on all vegetation, sowing rows (tramlines
+    30-60 m apart, one direction per field) on cropland, weaker growth on wet patches. Wet
+    patches: the lowest 7 % of a smooth terrain, on cropland, meadows and bare soil.
+    """
+    rng = detail.rng(3)
+    shape, t = landcover.shape, detail.texture
+    patchy = 0.10 * _smooth_noise(shape, 5.0, rng) + 0.06 * _smooth_noise(shape, 1.5, rng)
+    theta = rng.uniform(0, np.pi, cells.n)
+    period = rng.uniform(3.0, 6.0, cells.n)
+    phase = rng.uniform(0, 2 * np.pi, cells.n)
+    c = cells.cell
+    across = cells.yy * np.cos(theta[c]) + cells.xx * np.sin(theta[c])
+    rows = 0.5 + 0.5 * np.cos(2 * np.pi * across / period[c] + phase[c])
+    vigor = 1.0 + t * patchy - t * 0.15 * rows * (landcover == _CROP)
+    terrain = _smooth_noise(shape, 4.0, rng)
+    wet = np.clip((terrain - np.quantile(terrain, 0.93)) / 0.4, 0.0, 1.0) * min(t, 1.0)
+    wet[~np.isin(landcover, (_CROP, _GRASS, _BARE))] = 0.0
+    vigor *= 1.0 - 0.45 * wet
+    vigor[~np.isin(landcover, (_CROP, _FOREST, _GRASS))] = 1.0
+    return vigor.astype(np.float32), wet.astype(np.float32)
+
+
+def make_landscape(
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    mean_field_ha: float = 6.0,
+    detail: LandDetail | None = None,
+) -> Landscape:
     """Draw a landscape on a 10 m grid of ``shape``.
 
     Voronoi cells become fields (maize, soybean, winter wheat, fallow), woods, meadows or bare
     plots; one-pixel grass margins separate neighbouring fields; a lake, straight roads and
-    villages of small buildings are drawn over them.
+    villages of small buildings are drawn over them. ``detail`` adds hedgerows, wandering
+    boundaries and within-field texture.
 
     Parameters
     ----------
@@ -347,13 +494,16 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_
         Source of every random draw; the same generator state gives the same landscape.
     mean_field_ha
         Mean cell (field) size in hectares.
+    detail
+        Realism beyond flat polygons (default none: the landscape of the demo world).
 
     Returns
     -------
     Landscape
         Unit and land-cover maps, per-unit phenology and spectra, the field tables.
     """
-    cells = _draw_cells(shape, rng, mean_field_ha)
+    detail = detail or LandDetail()
+    cells = _draw_cells(shape, rng, mean_field_ha, detail)
     # Units: cells, then margin, water, road, buildings.
     u_margin, u_water, u_road = cells.n, cells.n + 1, cells.n + 2
     unit = cells.cell.copy()
@@ -362,6 +512,10 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_
     margin = _field_margins(cells)
     unit[margin] = u_margin
     landcover[margin] = _GRASS
+    if detail.hedgerows > 0:
+        hedge = _hedgerows(cells, detail)
+        unit[hedge] = -1  # numbered after the buildings, by _with_hedge_unit
+        landcover[hedge] = _FOREST
 
     lake = _lake(shape, rng)
     unit[lake] = u_water
@@ -373,8 +527,24 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator, mean_field_
 
     building_spectra = _draw_buildings(unit, landcover, road_pts, u_road + 1, rng)
     pheno, veg, background = _unit_properties(cells, building_spectra, rng)
+    if (unit == -1).any():
+        pheno, veg, background = _with_hedge_unit(unit, pheno, veg, background, detail)
     texture = _texture(landcover, rng)
-    return _with_fields(cells, unit, landcover, texture, pheno, veg, background)
+    land = _with_fields(cells, unit, landcover, texture, pheno, veg, background)
+    if detail.texture > 0:
+        land.vigor, land.wet = _detail_maps(cells, landcover, detail)
+    return land
+
+
+def landscape_of(cfg: WorldConfig, shape: tuple[int, int]) -> Landscape:
+    """The landscape of the world ``cfg`` describes, on a 10 m grid of ``shape`` (its domain)."""
+    detail = LandDetail(
+        texture=cfg.field_texture,
+        hedgerows=cfg.hedgerow_fraction,
+        irregularity=cfg.field_irregularity,
+        seed=cfg.seed,
+    )
+    return make_landscape(shape, np.random.default_rng([cfg.seed, 0]), cfg.mean_field_ha, detail)
 
 
 def _with_fields(

@@ -19,7 +19,13 @@ from scipy import ndimage
 
 from harmonize.qa import encode_landsat_qa, encode_scl
 from harmonize.world.calendar import Scene
-from harmonize.world.clouds import THRESHOLDS, Atmosphere, apply_atmosphere, draw_atmosphere
+from harmonize.world.clouds import (
+    THRESHOLDS,
+    Atmosphere,
+    apply_atmosphere,
+    draw_atmosphere,
+    wet_season_opacity,
+)
 from harmonize.world.config import WorldConfig
 from harmonize.world.grids import Grid
 from harmonize.world.sensors import PSF_SIGMA, SCALINGS, add_noise, pan_toa, project, quantise, spectral
@@ -118,6 +124,11 @@ def _edge_mask(edge: tuple[float, float, float, float] | None, grid: Grid) -> np
 
 
 def _atmosphere(cfg: WorldConfig, scene: Scene, domain: Grid, sun: tuple[float, float]) -> Atmosphere:
+    deck = None
+    if cfg.in_wet_season(scene.datetime.date()):
+        deck = wet_season_opacity(
+            domain.shape, scene.datetime, seed=cfg.seed, res=domain.res, cover=cfg.wet_season_cover
+        )
     return draw_atmosphere(
         domain.shape,
         scene_rng(cfg.seed, scene.id, 1),
@@ -128,6 +139,7 @@ def _atmosphere(cfg: WorldConfig, scene: Scene, domain: Grid, sun: tuple[float, 
         sun_azimuth=sun[0],
         sun_elevation=sun[1],
         cloud_height_m=cfg.cloud_height_m,
+        deck=deck,
     )
 
 
