@@ -79,6 +79,9 @@ def world() -> None:
 @click.option("--end", default=None, help="Last date, YYYY-MM-DD.")
 @click.option("--seed", type=int, default=None, help="Random seed (same seed, same archive).")
 @click.option("--tiny", is_flag=True, help="A 1.28 km, six-week world (seconds to build), as the tests use.")
+@click.option(
+    "--preset", default=None, help="A named world (default demo); `harmonize world presets` lists them."
+)
 @click.option("--overwrite", is_flag=True, help="Replace a different world already in DIRECTORY.")
 def world_create(
     directory: Path,
@@ -87,16 +90,27 @@ def world_create(
     end: str | None,
     seed: int | None,
     tiny: bool,
+    preset: str | None,
     overwrite: bool,
 ) -> None:
     """Simulate a Landsat-8/9 + Sentinel-2 archive into DIRECTORY."""
-    from harmonize.world import WorldConfig, create_world
+    from harmonize.world import create_world
+    from harmonize.world.presets import preset_config
 
     given = {"size_km": size_km, "start": start, "end": end, "seed": seed}
     overrides = {k: v for k, v in given.items() if v is not None}
-    config = WorldConfig.tiny(**overrides) if tiny else WorldConfig(**overrides)
+    config = preset_config(preset, tiny=tiny, **overrides)
     w = create_world(directory, config, overwrite=overwrite)
     click.echo(f"world written to {w.root} ({len(w.manifest['scenes'])} scenes)")
+
+
+@world.command("presets")
+def world_presets() -> None:
+    """List the named worlds `world create --preset` and `demo --world-preset` take."""
+    from harmonize.world.presets import PRESETS
+
+    for p in PRESETS.values():
+        click.echo(f"{p.name}: {p.summary}")
 
 
 @world.command("serve")

@@ -88,7 +88,9 @@ class DemoConfig(StageConfig):
     tiny
         Use :meth:`harmonize.world.WorldConfig.tiny` (1.28 km, six weeks) instead.
     world
-        :class:`harmonize.world.WorldConfig` fields overriding the defaults.
+        :class:`harmonize.world.WorldConfig` fields overriding the preset's.
+    world_preset
+        The named world to start from (:func:`harmonize.world.presets.preset_names`).
     train
         Training settings (as in :class:`TrainStageConfig`).
     train_seconds
@@ -104,6 +106,7 @@ class DemoConfig(StageConfig):
     size_km: float | None = None
     tiny: bool = False
     world: dict[str, Any] = Field(default_factory=dict)
+    world_preset: str = "demo"
     train: dict[str, Any] = Field(default_factory=dict)
     train_seconds: float | None = Field(None, gt=0)
     pairs: dict[str, Any] = Field(default_factory=dict)
@@ -145,6 +148,7 @@ def run_demo(
     size_km: float | None = None,
     tiny: bool = False,
     world: dict[str, Any] | None = None,
+    world_preset: str | None = None,
     pairs: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
     train_seconds: float | None = 90.0,
@@ -165,6 +169,9 @@ def run_demo(
         Simulate :meth:`harmonize.world.WorldConfig.tiny` (1.28 km, six weeks) instead: seconds.
     world
         Further :class:`~harmonize.world.WorldConfig` fields (``seed``, ``start``, ``end`` …).
+    world_preset
+        The named world to simulate (default ``"demo"``; see
+        :func:`harmonize.world.presets.preset_names`); ``world`` and ``size_km`` go over it.
     pairs, train, timeseries
         Settings merged over :data:`DEMO_PAIRS`, :data:`DEMO_TRAIN` and the time-series defaults.
     train_seconds
@@ -191,7 +198,7 @@ def run_demo(
     timer = _Timer()
     t_start = time.perf_counter()
     common = {"scheduler": scheduler, "progress": progress}
-    wcfg = _world_config(size_km=size_km, tiny=tiny, world=world)
+    wcfg = _world_config(size_km=size_km, tiny=tiny, world=world, preset=world_preset)
 
     with timer("world"):
         w = create_world(paths["world"], wcfg, progress=progress)
@@ -231,14 +238,16 @@ def run_demo(
     return result
 
 
-def _world_config(*, size_km: float | None, tiny: bool, world: dict[str, Any] | None) -> Any:
-    """The :class:`harmonize.world.WorldConfig` to simulate: the demo's, or the tiny one."""
-    from harmonize.world import WorldConfig
+def _world_config(
+    *, size_km: float | None, tiny: bool, world: dict[str, Any] | None, preset: str | None = None
+) -> Any:
+    """The :class:`harmonize.world.WorldConfig` to simulate: the preset's, full-size or tiny."""
+    from harmonize.world.presets import preset_config
 
     world_fields = dict(world or {})
     if size_km is not None:
         world_fields["size_km"] = size_km
-    return WorldConfig.tiny(**world_fields) if tiny else WorldConfig(**world_fields)
+    return preset_config(preset, tiny=tiny, **world_fields)
 
 
 def _stages_after_ingest(
@@ -355,6 +364,7 @@ def run_demo_config(
         size_km=config.size_km,
         tiny=config.tiny,
         world=config.world,
+        world_preset=config.world_preset,
         pairs=config.pairs or None,
         train=config.train or None,
         train_seconds=config.train_seconds,
@@ -375,14 +385,33 @@ def run_demo_config(
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"))
 @click.option("--size-km", type=float, default=None, help="Side of the simulated area (default 5.12).")
 @click.option("--tiny", is_flag=True, help="A 1.28 km, six-week world (seconds).")
+@click.option(
+    "--world-preset",
+    default="demo",
+    show_default=True,
+    help="The named world to simulate; `harmonize world presets` lists them.",
+)
 @click.option("--scheduler", default="threads", show_default=True, help="dask scheduler of every stage.")
 @click.option("--train-seconds", type=float, default=90.0, show_default=True, help="Training wall-time cap.")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 @reporting
 def main(
-    out: Path, size_km: float | None, tiny: bool, scheduler: str, train_seconds: float, verbose: int
+    out: Path,
+    size_km: float | None,
+    tiny: bool,
+    world_preset: str,
+    scheduler: str,
+    train_seconds: float,
+    verbose: int,
 ) -> None:
     """Run the whole pipeline on a freshly simulated world and write a report to OUT."""
     setup_logging(verbose)
-    path = run_demo(out, size_km=size_km, tiny=tiny, scheduler=scheduler, train_seconds=train_seconds)
+    path = run_demo(
+        out,
+        size_km=size_km,
+        tiny=tiny,
+        world_preset=world_preset,
+        scheduler=scheduler,
+        train_seconds=train_seconds,
+    )
     click.echo(f"report: {path}")

@@ -1,0 +1,170 @@
+"""World presets against their own truth: the wet season's gaps, the land's texture, determinism."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from skimage.measure import regionprops
+
+from harmonize.errors import WorldError
+from harmonize.world import World, WorldConfig, create_world, open_world
+from harmonize.world.clouds import wet_season_opacity
+from harmonize.world.landscape import LANDCOVER, landscape_of
+from harmonize.world.presets import PRESETS, preset_config, preset_names
+
+_FOREST = next(k for k, v in LANDCOVER.items() if v == "forest")
+
+
+def _clear_looks_per_month(world: World, sensor: str) -> dict[str, np.ndarray]:
+    """Per calendar month, how often each quality-grid pixel was seen clear (the injected masks)."""
+    counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((), np.int32))
+    for s in world.scenes:
+        if s["sensor"] == sensor:
+            counts[s["date"][:7]] = counts[s["date"][:7]] + world.injected_masks(s["id"])["clear"].values
+    return dict(counts)
+
+
+@pytest.fixture(scope="module")
+def wet_world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """cloudy-season on 0.96 km from May (dry) to July (wet season since 1 June)."""
+    cfg = preset_config("cloudy-season", size_km=0.96, start="2023-05-01", end="2023-07-31")
+    return create_world(tmp_path_factory.mktemp("wet") / "world", cfg, progress=False)
+
+
+def test_cloudy_season_leaves_sentinel2_month_long_gaps(wet_world: World) -> None:
+    s2 = _clear_looks_per_month(wet_world, "sentinel-2")
+    landsat = _clear_looks_per_month(wet_world, "landsat")
+    for month in ("2023-06", "2023-07"):  # whole months inside the wet season
+        assert s2[month].mean() < 1.0, f"{month}: fewer than one clear Sentinel-2 look per pixel"
+        assert (s2[month] == 0).mean() > 0.4, f"{month}: many pixels go the whole month unseen"
+        assert landsat[month].mean() < 1.0
+    assert s2["2023-05"].mean() > 2.0, "before the season clouds are drawn per scene, as in the demo"
+    # The deck is one sky: the same-day Landsat and Sentinel-2 scenes agree on it (no independent draw).
+    by_date = defaultdict(dict)
+    for s in wet_world.scenes:
+        by_date[s["date"]][s["sensor"]] = s["cloud_fraction"]
+    same_day = [d for d, v in by_date.items() if len(v) == 2 and d >= "2023-06-01"]
+    assert same_day
+    for d in same_day:
+        assert by_date[d]["landsat"] == pytest.approx(by_date[d]["sentinel-2"], abs=0.02), d
+
+
+def test_wet_season_clouds_persist_and_drift_slowly() -> None:
+    cfg = preset_config("cloudy-season")
+    shape = (552, 552)  # the deck is drawn on at least 5.52 km; this is all of it
+    t0 = dt.datetime(2023, 7, 1, 10, 30, tzinfo=dt.timezone.utc)
+
+    def clear(days: float) -> np.ndarray:
+        when = t0 + dt.timedelta(days=days)
+        return wet_season_opacity(shape, when, seed=cfg.seed, res=10.0, cover=cfg.wet_season_cover) == 0
+
+    now = clear(0)
+    assert 0.02 < now.mean() < 0.35, "a wet-season sky is mostly cloud, with breaks"
+
+    def still_clear(days: float) -> float:
+        return float((now & clear(days)).sum() / now.sum())
+
+    assert still_clear(1) > 0.7 and still_clear(1) > 2.5 * clear(1).mean(), "breaks persist for days"
+    assert still_clear(30) < 0.5 * still_clear(1), "and drift away over weeks"
+    assert np.array_equal(now, clear(0)), "the deck depends only on seed and time"
+    assert not cfg.in_wet_season(dt.date(2023, 5, 31)) and cfg.in_wet_season(dt.date(2023, 8, 15))
+    wrap = WorldConfig(wet_season=("12-01", "02-15"))
+    assert wrap.in_wet_season(dt.date(2023, 1, 10)) and not wrap.in_wet_season(dt.date(2023, 3, 1))
+
+
+def _within_field_cv(land, date: dt.date) -> float:  # noqa: ANN001 - a Landscape
+    """Mean over fields of the coefficient of variation of red reflectance inside each field."""
+    red = land.reflectance(date)[2]
+    fid = land.field_id
+    return float(np.mean([red[fid == f].std() / red[fid == f].mean() for f in np.unique(fid[fid > 0])]))
+
+
+def test_realistic_land_has_texture_hedgerows_and_small_irregular_fields() -> None:
+    shape = (160, 160)
+    flat = landscape_of(preset_config("demo"), shape)
+    real = landscape_of(preset_config("realistic-land"), shape)
+    june = dt.date(2023, 6, 20)
+    assert _within_field_cv(flat, june) < 0.06, "the demo's fields stay flat up to management zones"
+    assert _within_field_cv(real, june) > 0.08, "realistic fields vary inside"
+    ndvi = lambda r: (r[3] - r[2]) / (r[3] + r[2])  # noqa: E731
+    n = ndvi(real.reflectance(june))
+    inside = [n[real.field_id == f].std() for f in np.unique(real.field_id[real.field_id > 0])]
+    assert np.median(inside) > 0.02, "texture shows in NDVI (vigour, rows, wet patches), not just brightness"
+    assert (real.wet > 0.5).any() and real.vigor.min() < 0.8 < 1.1 < real.vigor.max()
+    # Hedgerows: tree lines (forest pixels) along field edges, absent from the flat world's edges.
+    fid = real.field_id
+    edge = np.zeros(shape, bool)
+    edge[:, 1:] |= (fid[:, 1:] > 0) & (fid[:, 1:] != fid[:, :-1])
+    edge[:, :-1] |= (fid[:, :-1] > 0) & (fid[:, :-1] != fid[:, 1:])
+    beside = np.zeros(shape, bool)
+    beside[:, :-1] |= edge[:, 1:]
+    beside[:, 1:] |= edge[:, :-1]
+    assert (real.landcover[beside & (fid == 0)] == _FOREST).mean() > 0.2
+    # Small, irregular fields: about 2 ha instead of 5, no longer convex Voronoi polygons.
+    area_ha = [r.area / 100 for r in regionprops(real.field_id)]
+    assert np.mean(area_ha) < 0.5 * np.mean([r.area / 100 for r in regionprops(flat.field_id)])
+
+    def solidity(land) -> float:  # noqa: ANN001 - median field area / its convex hull's
+        return float(np.median([r.solidity for r in regionprops(land.field_id) if r.area > 20]))
+
+    assert solidity(flat) > 0.9 and solidity(real) < 0.87
+
+
+def test_same_seed_same_arrays_other_seed_other_land() -> None:
+    shape = (120, 120)
+    cfg = preset_config("cloudy-season")
+    a, b = landscape_of(cfg, shape), landscape_of(cfg, shape)
+    day = dt.date(2023, 7, 1)
+    assert np.array_equal(a.unit, b.unit) and np.array_equal(a.vigor, b.vigor)
+    assert np.array_equal(a.reflectance(day), b.reflectance(day))
+    other = landscape_of(cfg.model_copy(update={"seed": 1}), shape)
+    assert not np.array_equal(a.reflectance(day), other.reflectance(day))
+
+
+def test_demo_preset_is_the_default_world() -> None:
+    assert preset_config("demo") == WorldConfig() == preset_config(None)
+    assert preset_config("demo", tiny=True) == WorldConfig.tiny()
+    assert preset_config("cloudy-season", seed=4, size_km=1.28).seed == 4
+    assert set(preset_names()) >= {"demo", "cloudy-season", "realistic-land"}
+
+
+def test_unknown_preset_is_a_named_error_listing_the_presets(tmp_path: Path) -> None:
+    with pytest.raises(WorldError, match="unknown world preset 'rainy'") as err:
+        preset_config("rainy")
+    assert all(name in str(err.value) for name in PRESETS)
+    from pipelines.cli import main
+
+    result = CliRunner().invoke(main, ["world", "create", str(tmp_path / "w"), "--preset", "rainy"])
+    assert result.exit_code == 2 and "cloudy-season" in result.output
+    assert not (tmp_path / "w").exists()
+    listed = CliRunner().invoke(main, ["world", "presets"])
+    assert listed.exit_code == 0 and all(name in listed.output for name in PRESETS)
+
+
+def test_world_create_takes_a_preset(tmp_path: Path) -> None:
+    from pipelines.cli import main
+
+    out = tmp_path / "w"
+    args = ["world", "create", str(out), "--preset", "realistic-land", "--tiny"]
+    result = CliRunner().invoke(main, [*args, "--size-km", "0.64", "--end", "2023-05-10"])
+    assert result.exit_code == 0, result.output
+    w = open_world(out)
+    assert w.config == preset_config("realistic-land", tiny=True, size_km=0.64, end="2023-05-10")
+    assert w.config.field_texture == 1.0 and (w.truth["landcover"].values == _FOREST).any()
+
+
+def test_demo_takes_a_world_preset() -> None:
+    from pipelines.core.config import read_mapping
+    from pipelines.demo.run import DemoConfig, _world_config
+
+    config = DemoConfig(**read_mapping(Path(__file__).parents[1] / "pipelines/configs/demo.yaml"))
+    assert config.world_preset == "demo"
+    wcfg = _world_config(size_km=1.28, tiny=False, world={"seed": 2}, preset="cloudy-season")
+    assert wcfg == preset_config("cloudy-season", size_km=1.28, seed=2)
+    with pytest.raises(WorldError, match="unknown world preset"):
+        _world_config(size_km=None, tiny=True, world=None, preset="monsoon")
