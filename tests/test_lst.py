@@ -165,3 +165,25 @@ def test_lst_needs_the_thermal_assets(tiny_world) -> None:
     d["assets"].pop("lwir11")
     with pytest.raises(MissingAssetError, match="lwir11"):
         load_cube([pystac.Item.from_dict(d)], bands=["lst"])
+
+
+def test_demo_scores_every_method_by_class_and_writes_the_section(tiny_world, lst30, tmp_path) -> None:
+    from pipelines.demo.lst import _sharpen_all, lst_section
+
+    truth = tiny_world.truth
+    days = [pd.Timestamp(t).normalize() for t in lst30.time.values]
+    # Truth reflectance on the Landsat times stands in for the harmonized dates.
+    harmonized = truth.sel(time=days)[list(REFLECTANCE_BANDS)].assign_coords(time=lst30.time.values)
+    product, scores, best = _sharpen_all(lst30, harmonized, truth, "local")
+    assert product.sizes["time"] == lst30.sizes["time"] and best is not None
+    table = scores.table()
+    assert set(table.index) == {"bicubic", "tsharp", "global", "local"}
+    assert {"land", "cropland", "road"} <= set(table.columns)
+    assert table.loc["local", "land"] < table.loc["bicubic", "land"]
+    (tmp_path / "lst").mkdir()
+    metrics = {"method": "local", "landsat_dates": 6, "scored_dates": len(scores.dates)}
+    metrics["rmse_k"] = table.to_dict(orient="index")
+    (tmp_path / "lst" / "metrics.json").write_text(json.dumps(metrics))
+    md = lst_section(tmp_path)
+    assert "## Land surface temperature" in md and "| local |" in md
+    assert lst_section(tmp_path / "nothing") == ""
