@@ -27,7 +27,6 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pystac
 
@@ -297,8 +296,9 @@ def is_api_url(source: str | os.PathLike[str]) -> bool:
 
 def _local_path(source: str | os.PathLike[str]) -> Path:
     text = os.fspath(source)
-    if text.startswith("file://"):
-        text = urlsplit(text).path
+    from harmonize.items import local_href
+
+    text = local_href(text)
     path = Path(text)
     if path.is_dir():
         for name in ("items.parquet", "items.ndjson"):

@@ -74,7 +74,9 @@ def _is_local(path: str | os.PathLike[str]) -> bool:
 
 def _local_path(path: str | os.PathLike[str]) -> Path:
     s = os.fspath(path)
-    return Path(s[len("file://") :] if s.startswith("file://") else s)
+    from harmonize.items import local_href
+
+    return Path(local_href(s))
 
 
 def _prepare_for_zarr(ds: xr.Dataset) -> xr.Dataset:
@@ -699,7 +701,10 @@ def write_stac_items(
         target = target_dir / f"{item.id}.json"
         item.set_self_href(str(target.resolve()))
         tmp = target.with_name(f".{target.name}.tmp")
-        item.save_object(include_self_link=True, dest_href=str(tmp))
+        # written here, not by pystac's save_object: it reads a path as an href, so a '#' in
+        # the folder name would cut it short and the item land outside out_dir (issue 17)
+        doc = item.to_dict(include_self_link=True, transform_hrefs=False)
+        tmp.write_text(json.dumps(doc, indent=2))
         tmp.replace(target)
         items.append(item)
     return items

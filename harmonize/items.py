@@ -55,6 +55,7 @@ __all__ = [
     "attach_pan",
     "item_datetime",
     "item_crs",
+    "local_href",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,20 @@ log = logging.getLogger(__name__)
 #: How far apart in time the Level-1 and Level-2 products of one Landsat acquisition may be
 #: stamped (they share DATE_ACQUIRED/SCENE_CENTER_TIME; a little slack for rounding).
 PAN_MATCH_TOLERANCE = timedelta(minutes=2)
+
+
+def local_href(href: str) -> str:
+    """The file path of a ``file://`` href, percent-decoded (``file:///a%20b/x.tif`` is
+    ``/a b/x.tif``); any other href unchanged.
+
+    GDAL opens ``file://`` URIs as written, so an archive in a folder with spaces or non-ASCII
+    characters (which a correct URI percent-encodes) would be unreadable without this.
+    """
+    if not href.startswith("file://"):
+        return href
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(href).path)
 
 
 def item_datetime(item: pystac.Item) -> datetime:

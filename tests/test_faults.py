@@ -318,3 +318,55 @@ def test_nan_weights_are_refused_before_anything_is_written(tiny_world, tmp_path
     with pytest.raises(NonFiniteWeightsError):
         infer_stage(_infer_config(tiny_world, tmp_path / "nan", tmp_path / "out"))
     assert not (tmp_path / "out" / "dates").exists()
+
+
+# ------------------------------------------------------------------ odd characters in paths
+
+
+@pytest.fixture(scope="module")
+def odd_world(tmp_path_factory):
+    """A tiny world in a folder whose name has a space, non-ASCII letters and a '#'."""
+    from harmonize.world import WorldConfig, create_world
+
+    root = tmp_path_factory.mktemp("odd") / "mein wörld #1"
+    return create_world(root, WorldConfig.tiny(end="2023-05-20"), progress=False)
+
+
+def test_percent_encoded_hrefs_of_a_world_with_odd_characters_are_read(odd_world):
+    from harmonize.catalog import search
+    from harmonize.cube import load_cube
+
+    items = search(odd_world.root, include_pan=True)
+    href = next(iter(items[0].assets.values())).href
+    assert "%20" in href  # a correct URI percent-encodes the folder name
+    s2 = [i for i in items if i.collection_id == "sentinel-2-l2a"][:1]
+    red = load_cube(s2, bands=["red"])["red"].compute()
+    assert np.isfinite(red.values).mean() > 0.9
+    landsat = [i for i in items if i.collection_id.startswith("landsat")]
+    l2 = next(i for i in landsat if "L2SP" in i.id)
+    shifts = pd.DataFrame({"item_id": [l2.id], "dx": [10.0], "dy": [-5.0], "flagged": [False]},
+                          index=pd.DatetimeIndex([pd.Timestamp(l2.datetime).tz_localize(None)], name="time"))
+    cube = load_cube(landsat, bands=["red"], shifts=shifts, bbox=odd_world.bbox)  # vrt:// paths
+    assert np.isfinite(cube["red"].compute().values).any()
+
+
+def test_cogs_and_stac_items_in_a_folder_with_a_hash(odd_world, tmp_path):
+    import pystac
+    import rasterio
+
+    from harmonize.catalog import search
+    from harmonize.cube import load_cube
+    from harmonize.io import write_cogs, write_stac_items
+    from harmonize.items import local_href
+
+    s2 = [i for i in search(odd_world.root, sensors=("sentinel-2",))][:1]
+    ds = load_cube(s2, bands=["red", "nir"]).compute()
+    out = tmp_path / "proj #2"
+    cogs = write_cogs(ds, out / "cogs")
+    items = write_stac_items(cogs, ds, out / "items")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj #2"]  # nothing outside out
+    written = sorted((out / "items").glob("*.json"))
+    assert [p.name for p in written] == [f"{items[0].id}.json"]
+    back = pystac.Item.from_dict(__import__("json").loads(written[0].read_text()))
+    with rasterio.open(local_href(next(iter(back.assets.values())).href)) as src:
+        np.testing.assert_allclose(src.read(1), ds["red"].values[0], equal_nan=True)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import threading
 import warnings
@@ -31,7 +32,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from harmonize.errors import AssetReadError, MissingAssetError
-from harmonize.items import item_crs
+from harmonize.items import item_crs, local_href
 
 __all__ = ["AssetReadWarning", "Driver", "Reader", "gdal_path", "scaled_reads", "shift_item"]
 
@@ -180,6 +181,8 @@ class Reader(RioReader):
     """odc-loader's rasterio reader that names the href of an asset it cannot read."""
 
     def __init__(self, src: Any, ctx: Any, strict: bool) -> None:
+        if src.uri.startswith("file://"):  # percent-decoded: GDAL would look for "a%20b"
+            src = dataclasses.replace(src, uri=local_href(src.uri))
         super().__init__(src, ctx)
         self._strict = strict
 
@@ -232,7 +235,7 @@ class Driver(RioDriver):
 def gdal_path(href: str) -> str:
     """The GDAL path of an href (``/vsis3/`` for ``s3://``, ``/vsicurl/`` for http(s))."""
     if href.startswith("file://"):
-        return href[len("file://") :]
+        return local_href(href)
     if href.startswith("s3://"):
         return "/vsis3/" + href[len("s3://") :]
     if href.startswith(("http://", "https://")):
