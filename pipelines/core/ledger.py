@@ -12,6 +12,12 @@ So a run killed at any moment leaves every committed unit complete and listed, a
 half-written temporary folder (removed by the next run), and the next run redoes only the units
 that were not committed. Items a unit was made from are recorded with it: a later run processes
 only items that no unit records yet.
+
+A ledger can instead keep its units in a transactional cube repository
+(:class:`pipelines.core.cubestore.CubeRepo`, Icechunk, local or ``s3://``; see
+:meth:`Ledger.attach_repo`): then the repository's last commit is the truth about what is
+committed (its units and their items are committed with the data), ``ledger.json`` records where
+the repository is and mirrors its list, and :meth:`Ledger.commit_units` commits a batch.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +124,48 @@ class Ledger:
             self.meta: dict[str, Any] = doc.get("meta", {})
         else:
             self.units, self.meta = {}, {}
+        self.repo: Any = None
+        self.snapshot: str | None = None
+        if self.meta.get("repo"):
+            self.attach_repo(self.meta["repo"])
+
+    # ------------------------------------------------------------------ cube repository
+    def repo_location(self, location: str | os.PathLike[str]) -> str:
+        """Where a repository named ``location`` is: a URL as given, a relative path under root."""
+        from pipelines.core.cubestore import is_remote
+
+        loc = os.fspath(location)
+        return loc if is_remote(loc) or os.path.isabs(loc) else str(self.root / loc)
+
+    def attach_repo(self, location: str | os.PathLike[str]) -> None:
+        """Keep this ledger's units in the cube repository at ``location`` (a local path, relative
+        to the output folder, or ``s3://bucket/prefix``), created if missing; the units and the
+        stage metadata are read from its last commit (nothing is written here)."""
+        from pipelines.core.cubestore import CubeRepo
+
+        if self.repo is not None and self.meta.get("repo") == os.fspath(location):
+            return
+        self.repo = CubeRepo(self.repo_location(location))
+        self.snapshot = self.repo.snapshot()
+        self.units = self.repo.units(self.snapshot)
+        self.meta = {**self.meta, **self.repo.meta(self.snapshot), "repo": os.fspath(location)}
+
+    def commit_units(self, units: Sequence[Any], message: str) -> str:
+        """Commit :class:`~pipelines.core.cubestore.RepoUnit` s to the repository in one
+        transaction (with the stage metadata), then mirror the ledger; returns the snapshot id."""
+        if self.repo is None:
+            raise HarmonizeError(f"{self.root} keeps its units as folders; commit them one by one")
+        meta = {k: v for k, v in self.meta.items() if k != "repo"}
+        self.snapshot = self.repo.commit(units, message=message, meta=meta)
+        self.units = self.repo.units(self.snapshot)
+        self.save()
+        return self.snapshot
 
     # ------------------------------------------------------------------ queries
     @property
     def exists(self) -> bool:
         """Whether anything was ever committed here."""
-        return self.path.exists()
+        return self.path.exists() or bool(self.units)
 
     def items(self) -> set[str]:
         """Every STAC item id some committed unit still on disk was made from (a unit deleted
@@ -135,11 +177,16 @@ class Ledger:
         return self.root / name
 
     def committed(self, name: str) -> bool:
-        """Whether unit ``name`` is committed and still on disk."""
+        """Whether unit ``name`` is committed and still on disk (in the repository's last commit)."""
+        if self.repo is not None:
+            return name in self.units
         return name in self.units and self.unit_path(name).exists()
 
     def committed_paths(self) -> list[Path]:
-        """Paths of every committed unit still on disk, sorted by name."""
+        """Paths of every committed unit still on disk, sorted by name (none for a repository:
+        open its units with :meth:`CubeRepo.open`)."""
+        if self.repo is not None:
+            return []
         return [self.unit_path(n) for n in sorted(self.units) if self.committed(n)]
 
     def fingerprint(self) -> str:

@@ -23,6 +23,10 @@ scene and its references, a store is the same whichever run wrote it (a Sentinel
 published after its Landsat neighbour was ingested is not used for it retroactively). Each
 store is committed by atomic rename and recorded in the ledger right after, so a killed run
 resumes where it stopped. :func:`pipelines.core.stores.open_cube` reads all stores as one lazy cube.
+
+With ``store: icechunk`` the stores are groups of one transactional repository instead
+(:mod:`pipelines.core.cubestore`, local or on S3): each batch is one commit holding its units and
+the ledger of all units, so a killed run leaves the last commit complete and resumes from it.
 """
 
 from __future__ import annotations
@@ -43,13 +47,14 @@ from harmonize.bands import PAN, REFLECTANCE_BANDS
 from harmonize.catalog import search
 from harmonize.coregister import DEFAULT_BANDS, estimate_shifts
 from harmonize.cube import load_cube, step_item_ids
+from harmonize.errors import HarmonizeError
 from harmonize.grid import common_geobox, geobox_from_dict, geobox_to_dict
 from harmonize.items import Scene, parse_items
 from harmonize.redact import redact_url
 from pipelines.core.cli import stage_main
 from pipelines.core.config import StageConfig
 from pipelines.core.ledger import Ledger
-from pipelines.core.stores import INGEST, exact_time_encoding, open_units
+from pipelines.core.stores import INGEST, exact_time_encoding, open_committed
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +87,16 @@ class IngestConfig(StageConfig):
     max_days
         Largest time difference of a co-registration reference date.
     batch
-        Units computed together before being committed one by one.
+        Units computed together before being committed (one by one as folders, as one commit
+        in a repository).
+    store
+        ``"zarr"``: one Zarr folder per acquisition under ``out/scenes/``, committed by rename
+        (plain files, local disk only). ``"icechunk"``: the acquisitions as groups of one
+        transactional cube repository (:mod:`pipelines.core.cubestore`), one commit per batch,
+        on a local disk or S3.
+    repo
+        Where the repository is with ``store: icechunk``: a path (relative to ``out``) or
+        ``s3://bucket/prefix``; default ``out/cube.icechunk``.
     """
 
     stage: Literal["ingest"] = "ingest"
@@ -96,9 +110,13 @@ class IngestConfig(StageConfig):
     coregister: bool = True
     max_days: float = Field(60.0, ge=0)
     batch: int = Field(8, ge=1)
+    store: Literal["zarr", "icechunk"] = "zarr"
+    repo: str | None = None
 
 
 STAGE = INGEST
+#: Default location of the cube repository (``store: icechunk``), relative to ``out``.
+REPO = "cube.icechunk"
 
 
 def unit_name(time: Any, sensor: str, platform: str) -> str:
@@ -144,6 +162,10 @@ def ingest(
     """
     t0 = time.perf_counter()
     ledger = Ledger(config.out, STAGE)
+    if config.store == "icechunk":
+        ledger.attach_repo(config.repo or REPO)
+    elif config.repo is not None:
+        raise HarmonizeError("repo= is the location of an icechunk store; set store: icechunk with it")
     items = list(
         search(
             config.source,
@@ -244,12 +266,12 @@ def _shift_table(
             continue
         t = pd.Timestamp(unit["time"])
         if (abs(times - t) <= window).any():
-            refs.append(ledger.unit_path(name))
+            refs.append(name)
     if not refs:
         return _unmeasured_table(landsat, f"no Sentinel-2 scene within {config.max_days:g} days")
     probe = load_cube(landsat, list(DEFAULT_BANDS), **load)
     table = estimate_shifts(
-        probe, open_units(sorted(refs)), max_days=config.max_days, progress=config.progress
+        probe, open_committed(ledger, sorted(refs)), max_days=config.max_days, progress=config.progress
     )
     ok = table[~table["flagged"]]
     log.info(
@@ -306,7 +328,7 @@ def _step_unit(ledger: Ledger, step: xr.Dataset) -> tuple[str, Path, list[str], 
 
 def _write_steps(config: IngestConfig, ledger: Ledger, cube: xr.Dataset) -> list[str]:
     """Write every time step of ``cube`` as a store, ``batch`` at a time in one computation,
-    committing each with its Level-2 and Level-1 item ids."""
+    committing each with its Level-2 and Level-1 item ids (in a repository: one commit a batch)."""
     from harmonize.io import write_zarr_batch
 
     committed: list[str] = []
@@ -315,12 +337,31 @@ def _write_steps(config: IngestConfig, ledger: Ledger, cube: xr.Dataset) -> list
             _step_unit(ledger, cube.isel(time=[i]))
             for i in range(start, min(start + config.batch, cube.sizes["time"]))
         ]
+        if ledger.repo is not None:
+            committed += _commit_to_repo(ledger, units)
+            continue
         write_zarr_batch([u[4] for u in units], [u[1] for u in units], stripes=False)
         for name, tmp, unit_items, info, _ in units:
             ledger.commit(name, tmp, unit_items, **info)
             committed.append(name)
             log.info("committed %s (%s)", name, ", ".join(unit_items))
     return committed
+
+
+def _commit_to_repo(
+    ledger: Ledger, units: Sequence[tuple[str, Path, list[str], dict[str, Any], xr.Dataset]]
+) -> list[str]:
+    """Commit a batch of time steps to the ledger's cube repository in one transaction."""
+    from pipelines.core.cubestore import RepoUnit
+
+    names = [u[0] for u in units]
+    message = f"ingest {len(units)} scene(s): " + ", ".join(Path(n).stem for n in names)
+    snapshot = ledger.commit_units(
+        [RepoUnit(name, ds, unit_items, info) for name, _, unit_items, info, ds in units], message
+    )
+    for name, _, unit_items, _, _ in units:
+        log.info("committed %s (%s) in snapshot %s", name, ", ".join(unit_items), snapshot)
+    return names
 
 
 main = stage_main(IngestConfig, ingest)
