@@ -168,3 +168,20 @@ def test_demo_takes_a_world_preset() -> None:
     assert wcfg == preset_config("cloudy-season", size_km=1.28, seed=2)
     with pytest.raises(WorldError, match="unknown world preset"):
         _world_config(size_km=None, tiny=True, world=None, preset="monsoon")
+
+
+def _rasters_and_truth(root: Path) -> dict[str, bytes]:
+    """Every COG and truth chunk of a world (items hold the folder's path, so they differ)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and (p.suffix.lower() == ".tif" or "truth.zarr" in p.parts)
+    }
+
+
+def test_a_cloudy_season_world_is_byte_identical_for_the_same_seed(tmp_path: Path) -> None:
+    cfg = preset_config("cloudy-season", size_km=0.64, start="2023-06-01", end="2023-06-10")
+    a = create_world(tmp_path / "a", cfg, progress=False)
+    b = create_world(tmp_path / "b", cfg, progress=False)
+    assert _rasters_and_truth(a.root) and _rasters_and_truth(a.root) == _rasters_and_truth(b.root)
+    assert any(s["cloud_fraction"] > 0.5 for s in a.scenes), "the wet season's deck is in the scenes"
