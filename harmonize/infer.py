@@ -317,15 +317,18 @@ def _forward(models: list[Any], batch: np.ndarray, spec: ModelSpec) -> tuple[np.
                 else:
                     y = model(x)
                 k += 1
-                if mean is None:
+                if spec.n_samples == 1:  # one sample: its output is the mean (no copy)
+                    mean = y
+                elif mean is None:
                     mean, m2 = y.clone(), torch.zeros_like(y)
                 else:  # Welford: exact zero spread for identical samples
                     delta = y - mean
                     mean += delta / k
                     m2 += delta * (y - mean)
         std = torch.sqrt(m2 / k) if k > 1 else None
-        mean = mean.contiguous()  # back to NCHW for numpy
-        return mean.cpu().numpy(), (std.contiguous().cpu().numpy() if std is not None else None)
+        # channels_last tensors come back as NCHW-indexed numpy views with NHWC strides: the
+        # caller's crop into its output is the one copy (no .contiguous() pass in between)
+        return mean.cpu().numpy(), (std.cpu().numpy() if std is not None else None)
 
 
 def _predict_block(
@@ -337,10 +340,12 @@ def _predict_block(
     batch_size: int,
     with_std: bool,
     invalid: np.ndarray | None = None,
+    extra: int = 0,
 ) -> np.ndarray:
     """Run the model over one halo-extended block ``[t, c, h + 2 halo, w + 2 halo]``.
 
-    Returns ``[t, n_out * (2 if with_std else 1), h, w]``: the prediction of the block's core,
+    Returns ``[t, n_out * (2 if with_std else 1) + extra, h, w]``: the prediction of the block's
+    core (``extra`` trailing channels left for the caller to fill),
     computed in tiles of ``tile`` pixels (each with its own ``halo``), batched ``batch_size`` at
     a time. ``block`` holds no NaN (the caller filled invalid pixels). Tiles whose core is all
     ``invalid`` (``[t, h + 2 halo, w + 2 halo]``, e.g. under cloud) are not run and come out NaN;
@@ -349,7 +354,7 @@ def _predict_block(
     t, _, hb, wb = block.shape
     h, w = hb - 2 * halo, wb - 2 * halo
     n_out = len(spec.output_bands)
-    out = np.empty((t, n_out * (2 if with_std else 1), h, w), dtype="float32")
+    out = np.empty((t, n_out * (2 if with_std else 1) + extra, h, w), dtype="float32")
     if t == 0 or h <= 0 or w <= 0:
         return out
     models = spec.models()
@@ -366,15 +371,20 @@ def _predict_block(
     for (th, tw), where in groups.items():
         for i in range(0, len(where), batch_size):
             chunk = where[i : i + batch_size]
-            batch = np.stack(
-                [block[ti, :, y0 : y0 + th + 2 * halo, x0 : x0 + tw + 2 * halo] for ti, y0, x0 in chunk]
-            )
+            if len(chunk) == 1 and (th + 2 * halo, tw + 2 * halo) == (hb, wb):
+                ti = chunk[0][0]
+                batch = block[ti : ti + 1]  # the tile is the whole block: a view, not a copy
+            else:
+                batch = np.stack(
+                    [block[ti, :, y0 : y0 + th + 2 * halo, x0 : x0 + tw + 2 * halo] for ti, y0, x0 in chunk]
+                )
             mean, std = _forward(models, batch, spec)
             for j, (ti, y0, x0) in enumerate(chunk):
                 out[ti, :n_out, y0 : y0 + th, x0 : x0 + tw] = mean[j, :, halo : halo + th, halo : halo + tw]
                 if with_std:
                     s = std[j] if std is not None else np.zeros_like(mean[j])
-                    out[ti, n_out:, y0 : y0 + th, x0 : x0 + tw] = s[:, halo : halo + th, halo : halo + tw]
+                    core = s[:, halo : halo + th, halo : halo + tw]
+                    out[ti, n_out : 2 * n_out, y0 : y0 + th, x0 : x0 + tw] = core
     return out
 
 
@@ -389,21 +399,29 @@ def _predict_bands(
 ) -> np.ndarray:
     """One dask task: halo-extended ``[t, y, x]`` blocks of every input band (and ``clear``) ->
     ``[t, n_out (x2 with std) + 1, h, w]`` of the core, NaN where invalid, validity last."""
+    # Every pass over the block is a pass over ~30 MB (a 1024-px chunk): each band is copied
+    # once into the model's input, the output is written once in place (validity included),
+    # and masks are applied with ``where=`` instead of boolean indexing.
     bands = blocks[: len(spec.input_bands)]
-    x = np.stack(bands, axis=1).astype("float32", copy=False)
-    invalid = ~np.isfinite(x).all(axis=1)
+    first = bands[0]
+    x = np.empty((first.shape[0], len(bands), *first.shape[1:]), dtype="float32")
+    invalid = np.zeros(first.shape, dtype=bool)
+    for i, b in enumerate(bands):
+        x[:, i] = b
+        invalid |= ~np.isfinite(x[:, i])
     if invalid.any():
         for i, v in enumerate(spec.fill):
-            x[:, i][invalid] = v
+            np.copyto(x[:, i], np.float32(v), where=invalid)
     if has_clear:  # cloudy pixels stay as observed in the input (module docstring); masked below
-        invalid |= ~blocks[-1].astype(bool)
+        invalid |= ~blocks[-1].astype(bool, copy=False)
     out = _predict_block(
-        x, spec=spec, halo=halo, tile=tile, batch_size=batch_size, with_std=with_std, invalid=invalid
+        x, spec=spec, halo=halo, tile=tile, batch_size=batch_size, with_std=with_std, invalid=invalid, extra=1
     )
     h, w = out.shape[-2:]
     core = invalid[:, halo : halo + h, halo : halo + w]
-    out[:, :][np.broadcast_to(core[:, None], out.shape)] = np.nan
-    return np.concatenate([out, (~core)[:, None].astype("float32")], axis=1)
+    np.copyto(out[:, :-1], np.float32(np.nan), where=core[:, None])
+    np.logical_not(core, out=out[:, -1], casting="unsafe")
+    return out
 
 
 def predict_array(
@@ -500,35 +518,55 @@ def _landsat_dates(cube: xr.Dataset) -> xr.Dataset:
     return cube.isel(time=np.flatnonzero(keep))
 
 
-def stripes(ds: xr.Dataset, rows: int = 1) -> list[dict[str, slice]]:
-    """Regions of ``ds`` one row of chunks high (``rows`` rows) and the full width and time.
+def _edges(chunks: tuple[int, ...], step: int | None, n: int) -> list[int]:
+    """Region edges along one axis: every ``step``-th chunk edge (all of it with ``None``)."""
+    edges = np.cumsum((0, *chunks)).tolist()
+    edges = edges[:: max(1, int(step))] if step else [0]
+    if edges[-1] != n:
+        edges.append(n)
+    return [int(e) for e in edges]
 
-    Computing (or writing) a super-resolved dataset stripe by stripe bounds memory by a stripe's
-    width instead of the whole scene: given the whole graph at once, dask materialises input
-    chunks far ahead of the model (measured with a null model on 2 CPUs, 1024-px chunks: peak
-    RSS 0.73 / 1.1 / 2.5 GB for 2048² / 4096² / 8192² at once, 0.80 / 1.1 GB for 4096² / 8192²
-    in stripes). Each stripe re-reads the halo rows of its neighbours (a few percent).
+
+def stripes(ds: xr.Dataset, rows: int = 1, cols: int | None = 2) -> list[dict[str, slice]]:
+    """Regions of ``ds`` ``rows`` rows of chunks high and at most ``cols`` chunks wide, full time.
+
+    Computing (or writing) a super-resolved dataset region by region bounds memory by a region
+    instead of the whole scene: given the whole graph at once, dask materialises input chunks
+    far ahead of the model (measured with a null model on 2 CPUs, 1024-px chunks: peak RSS
+    0.73 / 1.1 / 2.5 GB for 2048² / 4096² / 8192² at once). Full-width stripes still grew with
+    the scene's width (1.16 GB at 2048², 1.66 GB at 8192² with the tiny model and a Zarr
+    sink), so a region is at most ``cols`` chunks wide: every region of a large scene is then
+    the size of a 2048² scene's stripe, and peak memory is flat in the scene size. Each region
+    re-reads the halo of its neighbours' chunks (the input is cheap beside the model).
 
     Parameters
     ----------
     ds
         A chunked dataset on ``(time, y, x)`` (e.g. :func:`super_resolve`'s result).
     rows
-        Rows of chunks per stripe.
+        Rows of chunks per region.
+    cols
+        Chunks per region along ``x`` (``None``: the full width, one stripe per row).
 
     Returns
     -------
     list of dict
-        ``{"time": slice, "y": slice, "x": slice}`` regions, usable with ``ds.isel(**region)``
-        and as ``write_zarr(..., region=region)``.
+        ``{"time": slice, "y": slice, "x": slice}`` regions, row by row, usable with
+        ``ds.isel(**region)`` and as ``write_zarr(..., region=region)``.
     """
     first = next(iter(ds.data_vars.values()))
-    chunks_y = first.chunks[first.dims.index("y")] if first.chunks is not None else (ds.sizes["y"],)
-    edges = np.cumsum((0, *chunks_y))[:: max(1, int(rows))].tolist()
-    if edges[-1] != ds.sizes["y"]:
-        edges.append(ds.sizes["y"])
-    full = {d: slice(0, ds.sizes[d]) for d in ("time", "x") if d in ds.dims}
-    return [{**full, "y": slice(int(a), int(b))} for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def chunks(dim: str) -> tuple[int, ...]:
+        return first.chunks[first.dims.index(dim)] if first.chunks is not None else (ds.sizes[dim],)
+
+    ys = _edges(chunks("y"), rows, ds.sizes["y"])
+    xs = _edges(chunks("x"), cols, ds.sizes["x"]) if "x" in ds.dims else [0, 0]
+    full = {"time": slice(0, ds.sizes["time"])} if "time" in ds.dims else {}
+    return [
+        {**full, "y": slice(y0, y1), "x": slice(x0, x1)}
+        for y0, y1 in zip(ys[:-1], ys[1:], strict=True)
+        for x0, x1 in zip(xs[:-1], xs[1:], strict=True)
+    ]
 
 
 def super_resolve(

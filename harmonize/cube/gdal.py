@@ -27,7 +27,7 @@ import shapely.affinity
 from odc.geo import geom
 from odc.geo.geobox import GeoBox
 from odc.loader._reader import resolve_band_query, resolve_dst_dtype, resolve_dst_nodata, resolve_src_nodata
-from odc.loader._rio import RioDriver, RioReader, _do_read, _reproject_info_from_rio, rio_env, rio_read
+from odc.loader._rio import RioDriver, RioReader, _do_read, _reproject_info_from_rio, rio_read
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
@@ -61,7 +61,7 @@ def _hold_rasterio_env() -> None:
     options inside it.
     """
     if getattr(_THREAD, "env", None) is None and os.environ.get("HARMONIZE_NO_HELD_ENV") is None:
-        env = rasterio.Env()
+        env = rasterio.Env(VSI_CACHE=False)
         env.__enter__()
         _THREAD.env = env
 
@@ -100,6 +100,28 @@ def scaled_reads(enabled: bool | None = None) -> bool:
     if enabled is not None:
         _SCALED["on"] = bool(enabled)
     return before
+
+
+_REPROJECT_INFO: dict[tuple[Any, ...], Any] = {}
+
+
+def _reproject_info(rdr: Any, dst_geobox: GeoBox, ttol: float) -> Any:
+    """odc-geo's ``compute_reproject_roi`` of the file's grid onto ``dst_geobox``, memoised.
+
+    It is pure geometry of (CRS, transform, shape) and the destination grid, and every band of
+    a scene (and every scene of one path/row or tile) shares them, yet odc-loader computes it for
+    each read: ~0.4 ms each, 7-10 % of a demo-world load's time in the profile (the note of
+    issue 14). Bounded: cleared when it grows past 4096 entries.
+    """
+    if rdr.crs is None:  # georeferenced by GCPs: the transform does not say where it is
+        return _reproject_info_from_rio(rdr, dst_geobox, ttol=ttol)
+    key = (rdr.crs, rdr.transform, rdr.shape, dst_geobox, ttol)
+    rr = _REPROJECT_INFO.get(key)
+    if rr is None:
+        if len(_REPROJECT_INFO) >= 4096:
+            _REPROJECT_INFO.clear()
+        rr = _REPROJECT_INFO[key] = _reproject_info_from_rio(rdr, dst_geobox, ttol=ttol)
+    return rr
 
 
 _RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear, "cubic": Resampling.cubic}
@@ -152,24 +174,27 @@ def _read(src: Any, cfg: Any, dst_geobox: GeoBox, dst: np.ndarray | None, select
         bidx = resolve_band_query(src, rdr.count, selection=selection)
         if not isinstance(bidx, int) or (dst is not None and dst.ndim != 2):
             return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
-        rr = _reproject_info_from_rio(rdr, dst_geobox, ttol=0.9 if cfg.nearest else 0.05)
+        rr = _reproject_info(rdr, dst_geobox, 0.9 if cfg.nearest else 0.05)
         if cfg.use_overviews and rr.read_shrink > 1 and rdr.overviews(bidx):
             return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
         win = None if rr.paste_ok else _scaled_window(rdr, rr)
+        # (no per-read ``rio_env(VSI_CACHE=False)`` as odc-loader wraps its reads in: the held
+        # environment of the thread has it, and entering one costs as much as a small read)
         if win is None:
-            with rio_env(VSI_CACHE=False):
-                return _do_read(rasterio.band(rdr, bidx), cfg, dst_geobox, rr, dst=dst)
+            return _do_read(rasterio.band(rdr, bidx), cfg, dst_geobox, rr, dst=dst)
         ys, xs = rr.roi_dst
         shape = (ys.stop - ys.start, xs.stop - xs.start)
         dtype = resolve_dst_dtype(rdr.dtypes[bidx - 1], cfg)
-        out = dst[ys, xs] if dst is not None else np.empty(shape, dtype=dtype)
         src_nodata = resolve_src_nodata(rdr.nodatavals[bidx - 1], cfg)
-        dst_nodata = resolve_dst_nodata(out.dtype, cfg, src_nodata)
-        with rio_env(VSI_CACHE=False):
-            pix = rdr.read(bidx, window=win, out_shape=shape, resampling=_RESAMPLING[cfg.resampling])
+        dst_nodata = resolve_dst_nodata(dtype if dst is None else dst.dtype, cfg, src_nodata)
+        pix = rdr.read(bidx, window=win, out_shape=shape, resampling=_RESAMPLING[cfg.resampling])
         if src_nodata is not None:
             _mask_outside_footprint(rdr, bidx, win, pix, src_nodata, rr)
-        if dst_nodata is not None and src_nodata is not None and src_nodata != dst_nodata:
+        remap = dst_nodata is not None and src_nodata is not None and src_nodata != dst_nodata
+        if dst is None and pix.dtype == dtype and not remap:
+            return (ys, xs), pix  # GDAL's buffer is the answer: no copy
+        out = dst[ys, xs] if dst is not None else np.empty(shape, dtype=dtype)
+        if remap:
             np.copyto(out, dst_nodata, where=pix == src_nodata)
             np.copyto(out, pix, where=pix != src_nodata, casting="unsafe")
         else:
