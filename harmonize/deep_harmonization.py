@@ -190,11 +190,19 @@ class DeepHarmonizationUNet(nn.Module):
         super().__init__()
         self.config = config
         self.model = SRUNet(config)
-        self.register_buffer("input_mean", torch.tensor([_FILL.get(b, 0.1) for b in config.input_bands]))
-        if config.lowfreq_constraint:
-            slope, offset = hls_oli_to_msi(config.output_bands)
-            self.register_buffer("bandpass_slope", torch.tensor(slope))
-            self.register_buffer("bandpass_offset", torch.tensor(offset))
+        for name, value in self.own_buffers().items():
+            self.register_buffer(name, value)
+
+    def own_buffers(self) -> dict[str, torch.Tensor]:
+        """The buffers that come from the config, not a checkpoint (on the CPU): the no-data
+        fill, and the HLS bandpass of the low-frequency constraint."""
+        cfg = self.config
+        out = {"input_mean": torch.tensor([_FILL.get(b, 0.1) for b in cfg.input_bands], device="cpu")}
+        if cfg.lowfreq_constraint:
+            slope, offset = hls_oli_to_msi(cfg.output_bands)
+            out["bandpass_slope"] = torch.tensor(slope, device="cpu")
+            out["bandpass_offset"] = torch.tensor(offset, device="cpu")
+        return out
 
     @property
     def input_bands(self) -> tuple[str, ...]:
@@ -259,7 +267,8 @@ def key_map(config: DHConfig, prefix: str = "model.") -> dict[str, str]:
     prefix
         What the checkpoint puts before the network's keys (one of :data:`SOURCE_PREFIXES`).
     """
-    ours = [k for k in DeepHarmonizationUNet(config).to("meta").state_dict() if k.startswith("model.")]
+    with torch.device("meta"):
+        ours = [k for k in DeepHarmonizationUNet(config).state_dict() if k.startswith("model.")]
     return {prefix + k.removeprefix("model."): k for k in ours}
 
 

@@ -707,7 +707,7 @@ def load_model_package(
     _check_weights_checksum(weights, doc["assets"]["weights"].get("file:checksum"), doc_path)
     _check_finite(state, weights)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)  # every tensor: the meta ones go
     except RuntimeError as exc:
         raise ModelError(f"weights in {weights} do not match the config in {doc_path}: {exc}") from exc
     model.to(device).eval()
@@ -715,11 +715,14 @@ def load_model_package(
 
 
 def _model_for(architecture: str, config: dict[str, Any]) -> nn.Module:
-    """An untrained model of a package's architecture and config."""
-    if architecture == UNET_ARCHITECTURE:
-        return UNet(UNetConfig(**config))
-    from harmonize.deep_harmonization import ARCHITECTURE, DeepHarmonizationUNet, DHConfig
+    """A model of a package's architecture and config on the meta device (no storage, no
+    initialisation: the package's weights replace every tensor, which for the 29-226 M
+    parameters of the Deep-Harmonization UNets saves seconds per load)."""
+    with torch.device("meta"):
+        if architecture == UNET_ARCHITECTURE:
+            return UNet(UNetConfig(**config))
+        from harmonize.deep_harmonization import ARCHITECTURE, DeepHarmonizationUNet, DHConfig
 
-    if architecture == ARCHITECTURE:
-        return DeepHarmonizationUNet(DHConfig(**config))
+        if architecture == ARCHITECTURE:
+            return DeepHarmonizationUNet(DHConfig(**config))
     raise ValueError(f"unknown architecture {architecture!r}")

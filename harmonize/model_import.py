@@ -162,17 +162,18 @@ def match_state(state: dict[str, torch.Tensor], config: DHConfig, source: str = 
     """
     prefix = _best_prefix(state)
     mapping = key_map(config, prefix)
-    model = DeepHarmonizationUNet(config)
-    ours = model.state_dict()
+    with torch.device("meta"):  # shapes only: the checkpoint fills every weight
+        ours = DeepHarmonizationUNet(config).state_dict()
     unmatched = sorted(k for k in state if k not in mapping)
     missing = sorted(v for k, v in mapping.items() if k not in state)
     misshaped = [(k, tuple(state[k].shape), tuple(ours[v].shape)) for k, v in mapping.items()
                  if k in state and tuple(state[k].shape) != tuple(ours[v].shape)]
     if unmatched or missing or misshaped:
         raise KeyMismatchError(source, unmatched, missing, misshaped)
-    new = dict(ours)
-    new.update({v: state[k].to(ours[v].dtype) for k, v in mapping.items()})
-    model.load_state_dict(new, strict=True)
+    with torch.device("meta"):
+        model = DeepHarmonizationUNet(config)
+    weights = {v: state[k].to(ours[v].dtype) for k, v in mapping.items()}
+    model.load_state_dict({**model.own_buffers(), **weights}, strict=True, assign=True)
     return model.eval(), prefix
 
 

@@ -121,3 +121,43 @@ def test_train_eval_command_trains_through_fit(exported, tmp_path):
     assert u["improvement"] + u["omission"] + u["hallucination"] == pytest.approx(1.0)
     assert np.isfinite([u["cons_reflectance_mae"], u["cons_spectral_angle"]]).all()
     assert "hallucination" in (tmp_path / "compare.md").read_text()
+
+
+def test_training_variants_are_rows_of_one_table(exported, tmp_path):
+    """L1, adversarial and low-frequency constrained rows, one budget, both GAN losses recorded."""
+    import torch
+
+    from pipelines.experiments.compare_models import train_eval
+
+    torch.set_num_threads(1)
+    _, path, _ = exported
+    res = train_eval(path, tmp_path, presets=["tiny"], steps=2, batch=4,
+                     variants=["L1", "adversarial", "lowfreq"])
+    m = res["methods"]
+    assert list(m)[len(BASELINES):] == ["UNet tiny", "UNet tiny adversarial", "UNet tiny lowfreq"]
+    adv = res["training"]["tiny adversarial"]["history"]
+    assert all(h["train_d_loss"] > 0 and h["train_g_adv"] > 0 for h in adv)
+    assert "train_d_loss" not in res["training"]["tiny"]["history"][0]
+    assert m["UNet tiny adversarial"]["psnr"] != m["UNet tiny"]["psnr"]
+    for row in m.values():
+        assert row["improvement"] + row["omission"] + row["hallucination"] == pytest.approx(1.0)
+    assert "UNet tiny lowfreq" in (tmp_path / "compare.md").read_text()
+
+
+def test_imported_random_weight_model_is_scored_with_and_without_the_constraint(exported, tmp_path):
+    """A random Deep-Harmonization UNet goes through the real import; the constraint fixes 30 m."""
+    import torch
+
+    from pipelines.experiments.compare_models import IMPORTED_PRESET, train_eval
+
+    torch.set_num_threads(1)
+    _, path, _ = exported
+    m = train_eval(path, tmp_path, presets=["tiny"], variants=[], imported=True)["methods"]
+    dh = f"DH {IMPORTED_PRESET} (random weights, imported)"
+    assert list(m)[len(BASELINES):] == [dh, f"{dh} + lowfreq"]
+    # random weights are far from the input at 30 m; the constraint puts the 30 m means back
+    # (the HLS-adjusted input's, what the consistency score compares against)
+    assert m[dh]["cons_reflectance_mae"] > 0.02
+    assert m[f"{dh} + lowfreq"]["cons_reflectance_mae"] < 0.1 * m[dh]["cons_reflectance_mae"]
+    assert m[f"{dh} + lowfreq"]["cons_reflectance_mae"] < 5e-3
+    assert "+ lowfreq" in (tmp_path / "compare.md").read_text()

@@ -271,7 +271,7 @@ def _resume_or_normalise(run: _Run, train_dataset: Any, resume: Literal["auto"] 
     if getattr(model.config, "lowfreq_constraint", False):
         from harmonize.lowfreq import fit_bandpass
 
-        slope, offset = fit_bandpass(train_dataset, max(cfg.normalization_samples, 1),
+        slope, offset = fit_bandpass(train_dataset, cfg.normalization_samples or 32,
                                      n_bands=len(model.config.output_bands))
         model.set_normalization(bandpass_slope=slope, bandpass_offset=offset)
         log.info("low-frequency constraint: 30 m bandpass slope %s, offset %s",

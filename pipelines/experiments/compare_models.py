@@ -13,17 +13,25 @@ Two phases, so the expensive training can run where the geospatial stack is not 
     itself.
 
 ``train-eval`` (torch + numpy only)
-    Train each model preset on the train patches with the same budget through the library's one
-    training loop, :func:`harmonize.train.fit` (:func:`budget_config`: optimizer steps, batch,
-    learning-rate schedule; a random dihedral transform per patch; masked L1; AdamW;
+    Train each model preset (and each training variant of :data:`VARIANTS`: plain L1,
+    adversarial, low-frequency constrained) on the train patches with the same budget through
+    the library's one training loop, :func:`harmonize.train.fit` (:func:`budget_config`:
+    optimizer steps, batch, learning-rate schedule; a random dihedral transform per patch; masked L1; AdamW;
     normalisation from every training patch; the weights of the epoch with the lowest
     validation L1), and score every method on the test patches against truth
-    (:func:`harmonize.metrics.evaluate`). Writes ``compare.json`` and ``compare.md``.
+    (:func:`harmonize.metrics.evaluate`, and the opensr-test style consistency and
+    improvement/omission/hallucination scores). With ``--imported`` a randomly initialised
+    Deep-Harmonization UNet goes through the real import path (a checkpoint in the published
+    key layout, :func:`harmonize.model_import.import_model`) and is scored too, with and without
+    the low-frequency constraint: the plumbing, not the paper's weights. Writes ``compare.json``
+    and ``compare.md``.
 
 Usage (``--device cuda --steps 4000`` on a GPU)::
 
     python -m pipelines.experiments.compare_models export --world DIR --out pairs.npz
     python -m pipelines.experiments.compare_models train-eval --data pairs.npz --out OUT
+    python -m pipelines.experiments.compare_models train-eval --data pairs.npz --out OUT \
+        --presets tiny --variants L1,adversarial,lowfreq --imported
 
 The train-eval path imports numpy, torch, click, :mod:`harmonize.train`, :mod:`harmonize.model`
 and :mod:`harmonize.metrics` (and what they import: pydantic, pyyaml, safetensors, tqdm, pystac
@@ -58,6 +66,8 @@ __all__ = [
     "budget_config",
     "fit_preset",
     "train_eval",
+    "imported_rows",
+    "VARIANTS",
     "markdown_tables",
     "main",
 ]
@@ -68,6 +78,16 @@ BASELINES: dict[str, str] = {
     "hls": "bicubic + HLS bandpass",
     "fitted": "bicubic + fitted linear bandpass",
 }
+
+#: Training variants (issue 15): name -> changes to the budget's TrainConfig. ``L1`` is the
+#: preset as it trains by default (its row keeps the name ``UNet <preset>``).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "L1": {},
+    "adversarial": {"adversarial": {"discriminator": "patchgan", "weight": 0.01}},
+    "lowfreq": {"model_overrides": {"lowfreq_constraint": True}},
+}
+#: The published architecture the ``--imported`` rows rebuild with random weights.
+IMPORTED_PRESET = "UNet-5depth-upsample"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,19 +368,24 @@ VALIDATIONS = 20
 
 
 def budget_config(
-    preset: str, *, steps: int, batch: int, lr: float, device: str, amp: bool, seed: int
+    preset: str, *, steps: int, batch: int, lr: float, device: str, amp: bool, seed: int,
+    variant: str = "L1",
 ) -> Any:
     """The :class:`harmonize.train.TrainConfig` of the shared budget.
 
     ``min(steps, VALIDATIONS)`` epochs of ``ceil(steps / epochs)`` batches (so at least ``steps``
     AdamW steps of ``batch`` patches), cosine schedule after a linear warm-up over 5 % of the
     steps, masked L1, no clipping, no early stopping; validation after every epoch chooses the
-    weights. Normalisation, figures and the final metrics are left to the caller.
+    weights. Normalisation, figures and the final metrics are left to the caller. ``variant``
+    (a key of :data:`VARIANTS`) adds its changes.
     """
     from harmonize.train import TrainConfig
 
+    if variant not in VARIANTS:
+        raise click.BadParameter(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
     epochs = max(1, min(steps, VALIDATIONS))
     return TrainConfig(
+        **VARIANTS[variant],
         model=preset,
         epochs=epochs,
         batch_size=batch,
@@ -392,8 +417,9 @@ def fit_preset(
     device: str = "cpu",
     amp: bool = True,
     seed: int = 0,
+    variant: str = "L1",
 ) -> tuple[Any, dict[str, Any]]:
-    """Train one preset with the shared budget through :func:`harmonize.train.fit`.
+    """Train one preset (as ``variant`` of :data:`VARIANTS`) with the shared budget, through ``fit``.
 
     The model is normalised from every training patch (:func:`harmonize.train.estimate_normalization`),
     trained on randomly flipped/rotated patches, and the weights of the epoch with the lowest
@@ -410,11 +436,12 @@ def fit_preset(
     from harmonize.model import build_model, count_parameters
     from harmonize.train import estimate_normalization, fit
 
-    cfg = budget_config(preset, steps=steps, batch=batch, lr=lr, device=device, amp=amp, seed=seed)
+    cfg = budget_config(preset, steps=steps, batch=batch, lr=lr, device=device, amp=amp, seed=seed,
+                        variant=variant)
     per_epoch = int(cfg.max_batches_per_epoch or 1)
     train = ArrayPairs(data, "train", augment=True, length=per_epoch * batch)
     torch.manual_seed(seed)
-    model = build_model(preset)
+    model = build_model(preset, **cfg.model_overrides)
     stats = estimate_normalization(ArrayPairs(data, "train"), train.n)
     model.set_normalization(
         stats["input_mean"],
@@ -437,6 +464,7 @@ def fit_preset(
     train_s = sum(r["seconds"] for r in result.history)
     record = {
         "preset": preset,
+        "variant": variant,
         "parameters": count_parameters(result.model),
         "steps": result.global_step,
         "batch": batch,
@@ -447,7 +475,8 @@ def fit_preset(
         "best_val_l1": result.best_val_loss,
         "best_step": result.best_epoch * per_epoch,
         "history": [
-            {"step": r["step"], "train_l1": r["train_loss"], "val_l1": r["val_loss"], "lr": r["lr"]}
+            {"step": r["step"], "train_l1": r.get("train_l1", r["train_loss"]), "val_l1": r["val_loss"],
+             "lr": r["lr"], **{k: r[k] for k in ("train_g_adv", "train_d_loss") if k in r}}
             for r in result.history
         ],
     }
@@ -516,13 +545,18 @@ def train_eval(
     amp: bool = True,
     seed: int = 0,
     save_models: bool = False,
+    variants: Sequence[str] = ("L1",),
+    imported: bool = False,
 ) -> dict[str, Any]:
     """Train ``presets`` with one budget and score them and the baselines on the test patches.
 
-    Each preset trains through :func:`fit_preset` (that is :func:`harmonize.train.fit`). Writes
-    ``compare.json`` and ``compare.md`` under ``out`` after each preset (a run cut short keeps
-    what it finished); with ``save_models`` also each model package (safetensors + MLM item) as
-    ``out/model-<preset>``.
+    Each preset trains through :func:`fit_preset` (that is :func:`harmonize.train.fit`) once per
+    training variant (keys of :data:`VARIANTS`; rows ``UNet <preset>`` for ``L1``, ``UNet
+    <preset> <variant>`` otherwise). With ``imported``, rows for a randomly initialised
+    Deep-Harmonization UNet imported through :func:`harmonize.model_import.import_model`
+    (:func:`imported_rows`). Writes ``compare.json`` and ``compare.md`` under ``out`` after each
+    model (a run cut short keeps what it finished); with ``save_models`` also each model package
+    (safetensors + MLM item) as ``out/model-<preset>[-<variant>]``.
 
     Returns
     -------
@@ -537,37 +571,67 @@ def train_eval(
     result = _baseline_result(data, meta, valid, steps=steps, batch=batch, lr=lr, device=device, amp=amp)
     _write(result, out)
     for preset in presets:
-        with tempfile.TemporaryDirectory(prefix=f".train-{preset}-", dir=out) as run_dir:
-            model, record = fit_preset(
-                preset,
-                data,
-                Path(run_dir),
-                steps=steps,
-                batch=batch,
-                lr=lr,
-                device=device,
-                amp=amp,
-                seed=seed,
-            )
-            if save_models:
-                package = out / f"model-{preset}"
-                shutil.rmtree(package, ignore_errors=True)
-                shutil.move(str(Path(run_dir) / "model"), package)
-                record["package"] = str(package / "mlm.json")
-        t = time.perf_counter()
-        pred = _predict_test(model, data["test_input"], device=device, batch=batch, amp=amp)
-        record["predict_s"] = round(time.perf_counter() - t, 2)
-        result["methods"][f"UNet {preset}"] = _scores(pred, truth, valid, data)
-        if float(getattr(model.config, "dropout", 0.0)) > 0:
-            result.setdefault("uncertainty", {})[f"UNet {preset} MC-dropout"] = _mc_calibration(model, data)
-        result["training"][preset] = record
-        _write(result, out)
-        del model
-        if device == "cuda":
-            import torch
+        for variant in variants:
+            key = preset if variant == "L1" else f"{preset} {variant}"
+            with tempfile.TemporaryDirectory(prefix=f".train-{preset}-", dir=out) as run_dir:
+                model, record = fit_preset(preset, data, Path(run_dir), steps=steps, batch=batch, lr=lr,
+                                           device=device, amp=amp, seed=seed, variant=variant)
+                if save_models:
+                    package = out / f"model-{key.replace(' ', '-')}"
+                    shutil.rmtree(package, ignore_errors=True)
+                    shutil.move(str(Path(run_dir) / "model"), package)
+                    record["package"] = str(package / "mlm.json")
+            t = time.perf_counter()
+            pred = _predict_test(model, data["test_input"], device=device, batch=batch, amp=amp)
+            record["predict_s"] = round(time.perf_counter() - t, 2)
+            result["methods"][f"UNet {key}"] = _scores(pred, truth, valid, data)
+            if float(getattr(model.config, "dropout", 0.0)) > 0:
+                result.setdefault("uncertainty", {})[f"UNet {key} MC-dropout"] = _mc_calibration(model, data)
+            result["training"][key] = record
+            _write(result, out)
+            del model
+            if device == "cuda":
+                import torch
 
-            torch.cuda.empty_cache()
+                torch.cuda.empty_cache()
+    if imported:
+        for name, pred in imported_rows(data, out, device=device, batch=batch, seed=seed).items():
+            result["methods"][name] = _scores(pred, truth, valid, data)
+            _write(result, out)
     return result
+
+
+def imported_rows(data: dict[str, np.ndarray], out: Path, *, device: str = "cpu", batch: int = 8,
+                  seed: int = 0, preset: str = IMPORTED_PRESET) -> dict[str, np.ndarray]:
+    """Test predictions of a random-weight Deep-Harmonization UNet, imported as a user would.
+
+    The network's weights are written as a checkpoint in the published key layout (the hub
+    wrapper's ``model.`` prefix), imported by :func:`harmonize.model_import.import_model` into a
+    package with and without the low-frequency constraint, loaded back and run on the test inputs.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from harmonize.deep_harmonization import DH_PRESETS, DeepHarmonizationUNet
+    from harmonize.model import load_model_package
+    from harmonize.model_import import import_model
+
+    torch.manual_seed(seed)
+    net = DeepHarmonizationUNet(DH_PRESETS[preset])
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=out) as tmp:
+        ckpt = Path(tmp) / "snapshot" / "model.safetensors"
+        ckpt.parent.mkdir()
+        weights = {k: v.contiguous() for k, v in net.state_dict().items() if k.startswith("model.")}
+        save_file(weights, str(ckpt))
+        for lowfreq in (False, True):
+            pkg = Path(tmp) / f"pkg-{lowfreq}"
+            import_model(ckpt.parent, pkg, preset=preset, lowfreq_constraint=lowfreq)
+            model, _ = load_model_package(pkg)
+            name = f"DH {preset} (random weights, imported){' + lowfreq' if lowfreq else ''}"
+            rows[name] = _predict_test(model, data["test_input"], device=device, batch=batch, amp=False)
+            del model
+    return rows
 
 
 def _mc_calibration(model: Any, data: dict[str, np.ndarray], passes: int = 8) -> dict[str, Any]:
@@ -763,6 +827,9 @@ def export_command(world: Path, out: Path, tiny: bool, config: Path | None) -> N
 @click.option("--no-amp", is_flag=True, help="Train in float32 on CUDA too.")
 @click.option("--seed", default=0, type=int, show_default=True)
 @click.option("--save-models", is_flag=True, help="Write each trained model package to OUT.")
+@click.option("--variants", help=f"Comma-separated training variants of {list(VARIANTS)} (default L1).")
+@click.option("--imported", is_flag=True,
+              help=f"Also score a random-weight {IMPORTED_PRESET} imported through `harmonize model import`.")
 def train_eval_command(
     data: Path,
     out: Path,
@@ -775,14 +842,19 @@ def train_eval_command(
     no_amp: bool,
     seed: int,
     save_models: bool,
+    variants: str | None,
+    imported: bool,
 ) -> None:
     """Train presets and score all methods (torch and numpy only)."""
     setup_logging()
-    opts = {"presets": ["tiny", "base", "paper-5depth"], "steps": 2000, "batch": 8, "lr": 1e-3}
+    opts = {"presets": ["tiny", "base", "paper-5depth"], "steps": 2000, "batch": 8, "lr": 1e-3,
+            "variants": ["L1"], "imported": False}
     opts.update(_section(config, "train_eval"))
     opts.update({k: v for k, v in (("steps", steps), ("batch", batch), ("lr", lr)) if v is not None})
     if presets:
         opts["presets"] = [p for p in presets.split(",") if p]
+    if variants:
+        opts["variants"] = [v for v in variants.split(",") if v]
     result = train_eval(
         data,
         out,
@@ -794,6 +866,8 @@ def train_eval_command(
         amp=not no_amp,
         seed=seed,
         save_models=save_models,
+        variants=opts["variants"],
+        imported=imported or bool(opts["imported"]),
     )
     click.echo(markdown_tables(result))
     runs = {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in result["training"].items()}
