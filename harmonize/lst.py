@@ -21,6 +21,9 @@ would). The models (``method``):
     the global fit where the window has few clear pixels - DMS's local/global idea with linear
     models: the LST-index relation changes across a scene (soil moisture, land use).
 
+``global`` and ``local`` fit, as DMS does, on the more homogeneous coarse pixels only
+(``homogeneous``), where the thermal footprint's blur biases the coefficients least.
+
 The fine and coarse grids must nest: the coarse grid is the fine one zoomed out by ``factor``
 (``load_cube(..., bands=["lst"], geobox=fine_geobox.zoom_out(3))``). :func:`resample_lst` is the
 bicubic reference. :func:`fit_lst_model` / :func:`predict_lst` estimate LST from reflectance
@@ -98,6 +101,12 @@ def _fill_nan(a: np.ndarray) -> np.ndarray:
     return a[tuple(idx)]
 
 
+def _fill_mean(a: np.ndarray) -> np.ndarray:
+    """NaNs replaced by the mean of the finite values (cheap; where the result is masked anyway)."""
+    ok = np.isfinite(a)
+    return a if ok.all() else np.where(ok, a, np.float32(a[ok].mean()) if ok.any() else np.float32(0.0))
+
+
 def _bicubic(a: np.ndarray, factor: int) -> np.ndarray:
     return ndimage.zoom(_fill_nan(a), factor, order=3, mode="nearest", grid_mode=True).astype(np.float32)
 
@@ -170,13 +179,32 @@ def _footprint(fine: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
+def _homogeneous(ndvi: np.ndarray, factor: int, keep: float, valid: np.ndarray) -> np.ndarray:
+    """Coarse pixels whose neighbourhood (3 x 3 coarse pixels, about a thermal footprint) is
+    among the ``keep`` most homogeneous in fine NDVI: there the footprint's blur matters least."""
+    filled = _fill_mean(ndvi)
+    m = ndimage.uniform_filter(filled, 3 * factor, mode="nearest")
+    m2 = ndimage.uniform_filter(filled**2, 3 * factor, mode="nearest")
+    sd = block_mean(np.sqrt(np.maximum(m2 - m * m, 0.0)), factor)
+    return sd <= np.quantile(sd[valid], keep) if valid.any() else valid
+
+
 def _fit_predict(
-    lst: np.ndarray, fine: np.ndarray, factor: int, method: str, window: int, alpha: float, sigma: float
+    lst: np.ndarray,
+    fine: np.ndarray,
+    factor: int,
+    method: str,
+    window: int,
+    alpha: float,
+    sigma: float,
+    homogeneous: float = 1.0,
 ) -> np.ndarray:
     """Model LST on the fine grid, fitted on the coarse pixels where ``lst`` is finite."""
     coarse_feats = lst_features(block_mean(_footprint(fine, sigma), factor))
     fine_feats = lst_features(fine)
     valid = np.isfinite(lst) & np.isfinite(coarse_feats).all(0)
+    if homogeneous < 1.0 and method != "tsharp" and valid.sum() * homogeneous >= 50:
+        valid &= _homogeneous(fine_feats[0], factor, homogeneous, valid)
     if valid.sum() < 10:
         raise HarmonizeError(
             f"Only {int(valid.sum())} clear coarse pixels to fit the LST model on; sharpen a "
@@ -239,6 +267,7 @@ def sharpen_lst(
     window: int = 15,
     alpha: float = 0.05,
     footprint: float = 0.0,
+    homogeneous: float = 0.5,
 ) -> xr.DataArray:
     """Sharpen one date's coarse LST with fine reflectance of the same date (module docstring).
 
@@ -257,6 +286,13 @@ def sharpen_lst(
         Side of the local model's window, in coarse pixels.
     alpha
         Ridge penalty (on standardised predictors; locally, towards the global fit).
+    footprint
+        Gaussian sigma (fine pixels) applied to the reflectance before it is aggregated for the
+        fit, to mimic the thermal band's footprint (0: plain block means).
+    homogeneous
+        Fit on this share of the usable coarse pixels, the most homogeneous in fine NDVI over
+        about a thermal footprint (DMS's selection: there the footprint's blur biases the fit
+        least); 1 fits on all.
 
     Returns
     -------
@@ -276,9 +312,10 @@ def sharpen_lst(
     _check_nesting(lst, reflectance, factor)
     fine = _stack(reflectance)
     coarse = np.asarray(lst.values, np.float32)
-    model = _fit_predict(coarse, fine, factor, method, window, alpha, footprint)
-    residual = coarse - block_mean(_fill_nan(model), factor)
-    out = _fill_nan(model) + _mean_preserving(residual, factor)
+    model = _fit_predict(coarse, fine, factor, method, window, alpha, footprint, homogeneous)
+    model_filled = _fill_mean(model)
+    residual = coarse - block_mean(model_filled, factor)
+    out = model_filled + _mean_preserving(residual, factor)
     out[~np.isfinite(_up(coarse, factor)) | ~np.isfinite(model)] = np.nan
     return _like(out, reflectance, lst, f"lst sharpened ({method})")
 
