@@ -147,6 +147,8 @@ def export_pairs(
     tiny: bool = False,
     settings: dict[str, Any] | None = None,
     progress: bool = True,
+    preset: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Write the patches and test baselines of a simulated world to one ``.npz``.
 
@@ -154,7 +156,8 @@ def export_pairs(
     ----------
     world_dir
         Directory of the simulated world; created with ``WorldConfig()`` (the 5.12 km one-year
-        demo world) or ``WorldConfig.tiny()`` when absent, reused when it holds that world.
+        demo world), the world ``preset`` (``harmonize world presets``) with ``seed``, or
+        ``WorldConfig.tiny()`` when absent, reused when it holds that world.
     out
         The ``.npz`` to write (float16 arrays, compressed).
     tiny
@@ -170,10 +173,15 @@ def export_pairs(
         Summary: window counts per split, pairs, times, fitted coefficients, timings.
     """
     from harmonize.world import WorldConfig, create_world
+    from harmonize.world.presets import preset_config
 
     s = ExportSettings(**{**(TINY_SETTINGS if tiny else {}), **(settings or {})})
     t0 = time.perf_counter()
-    world = create_world(world_dir, WorldConfig.tiny() if tiny else WorldConfig(), progress=progress)
+    if preset is None and seed is None:
+        config = WorldConfig.tiny() if tiny else WorldConfig()
+    else:
+        config = preset_config(preset, tiny=tiny, **({} if seed is None else {"seed": seed}))
+    world = create_world(world_dir, config, progress=progress)
     sub, pairs, timings = paired_subcube(world, s, progress=progress)
     meta = export_from(sub, pairs, world, out, s)
     meta["timings"] = {
@@ -804,10 +812,14 @@ def main() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="YAML with an 'export' mapping of ExportSettings.",
 )
-def export_command(world: Path, out: Path, tiny: bool, config: Path | None) -> None:
+@click.option("--world-preset", default=None, help="A named world (`harmonize world presets`; default demo).")
+@click.option("--seed", type=int, default=None, help="The world's seed (default the preset's).")
+def export_command(world: Path, out: Path, tiny: bool, config: Path | None, world_preset: str | None,
+                   seed: int | None) -> None:
     """World -> pairs .npz (needs the full geospatial stack)."""
     setup_logging()
-    meta = export_pairs(world, out, tiny=tiny, settings=_section(config, "export"))
+    meta = export_pairs(world, out, tiny=tiny, settings=_section(config, "export"), preset=world_preset,
+                        seed=seed)
     click.echo(json.dumps(meta, indent=1, default=str))
 
 
