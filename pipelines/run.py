@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from harmonize.errors import HarmonizeError
 from pipelines.core.config import apply_overrides, read_mapping, validate
 from pipelines.demo.run import DemoConfig, run_demo_config
+from pipelines.stages.classify import ClassifyStageConfig, classify_stage
 from pipelines.stages.infer import InferStageConfig, infer_stage
 from pipelines.stages.ingest import IngestConfig, ingest
 from pipelines.stages.pairs import PairsStageConfig, pairs_stage
@@ -37,6 +38,7 @@ JOBS: dict[str, Job] = {
     "train": (TrainStageConfig, train_stage),
     "infer": (InferStageConfig, infer_stage),
     "timeseries": (TimeseriesStageConfig, timeseries_stage),
+    "classify": (ClassifyStageConfig, classify_stage),
     "demo": (DemoConfig, run_demo_config),
 }
 

@@ -40,7 +40,7 @@ LIBRARY_LAYERS: tuple[tuple[str, ...], ...] = tuple(
         "train",
         "infer",
         "timeseries phenology lst",
-        "plot io webmap",
+        "plot io webmap classify",
         "accessor",
         "cli",
     )
