@@ -100,6 +100,35 @@ def infer_cmd(
     print_report(infer_stage(config, dry_run=dry_run))
 
 
+@main.command("classify")
+@click.argument("cube", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--labels", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Reference store with land cover and field crops (a simulated world's truth.zarr).")
+@click.option("--harmonized", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The infer stage's output (needed by the 'fused' variant).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--variant", "variants", multiple=True, type=click.Choice(["fused", "s2", "fused_raw"]),
+              help="Feature sets to train and compare (default: all three; s2 alone without --harmonized).")
+@click.option("--freq", default="MS", show_default=True, help="Composite period (pandas frequency).")
+@click.option("--block-size", type=int, default=128, show_default=True, help="Held-out block side (pixels).")
+@click.option("--dry-run", is_flag=True, help="Report which units would be made; write nothing.")
+@click.option("-v", "--verbose", count=True, help="More logging.")
+@reporting
+def classify_cmd(cube: Path, labels: Path, harmonized: Path | None, out: Path, variants: tuple[str, ...],
+                 freq: str, block_size: int, dry_run: bool, verbose: int) -> None:
+    """Train a small UNet crop-type classifier on CUBE's time series (the classify stage): a class
+    COG + STAC item, probabilities and held-out scores under OUT."""
+    from pipelines.core.config import validate
+    from pipelines.stages.classify import ClassifyStageConfig, classify_stage
+
+    setup_logging(verbose)
+    everything = ["fused", "s2", "fused_raw"] if harmonized is not None else ["s2", "fused_raw"]
+    chosen = list(variants) or everything
+    fields = {"cube": cube, "labels": labels, "harmonized": harmonized, "out": out, "variants": chosen,
+              "map_variant": chosen[0], "freq": freq, "block_size": block_size}
+    print_report(classify_stage(validate(ClassifyStageConfig, fields), dry_run=dry_run))
+
+
 main.add_command(demo_command)
 main.add_command(view_command)
 
