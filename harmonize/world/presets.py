@@ -63,7 +63,7 @@ PRESETS: dict[str, Preset] = {
             "cloudy-season",
             "realistic farmland with a wet season (1 June - 15 August) whose clouds persist for "
             "weeks and drift slowly: Sentinel-2 gets fewer than one clear look per pixel a month "
-            "then, and Landsat's dates are what fill the gaps",
+            "then (about 0.5), and Landsat's looks (about 0.3) are the dates it adds",
             dict(_REALISTIC_LAND, wet_season=("06-01", "08-15")),
         ),
     )
