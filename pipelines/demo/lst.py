@@ -41,7 +41,13 @@ __all__ = ["DEFAULT_METHOD", "DEMO_DATES", "MIN_USABLE", "run_lst", "lst_section
 DEFAULT_METHOD = "local"
 #: A Landsat date is scored when at least this share of its coarse pixels is usable.
 MIN_USABLE = 0.3
-_SCORED = ("bicubic", *METHODS)
+#: What is scored: bicubic, each model keeping 30 m block means, and ``local`` kept consistent
+#: through the thermal footprint instead.
+_SCORED: dict[str, dict[str, Any] | None] = {
+    "bicubic": None,
+    **{m: {"method": m} for m in METHODS},
+    "local, footprint": {"method": "local", "keep": "footprint"},
+}
 #: Landsat dates the demo sharpens by default (about 10 s on two cores); None: all of them.
 DEMO_DATES = 6
 _MAX_S2_DATES = 12
@@ -107,7 +113,8 @@ class _Scores:
 
 
 def _sharpen_date(lst: xr.DataArray, refl: xr.Dataset, method: str) -> xr.DataArray:
-    return resample_lst(lst, refl) if method == "bicubic" else sharpen_lst(lst, refl, method=method)
+    kwargs = _SCORED[method]
+    return resample_lst(lst, refl) if kwargs is None else sharpen_lst(lst, refl, **kwargs)
 
 
 def _sharpen_all(
@@ -343,9 +350,11 @@ def lst_section(out: str | Path) -> str:
         "",
         markdown_table(table[cols], index_name="method", floatfmt="{:.2f}"),
         "",
-        "Every sharpened 30 m block keeps the input's temperature (coarse residual added back); the "
-        "remaining error is mostly what the ~100 m thermal footprint blurred away, which no sharpening "
-        "of the 30 m product recovers.",
+        "`bicubic` resamples the 30 m LST; `tsharp`, `global` and `local` add the coarse residual back "
+        "so every 30 m block keeps the input's temperature - and so keep the blur of the ~100 m thermal "
+        "footprint that the 30 m product carries. `local, footprint` keeps the LST consistent through "
+        'that footprint instead (`sharpen_lst(..., keep="footprint")`): closer to the truth, but its '
+        "30 m block means differ from the input's.",
         "",
     ]
     s2 = m.get("s2_from_reflectance") or {}
