@@ -356,6 +356,10 @@ def test_existing_worlds_are_reused_or_refused(tiny_world: World, tmp_path: Path
         ({"start": "2021-06-01"}, "baseline"),
         ({"max_shift_px": 3}, "less than or equal"),
         ({"unknown": 1}, "Extra inputs"),
+        ({"wet_season": ("6-1", "08-15")}, "MM-DD"),
+        ({"wet_season": ("02-30", "03-15")}, "MM-DD"),
+        ({"wet_season_cover": (0.9, 0.5)}, "low <= high"),
+        ({"field_texture": -1}, "greater than or equal"),
     ],
 )
 def test_config_validation(kwargs: dict, message: str) -> None:
