@@ -20,7 +20,7 @@ import click
 
 __all__ = ["BENCHMARKS", "main"]
 
-BENCHMARKS: tuple[str, ...] = ("world", "load", "pairs", "infer", "timeseries")
+BENCHMARKS: tuple[str, ...] = ("world", "load", "pairs", "infer", "timeseries", "store")
 
 
 class _BenchmarkGroup(click.Group):

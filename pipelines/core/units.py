@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from harmonize.timeseries import labels
+from pipelines.core.native import is_native, ten_metre_view
 
 __all__ = ["open_unit_store", "open_unit_path", "combine_units"]
 
@@ -41,6 +42,8 @@ def open_unit_store(store: Any, *, group: str | None = None, key: Any = None) ->
         d: n for v in part.data_vars.values() for d, n in v.encoding.get("preferred_chunks", {}).items()
     }
     part = part.drop_vars(list(small)).chunk(chunks).assign_coords(small)
+    if is_native(part):  # Landsat at 30 m / 15 m: the stages read its lazy 10 m view
+        part = ten_metre_view(part)
     if key is not None:
         _OPENED[key] = part
         while len(_OPENED) > _OPENED_MAX:

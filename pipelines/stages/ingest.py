@@ -89,6 +89,11 @@ class IngestConfig(StageConfig):
     batch
         Units computed together before being committed (one by one as folders, as one commit
         in a repository).
+    native
+        Store Landsat at its native resolution (30 m bands and ``clear``, 15 m pan, on grids
+        nesting in the 10 m grid, unshifted, with the shift recorded; see
+        :mod:`pipelines.core.native`); stages read the lazy 10 m view. ``False`` stores the
+        10 m resampling itself (9 times the pixels).
     store
         ``"zarr"``: one Zarr folder per acquisition under ``out/scenes/``, committed by rename
         (plain files, local disk only). ``"icechunk"``: the acquisitions as groups of one
@@ -110,6 +115,7 @@ class IngestConfig(StageConfig):
     coregister: bool = True
     max_days: float = Field(60.0, ge=0)
     batch: int = Field(8, ge=1)
+    native: bool = True
     store: Literal["zarr", "icechunk"] = "zarr"
     repo: str | None = None
 
@@ -244,8 +250,53 @@ def _ingest_new(
     if landsat:
         bands = (*REFLECTANCE_BANDS, PAN) if any(s.pan is not None for s in landsat) else REFLECTANCE_BANDS
         table = _shift_table(config, ledger, landsat, load) if config.coregister else None
-        committed += _write_steps(config, ledger, load_cube(landsat, bands, shifts=table, **load))
+        if config.native:
+            cube = _native_landsat(config, landsat, table, load)
+        else:
+            cube = load_cube(landsat, bands, shifts=table, **load)
+        committed += _write_steps(config, ledger, cube)
     return committed
+
+
+def _origin(scene: Scene) -> tuple[float, float] | None:
+    """The corner of a scene's own pixel grid (``proj:transform``), if the item gives it."""
+    t = scene.transform
+    return (float(t[2]), float(t[5])) if t is not None and len(t) >= 6 else None
+
+
+def _native_landsat(
+    config: IngestConfig, landsat: Sequence[Scene], table: pd.DataFrame | None, load: dict[str, Any]
+) -> xr.Dataset:
+    """The Landsat scenes on the 30 m and 15 m grids nesting in the 10 m one, loaded unshifted,
+    with the measured shifts (and verdicts) recorded for the 10 m view to apply."""
+    from pipelines.core.native import native_grids, native_unit
+
+    pans = [s.pan for s in landsat if s.pan is not None]
+    g30, g15 = native_grids(load["geobox"], _origin(landsat[0]), _origin(pans[0]) if pans else None)
+    # chunks of config.chunk pixels at 30 m and 15 m too: 9 and 2.25 times the ground of a
+    # 10 m chunk, so far fewer reads and tasks than the 10 m load (read cost is per chunk here)
+    chunks = {"time": 1, "y": config.chunk, "x": config.chunk}
+    opts = {k: v for k, v in load.items() if k not in ("geobox", "chunks")}
+    unshifted = None if table is None else table.assign(dx=0.0, dy=0.0)
+    ms = load_cube(
+        landsat,
+        REFLECTANCE_BANDS,
+        shifts=unshifted,
+        geobox=g30,
+        chunks=chunks,
+        **opts,
+    )
+    pan = None
+    if any(s.pan is not None for s in landsat):
+        pan = load_cube(landsat, [PAN], shifts=unshifted, geobox=g15, masks=(), chunks=chunks, **opts)
+    if table is not None:
+        moves = {i: (float(r.dx), float(r.dy)) for r in table.itertuples() for i in str(r.item_id).split(",")}
+        first = [str(v).split(",")[0] for v in ms["item_id"].values]
+        ms = ms.assign_coords(
+            shift_x=("time", np.array([moves.get(i, (0.0, 0.0))[0] for i in first])),
+            shift_y=("time", np.array([moves.get(i, (0.0, 0.0))[1] for i in first])),
+        )
+    return native_unit(ms, pan, load["geobox"], config.chunk)
 
 
 def _shift_table(
