@@ -24,7 +24,8 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,20 @@ import pystac
 
 from harmonize.errors import (
     EmptySearchError,
+    HarmonizeError,
     InvalidBBoxError,
     InvalidDatetimeError,
+    InvalidSearchError,
+    ItemFileError,
+    ItemFileNotFoundError,
     ServerUnreachableError,
+    StacResponseError,
     UnknownCollectionError,
 )
 from harmonize.providers import PROVIDERS, Provider, get_provider
 from harmonize.redact import install_log_redaction, redact_text, redact_url
 
-__all__ = ["search", "parse_datetime", "validate_bbox", "cloud_filter_params", "is_api_url"]
+__all__ = ["search", "parse_datetime", "parse_bbox", "validate_bbox", "cloud_filter_params", "is_api_url"]
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +160,25 @@ def _rfc3339(t: _dt.datetime | None) -> str:
 
 def _interval_string(interval: Interval) -> str:
     return f"{_rfc3339(interval[0])}/{_rfc3339(interval[1])}"
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """A ``"west,south,east,north"`` string (a ``--bbox`` option) as a checked box.
+
+    Raises
+    ------
+    InvalidBBoxError
+        If it is not four comma-separated numbers, or :func:`validate_bbox` refuses them.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise InvalidBBoxError(
+            f"--bbox {text!r} is not four comma-separated numbers; pass west,south,east,north in "
+            "degrees, e.g. --bbox -98.4,39.0,-98.3,39.1."
+        ) from None
+    return validate_bbox(values)
 
 
 def validate_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
@@ -295,21 +320,20 @@ def is_api_url(source: str | os.PathLike[str]) -> bool:
 
 
 def _local_path(source: str | os.PathLike[str]) -> Path:
-    text = os.fspath(source)
     from harmonize.items import local_href
 
-    text = local_href(text)
+    text = local_href(os.fspath(source))
     path = Path(text)
     if path.is_dir():
         for name in ("items.parquet", "items.ndjson"):
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(
+        raise ItemFileNotFoundError(
             f"{path} is a directory without items.parquet or items.ndjson; pass a STAC API URL "
             "or a stac-geoparquet file."
         )
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ItemFileNotFoundError(
             f"{source!r} is neither an http(s) STAC API URL nor an existing file; pass a URL "
             f"like 'http://127.0.0.1:7822' or a stac-geoparquet file ({', '.join(LOCAL_SUFFIXES)})."
         )
@@ -317,20 +341,63 @@ def _local_path(source: str | os.PathLike[str]) -> Path:
 
 
 def _read_local(path: Path) -> list[dict[str, Any]]:
+    """The item dicts in a local file, or an :class:`ItemFileError` naming the file."""
     import rustac
 
-    value = rustac.read_sync(str(path))
-    if isinstance(value, list):
-        return value
-    if value.get("type") == "FeatureCollection":
-        return list(value.get("features", []))
-    if value.get("type") == "Feature":
-        return [value]
-    raise FileNotFoundError(f"{path} holds a {value.get('type')!r}, not STAC items.")
+    what = "stac-geoparquet, newline-delimited JSON or an ItemCollection"
+    if path.stat().st_size == 0:
+        raise ItemFileError(f"{path} is empty; it should hold STAC items ({what}).")
+    try:
+        value = rustac.read_sync(str(path))
+    except Exception as exc:  # rustac raises RustacError for every parse failure
+        raise ItemFileError(
+            f"{path} cannot be read as STAC items ({exc}): is it truncated, or not {what}? "
+            "Write it again (e.g. `harmonize search URL --json > items.json`)."
+        ) from None
+    features = value if isinstance(value, list) else (
+        value.get("features") if value.get("type") == "FeatureCollection"
+        else [value] if value.get("type") == "Feature" else None
+    )
+    if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
+        kind = value.get("type") if isinstance(value, dict) else type(value).__name__
+        raise ItemFileError(f"{path} holds a {kind!r}, not STAC items ({what}).")
+    if not features:
+        raise ItemFileError(f"{path} holds no STAC items; write the items of a search into it ({what}).")
+    if any(not f.get("id") for f in features):  # rustac makes a Feature of any JSON object
+        raise ItemFileError(f"{path} holds JSON objects without an id: not STAC items ({what}).")
+    return features
 
 
-def _make_io(timeout: float, retries: int, backoff: float) -> Any:
+class _DeadlineExceeded(Exception):
+    """A search ran past its total timeout (raised inside pystac-client, mapped below)."""
+
+
+def _checked_io_class() -> type:
     from pystac_client.stac_api_io import StacApiIO
+
+    class CheckedIO(StacApiIO):
+        """pystac-client's IO, checking that every search page is an ItemCollection."""
+
+        where = "The STAC API"
+        _paging = False
+
+        def get_pages(self, url: Any, method: str | None = None, parameters: Any = None) -> Iterator[Any]:
+            self._paging = True
+            try:
+                yield from super().get_pages(url, method=method, parameters=parameters)
+            finally:
+                self._paging = False
+
+        def read_json(self, *args: Any, **kwargs: Any) -> Any:
+            page = super().read_json(*args, **kwargs)
+            if self._paging and not (isinstance(page, dict) and isinstance(page.get("collections"), list)):
+                _check_page(page, self.where)  # a search page (collection pages are checked by pystac)
+            return page
+
+    return CheckedIO
+
+
+def _make_io(timeout: float, retries: int, backoff: float, deadline: float | None = None) -> Any:
     from urllib3.util.retry import Retry
 
     retry = Retry(
@@ -343,13 +410,49 @@ def _make_io(timeout: float, retries: int, backoff: float) -> Any:
         allowed_methods=None,  # searches are POSTs but idempotent: retry them too
         raise_on_status=False,  # hand back the last 5xx so its status reaches the error message
     )
-    return StacApiIO(timeout=timeout, max_retries=retry)
+    io = _checked_io_class()(timeout=timeout, max_retries=retry)
+    if deadline is not None:
+        io.session.hooks["response"].append(_body_before(deadline))
+    return io
 
 
-def _unreachable(err: BaseException, url: str, retries: int) -> ServerUnreachableError | None:
+def _body_before(deadline: float) -> Callable[..., Any]:
+    """A requests response hook that reads the body itself, a chunk as it arrives, and gives up
+    at ``deadline`` (``time.monotonic()``): the per-request timeout bounds each socket read
+    only, so a server dripping a byte every few seconds would otherwise never time out."""
+
+    def read(response: Any, *args: Any, **kwargs: Any) -> Any:
+        chunks = []
+        while True:
+            if time.monotonic() > deadline:
+                response.close()
+                raise _DeadlineExceeded()
+            chunk = response.raw.read1(1 << 16, decode_content=True)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        response._content = b"".join(chunks)  # what requests' .content would have read
+        response._content_consumed = True
+        return response
+
+    return read
+
+
+def _unreachable(
+    err: BaseException, url: str, retries: int, total_timeout: float | None = None
+) -> ServerUnreachableError | None:
     """The ServerUnreachableError an APIError stands for, or None for other API errors."""
     import requests
 
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, _DeadlineExceeded):
+            return ServerUnreachableError(
+                f"The STAC API at {redact_url(url)} did not finish answering within the search's "
+                f"total_timeout={total_timeout:g} s (a stalled or very slow server). Try again "
+                "later, or raise total_timeout= (--total-timeout)."
+            )
+        cause = cause.__cause__ or cause.__context__
     status = getattr(err, "status_code", None)
     if status is not None and status >= 500 or status == 429:
         return ServerUnreachableError(
@@ -423,19 +526,23 @@ def _search_api(
     timeout: float,
     retries: int,
     backoff: float,
+    total_timeout: float | None = None,
+    defaulted: bool = False,
 ) -> Iterator[pystac.Item]:
     from pystac_client import Client
     from pystac_client.conformance import ConformanceClasses
     from pystac_client.exceptions import APIError
 
     install_log_redaction()  # urllib3's retry warnings and pystac-client's request logs
+    where = f"The STAC API at {redact_url(url)}"
     try:
-        client = Client.open(url, stac_io=_make_io(timeout, retries, backoff), timeout=timeout)
+        deadline = time.monotonic() + total_timeout if total_timeout is not None else None
+        io = _make_io(timeout, retries, backoff, deadline)
+        io.where = where
+        client = Client.open(url, stac_io=io, timeout=timeout)
         missing = [c for c in collections if client.get_collection(c) is None]
         if missing:
-            _check_collections(
-                collections, (c.id for c in client.get_collections()), f"The STAC API at {redact_url(url)}"
-            )
+            collections = _present(collections, (c.id for c in client.get_collections()), where, defaulted)
         server_side = cloud_filter_params(
             max_cloud,
             conforms_filter=client.conforms_to(ConformanceClasses.FILTER),
@@ -467,10 +574,53 @@ def _search_api(
             log.debug("%s: page %d with %d items", redact_url(url), n, len(page.items))
             yield from page.items
     except APIError as err:
-        mapped = _unreachable(err, url, retries)
+        mapped = _unreachable(err, url, retries, total_timeout)
         if mapped is not None:
             raise mapped from err
         raise
+    except (ValueError, pystac.STACError, pystac.errors.STACTypeError) as err:  # JSONDecodeError: ValueError
+        if isinstance(err, HarmonizeError):
+            raise
+        raise StacResponseError(
+            f"{where} answered something that is not STAC ({type(err).__name__}: "
+            f"{redact_text(str(err))[:200]}). Check that the URL is the API's root (the landing "
+            "page with a 'search' link) and that no login page or proxy answers in its place."
+        ) from None
+
+
+def _check_page(page: Any, where: str) -> None:
+    """Refuse a search page that is not an ItemCollection (pystac-client would take a page
+    without ``features`` as the end of the results, silently)."""
+    if not (
+        isinstance(page, dict)
+        and page.get("type") == "FeatureCollection"
+        and isinstance(page.get("features"), list)
+    ):
+        raise StacResponseError(
+            f"{where} answered a search with {_describe(page)}, not an ItemCollection "
+            "(a FeatureCollection of items). Check that the URL is a STAC API."
+        )
+
+
+def _describe(obj: Any) -> str:
+    if not isinstance(obj, dict):
+        return f"a JSON {type(obj).__name__}"
+    keys = ", ".join(map(repr, list(obj)[:5]))
+    return f"a JSON object of type {obj.get('type')!r} (keys {keys})" if obj else "an empty JSON object"
+
+
+def _present(requested: list[str], available: Iterable[str], where: str, defaulted: bool) -> list[str]:
+    """The requested collections the source has. Collections named by the caller must all be
+    there; defaulted ones (the provider's for ``sensors``) may be partly absent: a file holding
+    only Landsat items is searched for Landsat."""
+    have = set(available)
+    present = [c for c in requested if c in have]
+    if not defaulted or not present:
+        _check_collections(requested, have, where)
+    absent = [c for c in requested if c not in have]
+    if absent:
+        log.info("%s has no %s; searching %s", where, ", ".join(absent), ", ".join(present))
+    return present
 
 
 def _search_local(
@@ -479,9 +629,12 @@ def _search_local(
     collections: list[str],
     spatial: _SpatialFilter,
     interval: Interval | None,
+    defaulted: bool = False,
 ) -> Iterator[pystac.Item]:
     features = _read_local(path)
-    _check_collections(collections, (f.get("collection") for f in features if f.get("collection")), str(path))
+    collections = _present(
+        collections, (f.get("collection") for f in features if f.get("collection")), str(path), defaulted
+    )
     wanted = set(collections)
     for feature in features:
         if feature.get("collection") not in wanted:
@@ -489,6 +642,13 @@ def _search_local(
         item = pystac.Item.from_dict(feature)
         if spatial(item) and _within_time(item, interval):
             yield item
+
+
+def _is_percent(value: Any) -> bool:
+    try:
+        return 0 <= float(value) <= 100
+    except (TypeError, ValueError):
+        return False
 
 
 def _sort_key(item: pystac.Item) -> tuple[str, str, str]:
@@ -513,6 +673,7 @@ def search(
     retries: int = 3,
     backoff: float = 0.5,
     include_pan: bool = False,
+    total_timeout: float | None = 300,
 ) -> pystac.ItemCollection:
     """Find Landsat and Sentinel-2 items in a STAC API or a local stac-geoparquet file.
 
@@ -550,6 +711,9 @@ def search(
         backoff factor between them.
     include_pan
         Also search the provider's Landsat Level-1 collection (the 15 m pan band).
+    total_timeout
+        Seconds the whole API search may take (``None``: no limit); ``timeout`` bounds each
+        socket read only, which a server sending a byte every few seconds never reaches.
 
     Returns
     -------
@@ -569,20 +733,28 @@ def search(
         If the API cannot be reached, or keeps answering 5xx, after ``retries``.
     EmptySearchError
         If ``require`` and nothing matched.
-    FileNotFoundError
-        If a local ``source`` does not exist.
+    InvalidSearchError
+        For ``max_cloud`` outside 0-100, or ``page_size``, ``max_items``, ``retries`` or
+        ``total_timeout`` out of range.
+    ItemFileError
+        If a local ``source`` is missing (:class:`~harmonize.errors.ItemFileNotFoundError`, a
+        ``FileNotFoundError``), empty, truncated or holds no STAC items.
+    StacResponseError
+        If the API answers HTML, garbage, or pages that are not ItemCollections.
     """
     interval = parse_datetime(datetime)
     if bbox is not None and intersects is not None:
         raise InvalidBBoxError("Pass either bbox= or intersects=, not both.")
     box = validate_bbox(bbox) if bbox is not None else None
     geometry = _geometry(intersects) if intersects is not None else None
-    if max_cloud is not None and not 0 <= float(max_cloud) <= 100:
-        raise ValueError(f"max_cloud={max_cloud!r} must be a percentage between 0 and 100.")
+    if total_timeout is not None and not total_timeout > 0:
+        raise InvalidSearchError(f"total_timeout={total_timeout!r} must be a positive number of seconds.")
+    if max_cloud is not None and not _is_percent(max_cloud):
+        raise InvalidSearchError(f"max_cloud={max_cloud!r} must be a percentage between 0 and 100.")
     if page_size < 1 or (max_items is not None and max_items < 0):
-        raise ValueError("page_size must be >= 1 and max_items >= 0 (or None).")
+        raise InvalidSearchError("page_size must be >= 1 and max_items >= 0 (or None).")
     if retries < 0:
-        raise ValueError("retries must be >= 0.")
+        raise InvalidSearchError("retries must be >= 0.")
     prov = _resolve_provider(source, provider)
     if isinstance(collections, str):
         collections = [collections]
@@ -605,11 +777,16 @@ def search(
             timeout=timeout,
             retries=retries,
             backoff=backoff,
+            total_timeout=total_timeout,
+            defaulted=collections is None,
         )
     else:
         path = _local_path(source)
         where = str(path)
-        found = _search_local(path, collections=ids, spatial=_SpatialFilter(box, geometry), interval=interval)
+        found = _search_local(
+            path, collections=ids, spatial=_SpatialFilter(box, geometry), interval=interval,
+            defaulted=collections is None,
+        )
 
     log.info(
         "Searching %s for %s (bbox=%s, datetime=%s, max_cloud=%s)",

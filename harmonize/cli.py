@@ -47,15 +47,49 @@ def reporting(fn: Callable[..., Any]) -> Callable[..., Any]:
 
             click.echo(f"error: {redact_text(str(exc))}", err=True)
             raise SystemExit(2) from None
+        except Exception as exc:  # settings validated by pydantic or read as YAML
+            named = _named(exc, [*args, *kwargs.values()])
+            if named is None:
+                raise
+            click.echo(f"error: {named}", err=True)
+            raise SystemExit(2) from None
 
     return wrapper
+
+
+def _named(exc: Exception, arguments: Sequence[Any] = ()) -> HarmonizeError | None:
+    """The ConfigError of a pydantic or YAML error escaping a command (None for others); the
+    YAML file is named from the command's arguments (a path, or a group context's words)."""
+    import pydantic
+    import yaml
+
+    from harmonize.overrides import config_error, yaml_error
+
+    if isinstance(exc, pydantic.ValidationError):
+        return config_error(exc, f"{exc.title} settings", "Fix these options, config keys or overrides.")
+    if isinstance(exc, yaml.YAMLError):
+        import sys
+
+        words = [*sys.argv[1:]]
+        for a in arguments:
+            if isinstance(a, click.Context):
+                words += [*getattr(a, "_protected_args", []), *a.args]
+            elif isinstance(a, (str, Path)):
+                words.append(str(a))
+            elif isinstance(a, list):
+                words += [str(w) for w in a]
+        files = [w for w in words if w.endswith((".yaml", ".yml")) and Path(w).is_file()]
+        return yaml_error(exc, files[0] if files else "the config file")
+    return None
 
 
 class ReportingGroup(click.Group):
     """A click group whose commands report harmonize's named errors as one line and exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        return reporting(super().invoke)(ctx)
+        # the words before click consumes them: a YAML error names the file it came from
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        return reporting(lambda c, _words: super(ReportingGroup, self).invoke(c))(ctx, words)
 
 
 @click.group(cls=ReportingGroup)
@@ -147,9 +181,9 @@ def search_cmd(
     source, provider, collections, bbox, datetime_, max_cloud, max_items, include_pan, require, as_json
 ) -> None:
     """Search SOURCE (a STAC API URL or a stac-geoparquet file) and list what was found."""
-    from harmonize.catalog import search
+    from harmonize.catalog import parse_bbox, search
 
-    bbox_t = tuple(float(v) for v in bbox.split(",")) if bbox else None
+    bbox_t = parse_bbox(bbox) if bbox else None
     items = search(
         source,
         provider=provider,

@@ -26,6 +26,8 @@ __all__ = [
     "WeightsChecksumError",
     "NonFiniteWeightsError",
     "ItemFileError",
+    "ItemFileNotFoundError",
+    "InvalidSearchError",
     "StacResponseError",
     "ConfigError",
     "FootprintMismatchError",
@@ -119,6 +121,14 @@ class NonFiniteWeightsError(ModelError):
 
 class ItemFileError(HarmonizeError, ValueError):
     """A local STAC item file is empty, truncated, not JSON/GeoParquet, or holds no items."""
+
+
+class ItemFileNotFoundError(ItemFileError, FileNotFoundError):
+    """A local item file (or folder of a world) that does not exist."""
+
+
+class InvalidSearchError(HarmonizeError, ValueError):
+    """A search setting out of range (``max_cloud``, ``page_size``, ``retries``)."""
 
 
 class StacResponseError(HarmonizeError, ValueError):

@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from harmonize.errors import HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError
 
-__all__ = ["apply_overrides"]
+__all__ = ["apply_overrides", "config_error", "yaml_error"]
 
 
 def _value(text: str) -> Any:
@@ -61,3 +61,42 @@ def apply_overrides(
             node = nxt
         node[parts[-1]] = value
     return out
+
+
+_HINT = "Fix these keys in the file or the key=value overrides."
+
+
+def config_error(exc: Exception, what: str = "settings", hint: str = _HINT) -> ConfigError:
+    """A pydantic ``ValidationError`` as a :class:`ConfigError`: one line per wrong field, with
+    its dotted key (as an override would name it), what is wrong and the value given.
+
+    Parameters
+    ----------
+    exc
+        The ``ValidationError``.
+    what
+        What was validated (``"train config"``, ``"WorldConfig settings"``).
+    hint
+        What to do, after the list.
+    """
+    from harmonize.redact import redact_text
+
+    lines = []
+    for e in getattr(exc, "errors", lambda: [])():
+        key = ".".join(str(p) for p in e.get("loc", ())) or "(top level)"
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown setting (a typo?)"
+        given = repr(e.get("input"))
+        lines.append(f"  {key}: {msg} (given {given[:80]})")
+    body = "\n".join(lines) or f"  {exc}"
+    return ConfigError(redact_text(f"invalid {what}:\n{body}\n{hint}"))
+
+
+def yaml_error(exc: Exception, path: object) -> ConfigError:
+    """A YAML parse error as a :class:`ConfigError` naming the file, line and column."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return ConfigError(f"{path} is not valid YAML{where}: {problem}. Fix the file (check indentation, "
+                       "brackets and quotes).")

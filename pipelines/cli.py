@@ -76,6 +76,7 @@ def infer_cmd(
     """Harmonize every Landsat scene found in SOURCE with MODEL package(s): one Zarr store per
     date under OUT/dates, and with --format cog a COG + STAC item each (the infer stage with
     source: search; a rerun does only new dates)."""
+    from harmonize.catalog import parse_bbox
     from pipelines.core.config import validate
     from pipelines.stages.infer import InferStageConfig, infer_stage
 
@@ -83,7 +84,7 @@ def infer_cmd(
     fields = {
         "source": "search",
         "catalog": catalog,
-        "bbox": [float(v) for v in bbox.split(",")],
+        "bbox": list(parse_bbox(bbox)),
         "datetime": datetime_,
         "provider": provider,
         "max_cloud": max_cloud,

@@ -370,3 +370,187 @@ def test_cogs_and_stac_items_in_a_folder_with_a_hash(odd_world, tmp_path):
     back = pystac.Item.from_dict(__import__("json").loads(written[0].read_text()))
     with rasterio.open(local_href(next(iter(back.assets.values())).href)) as src:
         np.testing.assert_allclose(src.read(1), ds["red"].values[0], equal_nan=True)
+
+
+# ------------------------------------------------------------------ clear errors: item files and APIs
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "is empty"),
+        (b'{"type": "FeatureCollection", "features": [{"type": "Fea', "truncated"),
+        (b"hello world\n", "cannot be read as STAC items"),
+        (b'{"a": 1}\n', "not STAC items"),
+        (b'{"type": "FeatureCollection", "features": []}', "no STAC items"),
+    ],
+)
+def test_bad_item_files_are_named(tmp_path, content, match):
+    from harmonize.catalog import search
+    from harmonize.errors import ItemFileError
+
+    path = tmp_path / "items.json"
+    path.write_bytes(content)
+    with pytest.raises(ItemFileError, match=match) as err:
+        search(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_missing_item_file_is_named(tmp_path):
+    from harmonize.catalog import search
+    from harmonize.errors import ItemFileNotFoundError
+
+    with pytest.raises(ItemFileNotFoundError, match="missing.json"):
+        search(tmp_path / "missing.json")
+
+
+class _FakeApi:
+    """A loopback HTTP server answering GETs with a STAC landing page (or ``get``) and
+    searches with ``post``; ``drip`` sends the search answer one byte every ``drip`` seconds."""
+
+    def __init__(self, get: bytes | None = None, post: bytes = b"", drip: float | None = None) -> None:
+        import http.server
+        import json
+        import threading
+        import time
+
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, body: bytes, ctype: str = "application/json", slow: bool = False) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                for i in range(len(body)) if slow else []:
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(api.drip)
+                if not slow:
+                    self.wfile.write(body)
+
+            def do_GET(self):
+                base = f"http://127.0.0.1:{self.server.server_port}"
+                if api.get is not None:
+                    return self._send(api.get, "text/html")
+                if self.path.startswith("/collections/"):
+                    cid = self.path.split("/")[2]
+                    return self._send(json.dumps({
+                        "type": "Collection", "id": cid, "stac_version": "1.0.0", "description": "d",
+                        "license": "l", "links": [],
+                        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                                   "temporal": {"interval": [[None, None]]}}}).encode())
+                return self._send(json.dumps({
+                    "type": "Catalog", "id": "fake", "stac_version": "1.0.0", "description": "d",
+                    "conformsTo": ["https://api.stacspec.org/v1.0.0/core",
+                                   "https://api.stacspec.org/v1.0.0/collections",
+                                   "https://api.stacspec.org/v1.0.0/item-search"],
+                    "links": [{"rel": "search", "href": base + "/search", "method": "POST",
+                               "type": "application/geo+json"},
+                              {"rel": "self", "href": base + "/"}, {"rel": "root", "href": base + "/"}],
+                }).encode())
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self._send(api.post, slow=api.drip is not None)
+
+        self.get, self.post, self.drip = get, post, drip
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("api", "match"),
+    [
+        ({"get": b"<html><body>Please log in</body></html>"}, "not STAC"),
+        ({"get": b"\x00\x01garbage{{"}, "not STAC"),
+        ({"post": b'{"hello": "world"}'}, "not an ItemCollection"),
+        ({"post": b"<html>oops</html>"}, "not STAC"),
+        ({"post": b'{"type": "FeatureCollection", "features": [{"type": "Feature", "id": 3}]}'}, "not STAC"),
+    ],
+)
+def test_an_api_answering_something_else_than_stac_is_named(api, match):
+    from harmonize.catalog import search
+    from harmonize.errors import StacResponseError
+
+    with _FakeApi(**api) as url, pytest.raises(StacResponseError, match=match) as err:
+        search(url, retries=0)
+    assert "127.0.0.1" in str(err.value)
+
+
+def test_a_server_dripping_its_answer_hits_the_total_timeout():
+    """One byte every 0.3 s never trips the 10 s read timeout; the 1.5 s total one does."""
+    import time
+
+    from harmonize.catalog import search
+    from harmonize.errors import ServerUnreachableError
+
+    body = b'{"type": "FeatureCollection", "features": [], "links": []}'
+    with _FakeApi(post=body, drip=0.3) as url:
+        t0 = time.monotonic()
+        with pytest.raises(ServerUnreachableError, match="total_timeout"):
+            search(url, retries=0, timeout=10, total_timeout=1.5)
+        assert time.monotonic() - t0 < 6
+        with _FakeApi(post=body, drip=0.001) as fast:  # a slow but finishing answer still works
+            assert len(search(fast, retries=0, timeout=10, total_timeout=20)) == 0
+
+
+def test_a_local_file_with_only_landsat_items_searches_what_it_has(tiny_world, tmp_path):
+    import json
+
+    from harmonize.catalog import search
+    from harmonize.errors import UnknownCollectionError
+
+    landsat = search(tiny_world.root, sensors=("landsat",))
+    path = tmp_path / "landsat.json"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [i.to_dict() for i in landsat]}))
+    found = search(path)  # default sensors: both; the file has Landsat only
+    assert [i.id for i in found] == [i.id for i in landsat]
+    with pytest.raises(UnknownCollectionError, match="sentinel-2-l2a"):
+        search(path, collections=["sentinel-2-l2a"])  # asked for by name: still an error
+
+
+# ------------------------------------------------------------------ clear errors: CLI and configs
+
+
+def _cli(*args: str):
+    """The installed ``harmonize`` command run in this process (``result.stderr``, exit code)."""
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_cli_bad_bbox_max_cloud_yaml_and_settings_are_one_line_errors(tiny_world, tmp_path):
+    cases = [
+        (["search", str(tiny_world.root), "--bbox", "1,2,a,4"], "not four comma-separated numbers"),
+        (["search", str(tiny_world.root), "--max-cloud", "120"], "between 0 and 100"),
+        (["world", "create", str(tmp_path / "w"), "--size-km", "-3"], "size_km: Input should be greater"),
+    ]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stage: train\na: [1,\n")
+    cases += [
+        (["train", str(bad)], f"{bad} is not valid YAML at line 3"),
+        (["run", str(bad)], f"{bad} is not valid YAML at line 3"),
+        (["run", str(REPO / "pipelines/configs/ingest.yaml"), "chunk=-1", "sourse=x", "--dry-run"],
+         "chunk: Input should be greater than 0"),
+    ]
+    for args, match in cases:
+        done = _cli(*args)
+        assert done.exit_code == 2, (args, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])
+        assert match in done.stderr, (args, done.stderr[-2000:])
+    assert "sourse: unknown setting" in done.stderr

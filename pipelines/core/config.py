@@ -16,8 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harmonize.errors import HarmonizeError
-from harmonize.overrides import apply_overrides
-from harmonize.redact import redact_text
+from harmonize.overrides import apply_overrides, config_error, yaml_error
 
 __all__ = ["StageConfig", "read_mapping", "validate", "dump_config", "apply_overrides"]
 
@@ -66,12 +65,16 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     Raises
     ------
     HarmonizeError
-        If the file is missing or does not hold a mapping.
+        If the file is missing or does not hold a mapping (:class:`~harmonize.errors.ConfigError`
+        for malformed YAML, naming the file and line).
     """
     p = Path(path)
     if not p.is_file():
         raise HarmonizeError(f"no config file {p}; see pipelines/configs/ for examples")
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise yaml_error(exc, p) from None
     if not isinstance(data, dict):
         raise HarmonizeError(f"{p} must hold a YAML mapping with a 'stage:' key")
     return data
@@ -84,15 +87,16 @@ def validate(
 
     Raises
     ------
-    HarmonizeError
-        For invalid settings; the message lists what is wrong.
+    ConfigError
+        For invalid settings; the message lists each wrong key (dotted), what is wrong with it
+        and the value given.
     """
     merged = apply_overrides(data, overrides)
     try:
         return cls.model_validate(merged)
     except ValidationError as exc:
         name = merged.get("stage", cls.__name__)
-        raise HarmonizeError(f"invalid {name} config: {redact_text(str(exc))}") from None
+        raise config_error(exc, f"{name} config") from None
 
 
 def dump_config(config: BaseModel, path: str | Path | None = None) -> str:
