@@ -33,7 +33,7 @@ import pystac
 import xarray as xr
 
 from harmonize.bands import BANDS
-from harmonize.errors import CRSMismatchError, HarmonizeError
+from harmonize.errors import CRSMismatchError, HarmonizeError, StoreWriteError
 
 __all__ = [
     "write_zarr",
@@ -198,7 +198,10 @@ def _write_atomically(final: Path, write: Callable[[Path], Any]) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except OSError as exc:
+            raise _write_failed(exc, [final], remove=[tmp]) from exc
         if final.exists():
             trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
             final.rename(trash)
@@ -242,9 +245,10 @@ def write_zarr_batch(
     ------
     HarmonizeError
         When the numbers of datasets and paths differ, or a store exists.
+    StoreWriteError
+        When the disk is full (or another OS error stops a write): the partial stores are
+        removed, nothing is committed.
     """
-    import dask
-
     from harmonize.infer import stripes as row_stripes
 
     if len(datasets) != len(paths):
@@ -252,9 +256,22 @@ def write_zarr_batch(
     for p in paths:
         if _is_local(p) and _local_path(p).exists():
             raise HarmonizeError(f"{p} exists; write_zarr_batch writes new stores only")
+    try:
+        _compute_batch(datasets, paths, row_stripes if stripes else None)
+    except OSError as exc:  # disk full, quota, file too large, read-only
+        raise _write_failed(exc, paths) from exc
+    return [_ret(p) for p in paths]
+
+
+def _compute_batch(
+    datasets: Sequence[xr.Dataset], paths: Sequence[str | os.PathLike[str]], row_stripes: Any
+) -> None:
+    """Write each dataset's metadata, then compute the batch a row of chunks of each at a time."""
+    import dask
+
     rows: list[list[Any]] = [[]]  # the delayed writes of each compute
     for ds, p in zip(datasets, paths, strict=True):
-        regions = row_stripes(ds) if stripes else []
+        regions = row_stripes(ds) if row_stripes is not None else []
         if len(regions) <= 1:  # one graph: the whole dataset is one stripe (or stripes are off)
             rows[0].append(write_zarr(ds, p, mode="w-", compute=False))
             continue
@@ -265,7 +282,24 @@ def write_zarr_batch(
     for row in rows:
         if row:
             dask.compute(*row)
-    return [_ret(p) for p in paths]
+
+
+def _write_failed(
+    exc: OSError,
+    paths: Sequence[str | os.PathLike[str]],
+    remove: Sequence[str | os.PathLike[str]] | None = None,
+) -> StoreWriteError:
+    """The StoreWriteError of a failed write of ``paths``; the partial local stores (``remove``,
+    default ``paths``) are deleted."""
+    for p in paths if remove is None else remove:
+        if _is_local(p):
+            shutil.rmtree(_local_path(p), ignore_errors=True)
+    names = ", ".join(str(p) for p in paths[:3]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else "")
+    return StoreWriteError(
+        f"writing {names} failed: {exc.strerror or exc} (errno {exc.errno}). Nothing of it was "
+        "committed: the partial stores were removed and stores committed before are intact. "
+        "Free space (or fix the permissions) and run again; a job resumes where it stopped."
+    )
 
 
 def write_zarr_in_stripes(ds: xr.Dataset, path: str | os.PathLike[str], *, stripes: bool = True) -> Path:

@@ -554,3 +554,46 @@ def test_cli_bad_bbox_max_cloud_yaml_and_settings_are_one_line_errors(tiny_world
         assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])
         assert match in done.stderr, (args, done.stderr[-2000:])
     assert "sourse: unknown setting" in done.stderr
+
+
+def test_an_unreachable_scheduler_is_a_named_error():
+    from harmonize.errors import HarmonizeError
+    from pipelines.core.cluster import dask_scheduler
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(HarmonizeError, match=f"tcp://127.0.0.1:{port}.*--scheduler local"):
+        with dask_scheduler(f"tcp://127.0.0.1:{port}", connect_timeout=2):
+            pytest.fail("connected to nothing")
+
+
+def test_disk_full_during_ingest_names_the_store_and_commits_nothing(tiny_world, tmp_path):
+    """The file-size limit (RLIMIT_FSIZE) makes the kernel refuse the writes of a store's chunks,
+    as a full disk would: the run fails with a StoreWriteError naming the store, the ledger
+    lists no unit, no partial store is left, and a run with room resumes."""
+    import resource
+    import signal
+
+    from harmonize.errors import StoreWriteError
+    from pipelines.core.ledger import Ledger
+    from pipelines.stages.ingest import IngestConfig, ingest
+
+    cfg = IngestConfig(source=str(tiny_world.root), out=tmp_path / "cube", scheduler="synchronous",
+                       chunk=64, coregister=False, datetime="2023-05-01/2023-05-12", batch=1)
+    ingest(cfg.model_copy(update={"datetime": "2023-05-01/2023-05-01"}))  # ledger and grid exist
+    before = Ledger(cfg.out, "ingest").units
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2048, old[1]))
+    try:
+        with pytest.raises(StoreWriteError, match=r"scenes|\.zarr") as err:
+            ingest(cfg)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert "Nothing of it was committed" in str(err.value)
+    assert Ledger(cfg.out, "ingest").units == before
+    assert not [p for p in cfg.out.rglob("*") if p.name.startswith(".tmp-")]
+    again = ingest(cfg)
+    assert again["committed"] and all(Ledger(cfg.out, "ingest").committed(n) for n in again["committed"])

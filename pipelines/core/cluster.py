@@ -27,6 +27,9 @@ from typing import Any
 
 import dask
 
+from harmonize.errors import HarmonizeError
+from harmonize.redact import redact_text, redact_url
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -115,6 +118,7 @@ def dask_scheduler(
     threads_per_worker: int | None = None,
     memory_limit: int | str | None = None,
     processes: bool = True,
+    connect_timeout: float = 20,
 ) -> Iterator[Any]:
     """Run the ``with`` block's dask computations on ``scheduler``.
 
@@ -127,6 +131,8 @@ def dask_scheduler(
         Where to write the ``performance_report`` HTML (distributed schedulers only).
     n_workers, threads_per_worker, memory_limit, processes
         LocalCluster settings; defaults from :func:`local_cluster_kwargs`.
+    connect_timeout
+        Seconds to wait for a scheduler at an address.
 
     Yields
     ------
@@ -154,8 +160,8 @@ def dask_scheduler(
                 _fmt_bytes(kw["memory_limit"]),
             )
         else:
-            client = stack.enter_context(Client(name))
-            log.info("connected to dask scheduler %s", name)
+            client = stack.enter_context(_connect(Client, name, connect_timeout))
+            log.info("connected to dask scheduler %s", redact_url(name))
         log.info("dask dashboard: %s", client.dashboard_link)
         if report is not None:
             Path(report).parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +169,18 @@ def dask_scheduler(
         yield client
     if report is not None:
         log.info("dask performance report: %s", report)
+
+
+def _connect(client_cls: Any, address: str, timeout: float) -> Any:
+    """A client of the scheduler at ``address``, or a HarmonizeError saying it is not there."""
+    try:
+        return client_cls(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise HarmonizeError(
+            f"could not reach the dask scheduler at {redact_url(address)} within {timeout:g} s "
+            f"({type(exc).__name__}: {redact_text(str(exc))[:160]}). Start it (`dask scheduler`), check "
+            "the address, or run with --scheduler local."
+        ) from None
 
 
 def _fmt_bytes(n: int | str) -> str:
