@@ -461,7 +461,8 @@ def whittaker_gcv(
     -------
     rss, trace, m : numpy.ndarray
         ``(n_pixels, n_lmbdas)`` weighted residual sum of squares over observed days and trace
-        of the hat matrix (effective degrees of freedom), and ``(n_pixels,)`` observed days.
+        of the hat matrix (effective degrees of freedom), and ``(n_pixels,)`` the effective
+        number of observations, ``(sum w)^2 / sum w^2`` (Kish; the count for equal weights).
         Per pixel ``GCV = m rss / (m - trace)^2``; :func:`select_lmbda` pools them.
     """
     y = np.asarray(values, dtype=np.float64)
@@ -474,7 +475,12 @@ def whittaker_gcv(
     w, b = _daily_sums(y, wts, t_obs, t0, length)
     seen = w > 0
     ybar = np.divide(b, w, out=np.zeros_like(b), where=seen)
-    m = seen.sum(axis=0).astype(float)
+    # Kish's effective number of observations, (sum w)^2 / sum w^2: the count for equal
+    # weights, but an observation weighted near zero (a blurred Landsat pixel at a field edge)
+    # adds near nothing. Counting it whole let every down-weighted observation lower the GCV
+    # of a rougher fit, so fused series were smoothed far less than Sentinel-2 alone.
+    sw, sw2 = wts.sum(axis=1), (wts * wts).sum(axis=1)
+    m = np.divide(sw * sw, sw2, out=np.zeros_like(sw), where=sw2 > 0)
     p0, p1, p2 = _second_difference_bands(length)
     rss = np.empty((y.shape[0], len(lmbdas)))
     trace = np.empty_like(rss)

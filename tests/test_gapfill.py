@@ -399,9 +399,32 @@ def test_gcv_terms_equal_the_explicit_hat_matrix():
     a = np.diag(wd) + lam * sparse.diags([q0, q1, q1, q2, q2], [0, 1, -1, 2, -2]).toarray()
     hat = np.linalg.solve(a, np.diag(wd))
     z = hat @ yd
-    assert m[0] == t_obs.size
+    # the effective number of observations (Kish): the count for equal weights, less for unequal
+    assert m[0] == pytest.approx(wts.sum() ** 2 / (wts**2).sum())
+    assert whittaker_gcv(y[None], t_obs, [lam])[2][0] == t_obs.size
     np.testing.assert_allclose(tr[0, 0], np.trace(hat), rtol=1e-9)
     np.testing.assert_allclose(rss[0, 0], np.sum(wd * (yd - z) ** 2), rtol=1e-9)
+
+
+def test_gcv_is_not_lowered_by_observations_weighted_near_zero():
+    """A second sensor's observations weighted ~0 (a blurred view the weights distrust) carry
+    no information: the chosen smoothing stays that of the first sensor alone. Counting them
+    as whole observations made GCV choose a rougher fit."""
+    from harmonize.gapfill import select_lmbda
+
+    rng = np.random.default_rng(42)
+    t_a = ORIGIN + pd.to_timedelta(np.arange(0, 360, 5), "D")
+    t_b = ORIGIN + pd.to_timedelta(np.arange(2, 360, 8), "D")
+    signal = lambda d: 0.5 + 0.3 * np.sin(2 * np.pi * d / 365.0)  # noqa: E731
+    shape_a, shape_b = (t_a.size, *GEOBOX.shape), (t_b.size, *GEOBOX.shape)
+    a = cube(signal(days(t_a))[:, None, None] + rng.normal(0, 0.03, shape_a), t_a)
+    b = cube(signal(days(t_b))[:, None, None] + rng.normal(0, 0.03, shape_b), t_b, sensor="landsat")
+    alone = select_lmbda(a)
+    both = xr.concat([a, b], dim="time").sortby("time")
+    faint = xr.where(both["sensor"] == "landsat", 1e-3, 1.0).broadcast_like(both)
+    assert select_lmbda(both, weights=faint) == alone
+    # trusted as much as the first sensor, they are more data: never more smoothing than alone
+    assert select_lmbda(both) <= alone
 
 
 def test_gcv_picks_little_smoothing_for_signal_and_much_for_noise():
