@@ -49,10 +49,21 @@ def _step_coords(plan: LoadPlan, arrays: StepArrays) -> dict[str, Any]:
     return coords
 
 
-def _stacked(parts: list[Any], time_chunk: int) -> Any:
+def _stacked(arrays: StepArrays, name: str, time_chunk: int) -> Any:
+    """Variable ``name`` along all steps: its family blocks concatenated and put in step order
+    by one indexing operation (or its per-step pieces concatenated)."""
     import dask.array as da
 
-    arr = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    if name in arrays.blocks:
+        blocks = arrays.blocks[name]
+        positions = np.concatenate([np.asarray(p, dtype=int) for p, _ in blocks])
+        arr = da.concatenate([a for _, a in blocks], axis=0) if len(blocks) > 1 else blocks[0][1]
+        order = np.argsort(positions, kind="stable")
+        if not np.array_equal(order, np.arange(order.size)):
+            arr = arr[order]
+    else:
+        parts = arrays.pieces[name]
+        arr = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     return arr.rechunk({0: time_chunk}) if time_chunk > 1 else arr
 
 
@@ -83,7 +94,7 @@ def assemble(plan: LoadPlan, arrays: StepArrays) -> xr.Dataset:
     spatial = {c: template.coords[c] for c in template.coords if c != "time"}
     time_chunk = int(plan.chunks.get("time", 1) or 1)
     cube = xr.Dataset(
-        {v: (("time", "y", "x"), _stacked(arrays.pieces[v], time_chunk)) for v in var_order},
+        {v: (("time", "y", "x"), _stacked(arrays, v, time_chunk)) for v in var_order},
         coords={"time": np.arange(len(plan.steps)), **spatial},
     )
     for v in var_order:
@@ -115,4 +126,3 @@ def step_item_ids(step: xr.Dataset) -> list[str]:
         if coord in step.coords:
             ids += [s for v in np.atleast_1d(step[coord].values) for s in str(v).split(",") if s]
     return list(dict.fromkeys(ids))
-
