@@ -3,7 +3,8 @@
 Usage::
 
     python -m pipelines.benchmarks infer [--models tiny,base] [--size 1024] [--chunk 1024]
-        [--memory-sizes 2048,8192] [--device cpu|cuda] [--precision bf16|fp16] [--workers N]
+        [--memory-sizes 2048,8192] [--memory-model tiny,base] [--memory-regions N]
+        [--device cpu|cuda] [--precision bf16|fp16] [--workers N]
 
 Figures
 -------
@@ -12,14 +13,17 @@ throughput (per model preset)
     single-date cube of ``size``² pixels, against a raw forward pass of the same model over the
     same pixels already in memory (tiles of ``chunk`` pixels, no halo, one at a time or
     ``batch_size`` at a time, whichever is faster); ``ratio`` is
-    their quotient (goal >= 0.8). The gap is the halo's extra pixels ((chunk + 2 halo)² / chunk²)
+    their quotient by wall time (goal >= 0.8), ``ratio_cpu`` by this process's CPU time (the
+    steadier one on a shared machine). The gap is the halo's extra pixels ((chunk + 2 halo)² / chunk²)
     plus dask's overlap copies.
 memory (per size, each in its own subprocess)
     Peak resident memory of one process that generates a lazy single-date cube chunk by chunk
     (random reflectance, nothing in memory up front), super-resolves it and streams the result
-    into a Zarr store (``--sink zarr``) or discards it (``--sink null``), one row of chunks at a
-    time (:func:`harmonize.infer.stripes`; ``--all-at-once`` hands dask the whole scene, which
-    lets it read inputs far ahead). Goal: at most 2 GiB and roughly flat in the scene size.
+    into a Zarr store (``--sink zarr``) or discards it (``--sink null``), one region (a row of
+    chunks at most two chunks wide) at a time (:func:`harmonize.infer.stripes`;
+    ``--all-at-once`` hands dask the whole scene, which lets it read inputs far ahead;
+    ``--memory-regions N`` stops after the first N regions). Goal: at most 2 GiB and flat in
+    the scene size.
 
 Weights are random (fixed seed): speed and memory do not depend on their values. On CUDA the
 GPU utilisation is sampled every 0.1 s during the runs (NVML through ``torch.cuda.utilization``,
@@ -69,7 +73,11 @@ class InferOptions:
     memory_sizes
         Comma-separated scene sizes of the peak-memory runs (``""`` to skip).
     memory_model
-        Model preset of the memory runs.
+        Comma-separated model presets of the memory runs.
+    memory_regions
+        Memory runs compute only the first this many regions (:func:`harmonize.infer.stripes`)
+        of each scene (0: all). Every region is the same work on the same memory, so the peak
+        is reached in the first few; the figure says how many of how many ran.
     sink
         Where memory runs write: ``"zarr"`` or ``"null"``.
     all_at_once
@@ -93,6 +101,7 @@ class InferOptions:
     batch_size: int = 8
     memory_sizes: str = "2048,8192"
     memory_model: str = "tiny"
+    memory_regions: int = 0
     sink: str = "zarr"
     all_at_once: bool = False
     device: str | None = None
@@ -209,8 +218,9 @@ def _sync(device: str) -> None:
 
 def _raw_forward(
     model: Any, x: np.ndarray, chunk: int, batch_size: int, device: str, precision: str | None
-) -> float:
-    """Seconds for the model over ``x`` [7, H, W] in tiles of ``chunk`` (no halo), host to host."""
+) -> tuple[float, float]:
+    """Wall and CPU seconds for the model over ``x`` [7, H, W] in tiles of ``chunk`` (no halo),
+    host to host."""
     import torch
 
     dev = torch.device(device)
@@ -224,7 +234,7 @@ def _raw_forward(
         if precision in ("bf16", "fp16")
         else None
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for i in range(0, len(tiles), batch_size):
             group = tiles[i : i + batch_size]
@@ -242,7 +252,7 @@ def _raw_forward(
                 for j, (y0, x0) in enumerate(sel):
                     out[:, y0 : y0 + th, x0 : x0 + tw] = y[j]
     _sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _throughput(preset: str, opts: InferOptions, device: str, workers: int) -> dict[str, Any]:
@@ -270,18 +280,18 @@ def _throughput(preset: str, opts: InferOptions, device: str, workers: int) -> d
         )
         cube = _cube(x, size, opts.chunk)
         sampler = _GpuSampler(device)
-        times, raws = [], []
+        times, raws, cpus, raw_cpus = [], [], [], []
         with sampler, dask.config.set(scheduler="threads", num_workers=workers):
             # raw and chunked runs alternate, so a noisy neighbour on the machine hits both alike
             for _ in range(opts.repeat):
                 # the raw baseline gets its best batching: one tile at a time or batch_size tiles
-                raws.append(
-                    min(
-                        _raw_forward(cached, x, opts.chunk, b, device, opts.precision)
-                        for b in sorted({1, opts.batch_size})
-                    )
+                wall, cpu = min(
+                    _raw_forward(cached, x, opts.chunk, b, device, opts.precision)
+                    for b in sorted({1, opts.batch_size})
                 )
-                t0 = time.perf_counter()
+                raws.append(wall)
+                raw_cpus.append(cpu)
+                t0, c0 = time.perf_counter(), time.process_time()
                 out = infer.super_resolve(
                     cube,
                     tmp,
@@ -294,6 +304,7 @@ def _throughput(preset: str, opts: InferOptions, device: str, workers: int) -> d
                 out[list(out.data_vars)].compute()
                 _sync(device)
                 times.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
         sr, raw = min(times), min(raws)
         return {
             "preset": preset,
@@ -304,9 +315,13 @@ def _throughput(preset: str, opts: InferOptions, device: str, workers: int) -> d
             "raw_forward_mpx_s": round(mpx / raw, 4),
             "super_resolve_mpx_s": round(mpx / sr, 4),
             "ratio": round(raw / sr, 3),
+            # CPU time of this process (all threads): the steadier figure on a shared machine
+            "ratio_cpu": round(min(raw_cpus) / min(cpus), 3),
             "halo_overhead_bound": round(opts.chunk**2 / (opts.chunk + 2 * model.receptive_halo) ** 2, 3),
             "raw_seconds": round(raw, 2),
             "super_resolve_seconds": round(sr, 2),
+            "raw_cpu_seconds": round(min(raw_cpus), 2),
+            "super_resolve_cpu_seconds": round(min(cpus), 2),
             "gpu_utilization": sampler.summary(),
         }
     finally:
@@ -368,13 +383,21 @@ def _memory_child(size: int, opts: InferOptions, device: str, workers: int) -> d
                 device=device,
                 precision=opts.precision,
             )
-            if opts.sink == "zarr":
+            all_regions = infer.stripes(out)
+            regions = all_regions[: opts.memory_regions] if opts.memory_regions else all_regions
+            if opts.sink == "zarr" and (opts.all_at_once or regions is all_regions):
                 from harmonize.io import write_zarr_in_stripes
 
                 write_zarr_in_stripes(out, os.path.join(tmp, "out.zarr"), stripes=not opts.all_at_once)
-            else:
-                regions = [None] if opts.all_at_once else infer.stripes(out)
+            elif opts.sink == "zarr":  # the first regions only, into a store of the whole scene
+                from harmonize.io import write_zarr
+
+                path = os.path.join(tmp, "out.zarr")
+                write_zarr(out, path, mode="w-", compute=False)
                 for region in regions:
+                    write_zarr(out.isel(region), path, region=region)
+            else:
+                for region in [None] if opts.all_at_once else regions:
                     part = out if region is None else out.isel(region)
                     arrays = [part[v].data for v in part.data_vars]
                     da.store(arrays, [_NullStore() for _ in arrays], lock=False)
@@ -387,6 +410,7 @@ def _memory_child(size: int, opts: InferOptions, device: str, workers: int) -> d
             "model": opts.memory_model,
             "sink": opts.sink,
             "stripes": not opts.all_at_once,
+            "regions_computed": 1 if opts.all_at_once else f"{len(regions)} of {len(all_regions)}",
             "seconds": round(seconds, 1),
             "mpx_s": round(size * size / 1e6 / seconds, 4),
             "rss_before_compute_mib": round(rss_before, 1),
@@ -461,8 +485,9 @@ def infer_benchmark(**options: Any) -> dict[str, Any]:
     }
     for preset in [m for m in opts.models.split(",") if m]:
         result["throughput"].append(_throughput(preset, opts, device, workers))
-    for size in [int(s) for s in opts.memory_sizes.split(",") if s]:
-        result["memory"].append(_memory(size, opts))
+    for preset in [m for m in opts.memory_model.split(",") if m]:
+        for size in [int(s) for s in opts.memory_sizes.split(",") if s]:
+            result["memory"].append(_memory(size, replace(opts, memory_model=preset)))
     return result
 
 
@@ -485,7 +510,19 @@ def infer_benchmark(**options: Any) -> dict[str, Any]:
     show_default=True,
     help="Comma-separated scene sizes for the peak-memory runs ('' to skip).",
 )
-@click.option("--memory-model", default="tiny", show_default=True, help="Model preset of the memory runs.")
+@click.option(
+    "--memory-model",
+    default="tiny",
+    show_default=True,
+    help="Comma-separated model presets of the memory runs.",
+)
+@click.option(
+    "--memory-regions",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Memory runs compute only the first N regions of each scene (0: all).",
+)
 @click.option(
     "--sink",
     type=click.Choice(["zarr", "null"]),
