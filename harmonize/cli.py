@@ -287,7 +287,7 @@ def _lmbda(value: str) -> float | str:
 @click.option("--weight-scale", type=float, default=None,
               help="NDVI heterogeneity at half weight (default 0.02).")
 @click.option("--sharpen-s2-nir/--no-sharpen-s2-nir", default=None,
-              help="Sharpen Sentinel-2's 20 m nir to 10 m before NDVI (default off).")
+              help="Sharpen Sentinel-2's 20 m nir to 10 m before NDVI (default on).")
 @click.option("--disagreement-scale", type=float, default=None,
               help="Landsat-vs-Sentinel-2 NDVI disagreement at half weight; 0 turns it off (default 0.03).")
 @click.option("--n-harmonics", type=int, default=None, help="Harmonic modes (default 3).")

@@ -373,4 +373,4 @@ def test_sharpened_nir_brings_sentinel2_ndvi_closer_to_truth(tiny_world):
     rmse = lambda a: float(np.sqrt(np.mean((a[ok] - true_ndvi[ok]) ** 2)))  # noqa: E731
     assert rmse(sharp) < 0.9 * rmse(raw), (rmse(sharp), rmse(raw))
     assert np.abs(sharp[ok]).max() <= 1.0  # the floor at 0 keeps NDVI in range at shores
-    assert not TimeSeriesConfig().sharpen_s2_nir  # opt-in: modelled nir, see its docstring
+    assert TimeSeriesConfig().sharpen_s2_nir  # the default: the error it removes is there on every date
