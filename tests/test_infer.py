@@ -163,6 +163,7 @@ def test_all_cloudy_tiles_are_not_run_and_the_rest_is_unchanged(model, monkeypat
     cube["clear"] = (("time", "y", "x"), da.from_array(clear, chunks=(1, 64, 64)))
     tiles = []
     forward = infer._forward
+
     def counting(models, batch, spec):
         tiles.append(len(batch))
         return forward(models, batch, spec)
@@ -307,3 +308,24 @@ def test_two_results_in_one_graph_keep_their_own_keys_and_values(tmp_path):
     # the same call twice is the same graph (deterministic keys), so it is computed once
     again = infer.super_resolve(cube, str(pa), chunks=64, device="cpu")
     assert again["red"].data.name == out_a["red"].data.name
+
+
+def test_regions_are_bounded_and_writing_them_equals_the_whole_image(model, tmp_path):
+    from harmonize.io import write_zarr_in_stripes
+
+    # 4 chunks wide (32-px chunks, 130 px: 32, 32, 32, 34) and 3 high: 2 x 3 regions
+    cube = make_cube(96, 130, n_time=2, chunk=32)
+    out = infer.super_resolve(cube, model, chunks=32, device="cpu")
+    regions = infer.stripes(out)
+    assert [(r["y"].start, r["y"].stop, r["x"].start, r["x"].stop) for r in regions] == [
+        (y0, y0 + 32, x0, x1) for y0 in (0, 32, 64) for x0, x1 in ((0, 64), (64, 130))
+    ]
+    cover = np.zeros((96, 130), int)
+    for r in regions:
+        cover[r["y"], r["x"]] += 1
+    assert (cover == 1).all()  # every pixel in exactly one region
+    assert len(infer.stripes(out, cols=None)) == 3  # full-width stripes on request
+    path = write_zarr_in_stripes(out, tmp_path / "sr.zarr")
+    back = xr.open_zarr(path)
+    np.testing.assert_allclose(stacked(back), whole_image(model, cube, model.receptive_halo), atol=1e-5)
+    np.testing.assert_array_equal(back["clear"].values, np.ones((2, 96, 130), bool))
