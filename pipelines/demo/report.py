@@ -498,10 +498,12 @@ def _timings_section(timings: dict[str, Any] | None) -> Section:
 def _linked_sections(out: Path) -> list[str]:
     """Sections other modules write for the report (the interactive map ...), each a Markdown
     string; one that fails is logged and left out, the rest of the report stands."""
+    from pipelines.demo.lst import lst_section
     from pipelines.demo.webmap import map_section
 
     lines: list[str] = []
-    for name, section in (("interactive map", map_section),):
+    sections = (("land surface temperature", lst_section), ("interactive map", map_section))
+    for name, section in sections:
         try:
             lines += [section(out), ""]
         except Exception as exc:  # an optional section must not cost the whole report

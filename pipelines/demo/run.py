@@ -304,11 +304,17 @@ def _stages_after_ingest(
             )
         )
 
+    def lst_step() -> dict[str, Any]:
+        from pipelines.demo.lst import run_lst  # issue 16: 10 m LST of 4 Landsat dates, ~6 s CPU
+
+        return run_lst(paths["cube"].parent)
+
     return [
         ("pairs", pairs_step),
         ("train", train_step),
         ("infer", infer_step),
         ("timeseries", timeseries_step),
+        ("lst", lst_step),
     ]
 
 
