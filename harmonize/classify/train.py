@@ -112,8 +112,23 @@ def train_classifier(
             f"the training blocks hold {len(codes)} labelled class(es); the classifier needs at "
             "least two (a larger area or another block_size/seed)"
         )
+    before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _fit(features, labels, mask, cfg, codes, y)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit(
+    features: np.ndarray,
+    labels: np.ndarray,
+    mask: np.ndarray,
+    cfg: ClassifierConfig,
+    codes: list[int],
+    y: np.ndarray,
+) -> tuple[UNetClassifier, dict[str, float]]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
@@ -154,12 +169,24 @@ def train_classifier(
 
 
 @torch.no_grad()
-def predict_proba(model: UNetClassifier, features: np.ndarray, *, tile: int = 512) -> np.ndarray:
+def predict_proba(
+    model: UNetClassifier, features: np.ndarray, *, tile: int = 512, threads: int | None = 1
+) -> np.ndarray:
     """Class probabilities ``(classes, H, W)`` float32 (order ``model.codes``).
 
     The image is run in ``tile``-pixel tiles with a 32-pixel overlap whose borders are dropped,
-    so memory stays bounded on large areas.
+    so memory stays bounded on large areas; ``threads`` as in :class:`ClassifierConfig`.
     """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _predict(model, features, tile)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _predict(model: UNetClassifier, features: np.ndarray, tile: int) -> np.ndarray:
     model.eval()
     _, h, w = features.shape
     out = np.zeros((len(model.codes), h, w), np.float32)

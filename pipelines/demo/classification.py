@@ -22,15 +22,72 @@ from pipelines.evaluation.landclasses import class_colors, class_names, labels_f
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLASSIFY_DIR", "classification_section", "classification_numbers"]
+__all__ = [
+    "CLASSIFY_DIR",
+    "DEMO_CLASSIFY",
+    "classify_demo",
+    "classification_section",
+    "classification_numbers",
+]
 
 #: The classify stage's folder inside a demo folder.
 CLASSIFY_DIR = "classify"
+#: The demo's classify settings: the fused map only, so the stage stays within ~15 s of the demo.
+#: The comparison with Sentinel-2 alone and with raw Landsat trains two more classifiers;
+#: ``harmonize classify OUT/cube --harmonized OUT/harmonized --labels OUT/world/truth.zarr
+#: --out OUT/classify`` adds them to the same folder (the fused units are kept) and the next
+#: report shows the three-way table.
+DEMO_CLASSIFY: dict[str, Any] = {"variants": ["fused"], "map_variant": "fused"}
 _VARIANT_NAMES = {
     "s2": "Sentinel-2 only",
     "fused": "Sentinel-2 + harmonized Landsat",
     "fused_raw": "Sentinel-2 + raw Landsat",
 }
+
+
+def classify_demo(
+    out: str | Path, truth: str | Path, common: dict[str, Any], settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run the classify stage on a demo folder's cube and harmonized dates (``OUT/classify``).
+
+    Parameters
+    ----------
+    out
+        The demo folder.
+    truth
+        The world's truth store (the labels).
+    common
+        ``scheduler``/``progress`` as every demo stage gets them.
+    settings
+        :class:`~pipelines.stages.classify.ClassifyStageConfig` fields over :data:`DEMO_CLASSIFY`.
+    """
+    from pipelines.stages.classify import ClassifyStageConfig, classify_stage
+
+    paths = demo_paths(out)
+    config = ClassifyStageConfig(
+        cube=paths["cube"],
+        harmonized=paths["harmonized"],
+        labels=Path(truth),
+        out=Path(out) / CLASSIFY_DIR,
+        **{**DEMO_CLASSIFY, **_small_world(paths["cube"]), **(settings or {}), **common},
+    )
+    return classify_stage(config)
+
+
+def _small_world(cube_dir: Path) -> dict[str, Any]:
+    """Settings for a world too small for 128-pixel blocks and monthly periods (the tiny demo:
+    128 pixels, six weeks): 32-pixel blocks, 10-day periods, a shorter training."""
+    from pipelines.core.stores import open_cube
+
+    cube = open_cube(cube_dir)
+    side = min(cube.sizes["y"], cube.sizes["x"])
+    days = (pd.Timestamp(cube["time"].values.max()) - pd.Timestamp(cube["time"].values.min())).days
+    out: dict[str, Any] = {}
+    if side < 4 * 128:
+        out.update(block_size=max(16, side // 4), guard=4, classifier={"steps": 60, "batch_size": 8})
+    if days < 180:
+        out["freq"] = "10D"
+    return out
 
 
 def _metrics(out: Path) -> dict[str, Any] | None:

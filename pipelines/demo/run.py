@@ -31,6 +31,7 @@ from pydantic import Field
 from pipelines.core.cli import reporting, setup_logging
 from pipelines.core.config import StageConfig
 from pipelines.core.ledger import atomic_write_text
+from pipelines.demo.classification import classify_demo
 from pipelines.demo.paths import demo_paths
 from pipelines.demo.report import write_report
 from pipelines.stages.infer import InferStageConfig, infer_stage
@@ -304,6 +305,9 @@ def _stages_after_ingest(
             )
         )
 
+    def classify_step() -> dict[str, Any]:
+        return classify_demo(paths["cube"].parent, truth, common)
+
     def lst_step() -> dict[str, Any]:
         from pipelines.demo.lst import run_lst  # issue 16: 10 m LST of 4 Landsat dates, ~6 s CPU
 
@@ -315,6 +319,7 @@ def _stages_after_ingest(
         ("infer", infer_step),
         ("timeseries", timeseries_step),
         ("lst", lst_step),
+        ("classify", classify_step),
     ]
 
 
