@@ -498,11 +498,16 @@ def _timings_section(timings: dict[str, Any] | None) -> Section:
 def _linked_sections(out: Path) -> list[str]:
     """Sections other modules write for the report (the interactive map ...), each a Markdown
     string; one that fails is logged and left out, the rest of the report stands."""
+    from pipelines.demo.classification import classification_section
     from pipelines.demo.lst import lst_section
     from pipelines.demo.webmap import map_section
 
     lines: list[str] = []
-    sections = (("land surface temperature", lst_section), ("interactive map", map_section))
+    sections = (
+        ("crop-type map", classification_section),
+        ("land surface temperature", lst_section),
+        ("interactive map", map_section),
+    )
     for name, section in sections:
         try:
             lines += [section(out), ""]
