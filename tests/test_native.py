@@ -2,10 +2,10 @@
 
 Truth used here: the ingest that stores Landsat resampled to 10 m (``native: false``, what every
 stage read before) is the reference; the native store's view must give the same cube (grid,
-coordinates, Sentinel-2 bit for bit) and the same Landsat pixels within the tolerance of one
-more bilinear resampling, with the co-registration shift applied by the view (a wrong sign or a
-forgotten shift moves edges by ~25 m and breaks the tolerance), and hold at most a quarter of
-the bytes.
+coordinates and shifts, Sentinel-2 bit for bit) and the same Landsat pixels within the
+tolerance of one more bilinear resampling, with the co-registration shift applied by the view
+(a wrong sign or a forgotten shift moves edges by ~25 m and breaks the tolerance), and hold at
+most a quarter of the bytes.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def test_the_10m_view_round_trips_to_the_10m_store(both, short_world):
     assert sorted(nat.data_vars) == sorted(ten.data_vars) and sorted(nat.coords) == sorted(ten.coords)
     assert nat["red"].chunks == ten["red"].chunks  # the view is chunked as the stores were
     ten, nat = ten.load(), nat.load()
-    for c in ten.coords:
+    for c in ten.coords:  # the shifts too: measured alike, applied by the view
         if c != "spatial_ref":
             np.testing.assert_array_equal(nat[c].values, ten[c].values, err_msg=c)
     ls = np.asarray(ten["sensor"].values) == "landsat"
