@@ -33,7 +33,7 @@ from harmonize.bands import REFLECTANCE_BANDS
 from harmonize.indices import ndvi
 from harmonize.plot import plot_clear_observations, plot_ndvi_maps, plot_ndvi_timeseries
 from harmonize.timeseries import TimeSeriesConfig
-from pipelines.core.stores import read_index
+from pipelines.core.stores import read_index, read_observations
 from pipelines.demo.figures import comparison_figure, largest_fields
 from pipelines.demo.markdown import markdown_table, markdown_to_html
 from pipelines.demo.paths import demo_paths, open_cube, open_harmonized
@@ -89,6 +89,7 @@ class _Inputs:
     model_dir: Path | None
     timings: dict[str, Any] | None
     timeseries: Any  # the time-series stage's harmonize.timeseries.TimeSeriesConfig
+    product: xr.DataArray | None  # the stage's stored NDVI observations (None: not from ``out``)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,9 @@ def _gather_inputs(
         timings = json.loads(paths["timings"].read_text())
     if timeseries is None and paths["demo"].exists():
         timeseries = json.loads(paths["demo"].read_text()).get("timeseries_settings")
+    # the fused series as the stage stored it, when the products here are the ones it fused
+    stored = paths["timeseries"] / "observations.zarr"
+    product = read_observations(stored) if harmonized is None and cube is None and stored.exists() else None
     return _Inputs(
         world=world,
         truth=world.truth,
@@ -136,6 +140,7 @@ def _gather_inputs(
         model_dir=None if model_dir is None else Path(model_dir),
         timings=timings,
         timeseries=TimeSeriesConfig.build(**(timeseries or {})),
+        product=product,
     )
 
 
@@ -223,7 +228,9 @@ def _score_series(inputs: _Inputs, pixel_step: int) -> _Series:
     harm = _registered(inputs.harmonized, inputs.cube)
     if "clear" not in harm and "clear" in landsat:
         harm = harm.assign(clear=landsat["clear"].sel(time=harm["time"]))
-    observations = ndvi_observations(s2, landsat, harm, pixel_step=pixel_step, config=inputs.timeseries)
+    observations = ndvi_observations(
+        s2, landsat, harm, pixel_step=pixel_step, config=inputs.timeseries, product=inputs.product
+    )
     table, filled = gapfill_table(observations, inputs.truth)
     return _Series(
         s2=s2,

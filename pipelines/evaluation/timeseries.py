@@ -76,13 +76,26 @@ FUSED, FUSED_RAW = "S2 + harmonized Landsat", "S2 + raw Landsat"
 COMBINATIONS: tuple[str, ...] = (S2_PLAIN, S2_SHARP, FUSED, FUSED_RAW)
 
 
+def _sensor_steps(obs: xr.DataArray, sensor: str) -> xr.DataArray:
+    """The steps of ``obs`` whose ``sensor`` label is ``sensor``."""
+    return obs.isel(time=np.flatnonzero(np.asarray(obs["sensor"].values).astype(str) == sensor))
+
+
+def _product_by_day(product: xr.DataArray, pixel_step: int) -> xr.DataArray:
+    """Stored NDVI observations on the subsampled grid, times as days (as :func:`_clear_ndvi_by_day`)."""
+    nd = subsample_pixels(product, pixel_step)
+    nd = nd.drop_vars([c for c, v in nd.coords.items() if "time" in v.dims and c not in ("time", "sensor")])
+    return nd.assign_coords(time=[calendar_day(t) for t in nd["time"].values])
+
+
 def ndvi_observations(
     s2: xr.Dataset,
     landsat_raw: xr.Dataset,
-    landsat_harmonized: xr.Dataset,
+    landsat_harmonized: xr.Dataset | None,
     *,
     pixel_step: int = 4,
     config: Any = None,
+    product: xr.DataArray | None = None,
 ) -> dict[str, xr.DataArray]:
     """Clear-sky NDVI observations of each sensor combination, computed once, in memory.
 
@@ -100,12 +113,17 @@ def ndvi_observations(
     Parameters
     ----------
     s2, landsat_raw, landsat_harmonized
-        Sentinel-2's part of the cube, Landsat's, and the harmonized Landsat (with ``clear``).
-        Leave out Landsat dates the product leaves out (not co-registered) beforehand.
+        Sentinel-2's part of the cube, Landsat's, and the harmonized Landsat (with ``clear``;
+        unused with ``product``). Leave out Landsat dates the product leaves out (not
+        co-registered) beforehand.
     pixel_step
         Spatial subsampling.
     config
         A :class:`harmonize.timeseries.TimeSeriesConfig` (default: its defaults).
+    product
+        The time-series stage's stored observations (NDVI with a ``sensor`` coordinate, made
+        with ``config``): the fused combination is then read from it rather than computed
+        again (and so is the sharpened Sentinel-2 when ``config`` sharpens).
 
     Returns
     -------
@@ -113,39 +131,59 @@ def ndvi_observations(
         Keys :data:`COMBINATIONS`; each masked to clear observations and sorted in time with a
         ``sensor`` coordinate, as :func:`harmonize.timeseries.fuse` would give.
     """
-    from harmonize.timeseries import TimeSeriesConfig, heterogeneity, observation_weights, sharpen_nir
+    from harmonize.timeseries import S2, TimeSeriesConfig, heterogeneity, sharpen_nir
 
     cfg = config or TimeSeriesConfig()
     s2 = s2[[v for v in ("blue", "green", "red", "nir", "clear") if v in s2.data_vars]]
-    s2_sharp = sharpen_nir(s2)
-    s2_fused = s2_sharp if cfg.sharpen_s2_nir else s2
-    lazy = [_clear_ndvi_by_day(c, pixel_step) for c in (s2, s2_sharp, landsat_raw, landsat_harmonized)]
-    if cfg.weights:
+    lazy: dict[str, Any] = {S2_PLAIN: _clear_ndvi_by_day(s2, pixel_step)}
+    lazy[FUSED_RAW] = _clear_ndvi_by_day(landsat_raw, pixel_step)
+    if product is not None:
+        full = _sensor_steps(product, S2)
+        lazy[FUSED] = _product_by_day(product, pixel_step)
+        if cfg.sharpen_s2_nir:
+            lazy[S2_SHARP] = _product_by_day(full, pixel_step)
+        else:
+            lazy[S2_SHARP] = _clear_ndvi_by_day(sharpen_nir(s2), pixel_step)
+    else:
+        s2_sharp = sharpen_nir(s2)
+        lazy[S2_SHARP] = _clear_ndvi_by_day(s2_sharp, pixel_step)
+        lazy[FUSED] = _clear_ndvi_by_day(landsat_harmonized, pixel_step)
+        s2_fused = s2_sharp if cfg.sharpen_s2_nir else s2
         full = ndvi(s2_fused.where(s2_fused["clear"])) if "clear" in s2_fused else ndvi(s2_fused)
-        lazy.append(subsample_pixels(heterogeneity(full, window=cfg.weight_window), pixel_step))
+    if cfg.weights:
+        lazy["het"] = subsample_pixels(heterogeneity(full, window=cfg.weight_window), pixel_step)
     # One compute for all, so the Sentinel-2 chunks are read once.
-    plain_obs, sharp_obs, raw_obs, harm_obs, *het = dask.compute(*lazy)
-    s2_obs = sharp_obs if cfg.sharpen_s2_nir else plain_obs
-
-    def both(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
-        out = xr.concat([a, b], dim="time", coords="minimal", compat="override").sortby("time")
-        if het:
-            w = observation_weights(
-                out,
-                scale=cfg.weight_scale,
-                window=cfg.weight_window,
-                disagreement_scale=cfg.disagreement_scale or None,
-                het=het[0],
-            )
-            out = out.assign_coords(weight=(out.dims, w.values))
-        return out
-
+    done = dict(zip(lazy, dask.compute(*lazy.values()), strict=True))
+    s2_obs = done[S2_SHARP] if cfg.sharpen_s2_nir else done[S2_PLAIN]
+    fused = done[FUSED] if product is not None else _concat(s2_obs, done[FUSED])
     return {
-        S2_PLAIN: plain_obs,
-        S2_SHARP: sharp_obs,
-        FUSED: both(s2_obs, harm_obs),
-        FUSED_RAW: both(s2_obs, raw_obs),
+        S2_PLAIN: done[S2_PLAIN],
+        S2_SHARP: done[S2_SHARP],
+        FUSED: _weighted(fused, done.get("het"), cfg),
+        FUSED_RAW: _weighted(_concat(s2_obs, done[FUSED_RAW]), done.get("het"), cfg),
     }
+
+
+def _concat(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
+    """Two sensors' observations on one time axis, sorted."""
+    return xr.concat([a, b], dim="time", coords="minimal", compat="override").sortby("time")
+
+
+def _weighted(obs: xr.DataArray, het: xr.DataArray | None, cfg: Any) -> xr.DataArray:
+    """``obs`` with the ``weight`` coordinate the time-series stage would give it (none without
+    ``het``)."""
+    from harmonize.timeseries import observation_weights
+
+    if het is None:
+        return obs
+    w = observation_weights(
+        obs,
+        scale=cfg.weight_scale,
+        window=cfg.weight_window,
+        disagreement_scale=cfg.disagreement_scale or None,
+        het=het,
+    )
+    return obs.assign_coords(weight=(obs.dims, w.values))
 
 
 def _static_masks(
