@@ -57,12 +57,14 @@ DEMO_PAIRS: dict[str, Any] = {
     "max_days": 2,
     "sharpen_target": True,
 }
-#: The ``tiny`` UNet for about a minute on two CPU cores.
+#: The ``tiny`` UNet for 150 steps (under a minute on two free CPU cores). Training time is
+#: what teaches the model 10 m detail: on the demo world 60 steps gave +2.06 dB over resampling
+#: + fitted linear (nir +0.21), 150 steps +2.59 dB (nir +0.44), 2,000 steps +3.86 dB.
 DEMO_TRAIN: dict[str, Any] = {
     "model": "tiny",
-    "epochs": 5,
+    "epochs": 10,
     "batch_size": 8,
-    "max_batches_per_epoch": 12,
+    "max_batches_per_epoch": 15,
     "lr": 3e-3,
     "patience": None,
     "normalization_samples": 16,
@@ -152,7 +154,7 @@ def run_demo(
     world_preset: str | None = None,
     pairs: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
-    train_seconds: float | None = 90.0,
+    train_seconds: float | None = 180.0,
     timeseries: dict[str, Any] | None = None,
     scheduler: str | None = "threads",
     report: bool = True,
@@ -403,7 +405,7 @@ def run_demo_config(
     help="The named world to simulate; `harmonize world presets` lists them.",
 )
 @click.option("--scheduler", default="threads", show_default=True, help="dask scheduler of every stage.")
-@click.option("--train-seconds", type=float, default=90.0, show_default=True, help="Training wall-time cap.")
+@click.option("--train-seconds", type=float, default=180.0, show_default=True, help="Training wall-time cap.")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 @reporting
 def main(
