@@ -49,8 +49,9 @@ from harmonize.train.checkpoints import (
     save_weights,
 )
 from harmonize.train.config import TrainConfig
-from harmonize.train.data import estimate_normalization, make_loader, steps_per_epoch
+from harmonize.train.data import estimate_normalization, steps_per_epoch
 from harmonize.train.device import autocast_dtype, resolve_device
+from harmonize.train.distributed import Distributed, batch_loader, from_environment, split_batches
 from harmonize.train.history import log_row, write_history
 from harmonize.train.losses import prepare_batch, training_loss
 from harmonize.train.optim import make_optimizer, make_scheduler
@@ -127,6 +128,12 @@ class _Run:
     n_batches: int
     steps_per_epoch: int
     adversary: Adversary | None = None
+    dist: Distributed | None = None
+    train_model: torch.nn.Module | None = None  # what the training step calls (DDP-wrapped)
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist is None or self.dist.is_main
 
     @property
     def ckpt_root(self) -> Path:
@@ -199,7 +206,21 @@ def fit(
     TrainResult
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
-    run = _set_up(cfg, train_dataset, Path(out_dir), model)
+    dist = from_environment(cfg.device)
+    try:
+        return _fit(cfg, dist, train_dataset, val_dataset, Path(out_dir), resume, model, callbacks,
+                    progress, dataset_summary)
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def _fit(cfg: TrainConfig, dist: Distributed | None, train_dataset: Any, val_dataset: Any | None,
+         out_dir: Path, resume: Literal["auto"] | str | Path | None, model: UNet | None,
+         callbacks: Sequence[Callback], progress: bool, dataset_summary: dict[str, Any] | None
+         ) -> TrainResult:
+    """:func:`fit` in this process (one of ``dist.world_size`` when distributed)."""
+    run = _set_up(cfg, train_dataset, out_dir, model, dist)
     state = _resume_or_normalise(run, train_dataset, resume)
     log.info("training %s (%d parameters) on %s%s: %d samples, %d steps/epoch, %d epochs",
              _describe(run.model.config), count_parameters(run.model), run.device,
@@ -222,10 +243,16 @@ def fit(
     return _finish(run, state, train_dataset, val_dataset, dataset_summary)
 
 
-def _set_up(cfg: TrainConfig, train_dataset: Any, out: Path, model: UNet | None) -> _Run:
+def _set_up(cfg: TrainConfig, train_dataset: Any, out: Path, model: UNet | None,
+            dist: Distributed | None = None) -> _Run:
     """Folders, device, the (seeded) model, optimizer, LR schedule and gradient scaler."""
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    if dist is not None and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    if dist is not None and cfg.adversarial is not None:
+        raise HarmonizeError("adversarial training runs on one process: start it without torchrun "
+                             "(or drop `adversarial` to train on several)")
     amp_dtype = autocast_dtype(device, cfg.amp)
     if len(train_dataset) == 0:
         raise HarmonizeError("the training dataset is empty: widen the pair search or lower the "
@@ -244,7 +271,8 @@ def _set_up(cfg: TrainConfig, train_dataset: Any, out: Path, model: UNet | None)
         torch.manual_seed(cfg.seed + 1)  # the discriminator's initialisation, apart from the UNet's
         adversary = Adversary(cfg.adversarial, model, cfg.lr, device)
     return _Run(cfg=cfg, out=out, device=device, amp_dtype=amp_dtype, model=model, opt=opt, sched=sched,
-                scaler=scaler, n_batches=n_batches, steps_per_epoch=per_epoch, adversary=adversary)
+                scaler=scaler, n_batches=n_batches, steps_per_epoch=per_epoch, adversary=adversary,
+                dist=dist, train_model=dist.wrap(model, device) if dist is not None else model)
 
 
 def _resume_or_normalise(run: _Run, train_dataset: Any, resume: Literal["auto"] | str | Path | None
@@ -287,8 +315,8 @@ def _train_epoch(run: _Run, state: _Progress, train_dataset: Any, epoch: int, *,
     cfg, model, opt, scaler = run.cfg, run.model, run.opt, run.scaler
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout etc.: identical after a resume
     model.train()
-    loader = make_loader(train_dataset, cfg, shuffle=True, epoch=epoch)
-    total = min(run.n_batches, cfg.max_batches_per_epoch or run.n_batches)
+    loader = _loader(run, train_dataset, epoch)
+    total = min(len(loader), cfg.max_batches_per_epoch or len(loader))
     loss_sum, loss_n = 0.0, 0
     sums = {"train_l1": 0.0, "train_g_adv": 0.0, "train_d_loss": 0.0}
     last_lr = opt.param_groups[0]["lr"]
@@ -299,12 +327,15 @@ def _train_epoch(run: _Run, state: _Progress, train_dataset: Any, epoch: int, *,
             break
         x, y, valid = prepare_batch(batch, model, run.device)
         with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-            pred = model(x)
+            pred = run.train_model(x)
         loss = training_loss(pred.float(), y, valid, cfg.ssim_weight)
         group_end = min(total, (i // cfg.grad_accum + 1) * cfg.grad_accum)
         share = 1.0 / (group_end - (i // cfg.grad_accum) * cfg.grad_accum)
         if run.adversary is not None:
             loss = _adversarial_terms(run, x, pred, y, valid, loss, share, sums)
+        logged = float(loss.detach())
+        if run.dist is not None:
+            loss, logged = _global_share(run.dist, loss, valid)
         scaled = loss * share
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if i + 1 == group_end:
@@ -314,7 +345,7 @@ def _train_epoch(run: _Run, state: _Progress, train_dataset: Any, epoch: int, *,
             last_lr = opt.param_groups[0]["lr"]  # the LR this update used
             run.sched.step()
             state.global_step += 1
-        loss_sum += float(loss.detach())
+        loss_sum += logged
         loss_n += 1
         bar.set_postfix(loss=f"{loss_sum / loss_n:.5f}")
     bar.close()
@@ -322,6 +353,28 @@ def _train_epoch(run: _Run, state: _Progress, train_dataset: Any, epoch: int, *,
     if run.adversary is not None:
         row.update({k: v / max(loss_n, 1) for k, v in sums.items()})
     return row
+
+
+def _loader(run: _Run, dataset: Any, epoch: int) -> Any:
+    """The epoch's batches, seeded by ``seed`` and the epoch; with several processes, this
+    process's part of each (the same global batches on any number of processes)."""
+    g = torch.Generator().manual_seed(run.cfg.seed * 100_003 + epoch)
+    rank, world = (run.dist.rank, run.dist.world_size) if run.dist is not None else (0, 1)
+    batches = split_batches(len(dataset), run.cfg.batch_size, g, rank, world)
+    return batch_loader(dataset, batches, run.cfg.num_workers)
+
+
+def _global_share(dist: Distributed, loss: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """This process's loss weighted by its share of the global batch's valid pixels.
+
+    DDP averages gradients over the processes, so ``world_size * n_local / n_global`` times the
+    local masked mean gives the gradient of the global batch's masked mean; the second value is
+    that global loss (the same on every process, and the single-process figure).
+    """
+    n_local = valid.sum().to(torch.float64)
+    n_global = dist.sum(n_local).clamp_min(1.0)
+    scaled = loss * (n_local * dist.world_size / n_global).to(loss.dtype)
+    return scaled, float(dist.sum(scaled.detach()) / dist.world_size)
 
 
 def _adversarial_terms(run: _Run, x: torch.Tensor, pred: torch.Tensor, y: torch.Tensor,
@@ -367,16 +420,20 @@ def _end_epoch(run: _Run, state: _Progress, epoch: int, monitor: float, *, has_v
     cfg = run.cfg
     if monitor < state.best_loss - cfg.min_delta:
         state.best_loss, state.best_epoch, state.bad_epochs = monitor, epoch, 0
-        save_weights(run.model, run.out / BEST_WEIGHTS)
+        if run.is_main:
+            save_weights(run.model, run.out / BEST_WEIGHTS)
     else:
         state.bad_epochs += 1
         if has_val and cfg.patience is not None and state.bad_epochs >= cfg.patience:
             state.stopped_early = True
             log.info("early stopping: no improvement for %d epochs (best epoch %d)", state.bad_epochs,
                      state.best_epoch)
-    save_checkpoint(run.ckpt_root, epoch, run.model, run.opt, run.sched, run.scaler,
-                    state.checkpoint_state(epoch, run), cfg.keep_checkpoints, adversary=run.adversary)
-    write_history(state.history, run.out / "history.csv")
+    if run.is_main:
+        save_checkpoint(run.ckpt_root, epoch, run.model, run.opt, run.sched, run.scaler,
+                        state.checkpoint_state(epoch, run), cfg.keep_checkpoints, adversary=run.adversary)
+        write_history(state.history, run.out / "history.csv")
+    if run.dist is not None:
+        run.dist.barrier()
 
 
 def _call_back(callbacks: Sequence[Callback], row: dict[str, float]) -> bool:
@@ -402,6 +459,11 @@ def _finish(run: _Run, state: _Progress, train_ds: Any, val_ds: Any | None,
     if best.is_file():
         load_weights(model, best, device)
     model.eval()
+    if not run.is_main:  # rank 0 scores and exports
+        return TrainResult(model=model.cpu(), history=state.history, best_epoch=state.best_epoch,
+                           best_val_loss=state.best_loss, stopped_early=state.stopped_early,
+                           global_step=state.global_step, package_path=None, out_dir=out,
+                           stopped_at=state.stopped_at)
     metrics = full_metrics(model, val_ds, cfg.eval_samples, device) if val_ds is not None else {}
     if cfg.figures:
         if state.history:
