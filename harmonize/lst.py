@@ -70,6 +70,9 @@ METHODS: tuple[str, ...] = ("tsharp", "global", "local")
 Keep = Literal["block", "footprint"]
 #: What the sharpened field keeps of the coarse LST (see :func:`sharpen_lst`).
 KEEPS: tuple[str, ...] = ("block", "footprint")
+#: How far (K) the fine model may leave the coarse LST's range (roads and roofs are hotter at
+#: 10 m than any 100 m footprint shows), so no extrapolation runs away.
+CLIP_MARGIN_K = 10.0
 #: Landsat 8/9 TIRS ground footprint (m); ST_B10 is distributed resampled to 30 m.
 TIRS_FOOTPRINT_M = 100.0
 #: The predictors of the ``global`` and ``local`` models, computed from six reflectance bands.
@@ -211,8 +214,9 @@ def _fit_predict(
     alpha: float,
     sigma: float,
     homogeneous: float = 1.0,
-) -> np.ndarray:
-    """Model LST on the fine grid, fitted on the coarse pixels where ``lst`` is finite."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model LST on the fine grid, fitted on the coarse pixels where ``lst`` is finite, and the
+    fine pixels where it extrapolates (:func:`_unseen`)."""
     coarse_feats = lst_features(block_mean(_footprint(fine, sigma), factor))
     fine_feats = lst_features(fine)
     valid = np.isfinite(lst) & np.isfinite(coarse_feats).all(0)
@@ -226,11 +230,22 @@ def _fit_predict(
     ndvi_range = tuple(np.nanpercentile(coarse_feats[0][valid], [2, 98]).tolist())
     xc, xf = _design(coarse_feats, method, ndvi_range), _design(fine_feats, method, ndvi_range)
     coef = _ridge(xc[:, valid].T.astype(np.float64), lst[valid].astype(np.float64), alpha)
+    unseen = _unseen(xc[:, valid], xf)
     if method != "local":
-        return (coef[0] + np.tensordot(coef[1:], xf, axes=1)).astype(np.float32)
+        return (coef[0] + np.tensordot(coef[1:], xf, axes=1)).astype(np.float32), unseen
     local = _local_coefficients(np.nan_to_num(xc), lst, valid, window, alpha, coef)
     coef_fine = _up(np.moveaxis(local, -1, 0), factor)
-    return (coef_fine[0] + (coef_fine[1:] * xf).sum(0)).astype(np.float32)
+    return (coef_fine[0] + (coef_fine[1:] * xf).sum(0)).astype(np.float32), unseen
+
+
+def _unseen(train: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Fine pixels whose predictors leave the range the fit saw (0.5-99.5 %, widened by a tenth):
+    there the model extrapolates (a lake too small for any clear coarse pixel, say)."""
+    lo, hi = np.nanpercentile(train, [0.5, 99.5], axis=1)
+    pad = 0.1 * (hi - lo)
+    lo, hi = (lo - pad)[:, None, None], (hi + pad)[:, None, None]
+    with np.errstate(invalid="ignore"):
+        return ((fine < lo) | (fine > hi)).any(0)
 
 
 def _check_nesting(lst: xr.DataArray, refl: xr.Dataset, factor: int) -> None:
@@ -344,14 +359,18 @@ def sharpen_lst(
     if keep not in KEEPS:
         raise HarmonizeError(f"keep must be one of {KEEPS}, not {keep!r}.")
     sigma = _footprint_sigma(footprint_m, reflectance) if keep == "footprint" else 0.0
-    model = _fit_predict(coarse, fine, factor, method, window, alpha, sigma, homogeneous)
+    model, unseen = _fit_predict(coarse, fine, factor, method, window, alpha, sigma, homogeneous)
+    # No regression extrapolates beyond what the scene shows, give or take what 10 m adds.
+    lo, hi = np.nanmin(coarse), np.nanmax(coarse)
+    model = np.clip(model, lo - CLIP_MARGIN_K, hi + CLIP_MARGIN_K)
     model_filled = _fill_mean(model)
+    out = model_filled + _mean_preserving(coarse - block_mean(model_filled, factor), factor)
     if keep == "footprint":
         seen = ndimage.gaussian_filter(model_filled, sigma, mode="nearest")
-        out = model_filled + _bicubic(coarse - block_mean(seen, factor), factor)
-    else:
-        residual = coarse - block_mean(model_filled, factor)
-        out = model_filled + _mean_preserving(residual, factor)
+        through = model_filled + _bicubic(coarse - block_mean(seen, factor), factor)
+        # Only where the model is on known ground: blocks where it extrapolates keep their means.
+        trusted = ~_up(block_mean(unseen.astype(np.float32), factor) > 0, factor)
+        out = np.where(trusted, through, out)
     out[~np.isfinite(_up(coarse, factor)) | ~np.isfinite(model)] = np.nan
     return _like(out, reflectance, lst, f"lst sharpened ({method})")
 
