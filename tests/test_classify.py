@@ -203,3 +203,24 @@ def test_scores_of_a_known_confusion() -> None:
     assert f1["maize"] == pytest.approx(2 * 0.6 * 0.75 / 1.35)
     assert f1["soybean"] == pytest.approx(0.8)
     assert f1["forest"] == pytest.approx(2 / 3)
+
+
+def test_harmonize_classify_command_dry_run_names_every_unit(inputs, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    args = ["classify", str(inputs["cube"]), "--labels", str(inputs["labels"]), "--out", str(tmp_path / "c")]
+    result = CliRunner().invoke(main, [*args, "--harmonized", str(inputs["harmonized"]), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["dry_run"] and not (tmp_path / "c" / "ledger.json").exists()
+    assert report["would_make"][:3] == [
+        "sums-s2.zarr",
+        "sums-landsat_harmonized.zarr",
+        "sums-landsat_raw.zarr",
+    ]
+    assert "classes.tif" in report["would_make"]
+    # without harmonized dates the fused variant cannot run: a one-line error
+    bad = CliRunner().invoke(main, [*args, "--variant", "fused"])
+    assert bad.exit_code == 2 and "harmonized" in bad.output
