@@ -99,6 +99,8 @@ _PHENO = {
         b0=0.30, fmax=(0.60, 0.75), sos=(95, 110), k1=(0.06, 0.08), eos=(270, 290), k2=(0.04, 0.06), bend=0.30
     ),
 }
+# Phenology of a unit without vegetation (water, roads, roofs) before any draw; 0 where unnamed.
+_NO_PHENO = {"k1": 0.1, "k2": 0.1, "sos": 100.0, "eos": 300.0, "autumn": 400.0}
 # Sowing precedes the green-up midpoint by about this many days.
 _SOW_LEAD = 25.0
 #: What waterlogged soil keeps of its dry reflectance, per band (water absorbs most in the SWIR).
@@ -367,8 +369,8 @@ def _unit_properties(
     n_units = u_road + 1 + len(building_spectra)
     zeros = np.zeros(n_units)
     pheno = {k: zeros.copy() for k in ("b0", "fmax", "sos", "k1", "eos", "k2", "bend", "autumn", "autumn_on")}
-    pheno["k1"][:] = pheno["k2"][:] = 0.1
-    pheno["sos"][:], pheno["eos"][:], pheno["autumn"][:] = 100, 300, 400
+    for name, value in _NO_PHENO.items():
+        pheno[name][:] = value
     veg = np.zeros((n_units, 6), np.float32)
     background = np.zeros((n_units, 6), np.float32)
 
@@ -439,7 +441,7 @@ def _with_hedge_unit(
     """Make the pixels marked ``-1`` in ``unit`` one more unit, a tree line; its properties added."""
     u = len(veg)
     unit[unit == -1] = u
-    pheno = {k: np.append(v, v[-1] if len(v) else 0.0) for k, v in pheno.items()}
+    pheno = {k: np.append(v, _NO_PHENO.get(k, 0.0)) for k, v in pheno.items()}
     _draw_pheno(pheno, u, "forest", detail.rng(4))
     veg = np.vstack([veg, SPECTRA["veg_forest"][None]])
     background = np.vstack([background, SPECTRA["litter"][None]])
