@@ -333,6 +333,10 @@ def run_lst(
     return metrics
 
 
+def _dates(n: int) -> str:
+    return f"{n} Landsat date" + ("" if n == 1 else "s")
+
+
 def _block_note(m: dict[str, Any]) -> str:
     """What the product keeps of ST_B10, measured: the RMS of its 30 m block means' difference."""
     rms = [d["product_block_rms_k"] for d in m.get("dates", []) if "product_block_rms_k" in d]
@@ -367,9 +371,9 @@ def lst_section(out: str | Path) -> str:
         "## Land surface temperature (10 m)",
         "",
         f"Landsat's 30 m surface temperature (ST_B10 from a ~100 m thermal footprint; QA_PIXEL clear and "
-        f"ST_QA <= 2 K) sharpened to 10 m with the harmonized reflectance on **{m['landsat_dates']} "
-        f"Landsat dates**{of_all} (the product: `lst/lst.zarr`, method `{m['method']}`); scored against "
-        f"the simulator's 10 m truth on the {m['scored_dates']} dates with >= {MIN_USABLE:.0%} usable "
+        f"ST_QA <= 2 K) sharpened to 10 m with the harmonized reflectance on **{_dates(m['landsat_dates'])}"
+        f"**{of_all} (the product: `lst/lst.zarr`, method `{m['method']}`); scored against the "
+        f"simulator's 10 m truth on the {_dates(m['scored_dates'])} with >= {MIN_USABLE:.0%} usable "
         "pixels. RMSE in kelvin, pooled over those dates, on land (no water) and by class:",
         "",
         markdown_table(table[cols], index_name="method", floatfmt="{:.2f}"),
