@@ -219,6 +219,8 @@ def train_cmd(config: Path, out: Path | None, overrides: tuple[str, ...], no_res
     from harmonize.train import train_from_config
 
     result = train_from_config(config, list(overrides), out_dir=out, resume=None if no_resume else "auto")
+    if result.package_path is None:  # another process than rank 0 of a torchrun job
+        return
     click.echo(
         f"model package: {result.package_path} "
         f"(best epoch {result.best_epoch}, val loss {result.best_val_loss:.5f})"
