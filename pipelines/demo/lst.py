@@ -306,15 +306,27 @@ def run_lst(
             "lst: the world in %s has no surface temperature (made before issue 16); skipped", paths["world"]
         )
         return {"skipped": "world without LST; recreate it"}
-    harmonized = _pick_dates(open_harmonized(out), max_dates)
+    available = open_harmonized(out)
+    harmonized = _pick_dates(available, max_dates)
+    inputs = {
+        "item_ids": [str(v) for v in harmonized["item_id"].values],
+        "method": method,
+        "max_dates": max_dates,
+        "s2_estimate": s2_estimate,
+    }
+    done = _up_to_date(folder, inputs)
+    if done is not None:
+        log.info("lst: %s is up to date (same harmonized dates and settings)", folder)
+        return done | {"up_to_date": True}
     lst30 = _load_lst30(world, harmonized)
     product, scores, best = _sharpen_all(lst30, harmonized, truth, method)
     folder.mkdir(parents=True, exist_ok=True)
     _write_product(product, lst30, folder / "lst.zarr", method)
     metrics: dict[str, Any] = {
+        "inputs": inputs,
         "method": method,
         "landsat_dates": int(lst30.sizes["time"]),
-        "landsat_dates_available": int(open_harmonized(out).sizes["time"]),
+        "landsat_dates_available": int(available.sizes["time"]),
         "scored_dates": len(scores.dates),
         "rmse_k": scores.table().to_dict(orient="index") if scores.dates else {},
         "dates": scores.dates,
@@ -331,6 +343,18 @@ def run_lst(
         folder,
     )
     return metrics
+
+
+def _up_to_date(folder: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The metrics of an earlier run on the same inputs, if its product and figures are there."""
+    path = folder / "metrics.json"
+    if not (path.exists() and (folder / "lst.zarr").exists()):
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return metrics if metrics.get("inputs") == inputs else None
 
 
 def _dates(n: int) -> str:
