@@ -353,6 +353,15 @@ def profile_for_item(item: pystac.Item, provider: str | Provider | None = None) 
             if c.matches(item):
                 return c
     known = sorted({c.collection for p in providers for c in p.collections})
+    same_id = [c for p in providers for c in p.collections if c.collection == item.collection_id]
+    if same_id:  # the collection is known; the item lacks the assets its profiles read
+        needed = sorted({c.qa_asset for c in same_id} | {k for c in same_id for k in c.assets.values()})
+        raise MissingAssetError(
+            f"Item {item.id!r} of collection {item.collection_id!r} has assets "
+            f"{sorted(item.assets) or 'none'}, but every profile of that collection reads assets "
+            f"among {needed}. Search the items again (a search result, not a trimmed copy), or pass "
+            "the provider= whose asset keys it uses."
+        )
     raise UnknownCollectionError(
         f"Item {item.id!r} is of collection {item.collection_id!r}, which no provider profile "
         f"describes (known: {known}). Search one of those, or register a profile for it."
