@@ -212,6 +212,7 @@ def test_an_s3_repository_killed_inside_a_commit_resumes_to_the_uninterrupted_ru
     _assert_equal(open_cube(location).load(), reference)  # the URL opens the last commit too
 
 
+@pytest.mark.slow
 def test_a_reader_keeps_its_snapshot_while_a_later_run_commits(worlds, reference, tmp_path):
     out = tmp_path / "cube"
     ingest(_cfg(worlds[0].root, out, store="icechunk", batch=4))

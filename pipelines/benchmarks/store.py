@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipelines.benchmarks store [--preset demo] [--seed 0] [--world DIR] [--out DIR]
+    python -m pipelines.benchmarks store [--preset demo] [--seed 0] [--size-km 2.56] [--world DIR] [--out DIR]
         [--store zarr|icechunk] [--scheduler threads] [--tiny]
 
 Both variants ingest the same simulated world in one run (10 m first, then native), each into
@@ -76,6 +76,7 @@ def store_benchmark(
     *,
     preset: str = "demo",
     seed: int | None = None,
+    size_km: float | None = None,
     tiny: bool = False,
     world: Path | None = None,
     out: Path | None = None,
@@ -90,7 +91,9 @@ def store_benchmark(
 
         world = root / "world"
         if not (world / "items.parquet").exists():
-            overrides = {} if seed is None else {"seed": seed}
+            overrides: dict[str, Any] = {} if seed is None else {"seed": seed}
+            if size_km is not None:
+                overrides["size_km"] = size_km
             create_world(world, preset_config(preset, tiny=tiny, **overrides), progress=False)
     ten = _ingest(world, root / "ingest-10m", native=False, store=store, scheduler=scheduler)
     nat = _ingest(world, root / "ingest-native", native=True, store=store, scheduler=scheduler)
@@ -98,6 +101,7 @@ def store_benchmark(
         "world": str(world),
         "preset": preset,
         "seed": seed,
+        "size_km": size_km,
         "store": store,
         "landsat_10m": ten,
         "landsat_native": nat,
@@ -114,6 +118,7 @@ def store_benchmark(
 @click.command("store")
 @click.option("--preset", default="demo", show_default=True, help="World preset to simulate.")
 @click.option("--seed", type=int, default=None, help="World seed (default: the preset's).")
+@click.option("--size-km", type=float, default=None, help="World size (default: the preset's).")
 @click.option("--tiny", is_flag=True, help="The preset's tiny variant (seconds).")
 @click.option("--world", type=click.Path(path_type=Path), default=None, help="An existing world folder.")
 @click.option(
