@@ -9,6 +9,7 @@ onto it, never dropped. A caller may give a CRS, a resolution or a whole :class:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_RESOLUTION",
     "footprint_union",
     "aoi_crs",
+    "native_crs",
     "common_geobox",
     "scenes_overlapping",
     "geobox_to_dict",
@@ -61,6 +63,32 @@ def aoi_crs(aoi: geom.Geometry) -> CRS:
     return CRS.utm(lon, lat)
 
 
+def _is_utm(crs: Any) -> bool:
+    if not crs:
+        return False
+    epsg = CRS(crs).epsg
+    return epsg is not None and (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760)
+
+
+def native_crs(scenes: Sequence[Scene], aoi: geom.Geometry) -> CRS:
+    """The CRS the scenes are in, so that loading them reprojects nothing it need not: the most
+    common UTM CRS of the Sentinel-2 scenes, else of the Landsat scenes (ties go to the zone of
+    the AOI centre, then to the lowest code), else the UTM zone of the AOI centre (also for
+    scenes in another projection, like Landsat's polar stereographic: the product is on UTM)."""
+    centre = aoi_crs(aoi)
+    for sensor in ("sentinel-2", "landsat"):
+        counts = Counter(str(s.crs).upper() for s in scenes if s.sensor == sensor and _is_utm(s.crs))
+        if counts:
+            top = max(counts.values())
+            best = sorted(c for c, n in counts.items() if n == top)
+            chosen = next((c for c in best if CRS(c) == centre), best[0])
+            if CRS(chosen) != centre:
+                log.info("grid CRS: %s, the native CRS of the %s scenes (the AOI centre is in %s)",
+                         chosen, sensor, centre.epsg or centre)
+            return CRS(chosen)
+    return centre
+
+
 def common_geobox(
     scenes: Sequence[Scene] | None = None,
     *,
@@ -80,7 +108,8 @@ def common_geobox(
     bbox
         Area of interest ``(west, south, east, north)`` in degrees.
     crs
-        Output CRS (anything odc-geo accepts); default: the UTM zone of the AOI centre.
+        Output CRS (anything odc-geo accepts); default: the scenes' native CRS
+        (:func:`native_crs`: Sentinel-2's, else Landsat's), else the UTM zone of the AOI centre.
     resolution
         Pixel size in CRS units; pixel edges are anchored on multiples of it, which for 10 m
         in UTM is the Sentinel-2 MGRS grid.
@@ -118,7 +147,7 @@ def common_geobox(
         aoi = footprint_union(s2 or scenes)
     else:
         raise EmptySearchError("No items and no bbox: nothing to build a grid from; pass items or a bbox.")
-    out_crs = CRS(crs) if crs is not None else aoi_crs(aoi)
+    out_crs = CRS(crs) if crs is not None else native_crs(scenes or (), aoi)
     extent = aoi.to_crs(out_crs)
     return GeoBox.from_bbox(extent.boundingbox, out_crs, resolution=resolution, anchor="edge")
 

@@ -706,3 +706,38 @@ def test_an_item_without_assets_is_told_so_not_that_its_collection_is_unknown(ti
     with pytest.raises(MissingAssetError, match="has assets none") as err:
         parse_items([item])
     assert "no provider profile" not in str(err.value) and "sentinel-2-l2a" in str(err.value)
+
+
+# ------------------------------------------------------------------ default CRS
+
+
+SHARED = REPO.parent / "shared" / "stac-items"
+
+
+def test_default_grid_crs_is_the_scenes_native_crs_not_the_aoi_centres_zone(tiny_world):
+    """Real Earth Search Landsat scene in EPSG:32613 with an AOI whose centre lies in zone 14:
+    the grid stays in 32613 (nothing reprojected); Sentinel-2's CRS wins over Landsat's."""
+    import dataclasses
+
+    import pystac
+
+    from harmonize.catalog import search
+    from harmonize.grid import aoi_crs, common_geobox
+    from harmonize.items import parse_item, parse_items
+
+    path = SHARED / "earthsearch-v1_landsat-c2-l2_LC08_L2SP_033032_20231008_02_T1.json"
+    if not path.is_file():
+        pytest.skip(f"real provider items not found at {SHARED}")
+    scene = parse_item(pystac.Item.from_file(str(path)))
+    bbox = (-104.0, 40.0, -99.6, 40.5)  # centre -101.8: UTM zone 14; overlaps the scene (zone 13)
+    from odc.geo import geom
+
+    assert aoi_crs(geom.box(*bbox, "epsg:4326")).epsg == 32614
+    assert common_geobox([scene], bbox=bbox).crs.epsg == 32613
+
+    scenes = parse_items(search(tiny_world.root, include_pan=True))
+    s2_epsg = next(s for s in scenes if s.sensor == "sentinel-2").crs
+    moved = [dataclasses.replace(s, crs="EPSG:32601") if s.sensor == "landsat" else s for s in scenes]
+    assert str(common_geobox(moved).crs).upper() == str(s2_epsg).upper()
+    only_landsat = [s for s in moved if s.sensor == "landsat"]
+    assert common_geobox(only_landsat).crs.epsg == 32601
