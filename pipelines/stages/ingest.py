@@ -7,6 +7,8 @@ Usage::
 What it writes under ``out``::
 
     scenes/<sensor>_<platform>_<YYYYmmddTHHMMSS>.zarr   one acquisition (time step) each, Zarr v3
+                     (Landsat at 30 m + 15 m pan with its shift recorded, ``native: true``;
+                     read back as the lazy 10 m view: :mod:`pipelines.core.native`)
     ledger.json      committed stores with the STAC item ids they hold; the grid (fixed by run 1)
     runs.jsonl       one line per run (new items, committed stores, seconds)
     performance-report.html   dask's report of the last run that computed anything
