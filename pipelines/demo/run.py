@@ -102,6 +102,9 @@ class DemoConfig(StageConfig):
         As in the stages.
     report
         Write the HTML report at the end (:func:`pipelines.demo.report.write_report`).
+    classify
+        Also run the classify stage (the crop-type map, fused features; opt-in: about 60 CPU
+        seconds, more than its share of the demo's time budget).
     """
 
     stage: Literal["demo"] = "demo"
@@ -115,6 +118,7 @@ class DemoConfig(StageConfig):
     pairs: dict[str, Any] = Field(default_factory=dict)
     timeseries: dict[str, Any] = Field(default_factory=dict)
     report: bool = True
+    classify: bool = False
 
 
 class _Timer:
@@ -159,6 +163,7 @@ def run_demo(
     scheduler: str | None = "threads",
     report: bool = True,
     progress: bool = False,
+    classify: bool = False,
 ) -> Path:
     """Simulate a world, serve it, and run every stage on it; return the report (or ``demo.json``).
 
@@ -186,6 +191,8 @@ def run_demo(
         Write the report (:func:`pipelines.demo.report.write_report`) at the end.
     progress
         Show progress bars.
+    classify
+        Also run the classify stage into ``OUT/classify`` (the crop-type map and its report section).
 
     Returns
     -------
@@ -221,6 +228,7 @@ def run_demo(
         train={**DEMO_TRAIN, **(train or {})},
         train_seconds=train_seconds,
         timeseries=dict(timeseries or {}),
+        classify=classify,
     )
     for name, run_stage in later:
         with timer(name):
@@ -262,6 +270,7 @@ def _stages_after_ingest(
     train: dict[str, Any],
     train_seconds: float | None,
     timeseries: dict[str, Any],
+    classify: bool = False,
 ) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     """The pairs, train, infer and time-series stages on the demo's folders, in order, each
     ready to run (its config is built when it runs, after the stage before has written)."""
@@ -321,8 +330,7 @@ def _stages_after_ingest(
         ("infer", infer_step),
         ("timeseries", timeseries_step),
         ("lst", lst_step),
-        ("classify", classify_step),
-    ]
+    ] + ([("classify", classify_step)] if classify else [])
 
 
 def _write_demo_json(
@@ -385,6 +393,7 @@ def run_demo_config(
         scheduler=scheduler or config.scheduler,
         report=config.report,
         progress=config.progress,
+        classify=config.classify,
     )
     return {
         "stage": "demo",
@@ -406,6 +415,7 @@ def run_demo_config(
 )
 @click.option("--scheduler", default="threads", show_default=True, help="dask scheduler of every stage.")
 @click.option("--train-seconds", type=float, default=180.0, show_default=True, help="Training wall-time cap.")
+@click.option("--classify", is_flag=True, help="Also make the crop-type map (~1 CPU-minute).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 @reporting
 def main(
@@ -415,6 +425,7 @@ def main(
     world_preset: str,
     scheduler: str,
     train_seconds: float,
+    classify: bool,
     verbose: int,
 ) -> None:
     """Run the whole pipeline on a freshly simulated world and write a report to OUT."""
@@ -426,5 +437,6 @@ def main(
         world_preset=world_preset,
         scheduler=scheduler,
         train_seconds=train_seconds,
+        classify=classify,
     )
     click.echo(f"report: {path}")
