@@ -194,3 +194,22 @@ def test_demo_scores_every_method_by_class_and_writes_the_section(tiny_world, ls
     md = lst_section(tmp_path)
     assert "## Land surface temperature" in md and "| local |" in md
     assert lst_section(tmp_path / "nothing") == ""
+
+
+def test_raw_lst_scales_like_the_other_bands(tiny_world) -> None:
+    from harmonize.cube import to_reflectance
+
+    items = _landsat_items(tiny_world)[:2]
+    gbox = tiny_world.geobox.zoom_out(3)
+    raw = load_cube(items, bands=["red", "lst"], geobox=gbox, reflectance=False)
+    assert raw["lst"].dtype == np.uint16 and raw["lst_qa"].dtype == np.int16
+    assert (
+        raw["lst_scale"].values.tolist() == [0.00341802] * 2
+        and raw["lst_offset"].values.tolist() == [149.0] * 2
+    )
+    scaled = to_reflectance(raw).compute()
+    direct = load_cube(items, bands=["red", "lst"], geobox=gbox).compute()
+    for v in ("red", "lst", "lst_qa"):
+        np.testing.assert_array_equal(scaled[v].values, direct[v].values)
+    assert "lst_scale" not in scaled.coords
+    assert "lst" not in load_cube(items, geobox=gbox).data_vars  # only when asked for
