@@ -7,8 +7,10 @@ Layout of a world directory::
     items.parquet                all STAC items as stac-geoparquet (rustac)
     items.ndjson                 the same items, one JSON document per line
     collections/<id>.json        sentinel-2-l2a, landsat-c2-l2, landsat-c2l1
-    data/<collection>/<item id>/*.tif   Cloud-Optimized GeoTIFFs
-    truth.zarr                   noise- and cloud-free Sentinel-2A reflectance on the 10 m AOI grid
+    data/<collection>/<item id>/*.tif   Cloud-Optimized GeoTIFFs (Landsat L2 with ST_B10 / ST_QA)
+    truth.zarr                   noise- and cloud-free Sentinel-2A reflectance and land surface
+                                 temperature (``lst``, K; :mod:`harmonize.world.thermal`) on the
+                                 10 m AOI grid
     masks.zarr                   raw mask bits of every scene on its quality asset's grid
 
 Shift convention (Landsat): each scene has a shift ``(dx, dy)`` in metres, the correction to ADD
