@@ -30,7 +30,7 @@ __all__ = [
     "InvalidSearchError",
     "StacResponseError",
     "ConfigError",
-    "FootprintMismatchError",
+    "FootprintMismatchWarning",
     "StoreWriteError",
 ]
 
@@ -139,8 +139,9 @@ class ConfigError(HarmonizeError, ValueError):
     """A configuration file or override is malformed or has invalid settings."""
 
 
-class FootprintMismatchError(HarmonizeError, ValueError):
-    """An item's footprint (geometry, ``proj:code``) disagrees with the bounds of its files."""
+class FootprintMismatchWarning(UserWarning):
+    """An item's footprint (geometry) disagrees with its files' bounds (``proj:code`` and
+    ``proj:transform``): it would load as no data where they differ."""
 
 
 class StoreWriteError(HarmonizeError, OSError):

@@ -32,7 +32,7 @@ import pystac
 from odc.geo import geom
 
 from harmonize.bands import Sensor
-from harmonize.errors import MissingAssetError, NoOverlapError
+from harmonize.errors import FootprintMismatchWarning, MissingAssetError, NoOverlapError
 from harmonize.providers import (
     CollectionProfile,
     Level,
@@ -236,6 +236,42 @@ class Scene:
         return dataclasses.replace(self, pan=pan)
 
 
+def _check_footprint(
+    item_id: str,
+    footprint: geom.Geometry,
+    crs: str | None,
+    transform: tuple[float, ...] | None,
+    shape: tuple[int, int] | None,
+) -> None:
+    """Compare the footprint with the file's bounds as the projection extension gives them
+    (``proj:code`` + ``proj:transform`` + ``proj:shape``): a wrong ``proj:code`` puts the file
+    somewhere else, and the loader would then read nothing (an all-NaN cube, silently)."""
+    if not crs or transform is None or shape is None:
+        return
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    try:
+        extent = GeoBox(shape, Affine(*transform), crs).extent.to_crs("epsg:4326")
+    except Exception:  # an unknown CRS or a degenerate grid: nothing to compare
+        return
+    overlap = extent.intersection(footprint).area / max(footprint.area, 1e-12)
+    bounds = tuple(round(v, 3) for v in extent.boundingbox)
+    where = tuple(round(v, 3) for v in footprint.boundingbox)
+    if overlap < 0.5:
+        import warnings
+
+        warnings.warn(
+            FootprintMismatchWarning(
+                f"Item {item_id!r}: its files, placed by proj:code {crs} and proj:transform, cover "
+                f"{bounds} (lon/lat) but its footprint is {where} ({100 * overlap:.0f} % of it "
+                "inside), so it loads as no data where they differ. Its proj:code (or geometry) is "
+                "wrong: fix the item, or leave it out."
+            ),
+            stacklevel=3,
+        )
+
+
 def parse_item(item: pystac.Item, provider: str | Provider | None = None) -> Scene:
     """Parse one item into a :class:`Scene` (without a pan companion).
 
@@ -247,6 +283,12 @@ def parse_item(item: pystac.Item, provider: str | Provider | None = None) -> Sce
         If it has no datetime.
     NoOverlapError
         If it has neither geometry nor bbox.
+
+    Warns
+    -----
+    FootprintMismatchWarning
+        If less than half its footprint lies within its files' bounds (from ``proj:code`` and
+        ``proj:transform``): a wrong ``proj:code`` would otherwise give an all-NaN cube silently.
     """
     prov = get_provider(provider) if provider is not None else None
     profile = profile_for_item(item, prov)
@@ -254,6 +296,8 @@ def parse_item(item: pystac.Item, provider: str | Provider | None = None) -> Sce
     scaling = {b: band_scaling(item, b, profile) for b, k in keys.items() if k in item.assets}
     transform, shape = _grid(item)
     props = item.properties
+    footprint = _footprint(item)
+    _check_footprint(item.id, footprint, item_crs(item), transform, shape)
     return Scene(
         item=item,
         id=item.id,
@@ -263,7 +307,7 @@ def parse_item(item: pystac.Item, provider: str | Provider | None = None) -> Sce
         level=profile.level,
         platform=normalize_platform(props.get("platform")),
         time=item_datetime(item),
-        footprint=_footprint(item),
+        footprint=footprint,
         crs=item_crs(item),
         transform=transform,
         shape=shape,

@@ -741,3 +741,59 @@ def test_default_grid_crs_is_the_scenes_native_crs_not_the_aoi_centres_zone(tiny
     assert str(common_geobox(moved).crs).upper() == str(s2_epsg).upper()
     only_landsat = [s for s in moved if s.sensor == "landsat"]
     assert common_geobox(only_landsat).crs.epsg == 32601
+
+
+# ------------------------------------------------------------------ footprint vs. file bounds
+
+
+def _with_crs(doc: dict, code: str) -> dict:
+    import copy
+
+    doc = copy.deepcopy(doc)
+    for holder in [doc["properties"], *doc["assets"].values()]:
+        for k in ("proj:code", "proj:epsg"):
+            if k in holder:
+                holder[k] = code if k == "proj:code" else int(code.split(":")[1])
+    return doc
+
+
+@pytest.mark.parametrize("name", [
+    "earthsearch-v1_sentinel-2-l2a_S2A_13TDE_20231008_0_L2A.json",
+    "earthsearch-v1_landsat-c2-l2_LC08_L2SP_033032_20231008_02_T1.json",
+])
+def test_an_item_whose_proj_code_disagrees_with_its_footprint_is_named(name):
+    import json
+    import warnings
+
+    import pystac
+
+    from harmonize.errors import FootprintMismatchWarning
+    from harmonize.items import parse_item
+
+    path = SHARED / name
+    if not path.is_file():
+        pytest.skip(f"real provider items not found at {SHARED}")
+    doc = json.loads(path.read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FootprintMismatchWarning)
+        parse_item(pystac.Item.from_dict(doc))  # as published: consistent
+    wrong = pystac.Item.from_dict(_with_crs(doc, "EPSG:32633"))  # another hemisphere's zone
+    with pytest.warns(FootprintMismatchWarning, match=doc["id"]):
+        parse_item(wrong)
+
+
+def test_a_world_item_with_a_wrong_proj_code_is_named_when_it_loads_as_nan(tiny_world):
+    import pystac
+
+    from harmonize.catalog import search
+    from harmonize.cube import load_cube
+    from harmonize.errors import FootprintMismatchWarning
+
+    item = search(tiny_world.root, sensors=("sentinel-2",), max_items=1)[0]
+    from harmonize.items import item_crs
+
+    zone = int(str(item_crs(item)).split(":")[1])
+    wrong = pystac.Item.from_dict(_with_crs(item.to_dict(), f"EPSG:{zone + 2}"))
+    with pytest.warns(FootprintMismatchWarning, match=item.id):
+        cube = load_cube([wrong], bands=["red"], bbox=tiny_world.bbox)
+    assert np.isnan(cube["red"].values).all()  # what the warning is about
