@@ -136,7 +136,7 @@ def _per_class(res: dict[str, Any]) -> str:
     return markdown_table(rows, index_name="class")
 
 
-def _figure(out: Path, rep: Path) -> str | None:
+def _figure(out: Path, rep: Path, split: dict[str, Any]) -> str | None:
     """``classification.png``: the class map and the truth's classes, held-out blocks outlined."""
     cog = out / CLASSIFY_DIR / "classes.tif"
     truth_path = demo_paths(out)["truth"]
@@ -158,9 +158,15 @@ def _figure(out: Path, rep: Path) -> str | None:
         from harmonize.pairs.reference import open_reference_store
 
         panels.append(("truth", labels_from_truth(open_reference_store(truth_path), pred).values))
+    from harmonize.classify import block_split
+
+    test = block_split(
+        pred.shape, block=split["block_size"], test_fraction=split["test_fraction"], seed=split["seed"]
+    )
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 2, 5.2))
     for ax, (title, data) in zip(np.atleast_1d(axes), panels, strict=True):
         ax.imshow(data, cmap=cmap, vmin=-0.5, vmax=len(colors) + 0.5, interpolation="nearest")
+        ax.contour(test.astype(float), levels=[0.5], colors="black", linewidths=1.0)
         ax.set_title(title)
         ax.set_axis_off()
     handles = [Patch(color=colors[k], label=names[k]) for k in sorted(colors)]
@@ -207,9 +213,9 @@ def classification_section(out: str | Path) -> str:
         f"on {res['test_pixels']:,} held-out pixels.",
         "",
     ]
-    figure = _figure(root, rep)
+    figure = _figure(root, rep, split)
     if figure:
-        md += [f"![crop-type map]({figure})", ""]
+        md += [f"![crop-type map]({figure})", "", "(held-out blocks outlined in black)", ""]
     md += [
         "Per-class scores:",
         "",
