@@ -797,3 +797,47 @@ def test_a_world_item_with_a_wrong_proj_code_is_named_when_it_loads_as_nan(tiny_
     with pytest.warns(FootprintMismatchWarning, match=item.id):
         cube = load_cube([wrong], bands=["red"], bbox=tiny_world.bbox)
     assert np.isnan(cube["red"].values).all()  # what the warning is about
+
+
+# ------------------------------------------------------------------ progress on a terminal
+
+
+def test_stage_runs_show_a_bar_on_a_terminal_and_log_lines_otherwise(tiny_world, tmp_path, caplog):
+    """A terminal (a pty) gets a bar of committed stores and not their lines; a pipe (a job's
+    log) keeps the lines; ``progress=false`` wins over the terminal."""
+    import io
+    import logging
+    import os
+
+    from pipelines.core.cli import progress_bars, wants_progress
+
+    master, slave = os.openpty()
+    with os.fdopen(slave, "w") as tty:
+        assert wants_progress({}, [], tty)
+        assert not wants_progress({}, ["progress=false"], tty)
+        assert not wants_progress({"progress": False}, [], tty)
+    os.close(master)
+    read, write = os.pipe()
+    with os.fdopen(write, "w") as pipe:
+        assert not wants_progress({}, [], pipe)
+    os.close(read)
+
+    from pipelines.stages.ingest import IngestConfig, ingest
+
+    cfg = IngestConfig(source=str(tiny_world.root), out=tmp_path / "cube", scheduler="synchronous",
+                       chunk=64, coregister=False, datetime="2023-05-01/2023-05-12")
+    screen = io.StringIO()
+    root = logging.getLogger()
+    with caplog.at_level(logging.INFO):
+        root.handlers.append(caplog.handler) if caplog.handler not in root.handlers else None
+        with progress_bars(True, stream=screen):
+            report = ingest(cfg)
+    n = len(report["committed"])
+    assert n >= 3 and f"committed: {n}" in screen.getvalue().replace("\r", "\n")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("committed scenes/")]
+    assert lines == []  # the bar replaced them
+    caplog.clear()
+    with caplog.at_level(logging.INFO), progress_bars(False):
+        again = ingest(cfg.model_copy(update={"datetime": "2023-05-13/2023-05-20"}))
+    assert again["committed"]
+    assert any(r.getMessage().startswith("committed scenes/") for r in caplog.records)

@@ -13,8 +13,11 @@ line and exits with status 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from pydantic import BaseModel
 
 from harmonize.cli import ReportingGroup, reporting
 from harmonize.cli import setup_logging as library_logging
-from pipelines.core.config import read_mapping, validate
+from pipelines.core.config import apply_overrides, read_mapping, validate
 
 __all__ = [
     "setup_logging",
@@ -33,6 +36,8 @@ __all__ = [
     "config_argument",
     "stage_options",
     "print_report",
+    "progress_bars",
+    "wants_progress",
 ]
 
 StageFunction = Callable[..., dict[str, Any]]
@@ -41,6 +46,63 @@ StageFunction = Callable[..., dict[str, Any]]
 def setup_logging(verbose: int = 0) -> None:
     """harmonize's and the jobs' progress at INFO (see :func:`harmonize.cli.setup_logging`)."""
     library_logging(verbose, loggers=("harmonize", "pipelines"))
+
+
+class CommitBar(logging.Handler):
+    """A tqdm bar of the units a stage commits (its ``committed <name>`` log lines), for a
+    terminal; those lines then go to the bar instead of the log."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(logging.INFO)
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc="committed", unit=" store", file=stream, dynamic_ncols=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("committed "):
+            self.bar.update(1)
+            self.bar.set_postfix_str(message.split()[1].rsplit("/", 1)[-1], refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+        super().close()
+
+
+def _not_a_commit(record: logging.LogRecord) -> bool:
+    return not (record.name.startswith("pipelines.stages") and record.getMessage().startswith("committed "))
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool, stream: Any = None) -> Iterator[None]:
+    """While a stage runs: on a terminal (``enabled``), a bar of committed units replaces their
+    log lines; otherwise the log lines stay (what a scheduled job's log needs)."""
+    if not enabled:
+        yield
+        return
+    stream = stream or sys.stderr
+    bar = CommitBar(stream)
+    stages = logging.getLogger("pipelines.stages")
+    stages.addHandler(bar)
+    handlers = logging.getLogger().handlers
+    for h in handlers:
+        h.addFilter(_not_a_commit)
+    try:
+        yield
+    finally:
+        stages.removeHandler(bar)
+        for h in handlers:
+            h.removeFilter(_not_a_commit)
+        bar.close()
+
+
+def wants_progress(data: dict[str, Any], overrides: Sequence[str], stream: Any = None) -> bool:
+    """Progress bars unless the config or an override sets ``progress``: on when ``stream``
+    (standard error) is a terminal."""
+    if "progress" in data or any(o.split("=", 1)[0].strip() == "progress" for o in overrides):
+        return bool(apply_overrides(data, list(overrides)).get("progress"))
+    stream = stream or sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 def config_argument(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,7 +152,12 @@ def stage_main(config_cls: type[BaseModel], function: StageFunction) -> click.Co
         data = read_mapping(config)
         if data.get("stage", stage) != stage:
             raise click.UsageError(f"{config} is a {data.get('stage')!r} config, not {stage!r}")
+        tty = wants_progress(data, overrides)
+        if "progress" in config_cls.model_fields and "progress" not in data:
+            data = {**data, "progress": tty}  # dask's bars too, on a terminal
         cfg = validate(config_cls, {"stage": stage, **data}, overrides)
-        print_report(function(cfg, dry_run=dry_run, scheduler=scheduler))
+        with progress_bars(tty):
+            report = function(cfg, dry_run=dry_run, scheduler=scheduler)
+        print_report(report)
 
     return main
