@@ -841,3 +841,32 @@ def test_stage_runs_show_a_bar_on_a_terminal_and_log_lines_otherwise(tiny_world,
         again = ingest(cfg.model_copy(update={"datetime": "2023-05-13/2023-05-20"}))
     assert again["committed"]
     assert any(r.getMessage().startswith("committed scenes/") for r in caplog.records)
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+class _NotATensor:
+    """A pickled object in an optimizer file (what a weights-only load refuses)."""
+
+
+def test_a_pickled_optimizer_file_is_refused_without_advising_weights_only_false(tmp_path):
+    import json
+
+    import torch
+
+    from harmonize.errors import ModelError
+    from harmonize.model import build_model
+    from harmonize.train.checkpoints import load_checkpoint, save_weights
+
+    model = build_model("tiny")
+    ckpt = tmp_path / "epoch-0001"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text(json.dumps({"epoch": 1, "unet_config": model.config.model_dump()}))
+    save_weights(model, ckpt / "model.safetensors")
+    torch.save({"optimizer": _NotATensor()}, ckpt / "optimizer.pt")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    with pytest.raises(ModelError, match="optimizer.pt holds pickled") as err:
+        load_checkpoint(ckpt, model, opt, sched, None, torch.device("cpu"), epochs=3)
+    assert "weights_only=False" not in str(err.value)

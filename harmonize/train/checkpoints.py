@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -170,6 +171,12 @@ def load_checkpoint(path: Path, model: UNet, opt: torch.optim.Optimizer, sched: 
     try:
         load_weights(model, path / "model.safetensors", device)
         opt_state = torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
+    except pickle.UnpicklingError:  # torch's message would advise weights_only=False: never
+        raise ModelError(
+            f"{path / 'optimizer.pt'} holds pickled Python objects, not plain tensors; harmonize "
+            "never unpickles code from a file. Resume from another checkpoint, or start afresh "
+            "(resume=None, `harmonize train --no-resume`)."
+        ) from None
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"cannot resume from checkpoint {path}: {exc}") from exc
     _load_adversary(path, adversary, opt_state, device, resumes=state["epoch"] < epochs)
