@@ -228,3 +228,12 @@ def test_a_reader_keeps_its_snapshot_while_a_later_run_commits(worlds, reference
     _assert_history_lists_items(repo, Ledger(out, "ingest"))
     # the first run: the repository's creation, then one commit per batch (4 Sentinel-2, 2 Landsat)
     assert [len(h["units"]) for h in repo.history()[:3]] == [0, 4, 2]
+
+
+def test_a_repo_location_without_store_icechunk_is_refused(tmp_path):
+    from harmonize.errors import HarmonizeError
+
+    cfg = IngestConfig(source=str(tmp_path / "nowhere"), out=tmp_path / "out", repo="s3://bucket/cube")
+    with pytest.raises(HarmonizeError, match="store: icechunk"):
+        ingest(cfg)
+    assert not (tmp_path / "out" / "ledger.json").exists()
