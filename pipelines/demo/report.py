@@ -131,6 +131,9 @@ def _gather_inputs(
     # the fused series as the stage stored it, when the products here are the ones it fused
     stored = paths["timeseries"] / "observations.zarr"
     product = read_observations(stored) if harmonized is None and cube is None and stored.exists() else None
+    ts_cfg = TimeSeriesConfig.build(**(timeseries or {}))
+    if product is not None and product.attrs.get("sharpen_s2_nir") != int(ts_cfg.sharpen_s2_nir):
+        product = None  # made before its settings were recorded, or with others: recompute
     return _Inputs(
         world=world,
         truth=world.truth,
@@ -139,7 +142,7 @@ def _gather_inputs(
         pair_index=read_index(paths["pairs"]) if pair_index is None else pair_index,
         model_dir=None if model_dir is None else Path(model_dir),
         timings=timings,
-        timeseries=TimeSeriesConfig.build(**(timeseries or {})),
+        timeseries=ts_cfg,
         product=product,
     )
 

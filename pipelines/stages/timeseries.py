@@ -162,7 +162,9 @@ def fused_observations(config: TimeseriesStageConfig, ts_cfg: Any) -> xr.Dataset
         hz = drop_unregistered(cube, hz)
     # reads red, nir, clear (+ Sentinel-2 blue, green to sharpen its nir)
     obs = fused_ndvi(s2, hz, same_day=ts_cfg.same_day, sharpen_s2_nir=ts_cfg.sharpen_s2_nir)
-    obs_ds = obs.rename("ndvi").to_dataset().rio.write_crs(cube.rio.crs)
+    # what the report needs to score this product as made (it reads the store back)
+    made = {"sharpen_s2_nir": int(ts_cfg.sharpen_s2_nir), "weights": int(ts_cfg.weights)}
+    obs_ds = obs.rename("ndvi").assign_attrs(made).to_dataset().rio.write_crs(cube.rio.crs)
     for c in ("sensor", "platform"):
         if c in obs_ds.coords:
             obs_ds = obs_ds.assign_coords({c: ("time", np.asarray(obs_ds[c].values).astype(str))})
