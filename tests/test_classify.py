@@ -224,3 +224,17 @@ def test_harmonize_classify_command_dry_run_names_every_unit(inputs, tmp_path) -
     # without harmonized dates the fused variant cannot run: a one-line error
     bad = CliRunner().invoke(main, [*args, "--variant", "fused"])
     assert bad.exit_code == 2 and "harmonized" in bad.output
+
+
+def test_report_section_shows_the_comparison_the_matrix_and_the_map(run) -> None:
+    from pipelines.demo.classification import classification_section
+
+    _, out = run
+    metrics = json.loads((out / "metrics.json").read_text())
+    md = classification_section(out.parent)
+    assert "| Sentinel-2 + harmonized Landsat | " in md and "| Sentinel-2 only | " in md
+    fused = metrics["variants"]["fused"]
+    assert f"**{fused['overall_accuracy']:.3f}**" in md
+    assert "true \\ predicted" in md and "![crop-type map](classification.png)" in md
+    assert (out.parent / "report" / "classification.png").stat().st_size > 10_000
+    assert classification_section(out.parent / "nowhere") == ""
