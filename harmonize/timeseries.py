@@ -667,8 +667,32 @@ def ndvi_timeseries(
     cfg = config or TimeSeriesConfig()
     if overrides:
         cfg = TimeSeriesConfig.build(**{**cfg.model_dump(), **overrides})
+    _check_inputs(s2_cube)
     obs = fused_ndvi(s2_cube, landsat_cube, same_day=cfg.same_day, sharpen_s2_nir=cfg.sharpen_s2_nir)
+    _check_dates(obs.sizes.get("time", 0), cfg)
     return obs, fill_ndvi(obs, cfg)
+
+
+def _check_inputs(s2_cube: xr.Dataset) -> None:
+    """Refuse a Landsat cube given as the Sentinel-2 one (it would be fused as Sentinel-2)."""
+    if "sensor" in s2_cube.coords and "time" in s2_cube["sensor"].dims:
+        sensors = {str(v) for v in np.asarray(s2_cube["sensor"].values)}
+        if sensors and "sentinel-2" not in sensors:
+            raise TimeSeriesError(
+                f"the Sentinel-2 argument holds {sorted(sensors)} dates only; pass the Sentinel-2 "
+                "cube first and the harmonized Landsat cube as landsat_cube (--landsat)."
+            )
+
+
+def _check_dates(n_dates: int, cfg: TimeSeriesConfig) -> None:
+    """Refuse a harmonic fit with fewer dates than coefficients (all NaN otherwise)."""
+    need = 2 * cfg.n_harmonics + 1
+    if cfg.method == "harmonic" and n_dates < need:
+        raise TimeSeriesError(
+            f"method='harmonic' with n_harmonics={cfg.n_harmonics} fits {need} coefficients per pixel "
+            f"but the series has {n_dates} date(s); add dates, lower n_harmonics, or use "
+            "method='linear'."
+        )
 
 
 def sharpen_nir(s2_cube: xr.Dataset) -> xr.Dataset:

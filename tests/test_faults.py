@@ -870,3 +870,30 @@ def test_a_pickled_optimizer_file_is_refused_without_advising_weights_only_false
     with pytest.raises(ModelError, match="optimizer.pt holds pickled") as err:
         load_checkpoint(ckpt, model, opt, sched, None, torch.device("cpu"), epochs=3)
     assert "weights_only=False" not in str(err.value)
+
+
+# ------------------------------------------------------------------ time series inputs
+
+
+def _ndvi_cube(n: int, sensor: str) -> xr.Dataset:
+    import rioxarray  # noqa: F401 - .rio
+
+    shape = (n, 2, 2)
+    bands = {b: (("time", "y", "x"), np.full(shape, v, "float32"))
+             for b, v in {"blue": 0.03, "green": 0.05, "red": 0.05, "nir": 0.3}.items()}
+    return xr.Dataset(
+        {**bands, "clear": (("time", "y", "x"), np.ones(shape, bool))},
+        coords={"time": pd.date_range("2023-05-01", periods=n, freq="5D"), "y": [10.0, 0.0],
+                "x": [0.0, 10.0], "sensor": ("time", [sensor] * n)},
+    ).rio.write_crs("EPSG:32633")
+
+
+def test_a_one_date_series_with_harmonic_and_a_landsat_cube_as_s2_are_named():
+    from harmonize.timeseries import ndvi_timeseries
+
+    with pytest.raises(TimeSeriesError, match="harmonic.*1 date"):
+        ndvi_timeseries(_ndvi_cube(1, "sentinel-2"), method="harmonic")
+    with pytest.raises(TimeSeriesError, match="Sentinel-2 argument holds \\['landsat'\\]"):
+        ndvi_timeseries(_ndvi_cube(5, "landsat"), method="linear")
+    _, filled = ndvi_timeseries(_ndvi_cube(9, "sentinel-2"), method="harmonic", n_harmonics=2)
+    assert np.isfinite(filled.values).all()  # enough dates: the fit works
