@@ -3,6 +3,7 @@ reproduces one fault on the code before its fix."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -897,3 +898,48 @@ def test_a_one_date_series_with_harmonic_and_a_landsat_cube_as_s2_are_named():
         ndvi_timeseries(_ndvi_cube(5, "landsat"), method="linear")
     _, filled = ndvi_timeseries(_ndvi_cube(9, "sentinel-2"), method="harmonic", n_harmonics=2)
     assert np.isfinite(filled.values).all()  # enough dates: the fit works
+
+
+# ------------------------------------------------------------------ boto3 credentials
+
+
+def test_boto3_profile_and_env_credentials_reach_gdal_and_s3fs(tmp_path, monkeypatch, tiny_world):
+    """A shared-credentials profile and environment keys, resolved by boto3's chain, are what
+    GDAL and s3fs then sign with: a COG uploaded to a moto S3 server on loopback reads back."""
+    import boto3
+    import rasterio
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    from harmonize.credentials import configure_s3_access
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(var, raising=False)
+        creds = tmp_path / "credentials"
+        creds.write_text(
+            "[analyst]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = profilesecret\n"
+        )
+        for k, v in {"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_S3_ENDPOINT": f"{host}:{port}",
+                     "AWS_VIRTUAL_HOSTING": "FALSE", "AWS_HTTPS": "NO",
+                     "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}"}.items():
+            monkeypatch.setenv(k, v)
+        opts = configure_s3_access("analyst", requester_pays=True)
+        assert opts["AWS_ACCESS_KEY_ID"] == "AKIDPROFILE"
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] == "profilesecret"
+        assert os.environ["AWS_REQUEST_PAYER"] == "requester"
+        cog = next(tiny_world.root.rglob("B04.tif"))
+        boto3.client("s3").create_bucket(Bucket="creds")
+        boto3.client("s3").upload_file(str(cog), "creds", "b04.tif")
+        with rasterio.Env(), rasterio.open("/vsis3/creds/b04.tif") as src, rasterio.open(cog) as local:
+            np.testing.assert_array_equal(src.read(1), local.read(1))
+        assert s3fs.S3FileSystem().ls("creds") == ["creds/b04.tif"]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDENV")  # the environment comes first in the chain
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "envsecret")
+        assert configure_s3_access()["AWS_ACCESS_KEY_ID"] == "AKIDENV"
+    finally:
+        server.stop()
