@@ -943,3 +943,26 @@ def test_boto3_profile_and_env_credentials_reach_gdal_and_s3fs(tmp_path, monkeyp
         assert configure_s3_access()["AWS_ACCESS_KEY_ID"] == "AKIDENV"
     finally:
         server.stop()
+
+
+def test_a_truncated_checkpoint_names_the_file_and_the_earlier_one(tmp_path):
+    import json
+
+    import torch
+
+    from harmonize.errors import ModelError
+    from harmonize.model import build_model
+    from harmonize.train.checkpoints import load_checkpoint, save_weights
+
+    model = build_model("tiny")
+    for name in ("epoch-0001", "epoch-0002"):
+        ckpt = tmp_path / name
+        ckpt.mkdir()
+        (ckpt / "state.json").write_text(json.dumps({"epoch": 1, "unet_config": model.config.model_dump()}))
+        save_weights(model, ckpt / "model.safetensors")
+    weights = tmp_path / "epoch-0002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])  # killed while copying, disk trouble
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    with pytest.raises(ModelError, match="epoch-0002.*corrupt.*epoch-0001"):
+        load_checkpoint(tmp_path / "epoch-0002", model, opt, sched, None, torch.device("cpu"), epochs=3)

@@ -161,6 +161,8 @@ def load_checkpoint(path: Path, model: UNet, opt: torch.optim.Optimizer, sched: 
         If the checkpoint cannot be read, was made for another model configuration, or holds an
         optimizer or schedule that does not fit this run.
     """
+    from safetensors import SafetensorError
+
     try:
         state = json.loads((path / "state.json").read_text())
     except (OSError, ValueError) as exc:
@@ -177,8 +179,11 @@ def load_checkpoint(path: Path, model: UNet, opt: torch.optim.Optimizer, sched: 
             "never unpickles code from a file. Resume from another checkpoint, or start afresh "
             "(resume=None, `harmonize train --no-resume`)."
         ) from None
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelError(f"cannot resume from checkpoint {path}: {exc}") from exc
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
+        earlier = sorted(p.name for p in path.parent.iterdir() if p.is_dir() and p.name < path.name)
+        hint = f"; resume from an earlier one ({', '.join(earlier[-2:])} in {path.parent})" if earlier else ""
+        raise ModelError(f"cannot resume from checkpoint {path} (a file in it is corrupt or "
+                         f"truncated: {exc}){hint}, or start afresh with resume=None") from exc
     _load_adversary(path, adversary, opt_state, device, resumes=state["epoch"] < epochs)
     if state["epoch"] >= epochs:
         return state
