@@ -603,93 +603,9 @@ def test_disk_full_during_ingest_names_the_store_and_commits_nothing(tiny_world,
 # ------------------------------------------------------------------ GDAL retries over HTTP
 
 
-class _FlakyFiles:
-    """Serves a folder over HTTP with byte ranges (as GDAL's /vsicurl/ reads COGs), answering
-    every ``fail_every``-th range request with 503 (a transient server error)."""
-
-    def __init__(self, root: Path, fail_every: int = 2) -> None:
-        import http.server
-        import threading
-
-        files = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _serve(self, body: bool) -> None:
-                files.requests += bool(self.headers.get("Range"))
-                if self.headers.get("Range") and files.requests % fail_every == 0:
-                    files.failed += 1
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                from urllib.parse import unquote
-
-                path = files.root / unquote(self.path.lstrip("/").split("?")[0])
-                if not path.is_file():
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = path.read_bytes()
-                rng = self.headers.get("Range")
-                if rng:
-                    lo, hi = rng.split("=")[1].split("-")
-                    lo, hi = int(lo), min(int(hi or len(data) - 1), len(data) - 1)
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {lo}-{hi}/{len(data)}")
-                    data = data[lo:hi + 1]
-                else:
-                    self.send_response(200)
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if body:
-                    self.wfile.write(data)
-
-            def do_GET(self):
-                self._serve(True)
-
-            def do_HEAD(self):
-                self._serve(False)
-
-        self.root, self.requests, self.failed = root, 0, 0
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-
-
-def test_gdal_retries_transient_http_errors_when_reading_assets(tiny_world, monkeypatch):
-    """Every second request answers 503: without GDAL_HTTP_MAX_RETRY (GDAL's default is no
-    retry) the read fails; with harmonize's retry options it equals the local read."""
-    from harmonize.catalog import search
-    from harmonize.cube import load_cube
-    from harmonize.items import local_href
-
-    local = [i for i in search(tiny_world.root, sensors=("sentinel-2",))][:1]
-    root = tiny_world.root.resolve()
-    server = _FlakyFiles(root)
-    try:
-        remote = local[0].clone()
-        for a in remote.assets.values():
-            a.href = f"{server.url}/{Path(local_href(a.href)).relative_to(root)}"
-        monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.05")
-        expected = load_cube(local, bands=["red"])["red"].compute()
-        got = load_cube([remote], bands=["red"])["red"].compute()
-        assert server.failed > 0  # the server did fail requests: GDAL retried them
-        np.testing.assert_array_equal(got.values, expected.values)
-    finally:
-        server.server.shutdown()
-        server.server.server_close()
-
-
-
 def test_odc_loaders_gdal_retry_options_reach_every_asset_read():
     """odc-loader's reader sets GDAL_HTTP_MAX_RETRY/GDAL_HTTP_RETRY_DELAY; harmonize's driver
-    keeps them (the flaky-server test above shows them at work)."""
+    keeps them beside its own options."""
     from harmonize.cube.gdal import Driver
 
     env = Driver(strict=True, gdal_env={"AWS_REQUEST_PAYER": "requester"}).capture_env()
