@@ -34,6 +34,10 @@ class TrainConfig(BaseModel):
         ``warmup_fraction``), ``"cosine"`` (linear warm-up then cosine decay) or ``"constant"``.
     ssim_weight
         Loss is ``L1 + ssim_weight * (1 - SSIM)`` on valid pixels (0 = plain L1).
+    detail_weight, band_weights
+        Add ``detail_weight`` times an L1 on the detail below the Landsat pixel
+        (:func:`harmonize.train.losses.detail_l1`); weight the output bands in the L1 terms
+        (default equal). See :func:`harmonize.train.losses.training_loss`.
     adversarial
         Train adversarially beside that loss (a PatchGAN or SRGAN discriminator;
         :class:`~harmonize.train.adversarial.AdversarialConfig`, e.g. ``{"weight": 0.01}``);
@@ -78,6 +82,8 @@ class TrainConfig(BaseModel):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
     ssim_weight: float = Field(0.0, ge=0)
+    detail_weight: float = Field(0.0, ge=0)
+    band_weights: list[float] | None = None
     adversarial: AdversarialConfig | None = None
     grad_clip: float | None = 1.0
     device: str = "auto"

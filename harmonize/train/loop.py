@@ -328,7 +328,8 @@ def _train_epoch(run: _Run, state: _Progress, train_dataset: Any, epoch: int, *,
         x, y, valid = prepare_batch(batch, model, run.device)
         with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
             pred = run.train_model(x)
-        loss = training_loss(pred.float(), y, valid, cfg.ssim_weight)
+        loss = training_loss(pred.float(), y, valid, cfg.ssim_weight, detail_weight=cfg.detail_weight,
+                             band_weights=cfg.band_weights)
         group_end = min(total, (i // cfg.grad_accum + 1) * cfg.grad_accum)
         share = 1.0 / (group_end - (i // cfg.grad_accum) * cfg.grad_accum)
         if run.adversary is not None:

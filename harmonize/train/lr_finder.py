@@ -92,7 +92,8 @@ def lr_find(
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y, valid = prepare_batch(batch, net, device)
-            loss = training_loss(net(x).float(), y, valid, cfg.ssim_weight)
+            loss = training_loss(net(x).float(), y, valid, cfg.ssim_weight,
+                                 detail_weight=cfg.detail_weight, band_weights=cfg.band_weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -47,7 +47,9 @@ def validate(model: UNet, dataset: Any, cfg: TrainConfig, device: torch.device,
             pred = model(x)
         pred = pred.float()
         pixels = float(valid.sum())
-        loss_sum += float(training_loss(pred, y, valid, cfg.ssim_weight)) * pixels
+        loss = training_loss(pred, y, valid, cfg.ssim_weight, detail_weight=cfg.detail_weight,
+                             band_weights=cfg.band_weights)
+        loss_sum += float(loss) * pixels
         n_pix += pixels
         w = valid[:, None].float().expand_as(pred)
         abs_sum += float(((pred - y).abs() * w).sum())

@@ -66,6 +66,8 @@ DEMO_TRAIN: dict[str, Any] = {
     "batch_size": 8,
     "max_batches_per_epoch": 15,
     "lr": 3e-3,
+    "detail_weight": 2.0,  # an L1 on the detail below the Landsat pixel, nir weighted 3x:
+    "band_weights": [1.0, 1.0, 1.0, 3.0, 1.0, 1.0],  # 150 steps +3.16 dB, nir +1.96 (L1: +2.59, +0.44)
     "patience": None,
     "normalization_samples": 16,
     "eval_samples": 16,
