@@ -45,3 +45,20 @@ def test_band_weights_pick_bands_and_defaults_are_plain_l1() -> None:
     assert float(both) == pytest.approx(float(want))
     with pytest.raises(ValueError, match="band weights"):
         masked_l1(pred, target, valid, [1, 2])
+
+
+def test_train_config_options_reach_the_loss(tmp_path) -> None:
+    """TrainConfig.detail_weight / band_weights change what fit minimises; the defaults do not."""
+    from harmonize.testing import SyntheticPairs
+    from harmonize.train import TrainConfig, fit
+
+    ds = SyntheticPairs(8)
+    base = {"model": "tiny", "epochs": 1, "batch_size": 4, "max_batches_per_epoch": 1, "device": "cpu",
+            "figures": False, "normalization_samples": 4, "eval_samples": 0}
+    losses = {}
+    variants = {"plain": {}, "same": {"band_weights": [1] * 6}, "detail": {"detail_weight": 5.0}}
+    for name, extra in variants.items():
+        result = fit(TrainConfig(**base, **extra), ds, out_dir=tmp_path / name, progress=False)
+        losses[name] = result.history[0]
+    assert losses["same"]["train_loss"] == pytest.approx(losses["plain"]["train_loss"], rel=1e-6)
+    assert losses["detail"]["train_loss"] > losses["plain"]["train_loss"]
