@@ -232,6 +232,10 @@ class Reader(RioReader):
             return np.s_[0:0, 0:0], out
 
 
+#: GDAL's retries of transient HTTP/S3 errors (429, 5xx) when odc-loader's env does not set them.
+GDAL_RETRY = {"GDAL_HTTP_MAX_RETRY": "4", "GDAL_HTTP_RETRY_DELAY": "0.5"}
+
+
 class Driver(RioDriver):
     """odc-loader's rasterio driver with :class:`Reader` and extra GDAL options."""
 
@@ -247,6 +251,9 @@ class Driver(RioDriver):
     def capture_env(self) -> dict[str, Any]:
         env = super().capture_env()
         env.update(self._gdal_env)
+        for key, value in GDAL_RETRY.items():  # transient HTTP errors (issue 17); the user's env wins
+            if key not in os.environ:
+                env.setdefault(key, value)
         return env
 
     def open(self, src: Any, ctx: Any) -> Reader:
