@@ -833,7 +833,11 @@ def test_boto3_profile_and_env_credentials_reach_gdal_and_s3fs(tmp_path, monkeyp
     server.start()
     host, port = server.get_host_and_port()
     try:
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        # configure_s3_access writes os.environ itself: every variable it may set is registered
+        # with monkeypatch first, so none leaks into later tests (a leaked AWS_REQUEST_PAYER hung
+        # test_s3's reads from its own moto server)
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                    "AWS_REQUEST_PAYER", "AWS_REGION"):
             monkeypatch.delenv(var, raising=False)
         creds = tmp_path / "credentials"
         creds.write_text(

@@ -50,7 +50,8 @@ def _l2_ids(world) -> set[str]:
 def _cfg(source, out, **kw) -> IngestConfig:
     # An incremental run registers each scene against the Sentinel-2 stores committed by then:
     # it equals an uninterrupted run when no scene of the first run has a reference date the
-    # second run adds (3 days here, END_A - 4 days being its last Landsat date; the default 60-day composite window reaches past END_A).
+    # second run adds (3 days here, END_A - 4 days being its last Landsat date; the default
+    # 60-day composite window reaches past END_A).
     kw.setdefault("max_days", 3)
     return IngestConfig(source=str(source), out=out, scheduler=kw.pop("scheduler", "threads"), chunk=64, **kw)
 

@@ -27,7 +27,7 @@ import shapely.affinity
 from odc.geo import geom
 from odc.geo.geobox import GeoBox
 from odc.loader._reader import resolve_band_query, resolve_dst_dtype, resolve_dst_nodata, resolve_src_nodata
-from odc.loader._rio import RioDriver, RioReader, _do_read, _reproject_info_from_rio, rio_read
+from odc.loader._rio import RioDriver, RioReader, _do_read, _reproject_info_from_rio, rio_env, rio_read
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
@@ -61,7 +61,7 @@ def _hold_rasterio_env() -> None:
     options inside it.
     """
     if getattr(_THREAD, "env", None) is None and os.environ.get("HARMONIZE_NO_HELD_ENV") is None:
-        env = rasterio.Env(VSI_CACHE=False)
+        env = rasterio.Env()
         env.__enter__()
         _THREAD.env = env
 
@@ -178,16 +178,19 @@ def _read(src: Any, cfg: Any, dst_geobox: GeoBox, dst: np.ndarray | None, select
         if cfg.use_overviews and rr.read_shrink > 1 and rdr.overviews(bidx):
             return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
         win = None if rr.paste_ok else _scaled_window(rdr, rr)
-        # (no per-read ``rio_env(VSI_CACHE=False)`` as odc-loader wraps its reads in: the held
-        # environment of the thread has it, and entering one costs as much as a small read)
+        # odc-loader's per-read environment carries the session and options its
+        # configure_rio/configure_s3_access set; reads without it (on the thread's held
+        # environment alone) hung against an S3 endpoint configured after the thread began
         if win is None:
-            return _do_read(rasterio.band(rdr, bidx), cfg, dst_geobox, rr, dst=dst)
+            with rio_env(VSI_CACHE=False):
+                return _do_read(rasterio.band(rdr, bidx), cfg, dst_geobox, rr, dst=dst)
         ys, xs = rr.roi_dst
         shape = (ys.stop - ys.start, xs.stop - xs.start)
         dtype = resolve_dst_dtype(rdr.dtypes[bidx - 1], cfg)
         src_nodata = resolve_src_nodata(rdr.nodatavals[bidx - 1], cfg)
         dst_nodata = resolve_dst_nodata(dtype if dst is None else dst.dtype, cfg, src_nodata)
-        pix = rdr.read(bidx, window=win, out_shape=shape, resampling=_RESAMPLING[cfg.resampling])
+        with rio_env(VSI_CACHE=False):
+            pix = rdr.read(bidx, window=win, out_shape=shape, resampling=_RESAMPLING[cfg.resampling])
         if src_nodata is not None:
             _mask_outside_footprint(rdr, bidx, win, pix, src_nodata, rr)
         remap = dst_nodata is not None and src_nodata is not None and src_nodata != dst_nodata
