@@ -111,7 +111,7 @@ def test_accessor_forwards_inference_and_time_series() -> None:
     from harmonize.phenology import phenology
 
     times = pd.date_range("2023-03-01", periods=24, freq="5D")
-    doy = times.dayofyear.to_numpy()
+    doy = times.day_of_year.to_numpy()
     curve = 0.2 + 0.6 / (1 + np.exp(-(doy - 120) / 8)) - 0.6 / (1 + np.exp(-(doy - 200) / 8))
     values = np.broadcast_to(curve[:, None, None], (24, 4, 4)).astype("float32").copy()
     values[::3] = np.nan

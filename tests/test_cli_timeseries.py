@@ -16,7 +16,7 @@ from harmonize.io import write_zarr
 def _cube(sensor: str, times: pd.DatetimeIndex, seed: int) -> xr.Dataset:
     rng = np.random.default_rng(seed)
     shape = (len(times), 8, 8)
-    doy = times.dayofyear.to_numpy()[:, None, None]
+    doy = times.day_of_year.to_numpy()[:, None, None]
     nir = 0.25 + 0.15 * np.sin(2 * np.pi * doy / 365) + rng.normal(0, 0.005, shape)
     red = np.full(shape, 0.05) + rng.normal(0, 0.002, shape)
     return xr.Dataset(

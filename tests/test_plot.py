@@ -29,7 +29,7 @@ def series() -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
     sensor = ["sentinel-2"] * len(s2) + ["landsat"] * len(l8)
     order = np.argsort(t.values)
     t, sensor = t[order], np.asarray(sensor)[order]
-    doy = np.asarray(t.dayofyear, float)
+    doy = np.asarray(t.day_of_year, float)
     xx = np.arange(GEOBOX.shape[1])[None, None, :]
     sos = 110 + 4 * xx
     curve = 0.2 + 0.6 * (

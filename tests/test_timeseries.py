@@ -161,7 +161,7 @@ def test_phenology_recovers_sos_eos_from_gapped_fused_series():
         .append(pd.date_range("2023-01-09T10:05", "2023-12-30", freq="16D"))
         .sort_values()
     )
-    doy = np.asarray(t.dayofyear + t.hour / 24.0, dtype=float)
+    doy = np.asarray(t.day_of_year + t.hour / 24.0, dtype=float)
     v = double_logistic(doy[:, None, None], sos[None], eos[None]).astype(np.float32)
     v[rng.random(v.shape) < 0.4] = np.nan
     obs = xr.DataArray(v, dims=("time", "y", "x"), coords={"time": t, **xr_coords(gb)}).chunk({"x": 2})
@@ -189,7 +189,7 @@ def _ndvi_cube(times, sensor, truth_fn, *, clear_frac, seed) -> xr.Dataset:
     """Cube whose red/nir give exactly truth_fn(doy) as NDVI where clear, cloud-bright elsewhere."""
     rng = np.random.default_rng(seed)
     times = pd.DatetimeIndex(times)
-    doy = np.asarray(times.dayofyear, float)[:, None, None]
+    doy = np.asarray(times.day_of_year, float)[:, None, None]
     nd = truth_fn(doy) * np.ones((1, *GEOBOX.shape))
     red = np.full(nd.shape, 0.05, np.float32)
     nir = (red * (1 + nd) / (1 - nd)).astype(np.float32)
@@ -218,7 +218,7 @@ def test_ndvi_timeseries_adding_landsat_lowers_error_against_truth():
     )
     truth_t = pd.date_range("2023-02-01", "2023-11-30", freq="1D")
     truth = xr.DataArray(
-        curve(np.asarray(truth_t.dayofyear, float))[:, None, None] * np.ones((1, *GEOBOX.shape)),
+        curve(np.asarray(truth_t.day_of_year, float))[:, None, None] * np.ones((1, *GEOBOX.shape)),
         dims=("time", "y", "x"),
         coords={"time": truth_t, **xr_coords(GEOBOX)},
     )
@@ -232,7 +232,7 @@ def test_ndvi_timeseries_adding_landsat_lowers_error_against_truth():
     # Clear observations carry the true NDVI; cloudy ones are gone.
     np.testing.assert_allclose(
         obs_both.values[np.isfinite(obs_both.values)],
-        curve(np.asarray(pd.DatetimeIndex(obs_both.time.values).dayofyear, float))[
+        curve(np.asarray(pd.DatetimeIndex(obs_both.time.values).day_of_year, float))[
             np.nonzero(np.isfinite(obs_both.values))[0]
         ],
         atol=1e-5,

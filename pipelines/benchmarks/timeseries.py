@@ -38,7 +38,7 @@ def synthetic_ndvi(
     """A ``(dates, size, size)`` NDVI cube with double-logistic seasons, noise and clouds, and its truth."""
     rng = np.random.default_rng(seed)
     t = pd.date_range("2023-01-03T10:30", periods=dates, freq="5D")
-    doy = np.asarray(t.dayofyear, dtype=np.float32)[:, None, None]
+    doy = np.asarray(t.day_of_year, dtype=np.float32)[:, None, None]
     sos = rng.uniform(90, 150, (1, size, size)).astype(np.float32)
     los = rng.uniform(90, 170, (1, size, size)).astype(np.float32)
     truth = 0.15 + 0.7 * (
