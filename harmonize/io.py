@@ -79,8 +79,9 @@ def _local_path(path: str | os.PathLike[str]) -> Path:
     return Path(local_href(s))
 
 
-def _prepare_for_zarr(ds: xr.Dataset) -> xr.Dataset:
-    """Chunked encoding, CRS kept as a coordinate, no stale encodings from the source."""
+def prepare_for_zarr(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` ready for a Zarr write: its dask chunks as the stored chunks, the CRS kept as a
+    coordinate, no stale encodings from the source (what :func:`write_zarr` writes)."""
     ds = ds.copy()
     if "spatial_ref" in ds.coords:
         # xarray leaves a grid-mapping variable out of every ``coordinates`` attribute; naming
@@ -160,7 +161,7 @@ def _write_zarr(
 ) -> Any:
     if mode not in ("w-", "w", "a", "r+"):
         raise HarmonizeError(f"unknown Zarr write mode {mode!r}; use 'w-', 'w', 'a' or 'r+'")
-    out = _prepare_for_zarr(ds)
+    out = prepare_for_zarr(ds)
     if region is not None:
         if mode not in ("r+", "a"):
             mode = "r+"

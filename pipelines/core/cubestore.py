@@ -32,6 +32,7 @@ from typing import Any
 import xarray as xr
 
 from harmonize.errors import HarmonizeError
+from harmonize.io import prepare_for_zarr
 
 __all__ = ["BRANCH", "RepoUnit", "CubeRepo", "storage_for", "is_remote"]
 
@@ -93,25 +94,6 @@ class RepoUnit:
     dataset: xr.Dataset
     items: Sequence[str]
     info: Mapping[str, Any] = field(default_factory=dict)
-
-
-def _zarr_ready(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` with its dask chunks as the stored chunks, the CRS kept as a coordinate and no
-    encodings left from its source (as :func:`harmonize.io.write_zarr` writes it)."""
-    ds = ds.copy()
-    if "spatial_ref" in ds.coords:
-        ds.attrs["coordinates"] = "spatial_ref"
-    for name, var in ds.variables.items():
-        keep = {k: v for k, v in var.encoding.items() if k in ("dtype", "_FillValue", "units", "calendar")}
-        if var.chunks is not None:
-            keep["chunks"] = tuple(c[0] for c in var.chunks)
-        if var.dtype.kind == "U":  # Zarr v3 has no fixed-width unicode
-            if name in ds.coords:
-                ds = ds.assign_coords({name: var.astype(object)})
-            else:
-                ds[name] = var.astype(object)
-        ds[name].encoding = keep
-    return ds
 
 
 def _now() -> str:
@@ -222,7 +204,7 @@ class CubeRepo:
         # computed where the scheduler runs (a cluster's workers too), written from this process:
         # a session is not shared with workers (icechunk.xarray.to_icechunk would fork and merge
         # it, but its writer no longer matches xarray's ZarrStore API)
-        datasets = dask.compute(*[_zarr_ready(u.dataset) for u in units])
+        datasets = dask.compute(*[prepare_for_zarr(u.dataset) for u in units])
         session = self._repo.writable_session(BRANCH)
         for unit, ds in zip(units, datasets, strict=True):
             ds.to_zarr(session.store, group=unit.name, mode="w", zarr_format=3, consolidated=False)
