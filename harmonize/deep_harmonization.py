@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from harmonize.band_io import BandIO
 from harmonize.bands import PAN, REFLECTANCE_BANDS
 from harmonize.errors import ModelError
 from harmonize.lowfreq import LANDSAT_FACTOR, hls_oli_to_msi, lowfreq_project
@@ -176,7 +177,7 @@ def _receptive_field(cfg: DHConfig) -> int:
     return rf
 
 
-class DeepHarmonizationUNet(nn.Module):
+class DeepHarmonizationUNet(BandIO, nn.Module):
     """A Deep-Harmonization UNet behind harmonize's model contract (see the module docstring).
 
     Same surface as :class:`harmonize.model.UNet` for inference: ``input_bands``,
@@ -205,14 +206,6 @@ class DeepHarmonizationUNet(nn.Module):
         return out
 
     @property
-    def input_bands(self) -> tuple[str, ...]:
-        return self.config.input_bands
-
-    @property
-    def output_bands(self) -> tuple[str, ...]:
-        return self.config.output_bands
-
-    @property
     def size_multiple(self) -> int:
         pool = 2 ** (self.config.depth - 1)
         needs_blocks = self.config.lowfreq_constraint or self.config.pre_interpolation == "bicubic"
@@ -235,13 +228,8 @@ class DeepHarmonizationUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Sentinel-2-like reflectance ``[N, 6, H, W]`` from harmonize's ``[N, 7, H, W]`` input."""
-        n_ms = len(self.config.output_bands)
-        if x.ndim != 4 or x.shape[1] != len(self.config.input_bands):
-            raise ModelError(f"expected input [N, {len(self.config.input_bands)}, H, W] with bands "
-                             f"{self.config.input_bands}, got shape {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
-            raise ModelError("input holds NaN/inf: fill no-data before calling the model "
-                             "and mask the output afterwards")
+        n_ms = len(self.output_bands)
+        self.check_input(x)
         h, w = x.shape[-2:]
         m = self.size_multiple
         ph, pw = (-h) % m, (-w) % m

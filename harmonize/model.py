@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from harmonize.band_io import BandIO
 from harmonize.bands import PAN, REFLECTANCE_BANDS
 from harmonize.errors import ModelError, NonFiniteWeightsError, WeightsChecksumError
 from harmonize.lowfreq import LANDSAT_FACTOR, lowfreq_project
@@ -211,7 +212,7 @@ def _receptive_field(depth: int, upsample: str) -> int:
     return rf
 
 
-class UNet(nn.Module):
+class UNet(BandIO, nn.Module):
     """Residual UNet mapping Landsat reflectance (+ pan) to Sentinel-2-like reflectance.
 
     Build it with :func:`build_model`. See the module docstring for the input contract.
@@ -274,14 +275,6 @@ class UNet(nn.Module):
             self.register_buffer("bandpass_offset", torch.zeros(n_out))
 
     # -- properties -------------------------------------------------------------------------
-    @property
-    def input_bands(self) -> tuple[str, ...]:
-        return self.config.input_bands
-
-    @property
-    def output_bands(self) -> tuple[str, ...]:
-        return self.config.output_bands
-
     @property
     def size_multiple(self) -> int:
         return _size_multiple(2 ** (self.config.depth - 1), self.config.lowfreq_constraint)
