@@ -43,7 +43,7 @@ from torch import nn
 from harmonize.band_io import BandIO
 from harmonize.bands import PAN, REFLECTANCE_BANDS
 from harmonize.errors import ModelError
-from harmonize.lowfreq import LANDSAT_FACTOR, hls_oli_to_msi, lowfreq_project
+from harmonize.lowfreq import LANDSAT_FACTOR, current_phase, hls_oli_to_msi, lowfreq_project
 
 __all__ = ["DHConfig", "DeepHarmonizationUNet", "DH_PRESETS", "ARCHITECTURE", "key_map",
            "SOURCE_PREFIXES"]
@@ -232,8 +232,12 @@ class DeepHarmonizationUNet(BandIO, nn.Module):
         self.check_input(x)
         h, w = x.shape[-2:]
         m = self.size_multiple
-        ph, pw = (-h) % m, (-w) % m
-        xin = F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
+        # the pre-interpolation's and the constraint's blocks are the Landsat pixels: pad so they
+        # start at pixel 0 (lowfreq.landsat_grid), then to the pooling grid
+        pr, pc = current_phase() if m % LANDSAT_FACTOR == 0 else (0, 0)
+        top, left = (-pr) % LANDSAT_FACTOR, (-pc) % LANDSAT_FACTOR
+        ph, pw = (-(h + top)) % m, (-(w + left)) % m
+        xin = F.pad(x, (left, pw, top, ph), mode="replicate") if (ph or pw or top or left) else x
         ms, pan = xin[:, :n_ms], xin[:, n_ms:]
         if self.config.pre_interpolation == "bicubic":
             ms = F.interpolate(F.avg_pool2d(ms, LANDSAT_FACTOR), scale_factor=LANDSAT_FACTOR,
@@ -241,8 +245,8 @@ class DeepHarmonizationUNet(BandIO, nn.Module):
         out = self.model(ms, pan)
         if self.config.lowfreq_constraint:
             ref = self.bandpass_slope[:, None, None] * xin[:, :n_ms] + self.bandpass_offset[:, None, None]
-            out = lowfreq_project(out, ref)
-        return out[..., :h, :w]
+            out = lowfreq_project(out, ref, phase=(0, 0))
+        return out[..., top : top + h, left : left + w]
 
 
 def key_map(config: DHConfig, prefix: str = "model.") -> dict[str, str]:

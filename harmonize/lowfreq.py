@@ -13,13 +13,23 @@ exactly (the projection is idempotent), while the within-block detail of ``out``
 (``slope * landsat + offset``, OLI to MSI), so the constrained model reproduces the
 Sentinel-2-like radiometry of the input at 30 m.
 
-Blocks start at pixel 0 of the array; a model with the constraint pads its input to a multiple
-of ``factor`` (its ``size_multiple`` includes it), so tiles on that grid give the same blocks.
+The blocks must be the Landsat pixels: a 10 m cube's origin can sit 10 or 20 m off the Landsat
+30 m grid, and then blocks counted from the cube's pixel 0 straddle two Landsat pixels each.
+:func:`grid_phase` gives the row and column (0, 1 or 2) where the Landsat grid's blocks start in
+a 10 m array, from the cube's geobox and a Landsat scene's ``proj:transform``; pass it as
+``phase=`` or set it for every model call in a block with :func:`landsat_grid` (what
+:func:`lowfreq_project` uses when called without ``phase``, as the models call it). A model with
+the constraint pads its input to a multiple of ``factor`` (its ``size_multiple`` includes it), so
+tiles starting on that grid keep the cube's phase. Partial blocks at an array's edges are
+completed by replicating the edge pixels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextvars
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +37,67 @@ import torch.nn.functional as F
 
 from harmonize.bands import bandpass_coefficients
 
-__all__ = ["block_mean", "lowfreq_project", "hls_oli_to_msi", "fit_bandpass"]
+__all__ = ["block_mean", "lowfreq_project", "grid_phase", "landsat_grid", "current_phase",
+           "hls_oli_to_msi", "fit_bandpass"]
 
 #: 10 m pixels per 30 m Landsat pixel along each axis.
 LANDSAT_FACTOR = 3
+
+#: The phase :func:`lowfreq_project` uses when called without one (see :func:`landsat_grid`).
+_PHASE: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("landsat_phase", default=(0, 0))
+
+
+def grid_phase(geobox: Any, landsat_transform: Any, factor: int = LANDSAT_FACTOR) -> tuple[int, int]:
+    """Row and column of a fine array where the coarse (Landsat) grid's pixels start.
+
+    Parameters
+    ----------
+    geobox
+        The fine grid: an ``odc.geo`` GeoBox, or an affine transform (north-up).
+    landsat_transform
+        The Landsat grid: a scene's ``proj:transform`` (6 values ``a, b, c, d, e, f``), an
+        affine transform, or a GeoBox; any pixel corner of the grid will do.
+    factor
+        Fine pixels per coarse pixel (3: 10 m in 30 m).
+
+    Returns
+    -------
+    (int, int)
+        ``(row, col)`` in ``[0, factor)``: the first fine row and column that begin a coarse
+        pixel, rounded to the nearest fine pixel (a grid 5 m off the 10 m lattice rounds).
+    """
+    fine = getattr(geobox, "affine", geobox)
+    coarse = getattr(landsat_transform, "affine", landsat_transform)
+    c = tuple(float(v) for v in (coarse[:6] if isinstance(coarse, (list, tuple)) else tuple(coarse)[:6]))
+    step_x, step_y = float(fine.a), float(fine.e)
+    if not np.isclose(abs(c[0]), factor * abs(step_x), rtol=1e-6):
+        raise ValueError(f"a coarse pixel of {abs(c[0]):g} is not {factor} fine pixels of {abs(step_x):g}")
+    col = round((c[2] - fine.c) / step_x) % factor
+    row = round((c[5] - fine.f) / step_y) % factor
+    return int(row), int(col)
+
+
+@contextmanager
+def landsat_grid(phase: tuple[int, int]) -> Iterator[tuple[int, int]]:
+    """Within the block, :func:`lowfreq_project` (and every model calling it) uses ``phase``.
+
+    Parameters
+    ----------
+    phase
+        ``(row, col)`` from :func:`grid_phase`, for arrays that start at the cube's pixel 0 or at
+        a multiple of :data:`LANDSAT_FACTOR` from it (tiles of a model's ``size_multiple``).
+        The setting is per thread (a context variable): set it where the model runs.
+    """
+    token = _PHASE.set((int(phase[0]) % LANDSAT_FACTOR, int(phase[1]) % LANDSAT_FACTOR))
+    try:
+        yield _PHASE.get()
+    finally:
+        _PHASE.reset(token)
+
+
+def current_phase() -> tuple[int, int]:
+    """The phase set by the innermost :func:`landsat_grid` (``(0, 0)`` outside any)."""
+    return _PHASE.get()
 
 
 def block_mean(x: torch.Tensor, factor: int = LANDSAT_FACTOR) -> torch.Tensor:
@@ -40,17 +107,34 @@ def block_mean(x: torch.Tensor, factor: int = LANDSAT_FACTOR) -> torch.Tensor:
     return F.avg_pool2d(x, factor, factor)
 
 
-def lowfreq_project(out: torch.Tensor, ref: torch.Tensor, factor: int = LANDSAT_FACTOR) -> torch.Tensor:
+def lowfreq_project(
+    out: torch.Tensor,
+    ref: torch.Tensor,
+    factor: int = LANDSAT_FACTOR,
+    phase: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """``out`` with its block means replaced by ``ref``'s (differentiable, idempotent).
 
     Parameters
     ----------
     out, ref
-        ``[N, C, H, W]`` with ``H, W`` multiples of ``factor``.
+        ``[N, C, H, W]`` of the same shape (with ``phase (0, 0)``, ``H, W`` multiples of ``factor``).
     factor
         Block side in pixels (3: a 30 m pixel on the 10 m grid).
+    phase
+        ``(row, col)`` where the first whole block starts (:func:`grid_phase`); default the one
+        :func:`landsat_grid` set, else ``(0, 0)``. The partial blocks before it and at the far
+        edges are completed by replicating edge pixels, and their means set alike.
     """
-    delta = block_mean(ref.to(out.dtype), factor) - block_mean(out, factor)
+    pr, pc = current_phase() if phase is None else (int(phase[0]) % factor, int(phase[1]) % factor)
+    ref = ref.to(out.dtype)
+    if pr or pc:
+        h, w = out.shape[-2:]
+        top, left = (factor - pr) % factor, (factor - pc) % factor
+        pad = (left, (-(w + left)) % factor, top, (-(h + top)) % factor)
+        big_out, big_ref = F.pad(out, pad, mode="replicate"), F.pad(ref, pad, mode="replicate")
+        return lowfreq_project(big_out, big_ref, factor, (0, 0))[..., top : top + h, left : left + w]
+    delta = block_mean(ref, factor) - block_mean(out, factor)
     return out + delta.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
 

@@ -11,7 +11,15 @@ import torch.nn.functional as F
 
 from harmonize.deep_harmonization import DeepHarmonizationUNet, DHConfig
 from harmonize.errors import ModelError
-from harmonize.lowfreq import block_mean, fit_bandpass, hls_oli_to_msi, lowfreq_project
+from harmonize.lowfreq import (
+    block_mean,
+    current_phase,
+    fit_bandpass,
+    grid_phase,
+    hls_oli_to_msi,
+    landsat_grid,
+    lowfreq_project,
+)
 from harmonize.model import UNetConfig, build_model, load_model_package, save_model_package
 from harmonize.train.checkpoints import _same_config
 
@@ -65,6 +73,52 @@ def test_unet_with_the_constraint_keeps_the_bandpass_adjusted_means():
         _flat().set_normalization(bandpass_slope=slope)
 
 
+def _landsat_means(a: torch.Tensor, phase: tuple[int, int]) -> torch.Tensor:
+    """Means over the whole 30 m Landsat pixels of a 10 m array whose blocks start at ``phase``."""
+    r, c = phase
+    h, w = (a.shape[-2] - r) // 3 * 3, (a.shape[-1] - c) // 3 * 3
+    return block_mean(a[..., r : r + h, c : c + w])
+
+
+def test_grid_phase_finds_where_the_landsat_pixels_start():
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    landsat = [30.0, 0.0, 400000.0, 0.0, -30.0, 4500000.0]  # a scene's proj:transform
+    # the cube starts 10 m east and 20 m south of a Landsat corner: its column 2 and row 1 begin
+    # the next Landsat pixels (left edge 400030, top edge 4499970)
+    cube = GeoBox((60, 60), Affine(10.0, 0.0, 400010.0, 0.0, -10.0, 4499980.0), "EPSG:32633")
+    assert grid_phase(cube, landsat) == (1, 2)
+    assert grid_phase(cube.affine, Affine(*landsat)) == (1, 2)
+    assert grid_phase(GeoBox((6, 6), Affine(10, 0, 400000 - 3000, 0, -10, 4500000 + 600), "EPSG:32633"),
+                      landsat) == (0, 0)
+    assert grid_phase(cube, [30.0, 0.0, 400004.0, 0.0, -30.0, 4499996.0]) == (1, 2)  # 4 m off rounds
+    with pytest.raises(ValueError, match="not 3 fine pixels"):
+        grid_phase(cube, [20.0, 0.0, 400000.0, 0.0, -20.0, 4500000.0])
+
+
+@pytest.mark.parametrize("phase", [(1, 2), (2, 0)])
+def test_the_constraint_keeps_the_means_of_the_landsat_pixels_when_the_cube_is_offset(phase):
+    # a flat (all-blurred) output and a UNet built with the constraint, on a cube whose origin is
+    # 10-20 m off the Landsat grid: the means over the Landsat pixels are the input's
+    x = torch.rand(1, 7, 60, 57, generator=torch.Generator().manual_seed(1)) * 0.4
+    with torch.no_grad():
+        off_grid = _flat(lowfreq_constraint=True)(x)  # blocks from the cube's origin
+        with landsat_grid(phase):
+            assert current_phase() == phase
+            y = _flat(lowfreq_constraint=True)(x)
+    assert current_phase() == (0, 0)
+    assert (_landsat_means(y, phase) - _landsat_means(x[:, :6], phase)).abs().max() < 1e-5
+    assert (_landsat_means(off_grid, phase) - _landsat_means(x[:, :6], phase)).abs().max() > 0.02
+    # the projection with an explicit phase: detail within each Landsat pixel kept, idempotent
+    ref = x[:, :6]
+    out = _blur(ref) * 0.8 + 0.03
+    proj = lowfreq_project(out, ref, phase=phase)
+    assert proj.shape == out.shape
+    assert (_landsat_means(proj, phase) - _landsat_means(ref, phase)).abs().max() < 1e-5
+    torch.testing.assert_close(lowfreq_project(proj, ref, phase=phase), proj, atol=1e-6, rtol=0)
+
+
 def test_the_constraint_survives_the_package(tmp_path):
     model = build_model("tiny", lowfreq_constraint=True).eval()
     model.set_normalization(bandpass_slope=[1.1] * 6, bandpass_offset=[0.01] * 6)
@@ -86,6 +140,12 @@ def test_deep_harmonization_constraint_uses_the_hls_adjustment():
     slope, offset = (torch.tensor(v)[:, None, None] for v in hls_oli_to_msi(model.output_bands))
     assert (block_mean(y) - block_mean((slope * x[0, :6] + offset)[None])).abs().max() < 1e-5
     assert not torch.allclose(slope, torch.ones_like(slope))  # a real OLI -> MSI adjustment
+    # on a cube 10 m off the Landsat grid, the means over its pixels are kept
+    with torch.no_grad(), landsat_grid((2, 1)):
+        y = model(x)
+    want = (slope * x[0, :6] + offset)[None]
+    assert y.shape == (1, 6, 36, 36)
+    assert (_landsat_means(y, (2, 1)) - _landsat_means(want, (2, 1))).abs().max() < 1e-5
 
 
 def test_fit_bandpass_recovers_a_known_linear_relation():
