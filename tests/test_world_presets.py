@@ -185,3 +185,112 @@ def test_a_cloudy_season_world_is_byte_identical_for_the_same_seed(tmp_path: Pat
     b = create_world(tmp_path / "b", cfg, progress=False)
     assert _rasters_and_truth(a.root) and _rasters_and_truth(a.root) == _rasters_and_truth(b.root)
     assert any(s["cloud_fraction"] > 0.5 for s in a.scenes), "the wet season's deck is in the scenes"
+
+
+# --- two-zones: an AOI across the UTM zone 14/15 boundary (issue 17 item 3) ---
+
+
+@pytest.fixture(scope="module")
+def two_zone_world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The tiny two-zones world, noise-free, cloud-free and unshifted so pixels compare with truth:
+    Sentinel-2 passes on 1, 6 and 11 May; path 27 on 3 and 11 May, path 28 on 4 and 12 May."""
+    cfg = preset_config(
+        "two-zones",
+        tiny=True,
+        end="2023-05-12",
+        noise=0.0,
+        clear_probability=1.0,
+        cirrus_probability=0.0,
+        edge_nodata_probability=0.0,
+        max_shift_px=0.0,
+    )
+    return create_world(tmp_path_factory.mktemp("zones") / "world", cfg, progress=False)
+
+
+def _uniform(truth_band: np.ndarray, size: int) -> np.ndarray:
+    """Pixels whose ``size`` x ``size`` neighbourhood in the truth is one reflectance: there the
+    sensors' resolution and resampling cannot change the value."""
+    from scipy import ndimage
+
+    return ndimage.maximum_filter(truth_band, size) - ndimage.minimum_filter(truth_band, size) < 3e-3
+
+
+def test_two_zones_has_tiles_and_paths_in_two_zones(two_zone_world: World) -> None:
+    from harmonize.world.zones import boundary_fraction
+
+    items = two_zone_world.items()
+    s2 = [i for i in items if i["collection"] == "sentinel-2-l2a"]
+    landsat = [i for i in items if i["collection"] == "landsat-c2-l2"]
+    tiles = {(i["properties"]["s2:mgrs_tile"], i["properties"]["proj:code"]) for i in s2}
+    assert tiles == {("14SQJ", "EPSG:32614"), ("15STD", "EPSG:32615")}
+    by_time: dict[str, set] = defaultdict(set)
+    for i in s2:
+        by_time[i["properties"]["datetime"]].add(i["properties"]["s2:mgrs_tile"])
+    assert len(by_time) == 3 and all(v == {"14SQJ", "15STD"} for v in by_time.values()), "one pass, two tiles"
+    paths = defaultdict(set)
+    for i in landsat:
+        p = i["properties"]
+        paths[(p["landsat:wrs_path"], p["proj:code"])].add(p["datetime"][:10])
+    assert paths == {
+        ("028", "EPSG:32614"): {"2023-05-04", "2023-05-12"},
+        ("027", "EPSG:32615"): {"2023-05-03", "2023-05-11"},
+    }, "neighbouring paths, each in its own zone, imaged on different days"
+    assert 0.3 < boundary_fraction(two_zone_world.config) < 0.8
+    # The manifest's masks carry each scene's CRS: the eastern tile's are on EPSG:32615.
+    east = next(s for s in two_zone_world.scenes if s["tile"] == "15STD")
+    assert two_zone_world.injected_masks(east["id"]).rio.crs.to_epsg() == 32615
+
+
+def test_two_zones_mosaic_has_no_gap_and_matches_truth_on_both_sides(two_zone_world: World) -> None:
+    import pystac
+
+    from harmonize.cube import load_cube
+    from harmonize.world.zones import _boundary_x
+
+    w = two_zone_world
+    items = [pystac.Item.from_dict(d) for d in w.items() if d["collection"] == "sentinel-2-l2a"]
+    cube = load_cube(items, bands=["red", "blue"]).compute()
+    assert cube.odc.geobox.crs.epsg == 32614, "the AOI centre's zone (the tiles tie 3 to 3)"
+    assert cube.sizes["time"] == 3, "each pass's two tiles are one mosaic"
+    xb = _boundary_x(w.config)
+    for i in range(3):
+        platform = str(cube["platform"].values[i])
+        day = np.datetime64(str(cube["time"].values[i])[:10])
+        truth = w.truth_as_seen_by(platform).sel(time=day)
+        truth = truth.reindex(y=cube["y"], x=cube["x"], method="nearest", tolerance=1.0).compute()
+        for band in ("red", "blue"):
+            got, want = cube[band].isel(time=i).values, truth[band].values
+            aoi = ~np.isnan(want)
+            assert not np.isnan(got[aoi]).any(), f"{platform} {band}: NaN in the AOI (a gap between tiles)"
+            flat = aoi & _uniform(np.nan_to_num(want), 5)
+            x = np.broadcast_to(cube["x"].values[None, :], got.shape)
+            for side, where in (("west", x < xb - 150), ("east", x > xb + 150), ("seam", abs(x - xb) <= 150)):
+                sel = flat & where
+                assert sel.sum() > 50, side
+                err = np.abs(got[sel] - want[sel])
+                assert np.median(err) < 5e-4 and np.quantile(err, 0.99) < 2e-3, (platform, band, side)
+
+
+def test_two_zones_landsat_paths_cover_their_sides_and_the_sidelap(two_zone_world: World) -> None:
+    import pystac
+
+    from harmonize.cube import load_cube
+
+    w = two_zone_world
+    items = [pystac.Item.from_dict(d) for d in w.items() if d["collection"] == "landsat-c2-l2"]
+    cube = load_cube(items, bands=["red"], geobox=w.geobox).compute()
+    assert cube.sizes["time"] == 4, "the two paths' scenes are separate dates"
+    valid = ~np.isnan(cube["red"].values)
+    share = valid.mean(axis=(1, 2))
+    assert np.all((share > 0.6) & (share < 0.8)), share  # each path covers 70 % of the AOI
+    path = np.array([str(i)[10:13] for i in cube["item_id"].values])
+    west, east = valid[path == "028"].all(axis=0), valid[path == "027"].all(axis=0)
+    assert (west | east).all(), "together the paths cover the whole AOI"
+    assert 0.3 < (west & east).mean() < 0.5, "the middle 40 % is sidelap"
+    assert west[:, 0].all() and east[:, -1].all() and not west[:, -1].any() and not east[:, 0].any()
+    truth = w.truth_as_seen_by("landsat-8").compute()
+    for i, t in enumerate(cube["time"].values):
+        want = truth["red"].sel(time=np.datetime64(str(t)[:10])).values
+        ok = valid[i] & _uniform(want, 11)
+        err = np.abs(cube["red"].values[i][ok] - want[ok])
+        assert ok.sum() > 100 and np.median(err) < 1e-3, (path[i], np.median(err))

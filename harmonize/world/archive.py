@@ -43,7 +43,7 @@ from harmonize.errors import WorldError
 from harmonize.world import stac_items, thermal
 from harmonize.world.calendar import Scene, acquisitions, sun_position
 from harmonize.world.config import WorldConfig
-from harmonize.world.grids import DOMAIN_MARGIN_PX, Grid, aoi_grid, domain_grid, landsat_grid, sentinel2_grid
+from harmonize.world.grids import Grid
 from harmonize.world.landscape import CROPS, LANDCOVER, Landscape, landscape_of
 from harmonize.world.scenes import (
     MASK_BITS,
@@ -54,6 +54,7 @@ from harmonize.world.scenes import (
     simulate_sentinel2,
 )
 from harmonize.world.sensors import spectral
+from harmonize.world.zones import Tile, tiles
 
 __all__ = ["World", "create_world", "open_world", "FORMAT", "SHIFT_CONVENTION"]
 
@@ -90,16 +91,13 @@ _L2_FILES = {
 
 
 def geometry(cfg: WorldConfig) -> Geometry:
-    """All grids of the world ``cfg`` describes."""
-    aoi = aoi_grid(cfg.origin, cfg.size_px)
-    return Geometry(
-        domain=domain_grid(aoi),
-        aoi=aoi,
-        s2_10=sentinel2_grid(aoi, 10.0),
-        s2_20=sentinel2_grid(aoi, 20.0),
-        l30=landsat_grid(aoi, 30.0),
-        l15=landsat_grid(aoi, 15.0),
-    )
+    """All grids of the world ``cfg`` describes (of its first tile in a two-zone world)."""
+    return tiles(cfg)[0].geometry
+
+
+def _margin_px(geo: Geometry) -> int:
+    """How many pixels the simulated domain reaches past the AOI on each side."""
+    return int(round((geo.aoi.x0 - geo.domain.x0) / geo.aoi.res))
 
 
 def _centre_lonlat(cfg: WorldConfig, aoi: Grid) -> tuple[float, float]:
@@ -112,8 +110,16 @@ def _centre_lonlat(cfg: WorldConfig, aoi: Grid) -> tuple[float, float]:
 
 def _scenes(cfg: WorldConfig, aoi: Grid) -> list[Scene]:
     lon, _ = _centre_lonlat(cfg, aoi)
+    ts = tiles(cfg)
+    east = (ts[1].mgrs_tile, ts[1].wrs_path) if len(ts) > 1 else None
     return acquisitions(
-        cfg.start, cfg.end, lon=lon, mgrs_tile=cfg.mgrs_tile, wrs_path=cfg.wrs_path, wrs_row=cfg.wrs_row
+        cfg.start,
+        cfg.end,
+        lon=lon,
+        mgrs_tile=ts[0].mgrs_tile,
+        wrs_path=ts[0].wrs_path,
+        wrs_row=cfg.wrs_row,
+        east=east,
     )
 
 
@@ -151,13 +157,16 @@ def _uri(p: Path) -> str:
 class _Builder:
     def __init__(self, root: Path, cfg: WorldConfig) -> None:
         self.root, self.cfg = root, cfg
-        self.geo = geometry(cfg)
+        self.tiles: list[Tile] = tiles(cfg)
+        self.geo = self.tiles[0].geometry
         self.lon, self.lat = _centre_lonlat(cfg, self.geo.aoi)
 
     def scene(
         self, scene: Scene, surface: np.ndarray, water: np.ndarray, lst: np.ndarray
     ) -> tuple[list[dict[str, Any]], dict[str, Any], np.ndarray]:
-        cfg, geo = self.cfg, self.geo
+        cfg = self.cfg
+        tile = self.tiles[scene.tile]
+        geo, epsg = tile.geometry, tile.epsg
         sun = sun_position(scene.datetime, self.lat, self.lon)
         if scene.sensor == "sentinel-2":
             sim = simulate_sentinel2(cfg, geo, scene, surface, water, sun)
@@ -166,15 +175,15 @@ class _Builder:
             for key, arr in sim.bands.items():
                 grid = geo.s2_20 if key in ("nir08", "swir16", "swir22", "scl") else geo.s2_10
                 p = folder / f"{_S2_FILES[key]}.tif"
-                _write_cog(p, arr, grid, cfg.epsg, 0, key == "scl")
+                _write_cog(p, arr, grid, epsg, 0, key == "scl")
                 hrefs[key] = _uri(p)
             items = [
                 stac_items.sentinel2_item(
                     scene,
                     hrefs,
                     {10: geo.s2_10, 20: geo.s2_20},
-                    epsg=cfg.epsg,
-                    mgrs_tile=cfg.mgrs_tile,
+                    epsg=epsg,
+                    mgrs_tile=tile.mgrs_tile,
                     sun=sun,
                     stats=sim.stats,
                 )
@@ -197,33 +206,39 @@ class _Builder:
             nodata = {"qa_pixel": 1, "qa": thermal.ST_QA_SCALING.nodata}
             for key, arr in {**sim.bands, "lwir11": st[0], "qa": st[1]}.items():
                 p = folder / f"{scene.product_id}_{_L2_FILES[key]}.TIF"
-                _write_cog(p, arr, geo.l30, cfg.epsg, nodata.get(key, 0), key == "qa_pixel")
+                _write_cog(p, arr, geo.l30, epsg, nodata.get(key, 0), key == "qa_pixel")
                 hrefs[key] = _uri(p)
-            wrs = (cfg.wrs_path, cfg.wrs_row)
+            wrs = (tile.wrs_path, cfg.wrs_row)
             items = [
                 stac_items.landsat_l2_item(
-                    scene, hrefs, geo.l30, epsg=cfg.epsg, sun=sun, cloud_cover=sim.cloud_cover, wrs=wrs
+                    scene, hrefs, geo.l30, epsg=epsg, sun=sun, cloud_cover=sim.cloud_cover, wrs=wrs
                 )
             ]
             folder1 = self.root / "data" / "landsat-c2l1" / str(scene.l1_id)
             h1 = {}
             p = folder1 / f"{scene.l1_id}_B8.TIF"
-            _write_cog(p, sim.l1_bands["pan"], geo.l15, cfg.epsg, 0, False)
+            _write_cog(p, sim.l1_bands["pan"], geo.l15, epsg, 0, False)
             h1["pan"] = _uri(p)
             p = folder1 / f"{scene.l1_id}_QA_PIXEL.TIF"
-            _write_cog(p, sim.l1_bands["qa_pixel"], geo.l30, cfg.epsg, 1, True)
+            _write_cog(p, sim.l1_bands["qa_pixel"], geo.l30, epsg, 1, True)
             h1["qa_pixel"] = _uri(p)
             items.append(
                 stac_items.landsat_l1_item(
-                    scene, h1, geo.l30, geo.l15, epsg=cfg.epsg, sun=sun, cloud_cover=sim.cloud_cover, wrs=wrs
+                    scene, h1, geo.l30, geo.l15, epsg=epsg, sun=sun, cloud_cover=sim.cloud_cover, wrs=wrs
                 )
             )
         entry = self._manifest_entry(scene, sim, sun)
         return items, entry, sim.raw_masks
 
     def _manifest_entry(self, scene: Scene, sim: SimulatedScene, sun: tuple[float, float]) -> dict[str, Any]:
-        geo = self.geo
+        tile = self.tiles[scene.tile]
+        geo = tile.geometry
         qa_grid = geo.l30 if scene.sensor == "landsat" else geo.s2_20
+        extra: dict[str, Any] = {}
+        if len(self.tiles) > 1:
+            extra = {"tile": tile.mgrs_tile if scene.sensor == "sentinel-2" else tile.wrs_path}
+            if tile.epsg != self.cfg.epsg:
+                extra["shift_world"] = list(_shift_in(qa_grid, sim.shift, self.cfg.epsg))
         return {
             "id": scene.id,
             "collection": scene.collection,
@@ -239,7 +254,19 @@ class _Builder:
             "sun_azimuth": sun[0],
             "sun_elevation": sun[1],
             "mask_grid": {"transform": qa_grid.stac_transform(), "shape": [qa_grid.ny, qa_grid.nx]},
+            "epsg": tile.epsg,
+            **extra,
         }
+
+
+def _shift_in(grid: Grid, shift: tuple[float, float], epsg: int) -> tuple[float, float]:
+    """``shift`` (metres in ``grid``'s CRS) as the same displacement of ``grid``'s centre in ``epsg``."""
+    t = Transformer.from_crs(int(grid.epsg), epsg, always_xy=True)  # type: ignore[arg-type]
+    left, bottom, right, top = grid.bounds
+    cx, cy = (left + right) / 2, (bottom + top) / 2
+    x0, y0 = t.transform(cx, cy)
+    x1, y1 = t.transform(cx + shift[0], cy + shift[1])
+    return (round(float(x1 - x0), 3), round(float(y1 - y0), 3))
 
 
 def _write_truth(
@@ -251,7 +278,7 @@ def _write_truth(
 ) -> None:
     import zarr
 
-    m = DOMAIN_MARGIN_PX
+    m = _margin_px(geo)
     aoi = geo.aoi
     sl = (slice(m, m + aoi.ny), slice(m, m + aoi.nx))
     first = True
@@ -389,7 +416,7 @@ def _scene_batches(
     the truth land surface temperature on the AOI, for :func:`_write_truth`.
     """
     aoi = builder.geo.aoi
-    m = DOMAIN_MARGIN_PX
+    m = _margin_px(builder.geo)
     sl = (slice(m, m + aoi.ny), slice(m, m + aoi.nx))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i in range(0, len(out.dates), _TIME_CHUNK):
@@ -455,6 +482,9 @@ def _write_catalogue(root: Path, cfg: WorldConfig, sim: _Simulated) -> None:
     ordered = [it for s in sim.scenes for it in sim.items[s.id]]
     (root / "collections").mkdir(exist_ok=True)
     _, bbox = stac_items.footprint(geometry(cfg).aoi, cfg.epsg)
+    if cfg.two_zones and ordered:  # the tile in the other zone reaches past the AOI's box
+        boxes = np.array([it["bbox"] for it in ordered])
+        bbox = [*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist()]
     for cid, doc in stac_items.collections(bbox, cfg.start, cfg.end).items():
         _write_json(root / "collections" / f"{cid}.json", doc)
     with open(root / "items.ndjson", "w") as f:
@@ -694,4 +724,5 @@ class World:
             {k: (("y", "x"), v) for k, v in masks.items()}, coords={"y": grid.ys(), "x": grid.xs()}
         )
         ds.attrs = {"scene_id": entry["id"], "sensor": entry["sensor"]}
-        return ds.rio.write_crs(self.crs).rio.write_transform(grid.transform)
+        crs = f"EPSG:{entry['epsg']}" if "epsg" in entry else self.crs
+        return ds.rio.write_crs(crs).rio.write_transform(grid.transform)

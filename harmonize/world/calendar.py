@@ -35,6 +35,11 @@ class Scene:
         Id of the companion ``landsat-c2l1`` item carrying the pan band (Landsat only).
     product_id
         Full product id used in file names (with processing date, Landsat only).
+    tile
+        Which footprint of the world the scene covers (:mod:`harmonize.world.zones`): 0, or 1
+        for the eastern tile / path of a world across a UTM zone boundary.
+    datatake
+        For the second tile of a Sentinel-2 pass, the first tile's id: both share one sky.
     """
 
     id: str
@@ -44,12 +49,48 @@ class Scene:
     datetime: dt.datetime
     l1_id: str | None = None
     product_id: str | None = None
+    tile: int = 0
+    datatake: str | None = None
+
+
+#: Days after the western WRS-2 path that the eastern neighbour (path - 1) is imaged.
+EAST_PATH_LAG_DAYS = 7
+
+
+def _landsat_scene(day: dt.date, n: int, cycle_day: int, lon: float, path: int, row: int, tile: int) -> Scene:
+    plat = "landsat-8" if cycle_day % 16 < 8 else "landsat-9"
+    code = "LC08" if plat == "landsat-8" else "LC09"
+    ymd = day.strftime("%Y%m%d")
+    pr = f"{path:03d}{row:03d}"
+    proc = (day + dt.timedelta(days=7)).strftime("%Y%m%d")
+    return Scene(
+        id=f"{code}_L2SP_{pr}_{ymd}_02_T1",
+        collection="landsat-c2-l2",
+        sensor="landsat",
+        platform=plat,
+        datetime=_overpass(day, "landsat", lon, n),
+        l1_id=f"{code}_L1TP_{pr}_{ymd}_{proc}_02_T1",
+        product_id=f"{code}_L2SP_{pr}_{ymd}_{proc}_02_T1",
+        tile=tile,
+    )
 
 
 def acquisitions(
-    start: dt.date, end: dt.date, *, lon: float, mgrs_tile: str, wrs_path: int, wrs_row: int
+    start: dt.date,
+    end: dt.date,
+    *,
+    lon: float,
+    mgrs_tile: str,
+    wrs_path: int,
+    wrs_row: int,
+    east: tuple[str, int] | None = None,
 ) -> list[Scene]:
-    """Every scene between ``start`` and ``end`` (inclusive), in time order."""
+    """Every scene between ``start`` and ``end`` (inclusive), in time order.
+
+    ``east`` is ``(mgrs tile, wrs path)`` of a world's second footprint: each Sentinel-2 pass then
+    also images that tile (same time, same sky), and that WRS-2 path is imaged
+    :data:`EAST_PATH_LAG_DAYS` after ``wrs_path`` by each Landsat.
+    """
     out: list[Scene] = []
     day = start
     while day <= end:
@@ -58,28 +99,15 @@ def acquisitions(
         if n % 5 == 0:
             plat = "sentinel-2a" if (n // 5) % 2 == 0 else "sentinel-2b"
             t = _overpass(day, "sentinel-2", lon, n)
-            out.append(
-                Scene(
-                    f"S2{plat[-1].upper()}_{mgrs_tile}_{ymd}_0_L2A", "sentinel-2-l2a", "sentinel-2", plat, t
-                )
-            )
+            first = f"S2{plat[-1].upper()}_{mgrs_tile}_{ymd}_0_L2A"
+            out.append(Scene(first, "sentinel-2-l2a", "sentinel-2", plat, t))
+            if east is not None:
+                sid = f"S2{plat[-1].upper()}_{east[0]}_{ymd}_0_L2A"
+                out.append(Scene(sid, "sentinel-2-l2a", "sentinel-2", plat, t, tile=1, datatake=first))
         if n % 8 == 0:
-            plat = "landsat-8" if n % 16 == 0 else "landsat-9"
-            code = "LC08" if plat == "landsat-8" else "LC09"
-            pr = f"{wrs_path:03d}{wrs_row:03d}"
-            proc = (day + dt.timedelta(days=7)).strftime("%Y%m%d")
-            t = _overpass(day, "landsat", lon, n)
-            out.append(
-                Scene(
-                    id=f"{code}_L2SP_{pr}_{ymd}_02_T1",
-                    collection="landsat-c2-l2",
-                    sensor="landsat",
-                    platform=plat,
-                    datetime=t,
-                    l1_id=f"{code}_L1TP_{pr}_{ymd}_{proc}_02_T1",
-                    product_id=f"{code}_L2SP_{pr}_{ymd}_{proc}_02_T1",
-                )
-            )
+            out.append(_landsat_scene(day, n, n, lon, wrs_path, wrs_row, 0))
+        if east is not None and (n - EAST_PATH_LAG_DAYS) % 8 == 0:
+            out.append(_landsat_scene(day, n, n - EAST_PATH_LAG_DAYS, lon, east[1], wrs_row, 1))
         day += dt.timedelta(days=1)
     return sorted(out, key=lambda s: (s.datetime, s.id))
 

@@ -67,6 +67,14 @@ class WorldConfig(BaseModel):
         field per scene.
     wet_season_cover
         Range of the wet season's cloud fraction (it changes slowly, week to week).
+    two_zones
+        The AOI straddles the eastern boundary of ``epsg``'s UTM zone (which must cross it
+        between 30 % and 80 % of its width): Sentinel-2 comes as two MGRS tiles, the western one
+        in ``epsg`` and the eastern one in the next zone's CRS, overlapping near the boundary and
+        acquired in the same pass (one sky); Landsat comes from two WRS-2 paths, ``wrs_path``
+        (west, in ``epsg``) and ``wrs_path - 1`` (east, in the next zone), each covering 70 % of
+        the AOI (the middle 40 % is their sidelap), imaged 7 days apart. Tile names then follow
+        from the MGRS grid (``mgrs_tile`` is not used). :mod:`harmonize.world.zones`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -93,6 +101,7 @@ class WorldConfig(BaseModel):
     field_irregularity: float = Field(0.0, ge=0, le=2)
     wet_season: tuple[str, str] | None = None
     wet_season_cover: tuple[float, float] = (0.7, 0.95)
+    two_zones: bool = False
 
     @field_validator("size_km")
     @classmethod
@@ -151,7 +160,24 @@ class WorldConfig(BaseModel):
             )
         if (self.end - self.start).days > 3 * 366:
             raise ValueError("a world spans at most three years; shorten start..end")
+        if self.two_zones:
+            self._check_two_zones()
         return self
+
+    def _check_two_zones(self) -> None:
+        from harmonize.world.zones import boundary_fraction, origin_for_boundary
+
+        if self.epsg % 100 == 60:
+            raise ValueError("two_zones needs a zone east of epsg's; zone 60 has none in this simulator")
+        if self.wrs_path < 2:
+            raise ValueError("two_zones needs wrs_path >= 2 (the eastern path is wrs_path - 1)")
+        f = boundary_fraction(self)
+        if not 0.3 <= f <= 0.8:
+            x0 = origin_for_boundary(self, 0.58)
+            raise ValueError(
+                f"two_zones: the UTM zone boundary crosses the AOI at {f:.0%} of its width (it must be "
+                f"between 30 % and 80 %); move the origin, e.g. origin=({x0:.0f}, {self.origin[1]:.0f})"
+            )
 
     @property
     def size_px(self) -> int:

@@ -2,17 +2,31 @@
 
 Sentinel-2 MGRS grids sit on 10 m (and 20 m) multiples; Landsat WRS-2 grids on 15 m multiples that
 are odd multiples of 15 m, i.e. 5 m off the 10 m lattice, as in real Collection 2 products.
+
+A grid may carry its CRS (``epsg``): a world across a UTM zone boundary has tiles in the
+neighbouring zone, whose pixel centres :func:`centres_in` maps onto the world's own CRS.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from affine import Affine
+from pyproj import Transformer
 
-__all__ = ["Grid", "aoi_grid", "domain_grid", "sentinel2_grid", "landsat_grid", "DOMAIN_MARGIN_PX"]
+__all__ = [
+    "Grid",
+    "aoi_grid",
+    "domain_grid",
+    "sentinel2_grid",
+    "landsat_grid",
+    "grid_over",
+    "centres_in",
+    "DOMAIN_MARGIN_PX",
+]
 
 #: The simulated ground extends this many 10 m pixels beyond the AOI on every side, enough for
 #: Landsat scenes that overhang the AOI, their misregistration and their point-spread function.
@@ -21,13 +35,15 @@ DOMAIN_MARGIN_PX = 20
 
 @dataclass(frozen=True)
 class Grid:
-    """A north-up pixel grid: upper-left corner ``(x0, y0)``, square pixels of ``res`` metres."""
+    """A north-up pixel grid: upper-left corner ``(x0, y0)``, square pixels of ``res`` metres,
+    in the CRS ``epsg`` (``None``: the world's own)."""
 
     x0: float
     y0: float
     res: float
     ny: int
     nx: int
+    epsg: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -57,21 +73,53 @@ class Grid:
         return [self.res, 0.0, self.x0, 0.0, -self.res, self.y0]
 
 
-def aoi_grid(origin: tuple[float, float], size_px: int) -> Grid:
+def aoi_grid(origin: tuple[float, float], size_px: int, epsg: int | None = None) -> Grid:
     """The 10 m grid of the area of interest (also the Sentinel-2 10 m grid)."""
-    return Grid(origin[0], origin[1], 10.0, size_px, size_px)
+    return Grid(origin[0], origin[1], 10.0, size_px, size_px, epsg)
 
 
 def domain_grid(aoi: Grid, margin_px: int = DOMAIN_MARGIN_PX) -> Grid:
     """The 10 m grid on which the ground is simulated: the AOI plus a margin."""
     m = margin_px * aoi.res
-    return Grid(aoi.x0 - m, aoi.y0 + m, aoi.res, aoi.ny + 2 * margin_px, aoi.nx + 2 * margin_px)
+    return Grid(aoi.x0 - m, aoi.y0 + m, aoi.res, aoi.ny + 2 * margin_px, aoi.nx + 2 * margin_px, aoi.epsg)
 
 
 def sentinel2_grid(aoi: Grid, res: float) -> Grid:
     """Sentinel-2 grid at ``res`` (10 or 20 m) covering the AOI, on the MGRS lattice."""
     k = int(round(res / aoi.res))
-    return Grid(aoi.x0, aoi.y0, res, aoi.ny // k, aoi.nx // k)
+    return Grid(aoi.x0, aoi.y0, res, aoi.ny // k, aoi.nx // k, aoi.epsg)
+
+
+def grid_over(
+    bounds: tuple[float, float, float, float], res: float, epsg: int | None, lattice: float = 20.0
+) -> Grid:
+    """The ``res`` grid whose edges sit on ``lattice`` multiples and that covers ``bounds``
+    (``left, bottom, right, top``) in CRS ``epsg``; ``lattice`` must be a multiple of ``res``."""
+    left, bottom, right, top = bounds
+    x0 = lattice * math.floor(left / lattice)
+    y0 = lattice * math.ceil(top / lattice)
+    x1 = lattice * math.ceil(right / lattice)
+    y1 = lattice * math.floor(bottom / lattice)
+    return Grid(x0, y0, res, int(round((y0 - y1) / res)), int(round((x1 - x0) / res)), epsg)
+
+
+@lru_cache(maxsize=32)
+def _centres(grid: Grid, epsg: int, shift: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = np.meshgrid(grid.xs(shift[0]), grid.ys(shift[1]))
+    if grid.epsg is None or grid.epsg == epsg:
+        return xs, ys
+    x, y = Transformer.from_crs(grid.epsg, epsg, always_xy=True).transform(xs, ys)
+    return np.asarray(x), np.asarray(y)
+
+
+def centres_in(
+    grid: Grid, epsg: int | None, shift: tuple[float, float] = (0.0, 0.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``(x, y)`` of ``grid`` (each ``(ny, nx)``), displaced by ``shift``
+    metres in the grid's own CRS, then expressed in CRS ``epsg`` (``None``: left as they are)."""
+    if epsg is None:
+        epsg = grid.epsg or 0
+    return _centres(grid, epsg, (float(shift[0]), float(shift[1])))
 
 
 def landsat_grid(aoi: Grid, res: float = 30.0) -> Grid:
@@ -86,4 +134,4 @@ def landsat_grid(aoi: Grid, res: float = 30.0) -> Grid:
     nx30 = int(math.ceil((right + 45.0 - x0) / 30.0))
     ny30 = int(math.ceil((y0 - (bottom - 45.0)) / 30.0))
     k = int(round(30.0 / res))
-    return Grid(x0, y0, res, ny30 * k, nx30 * k)
+    return Grid(x0, y0, res, ny30 * k, nx30 * k, aoi.epsg)

@@ -38,11 +38,15 @@ class Preset:
         What the world is for, in one line.
     fields
         :class:`WorldConfig` fields over its defaults.
+    tiny_fields
+        Fields over ``fields`` for its tiny version (``preset_config(name, tiny=True)``), where
+        the full-size fields do not fit 1.28 km (a zone boundary that must cross the AOI).
     """
 
     name: str
     summary: str
     fields: dict[str, Any] = field(default_factory=dict)
+    tiny_fields: dict[str, Any] = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {
@@ -65,6 +69,15 @@ PRESETS: dict[str, Preset] = {
             "weeks and drift slowly: Sentinel-2 gets fewer than one clear look per pixel a month "
             "then (about 0.5), and Landsat's looks (about 0.3) are the dates it adds",
             dict(_REALISTIC_LAND, wet_season=("06-01", "08-15")),
+        ),
+        Preset(
+            "two-zones",
+            "the demo's sky and fields across the UTM zone 14/15 boundary (96 W): two Sentinel-2 "
+            "tiles (14SQJ in EPSG:32614, 15STD in EPSG:32615) meeting and overlapping in the AOI, "
+            "mosaicked per pass, and two Landsat paths (28 and 27, 7 days apart) each covering 70 % "
+            "of it (40 % sidelap)",
+            dict(two_zones=True, origin=(756_920.0, 4_321_000.0)),
+            tiny_fields=dict(origin=(758_940.0, 4_321_000.0)),
         ),
     )
 }
@@ -100,5 +113,6 @@ def preset_config(name: str | None = None, *, tiny: bool = False, **overrides: A
             f"unknown world preset {name!r}; choose one of: {', '.join(PRESETS)} "
             "(`harmonize world presets` says what each is for)"
         )
-    fields = {**PRESETS[key].fields, **overrides}
+    preset = PRESETS[key]
+    fields = {**preset.fields, **(preset.tiny_fields if tiny else {}), **overrides}
     return WorldConfig.tiny(**fields) if tiny else WorldConfig(**fields)

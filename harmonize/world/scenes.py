@@ -27,7 +27,7 @@ from harmonize.world.clouds import (
     wet_season_opacity,
 )
 from harmonize.world.config import WorldConfig
-from harmonize.world.grids import Grid
+from harmonize.world.grids import Grid, centres_in
 from harmonize.world.sensors import PSF_SIGMA, SCALINGS, add_noise, pan_toa, project, quantise, spectral
 
 __all__ = [
@@ -54,7 +54,12 @@ MASK_BITS = {
 
 @dataclass(frozen=True)
 class Geometry:
-    """The grids of a world."""
+    """The grids of a world (of one of its tiles, :mod:`harmonize.world.zones`).
+
+    ``domain`` and ``aoi`` are on the world's own CRS; the sensors' grids may be in another.
+    ``swath``, when set, is the Landsat path's swath edge ``(cx, cy, phi, d)`` in the world's
+    coordinates: pixels with ``(x - cx) cos phi + (y - cy) sin phi > d`` are nodata.
+    """
 
     domain: Grid
     aoi: Grid
@@ -62,6 +67,7 @@ class Geometry:
     s2_20: Grid
     l30: Grid
     l15: Grid
+    swath: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -115,12 +121,24 @@ def _edge(cfg: WorldConfig, aoi: Grid, rng: np.random.Generator) -> tuple[float,
     return ((left + right) / 2, (bottom + top) / 2, phi, (0.5 - frac) * size)
 
 
-def _edge_mask(edge: tuple[float, float, float, float] | None, grid: Grid) -> np.ndarray:
+def _edge_mask(
+    edge: tuple[float, float, float, float] | None, grid: Grid, home: int | None = None
+) -> np.ndarray:
+    """Pixels of ``grid`` beyond the line ``edge`` (world coordinates, CRS ``home``)."""
     if edge is None:
         return np.zeros(grid.shape, bool)
     cx, cy, phi, d = edge
-    xs, ys = grid.xs()[None, :], grid.ys()[:, None]
+    if grid.epsg is None or home is None or grid.epsg == home:
+        xs, ys = grid.xs()[None, :], grid.ys()[:, None]
+    else:
+        xs, ys = centres_in(grid, home)
     return (xs - cx) * np.cos(phi) + (ys - cy) * np.sin(phi) > d
+
+
+def _sky_key(scene: Scene) -> str:
+    """Whose draws a scene's sky (clouds, swath edge) takes: the tiles of one Sentinel-2 pass
+    share the first tile's."""
+    return scene.datatake or scene.id
 
 
 def _atmosphere(cfg: WorldConfig, scene: Scene, domain: Grid, sun: tuple[float, float]) -> Atmosphere:
@@ -131,7 +149,7 @@ def _atmosphere(cfg: WorldConfig, scene: Scene, domain: Grid, sun: tuple[float, 
         )
     return draw_atmosphere(
         domain.shape,
-        scene_rng(cfg.seed, scene.id, 1),
+        scene_rng(cfg.seed, _sky_key(scene), 1),
         res=domain.res,
         clear_probability=cfg.clear_probability,
         max_cloud_fraction=cfg.max_cloud_fraction,
@@ -197,7 +215,7 @@ def simulate_sentinel2(
 ) -> SimulatedScene:
     """Simulate a Sentinel-2 L2A scene from Sentinel-2A ``surface`` ``(6, ny, nx)`` on the domain."""
     atm = _atmosphere(cfg, scene, geo.domain, sun)
-    edge = _edge(cfg, geo.aoi, scene_rng(cfg.seed, scene.id, 3))
+    edge = _edge(cfg, geo.aoi, scene_rng(cfg.seed, _sky_key(scene), 3))
     noise_rng = scene_rng(cfg.seed, scene.id, 2)
     seen = apply_atmosphere(spectral(surface, scene.platform), atm)  # type: ignore[arg-type]
     s10, s20 = PSF_SIGMA[("sentinel-2", 10)], PSF_SIGMA[("sentinel-2", 20)]
@@ -205,7 +223,8 @@ def simulate_sentinel2(
     # 20 m: nir, swir16, swir22, then red (for NDVI) and the atmosphere's fields.
     aux = np.stack([seen[3], seen[4], seen[5], seen[2], atm.opacity, atm.shadow, atm.cirrus, water])
     p20 = project(aux, geo.domain, geo.s2_20, s20)
-    nd10, nd20 = _edge_mask(edge, geo.s2_10), _edge_mask(edge, geo.s2_20)
+    home = geo.aoi.epsg
+    nd10, nd20 = _edge_mask(edge, geo.s2_10, home), _edge_mask(edge, geo.s2_20, home)
     scaling = SCALINGS["sentinel-2"]
     dn10 = quantise(add_noise(b10, "sentinel-2", noise_rng, cfg.noise), scaling, nd10)
     dn20 = quantise(add_noise(p20[:3], "sentinel-2", noise_rng, cfg.noise), scaling, nd20)
@@ -290,7 +309,9 @@ def simulate_landsat(
     aux = np.concatenate([seen, np.stack([atm.opacity, atm.shadow, atm.cirrus, water])])
     p30 = project(aux, geo.domain, geo.l30, s30, shift)
     pan = project(pan_toa(seen), geo.domain, geo.l15, s15, shift)
-    nd30, nd15 = _edge_mask(edge, geo.l30), _edge_mask(edge, geo.l15)
+    home = geo.aoi.epsg
+    nd30 = _edge_mask(edge, geo.l30, home) | _edge_mask(geo.swath, geo.l30, home)
+    nd15 = _edge_mask(edge, geo.l15, home) | _edge_mask(geo.swath, geo.l15, home)
     dn = quantise(add_noise(p30[:6], "landsat", noise_rng, cfg.noise), SCALINGS["landsat-l2"], nd30)
     dn_pan = quantise(add_noise(pan, "pan", noise_rng, cfg.noise), SCALINGS["landsat-l1"], nd15)
     opacity, shadow_f, cirrus_f, water_f = p30[6], p30[7], p30[8], p30[9]

@@ -32,7 +32,7 @@ from scipy import ndimage
 from harmonize.providers import Scaling
 from harmonize.world.grids import Grid
 from harmonize.world.landscape import Landscape
-from harmonize.world.sensors import axis_weights
+from harmonize.world.sensors import axis_weights, foreign_view, is_foreign
 
 __all__ = [
     "ST_SCALING",
@@ -130,6 +130,9 @@ def surface_temperature(land: Landscape, d: dt.date, seed: int) -> np.ndarray:
 
 
 def _footprint_view(field: np.ndarray, src: Grid, dst: Grid, shift: tuple[float, float]) -> np.ndarray:
+    if is_foreign(src, dst):
+        view = foreign_view(field.astype(np.float32), src, dst, FOOTPRINT_M, FOOTPRINT_SIGMA_M, shift)
+        return view.astype(field.dtype)
     wy = axis_weights(dst.ys(shift[1]), FOOTPRINT_M, FOOTPRINT_SIGMA_M, src.ys(), src.res)
     wx = axis_weights(dst.xs(shift[0]), FOOTPRINT_M, FOOTPRINT_SIGMA_M, src.xs(), src.res)
     return np.asarray((wx @ (wy @ field).T).T, np.float32)
