@@ -177,8 +177,13 @@ def world_serve(directory: Path, host: str, port: int | None) -> None:
 @click.option("--include-pan", is_flag=True, help="Also search the provider's Level-1 (pan) collection.")
 @click.option("--require", is_flag=True, help="Fail when nothing is found.")
 @click.option("--json", "as_json", is_flag=True, help="Print the items as an ItemCollection.")
+@click.option("--timeout", type=float, default=30, show_default=True,
+              help="Seconds each request (each socket read) may wait.")
+@click.option("--total-timeout", type=float, default=300, show_default=True,
+              help="Seconds the whole search may take; a stalled or dripping server fails after it.")
 def search_cmd(
-    source, provider, collections, bbox, datetime_, max_cloud, max_items, include_pan, require, as_json
+    source, provider, collections, bbox, datetime_, max_cloud, max_items, include_pan, require, as_json,
+    timeout, total_timeout,
 ) -> None:
     """Search SOURCE (a STAC API URL or a stac-geoparquet file) and list what was found."""
     from harmonize.catalog import parse_bbox, search
@@ -186,6 +191,8 @@ def search_cmd(
     bbox_t = parse_bbox(bbox) if bbox else None
     items = search(
         source,
+        timeout=timeout,
+        total_timeout=total_timeout,
         provider=provider,
         collections=list(collections) or None,
         bbox=bbox_t,

@@ -508,6 +508,21 @@ def test_a_server_dripping_its_answer_hits_the_total_timeout():
             assert len(search(fast, retries=0, timeout=10, total_timeout=20)) == 0
 
 
+def test_harmonize_search_on_a_dripping_server_stops_at_its_total_timeout():
+    """The command line's --total-timeout: a named one-line error after it, not a hang."""
+    import time
+
+    import pipelines.cli  # noqa: F401 - imported before the clock starts (seconds on a busy box)
+
+    body = b'{"type": "FeatureCollection", "features": [], "links": []}'
+    with _FakeApi(post=body, drip=0.3) as url:
+        t0 = time.monotonic()
+        done = _cli("search", url, "--timeout", "10", "--total-timeout", "1.5")
+        assert time.monotonic() - t0 < 8
+    assert done.exit_code == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "total_timeout=1.5 s" in done.stderr and "127.0.0.1" in done.stderr, done.stderr[-2000:]
+
+
 def test_a_local_file_with_only_landsat_items_searches_what_it_has(tiny_world, tmp_path):
     import json
 
