@@ -251,6 +251,9 @@ def test_two_zones_mosaic_has_no_gap_and_matches_truth_on_both_sides(two_zone_wo
     items = [pystac.Item.from_dict(d) for d in w.items() if d["collection"] == "sentinel-2-l2a"]
     cube = load_cube(items, bands=["red", "blue"]).compute()
     assert cube.odc.geobox.crs.epsg == 32614, "the AOI centre's zone (the tiles tie 3 to 3)"
+    # The tiles' footprints together are the AOI: the default grid is the truth's, pixel for pixel.
+    assert cube.odc.geobox.shape == w.geobox.shape
+    assert cube.odc.geobox.transform.almost_equals(w.geobox.transform)
     assert cube.sizes["time"] == 3, "each pass's two tiles are one mosaic"
     xb = _boundary_x(w.config)
     for i in range(3):

@@ -186,6 +186,7 @@ class _Builder:
                     mgrs_tile=tile.mgrs_tile,
                     sun=sun,
                     stats=sim.stats,
+                    footprint_=None if geo.valid is None else stac_items.box_footprint(geo.valid, cfg.epsg),
                 )
             ]
         else:

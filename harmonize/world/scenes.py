@@ -59,6 +59,9 @@ class Geometry:
     ``domain`` and ``aoi`` are on the world's own CRS; the sensors' grids may be in another.
     ``swath``, when set, is the Landsat path's swath edge ``(cx, cy, phi, d)`` in the world's
     coordinates: pixels with ``(x - cx) cos phi + (y - cy) sin phi > d`` are nodata.
+    ``valid``, when set, is the box ``(left, bottom, right, top)`` in the world's coordinates that
+    the Sentinel-2 tile declares as its footprint: its pixels farther than
+    :data:`VALID_PAD_M` outside it are nodata (a tile in another zone is a rotated box).
     """
 
     domain: Grid
@@ -68,6 +71,22 @@ class Geometry:
     l30: Grid
     l15: Grid
     swath: tuple[float, float, float, float] | None = None
+    valid: tuple[float, float, float, float] | None = None
+
+
+#: How far past its declared footprint a Sentinel-2 tile's pixels still hold data (metres), so
+#: that resampling onto a grid inside the footprint never reaches a nodata pixel.
+VALID_PAD_M = 30.0
+
+
+def _outside(box: tuple[float, float, float, float] | None, grid: Grid, home: int | None) -> np.ndarray:
+    """Pixels of ``grid`` whose centres lie more than :data:`VALID_PAD_M` outside ``box``."""
+    if box is None:
+        return np.zeros(grid.shape, bool)
+    xs, ys = centres_in(grid, home)
+    left, bottom, right, top = box
+    p = VALID_PAD_M
+    return (xs < left - p) | (xs > right + p) | (ys < bottom - p) | (ys > top + p)
 
 
 @dataclass
@@ -224,7 +243,8 @@ def simulate_sentinel2(
     aux = np.stack([seen[3], seen[4], seen[5], seen[2], atm.opacity, atm.shadow, atm.cirrus, water])
     p20 = project(aux, geo.domain, geo.s2_20, s20)
     home = geo.aoi.epsg
-    nd10, nd20 = _edge_mask(edge, geo.s2_10, home), _edge_mask(edge, geo.s2_20, home)
+    nd10 = _edge_mask(edge, geo.s2_10, home) | _outside(geo.valid, geo.s2_10, home)
+    nd20 = _edge_mask(edge, geo.s2_20, home) | _outside(geo.valid, geo.s2_20, home)
     scaling = SCALINGS["sentinel-2"]
     dn10 = quantise(add_noise(b10, "sentinel-2", noise_rng, cfg.noise), scaling, nd10)
     dn20 = quantise(add_noise(p20[:3], "sentinel-2", noise_rng, cfg.noise), scaling, nd20)

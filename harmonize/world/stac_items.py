@@ -16,6 +16,7 @@ __all__ = [
     "S2_ASSETS",
     "LANDSAT_ASSETS",
     "footprint",
+    "box_footprint",
     "sentinel2_item",
     "landsat_l2_item",
     "landsat_l1_item",
@@ -87,6 +88,22 @@ def footprint(grid: Grid, epsg: int) -> tuple[dict[str, Any], list[float]]:
     xs = [left, right, right, left, left]
     ys = [top, top, bottom, bottom, top]
     lon, lat = tr.transform(xs, ys)
+    ring = [[round(a, 7), round(b, 7)] for a, b in zip(lon, lat, strict=True)]
+    bbox = [min(lon), min(lat), max(lon), max(lat)]
+    return {"type": "Polygon", "coordinates": [ring]}, [round(v, 7) for v in bbox]
+
+
+def box_footprint(
+    box: tuple[float, float, float, float], epsg: int, n: int = 8
+) -> tuple[dict[str, Any], list[float]]:
+    """GeoJSON polygon and bbox, in longitude/latitude, of the box ``(left, bottom, right, top)``
+    of CRS ``epsg``, each edge densified to ``n`` segments (a box of another zone is curved)."""
+    left, bottom, right, top = box
+    xs = [left + (right - left) * i / n for i in range(n)] + [right] * n
+    xs += [right - (right - left) * i / n for i in range(n)] + [left] * n + [left]
+    ys = [top] * n + [top - (top - bottom) * i / n for i in range(n)]
+    ys += [bottom] * n + [bottom + (top - bottom) * i / n for i in range(n)] + [top]
+    lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(xs, ys)
     ring = [[round(a, 7), round(b, 7)] for a, b in zip(lon, lat, strict=True)]
     bbox = [min(lon), min(lat), max(lon), max(lat)]
     return {"type": "Polygon", "coordinates": [ring]}, [round(v, 7) for v in bbox]
@@ -205,6 +222,7 @@ def sentinel2_item(
     mgrs_tile: str,
     sun: tuple[float, float],
     stats: dict[str, float],
+    footprint_: tuple[dict[str, Any], list[float]] | None = None,
 ) -> dict[str, Any]:
     """An Earth Search v1 ``sentinel-2-l2a`` item for ``scene``.
 
@@ -225,13 +243,15 @@ def sentinel2_item(
     stats
         The percentages (``cloud_cover``, ``nodata``, ``shadow``, ``vegetation``,
         ``not_vegetated``, ``water``, ``cirrus``, ``medium``, ``high``) measured on the SCL pixels.
+    footprint_
+        ``(geometry, bbox)`` of the tile's data (:func:`box_footprint`); default: the 10 m grid's box.
 
     Returns
     -------
     dict
         The STAC item as a JSON-ready dict.
     """
-    geom, bbox = footprint(grids[10], epsg)
+    geom, bbox = footprint_ if footprint_ is not None else footprint(grids[10], epsg)
     return {
         "type": "Feature",
         "stac_version": "1.0.0",

@@ -9,7 +9,9 @@ simulator writes exactly that (:func:`tiles`):
   AOI's width past the boundary; Landsat path ``wrs_path`` in ``epsg``, covering the western
   :data:`SWATH` of the AOI (its swath edge, tilted as real ones are, cuts the rest as nodata);
 - tile 1 (east): Sentinel-2 tile in the next zone's CRS from :data:`OVERLAP` west of the boundary
-  to the AOI's east edge; Landsat path ``wrs_path - 1`` in that CRS, covering the eastern
+  to the AOI's east edge (its raster is a box of the other zone, rotated by the grid convergence;
+  its item's footprint is that part of the AOI, and its pixels beyond hold nodata, so the tiles'
+  footprints together are the AOI); Landsat path ``wrs_path - 1`` in that CRS, covering the eastern
   :data:`SWATH`, imaged 7 days after the western path.
 
 The ground and the truth stay on the world's own grid (``epsg``); a tile in the other zone sees
@@ -197,6 +199,7 @@ def tiles(cfg: WorldConfig) -> list[Tile]:
         l30=landsat_grid(east_aoi, 30.0),
         l15=landsat_grid(east_aoi, 15.0),
         swath=_swath(aoi, east=True),
+        valid=(xb - OVERLAP * width, bottom, right, top),
     )
     wx, wy = (west10.bounds[0] + west10.bounds[2]) / 2, (west10.bounds[1] + west10.bounds[3]) / 2
     ex, ey = (east10.bounds[0] + east10.bounds[2]) / 2, (east10.bounds[1] + east10.bounds[3]) / 2
