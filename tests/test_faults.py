@@ -628,6 +628,104 @@ def test_odc_loaders_gdal_retry_options_reach_every_asset_read():
     assert env["AWS_REQUEST_PAYER"] == "requester"
 
 
+class _FlakyFiles:
+    """Serves a folder over HTTP with byte ranges (as GDAL's /vsicurl/ reads COGs), answering the
+    first ``failures`` requests of each file with 503 (a transient server error), then the file."""
+
+    def __init__(self, root: Path, failures: int = 2) -> None:
+        import http.server
+        import threading
+        from collections import Counter
+        from urllib.parse import unquote
+
+        files = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _empty(self, status: int) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _serve(self, body: bool) -> None:
+                name = unquote(self.path.lstrip("/").split("?")[0])
+                files.seen[name] += 1
+                if files.seen[name] <= failures:
+                    files.failed += 1
+                    return self._empty(503)
+                path = files.root / name
+                if not path.is_file():
+                    return self._empty(404)
+                data = path.read_bytes()
+                rng = self.headers.get("Range")
+                if rng:
+                    lo, hi = rng.split("=")[1].split("-")
+                    lo, hi = int(lo), min(int(hi or len(data) - 1), len(data) - 1)
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {lo}-{hi}/{len(data)}")
+                    data = data[lo:hi + 1]
+                else:
+                    self.send_response(200)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def do_GET(self):
+                self._serve(True)
+
+            def do_HEAD(self):
+                self._serve(False)
+
+        self.root, self.seen, self.failed = root, Counter(), 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _FlakyFiles:
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _served(item, root: Path, url: str):
+    """A copy of ``item`` whose assets point at ``url`` instead of the folder ``root``."""
+    from harmonize.items import local_href
+
+    remote = item.clone()
+    for a in remote.assets.values():
+        a.href = f"{url}/{Path(local_href(a.href)).relative_to(root)}"
+    return remote
+
+
+def test_gdal_retries_a_cog_answering_503_first_and_fails_named_without_retries(tiny_world, monkeypatch):
+    """A server answers the first two requests of each COG with 503: the load retries and equals
+    the local read; with the user's GDAL_HTTP_MAX_RETRY=0 it fails with AssetReadError naming it."""
+    from harmonize.catalog import search
+    from harmonize.cube import load_cube
+    from harmonize.errors import AssetReadError
+
+    local = search(tiny_world.root, sensors=("sentinel-2",))[:1]
+    root = tiny_world.root.resolve()
+    expected = load_cube(local, bands=["red"])["red"].compute()
+    monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.05")
+    with _FlakyFiles(root) as server:
+        got = load_cube([_served(local[0], root, server.url)], bands=["red"])["red"].compute()
+    assert server.failed >= 2, "the server did fail requests: GDAL retried them"
+    np.testing.assert_array_equal(got.values, expected.values)
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+    with _FlakyFiles(root) as server, pytest.raises(AssetReadError) as err:  # a new port: no cache
+        load_cube([_served(local[0], root, server.url)], bands=["red"])["red"].compute()
+    assert server.url in str(err.value) and "B04" in str(err.value)
+
+
 def test_an_item_without_assets_is_told_so_not_that_its_collection_is_unknown(tiny_world):
     from harmonize.catalog import search
     from harmonize.errors import MissingAssetError
@@ -901,3 +999,36 @@ def test_a_truncated_checkpoint_names_the_file_and_the_earlier_one(tmp_path):
     sched = torch.optim.lr_scheduler.StepLR(opt, 1)
     with pytest.raises(ModelError, match="epoch-0002.*corrupt.*epoch-0001"):
         load_checkpoint(tmp_path / "epoch-0002", model, opt, sched, None, torch.device("cpu"), epochs=3)
+
+
+def test_resume_auto_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, caplog):
+    """A run killed while its disk failed: the latest checkpoint's weights are truncated.
+    ``resume="auto"`` names it and resumes from the one before; with every one corrupt the load
+    still says which file is broken."""
+    import torch
+
+    from harmonize.errors import ModelError
+    from harmonize.model import build_model
+    from harmonize.train.checkpoints import checkpoint_to_resume, load_checkpoint, save_checkpoint
+
+    model = build_model("tiny")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    root = tmp_path / "checkpoints"
+    for epoch in (1, 2):
+        state = {"epoch": epoch, "unet_config": model.config.model_dump(), "global_step": epoch}
+        save_checkpoint(root, epoch, model, opt, sched, None, state, keep=3)
+    weights = root / "epoch-0002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    with caplog.at_level("WARNING", logger="harmonize.train.checkpoints"):
+        chosen = checkpoint_to_resume(tmp_path, "auto")
+    assert chosen == root / "epoch-0001"
+    assert "epoch-0002" in caplog.text and "trying the one before" in caplog.text
+    saved = load_checkpoint(chosen, model, opt, sched, None, torch.device("cpu"), epochs=3)
+    assert saved["epoch"] == 1
+    first = root / "epoch-0001" / "optimizer.pt"
+    first.write_bytes(first.read_bytes()[:100])
+    chosen = checkpoint_to_resume(tmp_path, "auto")
+    assert chosen == root / "epoch-0002", "none reads: the latest, whose load names its broken file"
+    with pytest.raises(ModelError, match="epoch-0002.*corrupt.*epoch-0001"):
+        load_checkpoint(chosen, model, opt, sched, None, torch.device("cpu"), epochs=3)

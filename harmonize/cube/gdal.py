@@ -254,8 +254,10 @@ class Driver(RioDriver):
     def capture_env(self) -> dict[str, Any]:
         env = super().capture_env()
         env.update(self._gdal_env)
-        for key, value in GDAL_RETRY.items():  # transient HTTP errors (issue 17); the user's env wins
-            if key not in os.environ:
+        for key, value in GDAL_RETRY.items():  # transient HTTP errors (issue 17); the user's env wins,
+            if key in os.environ:  # over odc-loader's cloud defaults too (GDAL_HTTP_MAX_RETRY=0: none)
+                env[key] = os.environ[key]
+            else:
                 env.setdefault(key, value)
         return env
 
