@@ -27,6 +27,7 @@ __all__ = [
     "BEST_WEIGHTS",
     "save_checkpoint",
     "latest_checkpoint",
+    "unreadable",
     "checkpoint_to_resume",
     "load_checkpoint",
     "save_weights",
@@ -94,14 +95,44 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def unreadable(ckpt: Path) -> str | None:
+    """Why checkpoint ``ckpt`` cannot be resumed from (a missing, truncated or corrupt file), or
+    ``None`` when its three files read (``optimizer.pt`` as plain tensors only)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        json.loads((ckpt / "state.json").read_text())
+        load_file(str(ckpt / "model.safetensors"))
+        torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError,
+            pickle.UnpicklingError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _latest_readable(out_dir: Path) -> Path | None:
+    """The latest checkpoint that reads; each later one that does not is named in a warning.
+    With none readable, the latest (whose load then says what is wrong with it)."""
+    ckpts = sorted((out_dir / "checkpoints").glob("epoch-*"))
+    for ckpt in reversed(ckpts):
+        why = unreadable(ckpt)
+        if why is None:
+            return ckpt
+        log.warning("checkpoint %s cannot be resumed from (%s); trying the one before it", ckpt, why[:300])
+    return ckpts[-1] if ckpts else None
+
+
 def checkpoint_to_resume(out_dir: Path, resume: Literal["auto"] | str | Path | None) -> Path | None:
     """The checkpoint a run resumes from (see :func:`harmonize.train.fit`'s ``resume``).
 
+    ``"auto"`` takes the latest checkpoint that reads: a truncated or corrupt one (a run killed
+    while the disk failed) is named in a warning and the one before it is taken.
     ``None`` starts fresh: an earlier run's checkpoints and best weights in ``out_dir`` are
     removed, so that ``resume="auto"`` can never pick up its later epochs.
     """
     if resume == "auto":
-        ckpt = latest_checkpoint(out_dir)
+        ckpt = _latest_readable(out_dir)
         if ckpt is None:
             log.info("resume='auto': no checkpoint in %s, starting fresh", out_dir / "checkpoints")
         return ckpt
