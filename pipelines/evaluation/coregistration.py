@@ -30,9 +30,11 @@ Manifest = Callable[[str], Mapping[str, Any]] | Mapping[str, Mapping[str, Any]]
 
 
 def _injected(scene: Manifest, item_id: str) -> tuple[float, float]:
-    """The manifest's ``[dx, dy]`` of ``item_id`` (a mapping id -> entry, or a lookup function)."""
+    """The manifest's ``[dx, dy]`` of ``item_id`` (a mapping id -> entry, or a lookup function), on
+    the world's CRS: a scene in another UTM zone (a two-zone world) gives ``shift_world``, its
+    ``shift`` being in its own CRS, rotated by the grid convergence from the cube's."""
     entry = scene(item_id) if callable(scene) else scene[item_id]
-    dx, dy = entry["shift"]
+    dx, dy = entry.get("shift_world", entry["shift"])
     return float(dx), float(dy)
 
 
