@@ -297,3 +297,14 @@ def test_two_zones_landsat_paths_cover_their_sides_and_the_sidelap(two_zone_worl
         ok = valid[i] & _uniform(want, 11)
         err = np.abs(cube["red"].values[i][ok] - want[ok])
         assert ok.sum() > 100 and np.median(err) < 1e-3, (path[i], np.median(err))
+
+
+def test_two_zones_needs_the_boundary_inside_the_aoi_and_says_where_to_put_it() -> None:
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match=r"crosses the AOI at .* origin=\(7\d{5}, 4321000\)"):
+        WorldConfig(two_zones=True)  # the demo's origin: 200 km west of the zone boundary
+    hint = WorldConfig(two_zones=True, origin=(756_920.0, 4_321_000.0))
+    assert hint == preset_config("two-zones")
+    with pytest.raises(pydantic.ValidationError, match="wrs_path >= 2"):
+        preset_config("two-zones", wrs_path=1)

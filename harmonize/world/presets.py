@@ -72,7 +72,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "two-zones",
-            "the demo's sky and fields across the UTM zone 14/15 boundary (96 W): two Sentinel-2 "
+            "the demo's kind of fields and sky (6 ha flat fields, clouds per scene) across the UTM "
+            "zone 14/15 boundary (96 W), 2023: two Sentinel-2 "
             "tiles (14SQJ in EPSG:32614, 15STD in EPSG:32615) meeting and overlapping in the AOI, "
             "mosaicked per pass, and two Landsat paths (28 and 27, 7 days apart) each covering 70 % "
             "of it (40 % sidelap)",
