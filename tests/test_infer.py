@@ -164,9 +164,9 @@ def test_all_cloudy_tiles_are_not_run_and_the_rest_is_unchanged(model, monkeypat
     tiles = []
     forward = infer._forward
 
-    def counting(models, batch, spec):
+    def counting(models, batch, spec, halo):
         tiles.append(len(batch))
-        return forward(models, batch, spec)
+        return forward(models, batch, spec, halo)
 
     monkeypatch.setattr(infer, "_forward", counting)
     out = infer.super_resolve(cube, model, chunks=64, device="cpu").compute(scheduler="synchronous")
@@ -329,3 +329,51 @@ def test_regions_are_bounded_and_writing_them_equals_the_whole_image(model, tmp_
     back = xr.open_zarr(path)
     np.testing.assert_allclose(stacked(back), whole_image(model, cube, model.receptive_halo), atol=1e-5)
     np.testing.assert_array_equal(back["clear"].values, np.ones((2, 96, 130), bool))
+
+
+@pytest.mark.parametrize(
+    "preset, overrides",
+    [
+        ("tiny", {}),
+        ("base", {}),  # PReLU, depth 4
+        ("tiny", {"upsample": "pixelshuffle"}),
+        ("tiny", {"norm": "none"}),
+    ],
+)
+def test_cropped_forward_equals_the_whole_tile_forward_for_any_halo(preset, overrides):
+    """Each layer computed only where the core needs it gives the whole-tile forward's core, for
+    halos at, below and far below the receptive field and sizes off the pooling grid: the
+    windows stop at the tile's edge exactly where the whole-tile forward zero-pads."""
+    torch.manual_seed(1)
+    model = build_model(preset, **overrides)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight)
+                if m.bias is not None:
+                    m.bias.normal_(0.0, 0.1)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    assert infer._cropped_forward_ok(model)
+    folded = infer._fold_batchnorm(pickle.loads(pickle.dumps(model)))
+    for h, w, halo in [(160, 144, model.receptive_halo), (75, 130, 8), (64, 72, 0)]:
+        x = torch.rand(2, 7, h, w) * 0.4
+        core = (slice(halo, h - halo), slice(halo, w - halo))
+        with torch.inference_mode():
+            ref = model(x)[..., core[0], core[1]]
+            got = infer._cropped_forward(model, x, core)
+            got_folded = infer._cropped_forward(folded, x.contiguous(memory_format=torch.channels_last), core)
+        assert got.shape == ref.shape
+        assert float(ref.std()) > 0.05  # a model that changes its input
+        np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=2e-6, rtol=0)
+        np.testing.assert_allclose(got_folded.numpy(), ref.numpy(), atol=1e-5, rtol=0)
+
+
+def test_models_the_cropped_forward_does_not_know_run_their_own_forward():
+    """Per-tile normalisation and the 30 m block constraint run the model's whole-tile forward."""
+    assert not infer._cropped_forward_ok(build_model("tiny", norm="group").eval())
+    assert not infer._cropped_forward_ok(build_model("tiny", lowfreq_constraint=True).eval())
+    assert not infer._cropped_forward_ok(build_model("tiny").train())
+    assert infer._cropped_forward_ok(build_model("base").enable_mc_dropout())

@@ -217,11 +217,27 @@ def _sync(device: str) -> None:
 
 
 def _raw_forward(
-    model: Any, x: np.ndarray, chunk: int, batch_size: int, device: str, precision: str | None
+    model: Any,
+    x: np.ndarray,
+    chunk: int,
+    batch_size: int,
+    device: str,
+    precision: str | None,
+    layers: str = "model",
 ) -> tuple[float, float]:
     """Wall and CPU seconds for the model over ``x`` [7, H, W] in tiles of ``chunk`` (no halo),
-    host to host."""
+    host to host: its own forward (``layers="model"``) or the layer arithmetic super_resolve
+    runs (``"infer"``: :func:`harmonize.infer._tile_forward` over the whole tile)."""
     import torch
+
+    from harmonize.infer import _tile_forward
+
+    def forward(xt: Any) -> Any:
+        if layers == "model":
+            return model(xt)
+        if dev.type == "cpu":
+            xt = xt.contiguous(memory_format=torch.channels_last)
+        return _tile_forward(model, xt, (slice(0, xt.shape[-2]), slice(0, xt.shape[-1])))
 
     dev = torch.device(device)
     _, h, w = x.shape
@@ -245,9 +261,9 @@ def _raw_forward(
                 xt = torch.from_numpy(batch).to(dev)
                 if ctx is not None:
                     with ctx:
-                        y = model(xt).float()
+                        y = forward(xt).float()
                 else:
-                    y = model(xt)
+                    y = forward(xt)
                 y = y.cpu().numpy()
                 for j, (y0, x0) in enumerate(sel):
                     out[:, y0 : y0 + th, x0 : x0 + tw] = y[j]
@@ -280,17 +296,24 @@ def _throughput(preset: str, opts: InferOptions, device: str, workers: int) -> d
         )
         cube = _cube(x, size, opts.chunk)
         sampler = _GpuSampler(device)
-        times, raws, cpus, raw_cpus = [], [], [], []
+        times, raws, cpus, raw_cpus, same, same_cpus = [], [], [], [], [], []
+        n_tiles = -(-size // opts.chunk) ** 2
+        batchings = sorted({1, opts.batch_size}) if n_tiles > 1 else [1]  # one tile: the same run
         with sampler, dask.config.set(scheduler="threads", num_workers=workers):
             # raw and chunked runs alternate, so a noisy neighbour on the machine hits both alike
             for _ in range(opts.repeat):
                 # the raw baseline gets its best batching: one tile at a time or batch_size tiles
                 wall, cpu = min(
-                    _raw_forward(cached, x, opts.chunk, b, device, opts.precision)
-                    for b in sorted({1, opts.batch_size})
+                    _raw_forward(cached, x, opts.chunk, b, device, opts.precision) for b in batchings
                 )
                 raws.append(wall)
                 raw_cpus.append(cpu)
+                wall, cpu = min(
+                    _raw_forward(cached, x, opts.chunk, b, device, opts.precision, layers="infer")
+                    for b in batchings
+                )
+                same.append(wall)
+                same_cpus.append(cpu)
                 t0, c0 = time.perf_counter(), time.process_time()
                 out = infer.super_resolve(
                     cube,
@@ -317,10 +340,17 @@ def _throughput(preset: str, opts: InferOptions, device: str, workers: int) -> d
             "ratio": round(raw / sr, 3),
             # CPU time of this process (all threads): the steadier figure on a shared machine
             "ratio_cpu": round(min(raw_cpus) / min(cpus), 3),
+            # against super_resolve's own layer arithmetic over the same tiles without a halo
+            # (cropped layers, 1x1 convolutions before bilinear up-sampling): the cost of the
+            # halo and the chunking alone
+            "ratio_same_layers": round(min(same) / sr, 3),
+            "ratio_same_layers_cpu": round(min(same_cpus) / min(cpus), 3),
             "halo_overhead_bound": round(opts.chunk**2 / (opts.chunk + 2 * model.receptive_halo) ** 2, 3),
             "raw_seconds": round(raw, 2),
             "super_resolve_seconds": round(sr, 2),
             "raw_cpu_seconds": round(min(raw_cpus), 2),
+            "same_layers_seconds": round(min(same), 2),
+            "same_layers_cpu_seconds": round(min(same_cpus), 2),
             "super_resolve_cpu_seconds": round(min(cpus), 2),
             "gpu_utilization": sampler.summary(),
         }
