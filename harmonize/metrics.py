@@ -297,6 +297,17 @@ def _block_mean(a: np.ndarray, factor: int) -> np.ndarray:
         return np.nanmean(a.reshape(shape), axis=(-3, -1))
 
 
+def _on_blocks(a: np.ndarray, phase: Any, factor: int) -> np.ndarray:
+    """``a`` (``[n, b, y, x]``) cropped so that each image's blocks start at its ``phase``: one
+    ``(row, col)`` for all, or one per image (``[n, 2]``); all cropped to one size."""
+    ph = np.broadcast_to(np.asarray(phase, int) % factor, (a.shape[0], 2))
+    if not ph.any():
+        return a
+    h = (a.shape[-2] - int(ph[:, 0].max())) // factor * factor
+    w = (a.shape[-1] - int(ph[:, 1].max())) // factor * factor
+    return np.stack([a[i, :, r : r + h, c : c + w] for i, (r, c) in enumerate(ph)])
+
+
 def consistency(
     pred: Any,
     lowres: Any,
@@ -305,6 +316,8 @@ def consistency(
     factor: int = 3,
     shift_band: int = 3,
     pixel_size: float = 10.0,
+    phase: Any = (0, 0),
+    shift_images: int | None = None,
 ) -> dict[str, float]:
     """Consistency of a 10 m output with the 30 m input it came from (no reference needed).
 
@@ -312,6 +325,16 @@ def consistency(
     on the output's grid (the input resampled to 10 m); a ``lowres`` already ``factor`` times
     coarser is compared as it is. Pass a bandpass-adjusted input to leave the intended
     sensor-to-sensor change out of the error.
+
+    Parameters
+    ----------
+    phase
+        Where the Landsat pixels start in each image (``(row, col)`` for all, or ``[n, 2]``; see
+        :func:`harmonize.lowfreq.grid_phase`): the blocks are those pixels, not blocks from the
+        image's corner. Only for a ``lowres`` on the output grid.
+    shift_images
+        Estimate the residual shift on at most this many images (evenly spread; all by default):
+        each costs a sub-pixel registration.
 
     Returns
     -------
@@ -335,8 +358,12 @@ def consistency(
         p = np.where(m[:, None], p, np.nan)
         if q.shape == p.shape:
             q = np.where(m[:, None], q, np.nan)
-    pl = _block_mean(p, factor)
-    ql = _block_mean(q, factor) if q.shape[-2:] == p.shape[-2:] else q[..., : pl.shape[-2], : pl.shape[-1]]
+    if q.shape[-2:] == p.shape[-2:]:
+        pl = _block_mean(_on_blocks(p, phase, factor), factor)
+        ql = _block_mean(_on_blocks(q, phase, factor), factor)
+    else:
+        pl = _block_mean(p, factor)
+        ql = q[..., : pl.shape[-2], : pl.shape[-1]]
     if ql.shape != pl.shape:
         raise ValueError(f"input {q.shape} is neither on the output grid {p.shape} nor {factor}x coarser")
     ok = np.isfinite(pl).all(axis=1) & np.isfinite(ql).all(axis=1)
@@ -347,7 +374,10 @@ def consistency(
         "spectral_angle": sam(pl, ql, ok),
     }
     shifts = []
-    for i in range(len(pl)):
+    chosen = range(len(pl))
+    if shift_images is not None and len(pl) > shift_images:
+        chosen = np.unique(np.linspace(0, len(pl) - 1, max(1, shift_images)).round().astype(int))
+    for i in chosen:
         try:
             s = estimate_shift_pair(pl[i, shift_band], ql[i, shift_band], reference_sigma=0.5,
                                     moving_sigma=0.5, max_shift=3.0, min_pixels=64)

@@ -111,3 +111,77 @@ def test_coregistration_against_a_known_manifest():
     # a stricter usability threshold leaves the 12.5 %-clear scene out
     strict = coregistration_summary(table, min_clear=0.2)
     assert strict["coregistered_fraction"] == 1.0 and strict["shift_rmse_m"] == pytest.approx(5.0)
+
+
+def _shifted_identity(offset: float):
+    """The untrained residual UNet (the identity on the reflectance bands) plus ``offset``."""
+    from harmonize.model import build_model
+
+    model = build_model("tiny").eval()
+    model.set_normalization(output_offset=[offset] * 6)
+    return model
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny forwards run faster on one thread than on two contended ones."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_calibration_table_coverage_and_recalibration_on_a_known_spread(one_torch_thread):
+    """Two members at input ± d: mean = input, σ = d; truth = input + N(0, (2d)²), so ±1σ covers
+    P(|z| < 1/2) = 38.3 % and ±2σ 68.3 %; the σ scale fitted on validation windows is 2 and the
+    test coverage after it nominal."""
+    from math import erf, sqrt
+
+    from pipelines.evaluation.harmonization import calibration_table
+
+    d, size, patch = 0.01, 48, 16
+    rng = np.random.default_rng(0)
+    gb = GeoBox.from_bbox((500000, 4000000, 500000 + 10 * size, 4000000 + 10 * size), crs="EPSG:32633",
+                          resolution=10)
+    bands = ("blue", "green", "red", "nir", "swir16", "swir22")
+    x = rng.uniform(0.05, 0.4, (7, size, size)).astype("float32")
+    t_l, t_s = pd.Timestamp("2023-05-01T10:30"), pd.Timestamp("2023-05-01T10:40")
+    cube = xr.Dataset(
+        {**{b: (("time", "y", "x"), x[None, i]) for i, b in enumerate((*bands, "pan"))},
+         "clear": (("time", "y", "x"), np.ones((1, size, size), bool))},
+        coords={"time": [t_l], **xr_coords(gb), "sensor": ("time", ["landsat"])},
+    )
+    truth_vals = x[:6] + rng.normal(0.0, 2 * d, (6, size, size)).astype("float32")
+    truth = xr.Dataset({b: (("time", "y", "x"), truth_vals[None, i]) for i, b in enumerate(bands)},
+                       coords={"time": [t_s.normalize()], **xr_coords(gb)})
+    rows = [{"y0": y0, "x0": x0, "landsat_time": t_l, "s2_time": t_s, "split": "test" if y0 < 32 else "val"}
+            for y0 in range(0, size, patch) for x0 in range(0, size, patch)]
+    index = pd.DataFrame(rows)
+    index.attrs["config"] = {"patch_size": patch}
+    members = {"pair": {"model": [_shifted_identity(d), _shifted_identity(-d)], "uncertainty": "ensemble"}}
+    table, details = calibration_table(cube, index, truth, members, halo=8)
+    row = table.loc["pair"]
+    assert details["windows"] == 6 and details["val_windows"] == 3
+    assert row["median σ"] == pytest.approx(d, rel=1e-3)
+    assert row["±1σ"] == pytest.approx(erf(0.5 / sqrt(2)), abs=0.01)
+    assert row["±2σ"] == pytest.approx(erf(1 / sqrt(2)), abs=0.01)
+    assert row["σ scale"] == pytest.approx(2.0, rel=0.03)
+    assert row["±1σ recalibrated"] == pytest.approx(0.683, abs=0.015)
+    assert row["±2σ recalibrated"] == pytest.approx(0.954, abs=0.01)
+    # a calibrated spread (truth noise = σ) is left alone
+    truth2 = truth.copy(data={b: (x[None, i] + rng.normal(0.0, d, (1, size, size))).astype("float32")
+                              for i, b in enumerate(bands)})
+    table2, details2 = calibration_table(cube, index, truth2, members, halo=8)
+    assert not details2["methods"]["pair"]["recalibrated"] and table2.loc["pair", "σ scale"] == 1.0
+
+
+def test_window_phases_follow_the_landsat_grid():
+    from pipelines.evaluation.harmonization import window_phases
+
+    windows = pd.DataFrame({"y0": [0, 32, 64, 1], "x0": [0, 32, 96, 2]})
+    # Landsat pixels start at cube row 0, column 2: a window at (32, 32) sees them start at
+    # its row (0 - 32) % 3 = 1 and column (2 - 32) % 3 = 0
+    np.testing.assert_array_equal(window_phases(windows, (0, 2)), [[0, 2], [1, 0], [2, 2], [2, 0]])
+    np.testing.assert_array_equal(window_phases(windows), [[0, 0], [1, 1], [2, 0], [2, 1]])

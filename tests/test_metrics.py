@@ -175,3 +175,18 @@ def test_consistency_zero_for_block_preserving_output_and_reports_shift():
     assert s["shift_row"] == pytest.approx(-6, abs=0.6) and s["shift_col"] == pytest.approx(3, abs=0.6)
     assert s["shift_m"] == pytest.approx(10 * np.hypot(6, 3), abs=6)
     assert s["reflectance_mae"] > 0.005
+
+
+def test_consistency_on_the_landsat_grid_of_an_offset_window():
+    from harmonize.metrics import consistency
+
+    truth, _, up = _scene(n=99)
+    # windows that start 1 row and 2 columns into a Landsat pixel (and one at 0, 0): on the
+    # Landsat pixels (phase) the truth is consistent with the input, on the window's own blocks not
+    win = np.stack([truth[:, 2:92, 1:91], truth[:, :90, :90]])
+    low = np.stack([up[:, 2:92, 1:91], up[:, :90, :90]])
+    phase = np.array([[1, 2], [0, 0]])
+    c = consistency(win, low, phase=phase, shift_images=1)
+    assert c["reflectance_mae"] < 1e-12 and c["spectral_angle"] < 1e-6
+    assert consistency(win[:1], low[:1])["reflectance_mae"] > 1e-3
+    assert consistency(win[:1], low[:1], phase=(1, 2))["reflectance_mae"] < 1e-12

@@ -2,8 +2,12 @@
 
 :func:`harmonization_table` scores Landsat resampled alone, + HLS bandpass, + a fitted linear
 bandpass and any model outputs against the truth on the pair index's held-out test blocks
-(PSNR, SSIM, SAM, NRMSE per band, NDVI r). :func:`test_windows`, :func:`train_block_mask` and
-:func:`index_patch_size` read the pair index's windows and splits.
+(PSNR, SSIM, SAM, NRMSE per band, NDVI r; with ``opensr=True`` also the opensr-test style
+consistency with the 30 m input and improvement / omission / hallucination fractions).
+:func:`calibration_table` scores the predictive spread of MC-dropout or an ensemble (coverage of
+±1σ and ±2σ against truth) on the test windows, recalibrated on validation windows when it is off.
+:func:`test_windows`, :func:`train_block_mask` and :func:`index_patch_size` read the pair
+index's windows and splits.
 """
 
 from __future__ import annotations
@@ -17,10 +21,30 @@ import xarray as xr
 
 from harmonize.bandpass import LinearAdjustment, fit_linear_adjustment, hls_adjust
 from harmonize.bands import REFLECTANCE_BANDS
-from harmonize.metrics import evaluate
+from harmonize.metrics import consistency, correctness, evaluate
 from pipelines.evaluation.truth import calendar_day, sensor_part, truth_on_grid
 
-__all__ = ["index_patch_size", "test_windows", "train_block_mask", "harmonization_table"]
+__all__ = [
+    "index_patch_size",
+    "test_windows",
+    "train_block_mask",
+    "harmonization_table",
+    "OPENSR_COLUMNS",
+    "window_phases",
+    "calibration_table",
+]
+
+#: The opensr-test style columns :func:`harmonization_table` adds with ``opensr=True``.
+OPENSR_COLUMNS: tuple[str, ...] = (
+    "30 m MAE",
+    "30 m pbias %",
+    "30 m SAM (deg)",
+    "shift (m)",
+    "improvement",
+    "omission",
+    "hallucination",
+    "unresolved",
+)
 
 
 def index_patch_size(index: pd.DataFrame, default: int = 256) -> int:
@@ -161,6 +185,43 @@ def _table_row(m: Mapping[str, float]) -> dict[str, float]:
     }
 
 
+def window_phases(windows: pd.DataFrame, landsat_phase: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Where the Landsat pixels start in each window (``[n, 2]`` rows and columns, 0-2).
+
+    Parameters
+    ----------
+    windows
+        Rows with ``y0``, ``x0`` (pixel offsets in the cube).
+    landsat_phase
+        Where they start in the cube (:func:`harmonize.lowfreq.grid_phase`).
+    """
+    y0 = windows["y0"].to_numpy(int)
+    x0 = windows["x0"].to_numpy(int)
+    return np.stack([(landsat_phase[0] - y0) % 3, (landsat_phase[1] - x0) % 3], axis=1)
+
+
+def _opensr_row(
+    pred: np.ndarray,
+    lowres: np.ndarray,
+    reference: np.ndarray,
+    truth: np.ndarray,
+    valid: np.ndarray,
+    phases: np.ndarray,
+    shift_images: int | None,
+) -> dict[str, float]:
+    """Consistency with the bandpass-adjusted input ``reference`` at 30 m, and correctness
+    against ``truth`` with ``lowres`` (the input on the 10 m grid) as the starting point."""
+    c = consistency(pred, reference, valid, phase=phases, shift_images=shift_images)
+    k = correctness(pred, lowres, truth, valid)
+    return {
+        "30 m MAE": c["reflectance_mae"],
+        "30 m pbias %": c["reflectance_pbias"],
+        "30 m SAM (deg)": c["spectral_angle"],
+        "shift (m)": c["shift_m"],
+        **{name: k[name] for name in ("improvement", "omission", "hallucination", "unresolved")},
+    }
+
+
 def harmonization_table(
     cube: xr.Dataset,
     index: pd.DataFrame,
@@ -170,6 +231,9 @@ def harmonization_table(
     split: str = "test",
     fitted: LinearAdjustment | None = None,
     max_windows: int | None = 64,
+    opensr: bool = False,
+    landsat_phase: tuple[int, int] = (0, 0),
+    shift_images: int | None = 12,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score each way of making Landsat Sentinel-2-like against truth on held-out windows.
 
@@ -190,12 +254,22 @@ def harmonization_table(
         A fitted linear adjustment; by default fitted here on the training blocks only.
     max_windows
         Cap on windows scored (evenly spaced), to bound memory and time.
+    opensr
+        Add :data:`OPENSR_COLUMNS`: consistency at 30 m with the HLS-adjusted input (mean
+        absolute error, percent bias, spectral angle, residual shift; no truth needed) and the
+        fractions of pixels that improve on the input, stay like it or hallucinate, against
+        truth (:func:`harmonize.metrics.consistency`, :func:`harmonize.metrics.correctness`).
+    landsat_phase
+        Where the Landsat pixels start in the cube (:func:`harmonize.lowfreq.grid_phase`): the
+        30 m blocks of the consistency are those pixels.
+    shift_images
+        Windows the residual shift is measured on (evenly spread; None: all).
 
     Returns
     -------
     (pandas.DataFrame, dict)
-        One row per method: overall PSNR, SSIM, SAM, NRMSE, NDVI r and per-band PSNR; and the
-        details (window count, the fitted coefficients).
+        One row per method: overall PSNR, SSIM, SAM, NRMSE, NDVI r and per-band PSNR (and the
+        opensr columns); and the details (window count, the fitted coefficients).
     """
     windows = _scored_windows(index, split, max_windows)
     patch = index_patch_size(index)
@@ -206,11 +280,126 @@ def harmonization_table(
     tr = truth_on_grid(truth, cube)
     preds, truths, valid = _stack_windows(methods, tr, windows, patch, landsat["clear"])
     rows = {name: _table_row(evaluate(p, truths, valid)) for name, p in preds.items()}
+    if opensr:
+        names = list(methods)
+        lowres, reference = preds[names[0]], preds[names[1]]  # resampled, + HLS bandpass
+        phases = window_phases(windows, landsat_phase)
+        for name, p in preds.items():
+            rows[name].update(_opensr_row(p, lowres, reference, truths, valid, phases, shift_images))
     table = pd.DataFrame.from_dict(rows, orient="index")
     details = {
         "windows": int(len(windows)),
         "pixels": int(valid.sum()),
         "split": split,
         "fitted_linear": fitted.to_dict(),
+        **({"landsat_phase": [int(v) for v in landsat_phase]} if opensr else {}),
     }
     return table, details
+
+
+def _window_inputs(
+    cube: xr.Dataset, truth: xr.Dataset, windows: pd.DataFrame, patch: int, bands: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Model inputs (``bands`` of Landsat), truth and Landsat's clear mask of ``windows``."""
+    import dask
+
+    lazy, truths, valids = [], [], []
+    for r in windows.itertuples():
+        ys, xs = slice(int(r.y0), int(r.y0) + patch), slice(int(r.x0), int(r.x0) + patch)
+        lt = np.datetime64(pd.Timestamp(r.landsat_time).to_datetime64(), "ns")
+        sel = cube.sel(time=lt).isel(y=ys, x=xs)
+        lazy.append([sel[b].data for b in bands])
+        valids.append(sel["clear"].data)
+        t = truth.sel(time=calendar_day(r.s2_time))[list(REFLECTANCE_BANDS)].isel(y=ys, x=xs)
+        truths.append([t[b].data for b in REFLECTANCE_BANDS])
+    x, t, v = dask.compute(lazy, truths, valids)
+    stack = lambda ws: np.stack([np.stack([np.asarray(b, np.float32) for b in w]) for w in ws])  # noqa: E731
+    return stack(x), stack(t), np.stack([np.asarray(m, bool) for m in v])
+
+
+def _spread(
+    member: Mapping[str, Any], x: np.ndarray, valid: np.ndarray, halo: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and ``<band>_std`` of one uncertainty method on the windows ``x``."""
+    from harmonize.infer import predict_array
+
+    y = predict_array(x, member["model"], clear=valid, uncertainty=member["uncertainty"],
+                      mc_passes=int(member.get("mc_passes", 8)), device="cpu", halo=halo)
+    n = y.shape[1] // 2
+    return y[:, :n], y[:, n:]
+
+
+def calibration_table(
+    cube: xr.Dataset,
+    index: pd.DataFrame,
+    truth: xr.Dataset,
+    methods: Mapping[str, Mapping[str, Any]],
+    *,
+    max_windows: int | None = 64,
+    val_windows: int | None = 32,
+    tolerance: float = 0.05,
+    halo: int | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Coverage of ±1σ and ±2σ against truth for each uncertainty method, recalibrated when off.
+
+    Each method predicts the test windows (and the validation windows) from the windows alone
+    (:func:`harmonize.infer.predict_array`, mirror-padded); its coverage on the test windows is
+    :func:`harmonize.calibration.coverage`. When ±1σ or ±2σ is off its nominal 68.3 % / 95.4 %
+    by more than ``tolerance``, a σ scale per band is fitted on the validation windows
+    (:func:`harmonize.calibration.fit_scale`) and the test coverage measured again with it.
+
+    Parameters
+    ----------
+    cube, index, truth
+        As in :func:`harmonization_table`.
+    methods
+        Name -> ``{"model": package path, module or a list of them, "uncertainty":
+        "mc_dropout" | "ensemble", "mc_passes": n}``.
+    max_windows, val_windows
+        Caps on the test and validation windows (evenly spaced).
+    tolerance
+        Coverage error (fraction) above which the spread is recalibrated.
+    halo
+        Mirror padding of each window (default the model's receptive halo; less is cheaper and
+        changes only the windows' edges, alike on validation and test windows).
+
+    Returns
+    -------
+    (pandas.DataFrame, dict)
+        One row per method: ``±1σ``, ``±2σ`` (test, as predicted), ``σ scale`` (mean over bands,
+        1 when not recalibrated), ``±1σ recalibrated``, ``±2σ recalibrated``; and the details
+        (windows, pixels, nominal coverage, per-band figures, scales).
+    """
+    from harmonize.calibration import NOMINAL, coverage, fit_scale, needs_recalibration
+
+    patch = index_patch_size(index)
+    test = _scored_windows(index, "test", max_windows)
+    val = _scored_windows(index, "val", val_windows)
+    bands = tuple(REFLECTANCE_BANDS) + (("pan",) if "pan" in cube else ())
+    tr = truth_on_grid(truth, cube)
+    both = pd.concat([test, val], ignore_index=True)
+    x, t, v = _window_inputs(cube, tr, both, patch, bands)
+    v &= np.isfinite(t).all(axis=1)
+    n = len(test)
+    rows, details = {}, {"windows": n, "val_windows": len(val), "pixels": int(v[:n].sum()), "halo": halo,
+                         "nominal": {f"±{k}σ": NOMINAL[k] for k in (1, 2)}, "methods": {}}
+    for name, member in methods.items():
+        mean, std = _spread(member, x, v, halo)
+        if not np.any(std[np.broadcast_to(v[:, None], std.shape)] > 0):
+            details["methods"][name] = {"error": "zero spread on every pixel"}
+            continue
+        cov = coverage(mean[:n], std[:n], t[:n], v[:n])
+        rec: dict[str, Any] = {"test": cov, "recalibrated": needs_recalibration(cov, tolerance)}
+        scale = np.ones(mean.shape[1])
+        after = cov
+        if rec["recalibrated"]:
+            scale = fit_scale(mean[n:], std[n:], t[n:], v[n:])
+            after = coverage(mean[:n], std[:n] * scale[None, :, None, None], t[:n], v[:n])
+            rec.update(scale=[float(s) for s in scale], test_after=after)
+        std_v = std[:n][np.broadcast_to(v[:n, None], std[:n].shape)]
+        rec["median_std"] = float(np.median(std_v)) if std_v.size else float("nan")
+        details["methods"][name] = rec
+        rows[name] = {"±1σ": cov["cov1"], "±2σ": cov["cov2"], "median σ": rec["median_std"],
+                      "σ scale": float(np.mean(scale)), "±1σ recalibrated": after["cov1"],
+                      "±2σ recalibrated": after["cov2"]}
+    return pd.DataFrame.from_dict(rows, orient="index"), details
