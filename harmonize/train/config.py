@@ -34,10 +34,13 @@ class TrainConfig(BaseModel):
         ``warmup_fraction``), ``"cosine"`` (linear warm-up then cosine decay) or ``"constant"``.
     ssim_weight
         Loss is ``L1 + ssim_weight * (1 - SSIM)`` on valid pixels (0 = plain L1).
-    detail_weight, band_weights
+    detail_weight, detail_sizes, band_weights
         Add ``detail_weight`` times an L1 on the detail below the Landsat pixel
-        (:func:`harmonize.train.losses.detail_l1`); weight the output bands in the L1 terms
-        (default equal). See :func:`harmonize.train.losses.training_loss`.
+        (:func:`harmonize.train.losses.detail_l1`, averaged over the window sides
+        ``detail_sizes``); weight the output bands in the L1 terms (default equal). See
+        :func:`harmonize.train.losses.training_loss`.
+    gradient_weight
+        Add this times an L1 on neighbour differences (:func:`harmonize.train.losses.gradient_l1`).
     adversarial
         Train adversarially beside that loss (a PatchGAN or SRGAN discriminator;
         :class:`~harmonize.train.adversarial.AdversarialConfig`, e.g. ``{"weight": 0.01}``);
@@ -84,6 +87,8 @@ class TrainConfig(BaseModel):
     ssim_weight: float = Field(0.0, ge=0)
     detail_weight: float = Field(0.0, ge=0)
     band_weights: list[float] | None = None
+    detail_sizes: list[int] = Field(default_factory=lambda: [3], min_length=1)
+    gradient_weight: float = Field(0.0, ge=0)
     adversarial: AdversarialConfig | None = None
     grad_clip: float | None = 1.0
     device: str = "auto"

@@ -53,7 +53,7 @@ from harmonize.train.data import estimate_normalization, steps_per_epoch
 from harmonize.train.device import autocast_dtype, resolve_device
 from harmonize.train.distributed import Distributed, batch_loader, from_environment, split_batches
 from harmonize.train.history import log_row, write_history
-from harmonize.train.losses import prepare_batch, training_loss
+from harmonize.train.losses import loss_options, prepare_batch, training_loss
 from harmonize.train.optim import make_optimizer, make_scheduler
 from harmonize.train.validation import full_metrics, validate
 
@@ -328,8 +328,7 @@ def _train_epoch(run: _Run, state: _Progress, train_dataset: Any, epoch: int, *,
         x, y, valid = prepare_batch(batch, model, run.device)
         with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
             pred = run.train_model(x)
-        loss = training_loss(pred.float(), y, valid, cfg.ssim_weight, detail_weight=cfg.detail_weight,
-                             band_weights=cfg.band_weights)
+        loss = training_loss(pred.float(), y, valid, **loss_options(cfg))
         group_end = min(total, (i // cfg.grad_accum + 1) * cfg.grad_accum)
         share = 1.0 / (group_end - (i // cfg.grad_accum) * cfg.grad_accum)
         if run.adversary is not None:

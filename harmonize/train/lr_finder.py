@@ -17,7 +17,7 @@ from harmonize.plot_training import plot_lr_find
 from harmonize.train.config import TrainConfig
 from harmonize.train.data import estimate_normalization, make_loader
 from harmonize.train.device import resolve_device
-from harmonize.train.losses import prepare_batch, training_loss
+from harmonize.train.losses import loss_options, prepare_batch, training_loss
 
 __all__ = ["LRFindResult", "lr_find"]
 
@@ -92,8 +92,7 @@ def lr_find(
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y, valid = prepare_batch(batch, net, device)
-            loss = training_loss(net(x).float(), y, valid, cfg.ssim_weight,
-                                 detail_weight=cfg.detail_weight, band_weights=cfg.band_weights)
+            loss = training_loss(net(x).float(), y, valid, **loss_options(cfg))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

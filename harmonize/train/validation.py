@@ -18,7 +18,7 @@ from harmonize.metrics import ssim as ssim_metric
 from harmonize.model import UNet
 from harmonize.train.config import TrainConfig
 from harmonize.train.data import make_loader
-from harmonize.train.losses import prepare_batch, training_loss
+from harmonize.train.losses import loss_options, prepare_batch, training_loss
 
 __all__ = ["validate", "full_metrics"]
 
@@ -47,8 +47,7 @@ def validate(model: UNet, dataset: Any, cfg: TrainConfig, device: torch.device,
             pred = model(x)
         pred = pred.float()
         pixels = float(valid.sum())
-        loss = training_loss(pred, y, valid, cfg.ssim_weight, detail_weight=cfg.detail_weight,
-                             band_weights=cfg.band_weights)
+        loss = training_loss(pred, y, valid, **loss_options(cfg))
         loss_sum += float(loss) * pixels
         n_pix += pixels
         w = valid[:, None].float().expand_as(pred)
