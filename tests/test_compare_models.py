@@ -142,6 +142,12 @@ def test_training_variants_are_rows_of_one_table(exported, tmp_path):
     for row in m.values():
         assert row["improvement"] + row["omission"] + row["hallucination"] == pytest.approx(1.0)
     assert "UNet tiny lowfreq" in (tmp_path / "compare.md").read_text()
+    # the three trained rows as one ensemble: its coverage, recalibrated on val when off
+    ens = res["uncertainty"]["ensemble of the trained rows"]
+    assert ens["members"] == ["UNet tiny", "UNet tiny adversarial", "UNet tiny lowfreq"]
+    assert 0.0 <= ens["test"]["cov1"] <= ens["test"]["cov2"] <= 1.0 and ens["test"]["n"] > 0
+    assert ens["recalibrated"] == ("test_after" in ens)
+    assert "±1σ" in (tmp_path / "compare.md").read_text()
 
 
 def test_imported_random_weight_model_is_scored_with_and_without_the_constraint(exported, tmp_path):

@@ -85,6 +85,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "L1": {},
     "adversarial": {"adversarial": {"discriminator": "patchgan", "weight": 0.01}},
     "lowfreq": {"model_overrides": {"lowfreq_constraint": True}},
+    # L1 with dropout, so MC-dropout gives a spread whose coverage can be scored
+    "dropout": {"model_overrides": {"dropout": 0.1}},
 }
 #: The published architecture the ``--imported`` rows rebuild with random weights.
 IMPORTED_PRESET = "UNet-5depth-upsample"
@@ -578,6 +580,7 @@ def train_eval(
     valid = data["test_valid"] & np.isfinite(truth.astype(np.float32)).all(axis=1)
     result = _baseline_result(data, meta, valid, steps=steps, batch=batch, lr=lr, device=device, amp=amp)
     _write(result, out)
+    members: dict[str, dict[str, np.ndarray]] = {}  # test and val predictions, for the ensemble
     for preset in presets:
         for variant in variants:
             key = preset if variant == "L1" else f"{preset} {variant}"
@@ -593,6 +596,10 @@ def train_eval(
             pred = _predict_test(model, data["test_input"], device=device, batch=batch, amp=amp)
             record["predict_s"] = round(time.perf_counter() - t, 2)
             result["methods"][f"UNet {key}"] = _scores(pred, truth, valid, data)
+            members[f"UNet {key}"] = {
+                "test": pred[:, : len(BANDS)],
+                "val": _predict_test(model, data["val_input"], device=device, batch=batch, amp=amp),
+            }
             if float(getattr(model.config, "dropout", 0.0)) > 0:
                 result.setdefault("uncertainty", {})[f"UNet {key} MC-dropout"] = _mc_calibration(model, data)
             result["training"][key] = record
@@ -602,6 +609,10 @@ def train_eval(
                 import torch
 
                 torch.cuda.empty_cache()
+    if len(members) >= 2:
+        ensemble = _ensemble_calibration(members, data)
+        result.setdefault("uncertainty", {})["ensemble of the trained rows"] = ensemble
+        _write(result, out)
     if imported:
         for name, pred in imported_rows(data, out, device=device, batch=batch, seed=seed).items():
             result["methods"][name] = _scores(pred, truth, valid, data)
@@ -644,7 +655,6 @@ def imported_rows(data: dict[str, np.ndarray], out: Path, *, device: str = "cpu"
 
 def _mc_calibration(model: Any, data: dict[str, np.ndarray], passes: int = 8) -> dict[str, Any]:
     """MC-dropout ±1σ/±2σ coverage on the test windows, before and after a σ scale fitted on val."""
-    from harmonize.calibration import coverage, fit_scale, needs_recalibration
     from harmonize.infer import predict_array
 
     def mc(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -657,14 +667,36 @@ def _mc_calibration(model: Any, data: dict[str, np.ndarray], passes: int = 8) ->
     m, s, t, v = mc("test")
     if not np.any(s[np.broadcast_to(v[:, None], s.shape)] > 0):
         return {"passes": passes, "error": "MC-dropout gave zero spread on every test pixel"}
+    return {"passes": passes, **_coverage_record((m, s, t, v), lambda: mc("val"))}
+
+
+def _coverage_record(test: tuple[np.ndarray, ...], val: Any) -> dict[str, Any]:
+    """Coverage of ``(mean, std, truth, valid)`` on the test windows, and after a σ scale fitted
+    on ``val()``'s when it is off by more than 5 points."""
+    from harmonize.calibration import coverage, fit_scale, needs_recalibration
+
+    m, s, t, v = test
     cov = coverage(m, s, t, v)
-    rec: dict[str, Any] = {"passes": passes, "test": cov, "recalibrated": needs_recalibration(cov)}
+    rec: dict[str, Any] = {"test": cov, "recalibrated": needs_recalibration(cov)}
     if rec["recalibrated"]:
-        scale = fit_scale(*mc("val"))
-        m, s, t, v = mc("test")
+        scale = fit_scale(*val())
         rec["scale"] = [float(x) for x in scale]
         rec["test_after"] = coverage(m, s * scale[None, :, None, None], t, v)
     return rec
+
+
+def _ensemble_calibration(
+    preds: dict[str, dict[str, np.ndarray]], data: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """±1σ/±2σ coverage of the trained models as one ensemble (mean and population σ)."""
+
+    def split(name: str) -> tuple[np.ndarray, ...]:
+        stack = np.stack([p[name] for p in preds.values()])
+        truth = data[f"{name}_truth"].astype(np.float32)
+        valid = data[f"{name}_valid"] & np.isfinite(truth).all(axis=1)
+        return stack.mean(0), stack.std(0), truth, valid
+
+    return {"members": list(preds), **_coverage_record(split("test"), lambda: split("val"))}
 
 
 def _baseline_result(
@@ -767,6 +799,18 @@ def markdown_tables(result: dict[str, Any]) -> str:
                 f"{m['cons_spectral_angle']:.3f} | {m['cons_shift_m']:.1f} | {m['improvement']:.3f} | "
                 f"{m['omission']:.3f} | {m['hallucination']:.3f} |"
             )
+    unc = result.get("uncertainty", {})
+    if unc:
+        lines += ["", "| uncertainty (test windows) | ±1σ | ±2σ | σ scale (val) | ±1σ after | ±2σ after |",
+                  "|---|---|---|---|---|---|"]
+    for name, rec in unc.items():
+        if "test" not in rec:
+            lines.append(f"| {name} | {rec.get('error', '-')} | | | | |")
+            continue
+        after = rec.get("test_after", rec["test"])
+        scale = f"{np.mean(rec['scale']):.2f}" if "scale" in rec else "1 (not needed)"
+        lines.append(f"| {name} | {rec['test']['cov1']:.1%} | {rec['test']['cov2']:.1%} | {scale} | "
+                     f"{after['cov1']:.1%} | {after['cov2']:.1%} |")
     lines += [
         "",
         "| method | " + " | ".join(f"{b} PSNR / SSIM / NRMSE" for b in BANDS) + " |",
