@@ -957,3 +957,30 @@ def test_world_scaled_reads_match_the_warper(world, world_items, shifted: bool, 
         assert np.mean(diff == 0) > 0.9 and diff.max() <= 1, (band, diff.max())
     for band in ("blue", "red"):  # Sentinel-2's 10 m bands are pasted, not resampled
         np.testing.assert_array_equal(fast[band].values[~ls], slow[band].values[~ls])
+
+
+@pytest.mark.parametrize("reflectance", [True, False])
+def test_world_direct_reader_is_the_odc_stac_load_bit_for_bit(  # noqa: ANN001
+    world, world_items, reflectance: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One read task per (step, chunk) gives the cube one odc.stac.load per collection gave:
+    every band, pan, mask and coordinate equal, shifted scenes and odd chunks included."""
+    shifts = {s["id"]: tuple(s["shift"]) for s in world.scenes if s["sensor"] == "landsat"}
+    kw = {
+        "shifts": shifts,
+        "reflectance": reflectance,
+        "masks": ("clear", "cloud", "nodata"),
+        "chunks": {"time": 1, "y": 48, "x": 80},
+    }
+    direct = load_cube(world_items, **kw)
+    assert any(k.startswith("harmonize-read-") for k in direct.__dask_graph__().layers)
+    direct = direct.compute(scheduler="sync")
+    monkeypatch.setenv("HARMONIZE_ODC_LOAD", "1")
+    odc = load_cube(world_items, **kw).compute(scheduler="sync")
+    xr.testing.assert_identical(direct, odc)
+    for v in odc.data_vars:
+        assert direct[v].dtype == odc[v].dtype, v
+        np.testing.assert_array_equal(direct[v].values, odc[v].values, err_msg=v)
+    pan = direct["pan"].values
+    assert int(direct["clear"].sum()) > 0
+    assert (np.isfinite(pan) if reflectance else pan != direct["pan"].attrs["nodata"]).any()

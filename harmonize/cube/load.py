@@ -18,7 +18,7 @@ from odc.geo.geobox import GeoBox
 from harmonize.cube.assemble import assemble
 from harmonize.cube.plan import Groupby, ShiftsLike, plan_load
 from harmonize.cube.read import read_plan
-from harmonize.cube.reflectance import to_reflectance
+from harmonize.cube.reflectance import relabel_reflectance, to_reflectance
 from harmonize.grid import DEFAULT_RESOLUTION
 from harmonize.items import Scene
 from harmonize.providers import Provider
@@ -136,5 +136,8 @@ def load_cube(
         chunks=chunks,
         fail_on_error=fail_on_error,
     )
-    cube = assemble(plan, read_plan(plan, progress=progress))
+    arrays = read_plan(plan, progress=progress)
+    cube = assemble(plan, arrays)
+    if arrays.scaled:  # the read tasks applied scale and offset
+        return relabel_reflectance(cube)
     return to_reflectance(cube) if plan.reflectance else cube

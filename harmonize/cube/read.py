@@ -10,6 +10,7 @@ pan scenes of Landsat steps are one more load per collection. The result is, per
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from harmonize.errors import HarmonizeError
 from harmonize.items import Scene
 from harmonize.qa import landsat_masks, scl_masks
 
-__all__ = ["StepArrays", "read_plan"]
+__all__ = ["StepArrays", "read_plan", "read_plan_odc"]
 
 
 @dataclass
@@ -57,6 +58,10 @@ class StepArrays:
         attributes; their pieces are in ``pieces``.
     extra_coords
         Per-step coordinates of those variables (``lst_scale`` ...).
+    scaled
+        Whether the bands (and pan) already are float32 reflectance (the direct reader applies
+        each step's scale and offset in its read tasks); the scaling coordinates are then only
+        provenance.
     """
 
     pieces: dict[str, list[Any]]
@@ -67,6 +72,7 @@ class StepArrays:
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra_coords: dict[str, Any] = field(default_factory=dict)
     blocks: dict[str, list[tuple[list[int], Any]]] = field(default_factory=dict)
+    scaled: bool = False
 
     def add_block(self, name: str, positions: Sequence[int], arr: Any) -> None:
         """Record ``arr`` (``len(positions)`` time steps) as variable ``name`` at ``positions``."""
@@ -237,8 +243,52 @@ def _read_pan(
     arrays.pan_fill = fill
 
 
+def _read_direct(plan: LoadPlan) -> StepArrays:
+    """:func:`harmonize.cube.direct.read_direct`'s variables as :class:`StepArrays`."""
+    from odc.geo.xr import xr_coords
+
+    from harmonize.cube.direct import read_direct
+
+    def prepared(scene: Scene, keys: Mapping[str, str], shift: tuple[float, float]) -> pystac.Item:
+        return _prepared(scene, keys, shift, plan)
+
+    variables, fills, pan = read_direct(plan, prepared)
+    first = next(iter(fills), None)
+    template = xr.Dataset(
+        {b: ((), 0, {"nodata": first}) for b in plan.bands},
+        coords=xr_coords(plan.geobox, crs_coord_name="spatial_ref"),
+    )
+    arrays = StepArrays(pieces={}, fills=fills, template=template, scaled=plan.reflectance)
+    steps = list(range(len(plan.steps)))
+    for name, arr in variables.items():
+        arrays.add_block(name, steps, arr)
+    if pan:
+        arrays.pan_scaling, arrays.pan_fill = pan["scaling"], pan["fill"]
+    return arrays
+
+
 def read_plan(plan: LoadPlan, *, progress: Any = None) -> StepArrays:
-    """The lazy raw arrays of every step of ``plan`` (see :class:`StepArrays`).
+    """The lazy arrays of every step of ``plan`` (see :class:`StepArrays`).
+
+    By default one read task per time step and chunk (:mod:`harmonize.cube.direct`); with
+    surface temperature, or with the environment variable ``HARMONIZE_ODC_LOAD`` set, one
+    ``odc.stac.load`` per collection (:func:`read_plan_odc`, raw numbers). Both give the same
+    values.
+
+    Parameters
+    ----------
+    plan
+        From :func:`harmonize.cube.plan.plan_load`.
+    progress
+        Passed to ``odc.stac.load`` (odc-stac reader only).
+    """
+    if plan.lst or os.environ.get("HARMONIZE_ODC_LOAD"):
+        return read_plan_odc(plan, progress=progress)
+    return _read_direct(plan)
+
+
+def read_plan_odc(plan: LoadPlan, *, progress: Any = None) -> StepArrays:
+    """The lazy raw arrays of every step of ``plan``, one ``odc.stac.load`` per collection.
 
     Parameters
     ----------

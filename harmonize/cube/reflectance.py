@@ -15,7 +15,7 @@ import xarray as xr
 from harmonize.bands import PAN, REFLECTANCE_BANDS, THERMAL
 from harmonize.errors import HarmonizeError
 
-__all__ = ["SCALE_COORDS", "to_reflectance"]
+__all__ = ["SCALE_COORDS", "relabel_reflectance", "to_reflectance"]
 
 #: The scaling coordinates of a raw cube, dropped by :func:`to_reflectance`.
 SCALE_COORDS = ("scale", "offset", "nodata", "pan_scale", "pan_offset", "pan_nodata") + tuple(
@@ -63,16 +63,25 @@ def to_reflectance(ds: xr.Dataset) -> xr.Dataset:
             "made by load_cube(..., reflectance=False)."
         )
     out = ds.copy()
-    for var in ds.data_vars:
-        if var not in REFLECTANCE_BANDS and var != PAN and var not in THERMAL:
-            continue
+    for var in _scaled_vars(ds):
         prefix = "" if var in REFLECTANCE_BANDS else f"{var}_"
         dn = ds[var]
         vectors = [np.asarray(ds[f"{prefix}{c}"].values, "float64") for c in ("scale", "offset", "nodata")]
+        out[var] = dn.copy(data=_scaled(dn.transpose("time", ...).data, *vectors))
+    return relabel_reflectance(out)
+
+
+def _scaled_vars(ds: xr.Dataset) -> list[Any]:
+    return [v for v in ds.data_vars if v in REFLECTANCE_BANDS or v == PAN or v in THERMAL]
+
+
+def relabel_reflectance(ds: xr.Dataset) -> xr.Dataset:
+    """The attributes and coordinates :func:`to_reflectance` gives a cube whose values already
+    are scaled (units and long names, no ``nodata`` attribute, no scaling coordinates)."""
+    out = ds.copy()
+    for var in _scaled_vars(ds):
         units, name = THERMAL.get(str(var), ("1", f"{var} reflectance"))
-        out[var] = dn.copy(data=_scaled(dn.transpose("time", ...).data, *vectors)).assign_attrs(
-            units=units, long_name=name
-        )
+        out[var] = out[var].assign_attrs(units=units, long_name=name)
         out[var].attrs.pop("nodata", None)
     out = out.drop_vars([c for c in SCALE_COORDS if c in out.coords])
     if "harmonize_load" in out.attrs:
