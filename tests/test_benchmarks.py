@@ -1,5 +1,6 @@
 """The load benchmark runs end to end on a tiny world, stackstac (on pandas 3) included; the
-infer benchmark reports its ratios and memory runs on tiny scenes."""
+infer benchmark reports its ratios and memory runs on tiny scenes; the scale benchmark measures
+every demo stage of a tiny world in its own process."""
 
 from __future__ import annotations
 
@@ -33,3 +34,32 @@ def test_infer_benchmark_reports_both_ratios_and_partial_memory_runs() -> None:
     # 192 px in 64-px chunks: 3 rows of regions two chunks wide (64 + 128 px); the first ran
     assert mem["regions_computed"] == "1 of 6", mem
     assert mem["peak_rss_mib"] >= mem["rss_before_compute_mib"] > 0
+
+
+@pytest.mark.slow  # every stage in its own process: ~55 CPU s
+def test_scale_benchmark_measures_every_stage_of_a_tiny_world(tmp_path: Path) -> None:
+    from harmonize.world import WorldConfig
+    from pipelines.benchmarks.scale import STAGES, run
+
+    tiny = WorldConfig.tiny()
+    doc = run(
+        ["--sizes", "1.28", "--start", str(tiny.start), "--end", str(tiny.end), "--train-steps", "1"]
+        + ["--out", str(tmp_path)]
+    )
+    (size,) = doc["sizes"]
+    assert size["complete"], size["stages"]
+    # the tiny world's manifest: 10 Sentinel-2 and 6 Landsat dates (each with its Level-1 pan)
+    assert size["scenes"] == {"sentinel-2": 10, "landsat": 6, "landsat_l1_pan": 6, "items": 22, "steps": 16}
+    assert size["pixels"] == "128x128" and size["mpx"] == 0.016
+    assert list(size["stages"]) == list(STAGES)
+    for name, fig in size["stages"].items():
+        assert fig["wall_s"] > 0 and fig["cpu_s"] > 0, name
+        assert fig["rss_peak_mb"] >= fig["rss_at_start_mb"] > 0, name
+        assert fig["rss_tree_peak_mb"] >= fig["rss_peak_mb"], name
+    stages = size["stages"]
+    assert stages["ingest"]["report"]["n_committed"] == 16  # one store per date
+    assert stages["infer"]["report"]["n_committed"] == 6  # one per Landsat date
+    per = stages["infer"]["cpu_s_per_mpx_scene"]
+    assert per * (128 * 128 / 1e6) * 6 == pytest.approx(stages["infer"]["cpu_s"], rel=0.01)
+    assert set(doc["memory"]) == set(STAGES)
+    assert size["path"] is None and not any(tmp_path.iterdir())  # the world is deleted once measured

@@ -4,6 +4,7 @@ Usage::
 
     python -m pipelines.benchmarks world [--out DIR]
     python -m pipelines.benchmarks load
+    python -m pipelines.benchmarks scale [--sizes 5.12,10.24,20.48,40.96]
     python -m pipelines.benchmarks NAME --help
     ...
 
@@ -20,7 +21,7 @@ import click
 
 __all__ = ["BENCHMARKS", "main"]
 
-BENCHMARKS: tuple[str, ...] = ("world", "load", "pairs", "infer", "timeseries", "store")
+BENCHMARKS: tuple[str, ...] = ("world", "load", "pairs", "infer", "timeseries", "store", "scale")
 
 
 class _BenchmarkGroup(click.Group):
