@@ -131,11 +131,11 @@ def test_stage_resumes_after_dying_and_keeps_a_finished_run(inputs, tmp_path, mo
     real = stage._train_and_score
     calls: list[str] = []
 
-    def second_dies(config, ledger, variant, items):
+    def second_dies(config, ledger, variant, items, keep=None):
         calls.append(variant)
         if variant == "fused":
             dies()
-        return real(config, ledger, variant, items)
+        return real(config, ledger, variant, items, keep)
 
     monkeypatch.setattr(stage, "_train_and_score", second_dies)
     with pytest.raises(RuntimeError):

@@ -208,9 +208,14 @@ def _split(config: ClassifyStageConfig, labels: np.ndarray) -> tuple[np.ndarray,
 
 
 def _train_and_score(
-    config: ClassifyStageConfig, ledger: Ledger, variant: str, items: list[str]
+    config: ClassifyStageConfig,
+    ledger: Ledger,
+    variant: str,
+    items: list[str],
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train ``variant``'s classifier, score it on the held-out blocks, commit both."""
+    """Train ``variant``'s classifier, score it on the held-out blocks, commit both (its
+    features and probabilities go into ``keep``, so the map need not make them again)."""
     from harmonize.classify import (
         ClassifierConfig,
         confusion_matrix,
@@ -228,6 +233,8 @@ def _train_and_score(
     test, train = _split(config, labels)
     model, fit = train_classifier(feats.values, labels, train, ClassifierConfig(**config.classifier))
     proba = predict_proba(model, feats.values)
+    if keep is not None:
+        keep.update(feats=feats, proba=proba)
     pred = np.asarray(model.codes)[proba.argmax(0)]
     held = test & (labels > 0)
     codes = sorted(set(np.unique(labels[held]).tolist()) | set(model.codes))
@@ -268,8 +275,11 @@ def _inputs(config: ClassifyStageConfig) -> list[str]:
     return [(Path(r).resolve() / Ledger.FILE).as_uri() for r in roots]
 
 
-def _write_map(config: ClassifyStageConfig, ledger: Ledger, items: list[str]) -> None:
-    """The map of ``map_variant``: two COGs and their STAC item, committed last to first."""
+def _write_map(
+    config: ClassifyStageConfig, ledger: Ledger, items: list[str], kept: dict[str, Any] | None = None
+) -> None:
+    """The map of ``map_variant``: two COGs and their STAC item, committed last to first
+    (``kept``: the variant's features and probabilities from this run's training, if any)."""
     from harmonize.classify import (
         class_map,
         classification_item,
@@ -280,9 +290,12 @@ def _write_map(config: ClassifyStageConfig, ledger: Ledger, items: list[str]) ->
     from pipelines.evaluation.landclasses import CLASSES
 
     variant = config.map_variant
-    feats = _features(ledger, variant)
     model, _ = load_classifier(ledger.unit_path(f"model-{variant}"))
-    proba = predict_proba(model, feats.values)
+    if kept:
+        feats, proba = kept["feats"], kept["proba"].copy()
+    else:
+        feats = _features(ledger, variant)
+        proba = predict_proba(model, feats.values)
     nodata = ~np.isfinite(feats.values).any(axis=0)
     proba[:, nodata] = np.nan
     ds = class_map(proba, model.codes, feats.rio.write_crs(open_cube(config.cube).rio.crs))
@@ -394,15 +407,17 @@ def classify_stage(
             if f"sums-{source}.zarr" in todo:
                 timings[f"sums-{source}"] = _write_sums(config, ledger, source, items)
         results = {}
+        kept: dict[str, Any] = {}
         for v in config.variants:
             if f"scores-{v}.json" in todo or f"model-{v}" in todo:
-                results[v] = _train_and_score(config, ledger, v, items)
+                keep = kept if v == config.map_variant else None
+                results[v] = _train_and_score(config, ledger, v, items, keep)
                 timings[f"train-{v}"] = results[v]["seconds"]
             else:
                 results[v] = json.loads(ledger.unit_path(f"scores-{v}.json").read_text())
         if any(f in todo for f in MAP_FILES):
             tic = time.perf_counter()
-            _write_map(config, ledger, items)
+            _write_map(config, ledger, items, kept)
             timings["map"] = time.perf_counter() - tic
         metrics = {
             "map_variant": config.map_variant,
