@@ -3,6 +3,7 @@ reprocesses nothing, and a longer-trained preset scored beside bicubic baselines
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     assert err["NDVI RMSE interior"] < err["NDVI RMSE land"] <= err["NDVI RMSE"]
     assert {"harmonized Landsat", "raw Landsat"} <= set(metrics["observation_error"])
     _check_summary(out, metrics)
+    _check_opensr_and_calibration(out, metrics)
 
     # a second run re-uses everything: no stage reprocesses anything
     t0 = time.perf_counter()
@@ -78,6 +80,33 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     bilinear = [i for i in table.index if i.startswith("Landsat resampled")][0]
     assert table.loc["Landsat bicubic", "PSNR"] != table.loc[bilinear, "PSNR"]
     assert abs(table.loc["Landsat bicubic", "PSNR"] - table.loc[bilinear, "PSNR"]) < 2.0
+
+
+def _check_opensr_and_calibration(out: Path, metrics: dict) -> None:
+    """The report's consistency / hallucination columns and its calibrated-uncertainty section."""
+    table = metrics["harmonization"]["table"]
+    # the HLS-adjusted input is the consistency reference: exactly consistent with itself
+    assert table["+ HLS bandpass"]["30 m MAE"] == 0.0 and table["+ HLS bandpass"]["30 m SAM (deg)"] == 0.0
+    # the input itself only ever stays like the input
+    resampled = next(k for k in table if k.startswith("Landsat resampled"))
+    assert table[resampled]["omission"] == 1.0 and table[resampled]["hallucination"] == 0.0
+    for row in table.values():
+        assert row["improvement"] + row["omission"] + row["hallucination"] == pytest.approx(1.0)
+    md = (out / "report" / "report.md").read_text()
+    assert "| 30 m MAE |" in md and "## Calibrated uncertainty" in md
+    # the tiny preset has no dropout, said so; the distinct weights its training kept (epochs
+    # and best; how many epochs fit in the time budget depends on the machine) make a snapshot
+    # ensemble when there are two or more
+    cal = metrics["calibration"]
+    assert any("no dropout" in n for n in cal["notes"])
+    run = out / "model"
+    kept = [*run.glob("checkpoints/epoch-*/model.safetensors"), *run.glob("best.safetensors")]
+    if len({hashlib.sha256(p.read_bytes()).digest() for p in kept}) >= 2:
+        (name, rec), = cal["methods"].items()
+        assert name.startswith("snapshot ensemble")
+        assert 0.0 <= rec["test"]["cov1"] <= rec["test"]["cov2"] <= 1.0
+    else:
+        assert cal["methods"] == {} and any("fewer than two" in n for n in cal["notes"])
 
 
 def _check_summary(out: Path, metrics: dict) -> None:

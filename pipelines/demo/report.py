@@ -355,6 +355,16 @@ def _calibration_section(inputs: _Inputs, max_windows: int) -> Section:
     return md, {"calibration": {**details, "table": table.to_dict(orient="index"), "notes": notes}}
 
 
+def _guarded(section: Any, *args: Any) -> Section:
+    """``section(*args)``, or a line saying why it is left out: the rest of the report stands."""
+    try:
+        return section(*args)
+    except Exception as exc:  # an added section must not cost the whole report
+        log.warning("report: %s left out (%s: %s)", section.__name__, type(exc).__name__, exc)
+        return [f"*({section.__name__.strip('_').replace('_', ' ')} left out: {type(exc).__name__}: {exc})*",
+                ""], {}
+
+
 def _registered(landsat: xr.Dataset, cube: xr.Dataset) -> xr.Dataset:
     """``landsat`` without the dates ingest flagged as not co-registered (the product leaves
     them out: :func:`pipelines.stages.timeseries.drop_unregistered`)."""
@@ -428,10 +438,12 @@ def _gapfill_numbers(series: _Series, method: str) -> dict[str, Any]:
         if m in rmse.index and {S2_PLAIN, _FUSED} <= set(rmse.columns):
             same_method[m] = float(rmse.loc[m, _FUSED] / rmse.loc[m, S2_PLAIN])
     lmbdas = {
-        combo: float(series.filled["whittaker"][combo]["gap_fill_lmbda"])
+        # one lambda, or one per group of pixels (edges, interiors: a (y, x) coordinate)
+        combo: [float(v) for v in np.unique(series.filled["whittaker"][combo]["gap_fill_lmbda"].values)]
         for combo in rmse.columns
         if "whittaker" in series.filled and combo in series.filled["whittaker"]
     }
+    lmbdas = {k: v[0] if len(v) == 1 else v for k, v in lmbdas.items()}
     return {
         "gapfill": series.table.to_dict(orient="records"),
         "gapfill_best_ratio": _fused_over_s2_alone(rmse),
@@ -450,7 +462,9 @@ def _gapfill_section(series: _Series, pixel_step: int, method: str) -> Section:
     ratio_in = numbers["gapfill_best_ratio_interior"]
     lmbdas = numbers["whittaker_lmbda"]
     obs_err = series.observation_error
-    chosen = ", ".join(f"{k}: λ={v:g}" for k, v in lmbdas.items() if v is not None)
+    chosen = ", ".join(
+        f"{k}: λ={'/'.join(f'{x:g}' for x in np.atleast_1d(v))}" for k, v in lmbdas.items() if v is not None
+    )
     md = [
         "## Gap-filled NDVI against truth",
         "",
@@ -741,7 +755,7 @@ def write_report(
     )
     sections = [
         _harmonization_section(inputs, rep, max_windows),
-        _calibration_section(inputs, max_windows),
+        _guarded(_calibration_section, inputs, max_windows),
         _coregistration_section(inputs),
     ]
     series = _score_series(inputs, pixel_step)

@@ -374,7 +374,9 @@ def calibration_table(
 
     patch = index_patch_size(index)
     test = _scored_windows(index, "test", max_windows)
-    val = _scored_windows(index, "val", val_windows)
+    val = test_windows(index, "val")
+    if val_windows and len(val) > val_windows:
+        val = val.iloc[np.linspace(0, len(val) - 1, val_windows).round().astype(int)]
     bands = tuple(REFLECTANCE_BANDS) + (("pan",) if "pan" in cube else ())
     tr = truth_on_grid(truth, cube)
     both = pd.concat([test, val], ignore_index=True)
@@ -392,6 +394,9 @@ def calibration_table(
         rec: dict[str, Any] = {"test": cov, "recalibrated": needs_recalibration(cov, tolerance)}
         scale = np.ones(mean.shape[1])
         after = cov
+        if rec["recalibrated"] and not v[n:].any():
+            rec["recalibrated"] = False
+            rec["note"] = "no clear validation pixels to fit a σ scale on"
         if rec["recalibrated"]:
             scale = fit_scale(mean[n:], std[n:], t[n:], v[n:])
             after = coverage(mean[:n], std[:n] * scale[None, :, None, None], t[:n], v[:n])
