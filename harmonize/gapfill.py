@@ -493,8 +493,12 @@ def whittaker_gcv(
 
 
 def _gcv_sample(
-    obj: xr.DataArray, wts: xr.DataArray | None, sample: int, max_chunks: int = 4
-) -> tuple[Any, Any, np.ndarray]:
+    obj: xr.DataArray,
+    wts: xr.DataArray | None,
+    sample: int,
+    max_chunks: int = 4,
+    groups: xr.DataArray | None = None,
+) -> tuple[Any, ...]:
     """Up to ``sample`` pixels of ``obj`` (time sorted) and their weights as ``(time, pixels)``
     arrays, lazy if the input is, and the observation days.
 
@@ -502,7 +506,8 @@ def _gcv_sample(
     sampled on a regular grid inside at most ``max_chunks`` of its spatial chunks, spread over
     the extent: a strided pass over every chunk would make the lambda depend on every input
     chunk, so that a lazy fill could start no block before the whole input had been read, and
-    would have to hold it all in memory meanwhile.
+    would have to hold it all in memory meanwhile. With ``groups`` (``(space)`` labels), their
+    values at the sampled pixels come fourth.
     """
     space = [d for d in obj.dims if d != "time"]
     t = np.asarray(obj["time"].values, dtype="datetime64[ns]")
@@ -519,7 +524,11 @@ def _gcv_sample(
             for i in pick
         ]
     concat = np.concatenate if obj.chunks is None else dsa.concatenate
-    values, weights = [], []
+    if groups is not None:
+        groups = groups.drop_vars(list(groups.coords)).transpose(*space)
+        if obj.chunks is not None:
+            groups = groups.chunk({d: obj.chunksizes[d] for d in space})
+    values, weights, labels = [], [], []
     for region in regions:
         part = obj.isel(region)
         n_pix = int(np.prod([part.sizes[d] for d in space])) if space else 1
@@ -530,9 +539,14 @@ def _gcv_sample(
         if wts is not None:
             w_part = wts.isel(region).isel(grid).data.reshape(t.size, -1)
             weights.append(w_part if obj.chunks is None else dsa.asarray(w_part))
+        if groups is not None:
+            g_part = groups.isel(region).isel(grid).data.reshape(-1)
+            labels.append(g_part if obj.chunks is None else dsa.asarray(g_part))
     vals = concat(values, axis=1)
     w = concat(weights, axis=1) if weights else None
-    return vals, w, to_days(t, t[0])
+    if groups is None:
+        return vals, w, to_days(t, t[0])
+    return vals, w, to_days(t, t[0]), concat(labels, axis=0)
 
 
 def _gcv_best(
@@ -553,6 +567,63 @@ def _gcv_best(
     best = float(lmbdas[int(np.nanargmin(gcv))])
     log.info("select_lmbda: GCV %s -> lmbda=%g", np.round(gcv, 8).tolist(), best)
     return best
+
+
+#: Fewest sampled pixels (with 4 observed days) a group needs for a lambda of its own.
+GCV_GROUP_MIN = 64
+
+
+def _gcv_best_groups(
+    values: np.ndarray,
+    weights: np.ndarray | None,
+    t_obs: np.ndarray,
+    labels: np.ndarray,
+    lmbdas: Sequence[float],
+    n_groups: int,
+) -> np.ndarray:
+    """One GCV choice per group label ``0 .. n_groups-1`` of the sampled pixels (``(n_groups,)``).
+
+    A group with fewer than :data:`GCV_GROUP_MIN` sampled pixels of 4 observed days takes the
+    choice pooled over all sampled pixels.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    y = values.reshape(values.shape[0], -1).T
+    w = None if weights is None else np.asarray(weights, np.float64).reshape(values.shape[0], -1).T
+    lab = np.asarray(labels).reshape(-1)
+    rss, trace, m = whittaker_gcv(y, t_obs, lmbdas, w)
+    ok = m >= 4
+
+    def best(sel: np.ndarray) -> float:
+        big_m = m[sel].sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gcv = big_m * rss[sel].sum(axis=0) / (big_m - trace[sel].sum(axis=0)) ** 2
+        return float(lmbdas[int(np.nanargmin(gcv))])
+
+    if not ok.any():
+        log.warning("select_lmbda: no sampled pixel has 4 observed days; keeping lmbda=1000")
+        return np.full(n_groups, 1000.0)
+    pooled = best(ok)
+    out = np.full(n_groups, pooled)
+    for g in range(n_groups):
+        sel = ok & (lab == g)
+        if sel.sum() >= GCV_GROUP_MIN:
+            out[g] = best(sel)
+    log.info("select_lmbda: per group %s (pooled %g)", out.tolist(), pooled)
+    return out
+
+
+def _lmbda_map(groups: xr.DataArray, lams: Any) -> xr.DataArray:
+    """Per pixel the lambda of its group (lazy if ``groups`` or ``lams`` is)."""
+    g = groups.drop_vars(list(groups.coords))
+    if g.chunks is None and not dask.is_dask_collection(lams):
+        return g.copy(data=np.asarray(lams)[np.asarray(g.values)])
+    data = g.data if g.chunks is not None else dsa.from_array(g.values, chunks=-1)
+    arr = dsa.map_blocks(_take_lmbda, data, lams, dtype=np.float64)
+    return g.copy(data=arr)
+
+
+def _take_lmbda(g: np.ndarray, lams: np.ndarray) -> np.ndarray:
+    return np.asarray(lams, dtype=np.float64)[np.asarray(g)]
 
 
 def _gcv_best_array(*args: Any) -> np.ndarray:
@@ -603,8 +674,9 @@ def select_lmbda(
 
 
 def _whittaker(
-    y: np.ndarray, wts: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, lmbda: float
+    y: np.ndarray, wts: np.ndarray, t_obs: np.ndarray, t_out: np.ndarray, lmbda: float | np.ndarray
 ) -> np.ndarray:
+    """Whittaker fill of ``(n, T)`` series; ``lmbda`` one value or one per series (``(n,)``)."""
     # Daily grid covering observations and output; observations snap to their nearest day.
     t0 = np.floor(min(t_obs.min(), t_out.min()))
     t1 = np.ceil(max(t_obs.max(), t_out.max()))
@@ -623,8 +695,14 @@ def _whittaker(
         w[:, few] = 1.0
         b[:, few] = mean[None, :]
     p0, p1, p2 = _second_difference_bands(length)
-    w += lmbda * p0[:, None]
-    z = _pentadiagonal_cholesky_solve(w, lmbda * p1, lmbda * p2, b)
+    lam = np.asarray(lmbda, dtype=np.float64)
+    if lam.ndim:  # one lambda per pixel: the off-diagonals differ per column too
+        w += p0[:, None] * lam[None, :]
+        off1, off2 = p1[:, None] * lam[None, :], p2[:, None] * lam[None, :]
+    else:
+        w += lam * p0[:, None]
+        off1, off2 = lam * p1, lam * p2
+    z = _pentadiagonal_cholesky_solve(w, off1, off2, b)
     # Sample the daily solution at the output times (linear between days).
     pos = np.clip(t_out - t0, 0, length - 1)
     i0 = np.clip(np.floor(pos).astype(int), 0, length - 2)
@@ -693,6 +771,7 @@ def fill_pixels(
     t_out: np.ndarray,
     params: FillParams,
     weights: np.ndarray | None = None,
+    lmbda: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fill many pixels' series observed at ``t_obs`` onto the output times ``t_out``.
 
@@ -711,6 +790,8 @@ def fill_pixels(
     weights
         Broadcastable to ``values``: each observation's influence (NaN, negative and zero mean
         "not used").
+    lmbda
+        ``(n_pixels,)`` Whittaker lambdas, one per pixel, instead of ``params.lmbda``.
 
     Returns
     -------
@@ -729,7 +810,7 @@ def fill_pixels(
     if params.method == "linear":
         out = _linear(y, t_obs, t_out, ip, inn)
     elif params.method == "whittaker":
-        out = _whittaker(y, wts, t_obs, t_out, params.lmbda)
+        out = _whittaker(y, wts, t_obs, t_out, params.lmbda if lmbda is None else lmbda)
     elif params.method == "harmonic":
         out = _harmonic(y, wts, t_obs, t_out, params.n_harmonics, params.period)
     else:
@@ -745,10 +826,16 @@ def _fill_block(
     params: FillParams,
     weighted: bool = False,
 ) -> np.ndarray:
-    # extra: the weights block if ``weighted``, then a 0-d lmbda chosen in the graph if any
+    # extra: the weights block if ``weighted``, then the lmbda chosen in the graph if any: 0-d
+    # (one for all) or one per pixel of the block (chosen per group of pixels)
     weights = extra[0] if weighted else None
+    lam_px = None
     if len(extra) > int(weighted):
-        params = dataclasses.replace(params, lmbda=float(np.asarray(extra[-1])))
+        lam = np.asarray(extra[-1], dtype=np.float64)
+        if lam.ndim == 0:
+            params = dataclasses.replace(params, lmbda=float(lam))
+        else:
+            lam_px = np.broadcast_to(lam, block.shape[:-1]).reshape(-1)
     lead = block.shape[:-1]
     flat = block.reshape(-1, block.shape[-1])
     wflat = None
@@ -761,7 +848,8 @@ def _fill_block(
     batch = int(np.clip(_BATCH_ELEMENTS // max(length, 1), 256, _BATCH_MAX))
     for s in range(0, flat.shape[0], batch):
         w = None if wflat is None else wflat[s : s + batch]
-        out[s : s + batch] = fill_pixels(flat[s : s + batch], t_obs, t_out, params, w)
+        lam_b = None if lam_px is None else lam_px[s : s + batch]
+        out[s : s + batch] = fill_pixels(flat[s : s + batch], t_obs, t_out, params, w, lam_b)
     return out.reshape(*lead, t_out.size)
 
 
@@ -787,7 +875,8 @@ def _fill_dataarray(
     weights: xr.DataArray | None = None,
     lmbda: Any = None,
 ) -> xr.DataArray:
-    """Fill one variable; ``lmbda``, a 0-d dask array, overrides ``params.lmbda`` in the graph."""
+    """Fill one variable; ``lmbda`` (a 0-d array, or a DataArray of one lambda per pixel on the
+    variable's spatial dims) overrides ``params.lmbda`` in the graph."""
     dims = da.dims
     da = _time_whole(da.astype(np.float32))
     time_coords = [c for c, v in da.coords.items() if "time" in v.dims]
@@ -802,7 +891,14 @@ def _fill_dataarray(
         args.append(weights)
         core.append(["time"])
     if lmbda is not None:
-        args.append(xr.DataArray(lmbda))
+        if isinstance(lmbda, xr.DataArray):
+            space = [d for d in da.dims if d in lmbda.dims]
+            lmbda = lmbda.drop_vars(list(lmbda.coords)).transpose(*space)
+            if da.chunks is not None:
+                lmbda = lmbda.chunk({d: da.chunksizes[d] for d in space})
+            args.append(lmbda)
+        else:
+            args.append(xr.DataArray(lmbda))
         core.append([])
     out = xr.apply_ufunc(
         _fill_block,
@@ -890,6 +986,7 @@ def gap_fill(
     sigmas: Sequence[float] = (8.0, 16.0, 32.0),
     rbf_cutoff: float = 0.95,
     weights: xr.DataArray | Mapping[str, float] | None = None,
+    lmbda_split: xr.DataArray | None = None,
 ) -> xr.DataArray | xr.Dataset:
     """Fill a cloud-gapped cube onto a regular time axis, pixel by pixel.
 
@@ -933,6 +1030,13 @@ def gap_fill(
         of weight 0. Observations of weight 0 do not count for ``max_gap`` or ``n_obs``. Only
         relative values matter for ``harmonic`` and ``rbf``; for ``whittaker`` they scale
         against ``lmbda`` (weights of 1 are the unweighted smoother). Default: all 1.
+    lmbda_split
+        With ``method="whittaker"`` and ``lmbda="gcv"``: a boolean map on the input's spatial
+        dims splitting the pixels into two groups (e.g. parcel interiors and edges, whose
+        series need different smoothing: an edge pixel's error is larger and steadier), each
+        given its own GCV choice (the pooled one where a group has too few sampled pixels).
+        The result's ``gap_fill_lmbda`` coordinate is then the lambda of each pixel
+        (``(y, x)``, lazy until computed). Ignored otherwise.
 
     Returns
     -------
@@ -964,13 +1068,16 @@ def gap_fill(
     obj = obj.isel(time=order)
     axis = regular_time_axis(obj["time"].values, freq=freq, start=start, end=end)
     origin = np.datetime64(axis[0].to_datetime64(), "ns")
+    gcv = isinstance(lmbda, str) and method == "whittaker"
     job = _FillJob(
         t_obs=to_days(obj["time"].values, origin),
         t_out=to_days(axis.values, origin),
         axis=axis,
         params=params,
         weights=wts,
-        gcv=isinstance(lmbda, str) and method == "whittaker",
+        gcv=gcv,
+        groups=_split_groups(obj, lmbda_split) if gcv and lmbda_split is not None else None,
+        n_groups=2,
     )
     log.debug("gap_fill %s: %d observations -> %d steps", method, job.t_obs.size, job.t_out.size)
     attrs = {"gap_fill_method": method, "gap_fill_freq": freq, "gap_fill_max_gap_days": params.max_gap}
@@ -981,6 +1088,19 @@ def gap_fill(
         out = _fill_variable(job, obj, attrs, lmbda_coord="gap_fill_lmbda")
         return out.assign_coords(n_obs=n_obs)
     return _fill_dataset(job, obj, attrs)
+
+
+def _split_groups(obj: xr.DataArray | xr.Dataset, split: xr.DataArray) -> xr.DataArray:
+    """``split`` as int labels 0 (False) / 1 (True), checked against ``obj``'s spatial dims."""
+    if not isinstance(split, xr.DataArray) or split.dtype != bool:
+        raise TimeSeriesError("lmbda_split must be a boolean xarray.DataArray on the series' (y, x).")
+    space = [d for d in obj.dims if d != "time"]
+    if sorted(split.dims) != sorted(space) or any(split.sizes[d] != obj.sizes[d] for d in space):
+        raise TimeSeriesError(
+            f"lmbda_split has dims {dict(split.sizes)}, the series {dict((d, obj.sizes[d]) for d in space)}; "
+            "give one value per pixel of the series."
+        )
+    return split.astype(np.int8)
 
 
 def _checked_params(
@@ -1032,12 +1152,22 @@ class _FillJob:
     params: FillParams
     weights: xr.DataArray | None  # aligned with the sorted observations
     gcv: bool  # choose the Whittaker lmbda per variable by GCV
+    groups: xr.DataArray | None = None  # (space) labels 0..n-1: one GCV lambda per group
+    n_groups: int = 0
 
 
 def _tuned(job: _FillJob, da: xr.DataArray) -> tuple[FillParams, Any]:
-    """Parameters for ``da``, and lmbda as a lazy 0-d array when GCV runs inside the graph."""
+    """Parameters for ``da``, and lmbda as a lazy 0-d array when GCV runs inside the graph; with
+    groups, the lambdas per group (``(n_groups,)``, lazy or not) instead."""
     if not job.gcv:
         return job.params, None
+    if job.groups is not None:
+        values, w, t_days, lab = _gcv_sample(da, job.weights, GCV_SAMPLE, groups=job.groups)
+        args = (values, w, t_days, lab, GCV_LMBDAS, job.n_groups)
+        if not any(dask.is_dask_collection(v) for v in (values, w, lab)):
+            return job.params, _gcv_best_groups(*args)
+        chosen = dask.delayed(_gcv_best_groups, pure=True)(*args)
+        return job.params, dsa.from_delayed(chosen, shape=(job.n_groups,), dtype=np.float64)
     values, w, t_days = _gcv_sample(da, job.weights, GCV_SAMPLE)
     if not any(dask.is_dask_collection(v) for v in (values, w)):  # in memory: choose now
         return dataclasses.replace(job.params, lmbda=_gcv_best(values, w, t_days, GCV_LMBDAS)), None
@@ -1051,6 +1181,11 @@ def _fill_variable(
     """One variable filled, with ``attrs`` added; a Whittaker fill also records the lmbda used
     as the 0-d coordinate ``lmbda_coord`` (lazy or not) and in ``attrs["gap_fill_lmbda"]``."""
     p, lazy = _tuned(job, da)
+    if job.groups is not None and lazy is not None:  # one lambda per group
+        lam_px = _lmbda_map(job.groups, lazy)
+        out = _fill_dataarray(da, job.t_obs, job.t_out, job.axis, p, job.weights, lam_px)
+        out.attrs = {**out.attrs, **attrs, "gap_fill_lmbda": "gcv per group"}
+        return out.assign_coords({lmbda_coord: lam_px.astype(np.float64)})
     out = _fill_dataarray(da, job.t_obs, job.t_out, job.axis, p, job.weights, lazy)
     out.attrs = {**out.attrs, **attrs}
     if job.params.method == "whittaker":

@@ -470,3 +470,48 @@ def test_gcv_picks_little_smoothing_for_signal_and_much_for_noise():
     assert eager.attrs["gap_fill_lmbda"] == lam_signal
     with pytest.raises(TimeSeriesError, match="gcv"):
         gap_fill(cube(wiggle, t), method="whittaker", lmbda="best")
+
+
+def test_gcv_per_split_gives_each_group_its_own_smoothing():
+    """Noisy smooth pixels and clean step-like pixels side by side: one lambda for all fits
+    neither; with lmbda_split each half gets its own (much smoothing for the noise, little for
+    the steps) and the fill equals filling each half with its lambda."""
+    from harmonize.gapfill import GCV_LMBDAS
+
+    rng = np.random.default_rng(5)
+    t = pd.date_range("2023-01-01", periods=80, freq="4D")
+    d = np.arange(80) * 4.0
+    ny, nx = 16, 16
+    y = np.empty((80, ny, nx))
+    truth_smooth = 0.5 + 0.3 * np.sin(2 * np.pi * d / 365)
+    truth_steps = 0.5 + 0.3 * np.sign(np.sin(2 * np.pi * d / 60))
+    y[:, :, :8] = truth_smooth[:, None, None] + rng.normal(0, 0.1, (80, ny, 8))
+    y[:, :, 8:] = truth_steps[:, None, None] + rng.normal(0, 0.01, (80, ny, 8))
+    obs = xr.DataArray(y, dims=("time", "y", "x"), coords={"time": t, "y": np.arange(ny), "x": np.arange(nx)})
+    split = xr.DataArray(np.arange(nx)[None, :].repeat(ny, 0) >= 8, dims=("y", "x"))
+    for data in (obs, obs.chunk({"y": 8, "x": 8})):
+        one = gap_fill(data, method="whittaker", lmbda="gcv", freq="4D")
+        two = gap_fill(data, method="whittaker", lmbda="gcv", freq="4D", lmbda_split=split)
+        assert isinstance(two.data, dsa.Array) == (data.chunks is not None)
+        lam = two["gap_fill_lmbda"].values
+        assert lam.shape == (ny, nx) and two.attrs["gap_fill_lmbda"] == "gcv per group"
+        lam_noise, lam_steps = float(lam[0, 0]), float(lam[0, -1])
+        assert np.all(lam[:, :8] == lam_noise) and np.all(lam[:, 8:] == lam_steps)
+        assert lam_noise >= 100 * lam_steps and {lam_noise, lam_steps} <= set(GCV_LMBDAS)
+        halves = [
+            gap_fill(data, method="whittaker", lmbda=v, freq="4D").values for v in (lam_noise, lam_steps)
+        ]
+        np.testing.assert_allclose(two.values, np.where(split.values[None], halves[1], halves[0]), atol=1e-6)
+        # against truth both halves are closer than with the one pooled lambda
+        def err(f, sl, tr):
+            return float(np.sqrt(np.mean((f.values[:, :, sl] - tr[:, None, None]) ** 2)))
+
+        assert err(two, slice(0, 8), truth_smooth) <= err(one, slice(0, 8), truth_smooth)
+        assert err(two, slice(8, None), truth_steps) <= err(one, slice(8, None), truth_steps)
+        assert err(two, slice(0, 8), truth_smooth) + err(two, slice(8, None), truth_steps) < 0.95 * (
+            err(one, slice(0, 8), truth_smooth) + err(one, slice(8, None), truth_steps)
+        )
+    with pytest.raises(TimeSeriesError, match="lmbda_split"):
+        gap_fill(obs, method="whittaker", lmbda="gcv", lmbda_split=split.astype(int))
+    with pytest.raises(TimeSeriesError, match="lmbda_split"):
+        gap_fill(obs, method="whittaker", lmbda="gcv", lmbda_split=split[:4])

@@ -374,3 +374,50 @@ def test_sharpened_nir_brings_sentinel2_ndvi_closer_to_truth(tiny_world):
     assert rmse(sharp) < 0.9 * rmse(raw), (rmse(sharp), rmse(raw))
     assert np.abs(sharp[ok]).max() <= 1.0  # the floor at 0 keeps NDVI in range at shores
     assert TimeSeriesConfig().sharpen_s2_nir  # the default: the error it removes is there on every date
+
+
+def test_sensor_offset_removes_a_landsat_bias_before_filling():
+    """Landsat reads the true NDVI curve 0.05 too high at every pixel, Sentinel-2 reads it
+    exactly but with long cloudy gaps: uncorrected, the fused fill steps up on Landsat dates;
+    with the offset measured against Sentinel-2 (no truth used) it follows the truth."""
+    from harmonize.timeseries import fill_inputs, sensor_offset
+
+    curve = lambda d: double_logistic(d, 120.0, 260.0)  # noqa: E731
+    rng = np.random.default_rng(3)
+    t_s2 = pd.date_range("2023-03-01T10:30", "2023-10-31", freq="5D")
+    t_l8 = pd.date_range("2023-03-03T10:05", "2023-10-31", freq="8D")
+    doy = lambda t: np.asarray(t.day_of_year, float)  # noqa: E731
+    shape = GEOBOX.shape
+    s2 = curve(doy(t_s2))[:, None, None] * np.ones((1, *shape)) + rng.normal(0, 0.005, (len(t_s2), *shape))
+    s2[rng.random(s2.shape) < 0.5] = np.nan
+    l8 = curve(doy(t_l8))[:, None, None] + 0.05 + rng.normal(0, 0.005, (len(t_l8), *shape))
+    times = t_s2.append(t_l8)
+    order = np.argsort(times.values, kind="stable")
+    sensors = np.array(["sentinel-2"] * len(t_s2) + ["landsat"] * len(t_l8))[order]
+    obs = xr.DataArray(
+        np.concatenate([s2, l8])[order].astype(np.float32),
+        dims=("time", "y", "x"),
+        coords={"time": times[order], **xr_coords(GEOBOX)},
+    ).assign_coords(sensor=("time", sensors))
+    obs = obs.chunk({"time": 9, "y": 2})
+    off = sensor_offset(obs)
+    assert isinstance(off.data, dsa.Array) and off.dims == ("y", "x")
+    plain = sensor_offset(obs, prior=0).values
+    np.testing.assert_allclose(plain, 0.05, atol=0.006)
+    # shrunk towards 0 by 5 pseudo-observations: n / (n + 5) of it with n <= the Landsat dates
+    n_l8 = len(t_l8)
+    assert np.all(off.values < plain * n_l8 / (n_l8 + 5) + 1e-6) and np.all(off.values > 0.6 * plain)
+    corrected, _, _ = fill_inputs(obs, TimeSeriesConfig(offset_prior=0))
+    is_l8 = sensors == "landsat"
+    np.testing.assert_allclose(
+        corrected.values[is_l8], obs.values[is_l8] - sensor_offset(obs, prior=0).values[None], atol=1e-6
+    )
+    np.testing.assert_array_equal(corrected.values[~is_l8], obs.values[~is_l8])
+    kw = dict(method="whittaker", lmbda=100.0, start="2023-03-10", end="2023-10-20", weights=False)
+    truth = curve(doy(pd.date_range("2023-03-10", "2023-10-20", freq="5D")))[:, None, None]
+    err = lambda f: float(np.sqrt(np.mean((f.values - truth) ** 2)))  # noqa: E731
+    biased = err(fill_ndvi(obs, correct_offset=False, **kw))
+    fixed = err(fill_ndvi(obs, **kw))
+    assert biased > 0.02 and fixed < 0.5 * biased, (biased, fixed)
+    with pytest.raises(TimeSeriesError, match="prior"):
+        sensor_offset(obs, prior=-1)

@@ -105,10 +105,13 @@ def ndvi_observations(
     Sentinel-2 alone comes twice, as a user could have it: plain (its 20 m nir as delivered)
     and with its nir sharpened to 10 m (:func:`harmonize.timeseries.sharpen_nir`). The fused
     combinations use the Sentinel-2 that ``config`` (the time-series stage's settings) asks for
-    and carry a ``weight`` coordinate ``(time, y, x)`` when ``config.weights``:
-    :func:`harmonize.timeseries.observation_weights` with the heterogeneity measured on the
-    full-resolution Sentinel-2 observations, then subsampled like the observations.
-    :func:`gapfill_table` uses it.
+    are prepared as the stage fills them (:func:`harmonize.timeseries.fill_inputs`: the other
+    sensor's offset from Sentinel-2 corrected, a ``weight`` coordinate ``(time, y, x)``), with
+    the heterogeneity measured on the full-resolution Sentinel-2 observations, then
+    subsampled like the observations. Every combination carries the ``lmbda_split``
+    coordinate ``(y, x)`` when the settings choose Whittaker's lambda apart for edges
+    (``lmbda_by_edges``), from its own Sentinel-2's heterogeneity. :func:`gapfill_table` uses
+    both.
 
     Parameters
     ----------
@@ -134,6 +137,7 @@ def ndvi_observations(
     from harmonize.timeseries import S2, TimeSeriesConfig, heterogeneity, sharpen_nir
 
     cfg = config or TimeSeriesConfig()
+    split_on = cfg.lmbda_by_edges and cfg.method == "whittaker" and cfg.lmbda == "gcv"
     s2 = s2[[v for v in ("blue", "green", "red", "nir", "clear") if v in s2.data_vars]]
     lazy: dict[str, Any] = {S2_PLAIN: _clear_ndvi_by_day(s2, pixel_step)}
     lazy[FUSED_RAW] = _clear_ndvi_by_day(landsat_raw, pixel_step)
@@ -150,17 +154,21 @@ def ndvi_observations(
         lazy[FUSED] = _clear_ndvi_by_day(landsat_harmonized, pixel_step)
         s2_fused = s2_sharp if cfg.sharpen_s2_nir else s2
         full = ndvi(s2_fused.where(s2_fused["clear"])) if "clear" in s2_fused else ndvi(s2_fused)
-    if cfg.weights:
+    if cfg.weights or split_on:
         lazy["het"] = subsample_pixels(heterogeneity(full, window=cfg.weight_window), pixel_step)
+    if split_on and cfg.sharpen_s2_nir:  # plain Sentinel-2's own edges
+        plain = ndvi(s2.where(s2["clear"])) if "clear" in s2 else ndvi(s2)
+        lazy["het_plain"] = subsample_pixels(heterogeneity(plain, window=cfg.weight_window), pixel_step)
     # One compute for all, so the Sentinel-2 chunks are read once.
     done = dict(zip(lazy, dask.compute(*lazy.values()), strict=True))
+    het, het_plain = done.get("het"), done.get("het_plain", done.get("het"))
     s2_obs = done[S2_SHARP] if cfg.sharpen_s2_nir else done[S2_PLAIN]
     fused = done[FUSED] if product is not None else _concat(s2_obs, done[FUSED])
     return {
-        S2_PLAIN: done[S2_PLAIN],
-        S2_SHARP: done[S2_SHARP],
-        FUSED: _weighted(fused, done.get("het"), cfg),
-        FUSED_RAW: _weighted(_concat(s2_obs, done[FUSED_RAW]), done.get("het"), cfg),
+        S2_PLAIN: _prepared(done[S2_PLAIN], het_plain, cfg),
+        S2_SHARP: _prepared(done[S2_SHARP], het if cfg.sharpen_s2_nir else None, cfg),
+        FUSED: _prepared(fused, het, cfg),
+        FUSED_RAW: _prepared(_concat(s2_obs, done[FUSED_RAW]), het, cfg),
     }
 
 
@@ -169,21 +177,21 @@ def _concat(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
     return xr.concat([a, b], dim="time", coords="minimal", compat="override").sortby("time")
 
 
-def _weighted(obs: xr.DataArray, het: xr.DataArray | None, cfg: Any) -> xr.DataArray:
-    """``obs`` with the ``weight`` coordinate the time-series stage would give it (none without
-    ``het``)."""
-    from harmonize.timeseries import observation_weights
+def _prepared(obs: xr.DataArray, het: xr.DataArray | None, cfg: Any) -> xr.DataArray:
+    """``obs`` as the time-series stage fills it (:func:`harmonize.timeseries.fill_inputs`: other
+    sensors' offsets corrected), with its ``weight`` and ``lmbda_split`` as coordinates; as it
+    is without ``het`` (measured at full resolution; a subsample's would be another scale)."""
+    from harmonize.timeseries import fill_inputs
 
     if het is None:
         return obs
-    w = observation_weights(
-        obs,
-        scale=cfg.weight_scale,
-        window=cfg.weight_window,
-        disagreement_scale=cfg.disagreement_scale or None,
-        het=het,
-    )
-    return obs.assign_coords(weight=(obs.dims, w.values))
+    values, weights, split = fill_inputs(obs, cfg, het=het)
+    values = values.compute()
+    if weights is not None:
+        values = values.assign_coords(weight=(obs.dims, np.asarray(weights.values)))
+    if split is not None:
+        values = values.assign_coords(lmbda_split=(split.dims, np.asarray(split.values)))
+    return values
 
 
 def _static_masks(
@@ -208,9 +216,9 @@ def _fill_each(
         w = (weights or {}).get(combo)
         if w is None and "weight" in obs.coords:
             w = obs["weight"]
-        if "weight" in obs.coords:
-            obs = obs.drop_vars("weight")
-        filled = gap_fill(obs, weights=w, **gap_fill_kwargs)
+        split = obs["lmbda_split"] if "lmbda_split" in obs.coords else None
+        obs = obs.drop_vars([c for c in ("weight", "lmbda_split") if c in obs.coords])
+        filled = gap_fill(obs, weights=w, lmbda_split=split, **gap_fill_kwargs)
         drop = [c for c, v in filled.coords.items() if "time" in v.dims and c != "time"]
         ests[combo] = filled.drop_vars(drop).compute()
     return ests
