@@ -31,7 +31,7 @@ PACKAGES = ("harmonize", "pipelines")
 LIBRARY_LAYERS: tuple[tuple[str, ...], ...] = tuple(
     tuple(f"harmonize.{m}" for m in layer.split())
     for layer in (
-        "errors bands qa providers overrides redact credentials",
+        "errors bands qa providers overrides redact credentials band_io",
         "catalog items world testing",
         "grid",
         "cube",
