@@ -36,7 +36,9 @@ class ClassifierConfig(BaseModel):
     width
         Channels after the first (1x1) layer; doubled at each level down.
     depth
-        UNet levels (1: no downsampling).
+        UNet levels (1, the default: no downsampling, the 1x1 layer and one block of two 3x3
+        convolutions; on the 5.12 km demo world it reached 0.96-0.98 held-out accuracy in 250
+        steps over three seeds where two levels reached 0.94 at 2.5 times the cost).
     steps, batch_size, patch, lr
         Optimiser steps (AdamW, one-cycle schedule), patches per step, patch side in pixels,
         peak learning rate.
@@ -56,7 +58,7 @@ class ClassifierConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     width: int = Field(16, ge=4, le=256)
-    depth: int = Field(2, ge=1, le=4)
+    depth: int = Field(1, ge=1, le=4)
     steps: int = Field(250, ge=1)
     batch_size: int = Field(16, ge=1)
     patch: int = Field(32, ge=8)
@@ -91,7 +93,7 @@ class UNetClassifier(nn.Module):
         As in :class:`ClassifierConfig`.
     """
 
-    def __init__(self, n_features: int, codes: list[int], *, width: int = 16, depth: int = 2) -> None:
+    def __init__(self, n_features: int, codes: list[int], *, width: int = 16, depth: int = 1) -> None:
         super().__init__()
         self.codes = [int(c) for c in codes]
         self.width, self.depth = width, depth

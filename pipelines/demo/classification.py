@@ -32,9 +32,9 @@ __all__ = [
 
 #: The classify stage's folder inside a demo folder.
 CLASSIFY_DIR = "classify"
-#: The demo's classify settings (``harmonize demo --classify``; opt-in: even the fused map alone
-#: costs about 60 CPU seconds on the demo world, four times the stage's share of the demo). The
-#: comparison with Sentinel-2 alone and with raw Landsat trains two more classifiers;
+#: The demo's classify settings (on by default; ``harmonize demo --no-classify`` leaves it out):
+#: the fused map alone, with the library's one-level network (250 steps). The comparison with
+#: Sentinel-2 alone and with raw Landsat trains two more classifiers;
 #: ``harmonize classify OUT/cube --harmonized OUT/harmonized --labels OUT/world/truth.zarr
 #: --out OUT/classify`` adds them to the same folder (the fused units are kept) and the next
 #: report shows the three-way table.
@@ -198,7 +198,9 @@ def classification_section(out: str | Path) -> str:
     md = [
         "## Crop-type map",
         "",
-        "A small UNet (`harmonize.classify`) labels every 10 m pixel from per-period composites "
+        "A small convolutional network (`harmonize.classify`'s UNet at its default single level: "
+        "a 1×1 layer mixing each pixel's features, two 3×3 convolutions for the field context) "
+        "labels every 10 m pixel from per-period composites "
         "of the six reflectance bands and NDVI and the phenology of that NDVI. It learns on "
         f"{split['block_size']}-pixel blocks and is scored on {split['test_fraction']:.0%} of the "
         f"blocks it never saw (training labels kept {split['guard']} pixels away from them), against "

@@ -105,8 +105,8 @@ class DemoConfig(StageConfig):
     report
         Write the HTML report at the end (:func:`pipelines.demo.report.write_report`).
     classify
-        Also run the classify stage (the crop-type map, fused features; opt-in: about 60 CPU
-        seconds, more than its share of the demo's time budget).
+        Run the classify stage (the crop-type map from the fused features, its report section
+        and map layer; on by default; ``false`` leaves it out).
     """
 
     stage: Literal["demo"] = "demo"
@@ -120,7 +120,7 @@ class DemoConfig(StageConfig):
     pairs: dict[str, Any] = Field(default_factory=dict)
     timeseries: dict[str, Any] = Field(default_factory=dict)
     report: bool = True
-    classify: bool = False
+    classify: bool = True
 
 
 class _Timer:
@@ -165,7 +165,7 @@ def run_demo(
     scheduler: str | None = "threads",
     report: bool = True,
     progress: bool = False,
-    classify: bool = False,
+    classify: bool = True,
 ) -> Path:
     """Simulate a world, serve it, and run every stage on it; return the report (or ``demo.json``).
 
@@ -194,7 +194,8 @@ def run_demo(
     progress
         Show progress bars.
     classify
-        Also run the classify stage into ``OUT/classify`` (the crop-type map and its report section).
+        Run the classify stage into ``OUT/classify`` (the crop-type map and its report section;
+        ``False`` leaves it out).
 
     Returns
     -------
@@ -417,7 +418,12 @@ def run_demo_config(
 )
 @click.option("--scheduler", default="threads", show_default=True, help="dask scheduler of every stage.")
 @click.option("--train-seconds", type=float, default=180.0, show_default=True, help="Training wall-time cap.")
-@click.option("--classify", is_flag=True, help="Also make the crop-type map (~1 CPU-minute).")
+@click.option(
+    "--classify/--no-classify",
+    default=True,
+    show_default=True,
+    help="Make the crop-type map (the classify stage on the fused series).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging.")
 @reporting
 def main(

@@ -15,8 +15,8 @@ Each *variant* is one choice of the observations the features come from::
 Features: per-period (``freq``, monthly by default) means of the clear observations of the six
 reflectance bands and NDVI, gaps filled along time, plus phenology of the composite NDVI
 (:mod:`harmonize.classify`). The image is cut into ``block_size`` blocks, a share held out; a
-small UNet learns from the labels of the other blocks (``labels``: a reference store with
-land cover and field crops, the simulated world's truth).
+small UNet (one level by default) learns from the labels of the other blocks (``labels``: a
+reference store with land cover and field crops, the simulated world's truth).
 
 What it writes under ``out``::
 
