@@ -63,3 +63,17 @@ def test_scale_benchmark_measures_every_stage_of_a_tiny_world(tmp_path: Path) ->
     assert per * (128 * 128 / 1e6) * 6 == pytest.approx(stages["infer"]["cpu_s"], rel=0.01)
     assert set(doc["memory"]) == set(STAGES)
     assert size["path"] is None and not any(tmp_path.iterdir())  # the world is deleted once measured
+
+
+def test_scale_marginal_costs_cancel_the_fixed_part() -> None:
+    from pipelines.benchmarks.scale import _marginal
+
+    def size(km: float, mpx: float, cpu: float, rss: float) -> dict:
+        stage = {"cpu_s": cpu, "wall_s": cpu, "rss_peak_mb": rss}
+        return {"size_km": km, "mpx": mpx, "scenes": {"items": 10}, "stages": {"ingest": stage}}
+
+    # cost = 5 s fixed + 2 s per Mpx-item over 10 items; memory 300 MB + 50 MB per Mpx
+    sizes = [size(1.0, m, 5 + 2 * m * 10, 300 + 50 * m) for m in (1.0, 4.0)]
+    (step,) = _marginal(sizes, ["ingest", "infer"])["ingest"]
+    assert step["cpu_s_per_mpx_scene"] == 2.0 and step["cpu_s_per_mpx"] == 20.0
+    assert step["rss_mb_per_mpx"] == 50.0

@@ -340,6 +340,31 @@ def _memory_table(sizes: list[dict[str, Any]], stages: Sequence[str]) -> dict[st
     return table
 
 
+def _marginal(sizes: list[dict[str, Any]], stages: Sequence[str]) -> dict[str, Any]:
+    """Per stage, what each step up in size added: CPU seconds per added megapixel-scene (the
+    fixed costs cancel; what a larger area costs) and peak RSS (MB) per added megapixel (0 = flat)."""
+    table: dict[str, Any] = {}
+    for stage in stages:
+        steps = []
+        for a, b in zip(sizes, sizes[1:], strict=False):
+            fa, fb = a["stages"].get(stage, {}), b["stages"].get(stage, {})
+            if "cpu_s" not in fa or "cpu_s" not in fb or b["mpx"] <= a["mpx"]:
+                continue
+            step: dict[str, Any] = {"from_km": a["size_km"], "to_km": b["size_km"]}
+            unit = _SCENES_OF.get(stage)
+            n = a["scenes"].get(unit) if unit else None
+            if n and n == b["scenes"].get(unit):
+                step["cpu_s_per_mpx_scene"] = round(
+                    (fb["cpu_s"] - fa["cpu_s"]) / ((b["mpx"] - a["mpx"]) * n), 3
+                )
+            step["cpu_s_per_mpx"] = round((fb["cpu_s"] - fa["cpu_s"]) / (b["mpx"] - a["mpx"]), 3)
+            step["rss_mb_per_mpx"] = round((fb["rss_peak_mb"] - fa["rss_peak_mb"]) / (b["mpx"] - a["mpx"]), 1)
+            steps.append(step)
+        if steps:
+            table[stage] = steps
+    return table
+
+
 def scale_benchmark(
     *,
     sizes: Sequence[float] = (5.12, 10.24, 20.48, 40.96),
@@ -383,7 +408,8 @@ def scale_benchmark(
     dict
         ``sizes``: per size the pixels, scene counts, disk use, and per stage ``wall_s``,
         ``cpu_s``, ``rss_peak_mb``, ``rss_at_start_mb``, ``rss_tree_peak_mb``, the costs per
-        megapixel(-scene) and the stage's report summary; ``memory``: peak RSS per stage across sizes.
+        megapixel(-scene) and the stage's report summary; ``memory``: peak RSS per stage across sizes;
+        ``marginal``: per stage, the CPU seconds and peak RSS each step up in size added.
 
     Raises
     ------
@@ -440,6 +466,7 @@ def scale_benchmark(
         },
         "sizes": results,
         "memory": _memory_table(results, STAGES),
+        "marginal": _marginal(results, STAGES),
     }
 
 
