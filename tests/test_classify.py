@@ -238,3 +238,27 @@ def test_report_section_shows_the_comparison_the_matrix_and_the_map(run) -> None
     assert "true \\ predicted" in md and "![crop-type map](classification.png)" in md
     assert (out.parent / "report" / "classification.png").stat().st_size > 10_000
     assert classification_section(out.parent / "nowhere") == ""
+
+
+def test_fill_sums_takes_the_filler_only_where_the_primary_saw_nothing() -> None:
+    from harmonize.classify import fill_sums
+
+    times = pd.to_datetime(["2023-01-05", "2023-02-10", "2023-03-02"])
+    yx = {"y": [1, 0], "x": [0, 1]}
+    s2 = np.full((3, 2, 2), 0.2, np.float32)
+    ls = np.full((3, 2, 2), 0.6, np.float32)
+    clear_s2 = np.ones((3, 2, 2), bool)
+    clear_s2[1] = False  # February: clouds over every pixel for Sentinel-2
+    clear_s2[2, 0, 0] = False  # March: one pixel
+    edges = period_edges("2023-01-01", "2023-03-31")
+
+    def cube(v, clear):
+        da = xr.DataArray(v, dims=("time", "y", "x"), coords={"time": times, **yx})
+        return xr.Dataset({"red": da, "nir": da, "clear": da.copy(data=clear)})
+
+    a = period_sums(cube(s2, clear_s2), edges, bands=["red", "nir"])
+    b = period_sums(cube(ls, np.ones((3, 2, 2), bool)), edges, bands=["red", "nir"])
+    mean = (lambda d: (d["red"] / d["count"]).values)(fill_sums(a, b))
+    assert np.allclose(mean[0], 0.2) and np.allclose(mean[1], 0.6)  # the gap month filled
+    assert mean[2, 0, 0] == pytest.approx(0.6) and np.allclose(mean[2].ravel()[1:], 0.2)
+    assert fill_sums(a, b)["count"].dtype == a["count"].dtype

@@ -24,6 +24,7 @@ _EXPORTS = {
     "period_edges": "features",
     "period_sums": "features",
     "add_sums": "features",
+    "fill_sums": "features",
     "composite_features": "features",
     "PHENOLOGY_FEATURES": "features",
     "ClassifierConfig": "model",

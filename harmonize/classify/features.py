@@ -20,7 +20,14 @@ from harmonize.bands import REFLECTANCE_BANDS
 from harmonize.errors import HarmonizeError
 from harmonize.phenology import season_metrics
 
-__all__ = ["period_edges", "period_sums", "add_sums", "composite_features", "PHENOLOGY_FEATURES"]
+__all__ = [
+    "period_edges",
+    "period_sums",
+    "add_sums",
+    "fill_sums",
+    "composite_features",
+    "PHENOLOGY_FEATURES",
+]
 
 #: Names of the phenology features, in :func:`season_metrics`' order.
 PHENOLOGY_FEATURES = ("sos", "pos", "eos", "peak_ndvi", "base_ndvi", "amplitude")
@@ -100,6 +107,23 @@ def add_sums(*parts: xr.Dataset) -> xr.Dataset:
     total = parts[0]
     for p in parts[1:]:
         total = total + p
+    return total
+
+
+def fill_sums(primary: xr.Dataset, *fillers: xr.Dataset) -> xr.Dataset:
+    """The period sums of ``primary``, and where a period has no clear observation of it, those
+    of the first of ``fillers`` that has one (each from :func:`period_sums`, same edges).
+
+    Unlike :func:`add_sums`, a filler never mixes into a period that ``primary`` observed: a
+    coarser or differently calibrated source then only fills gaps (e.g. Landsat filling the
+    months clouds took from Sentinel-2) instead of blending its values into every composite.
+    """
+    total = primary
+    for f in fillers:
+        empty = total["count"] == 0
+        total = xr.Dataset(
+            {v: xr.where(empty, f[v], total[v]).astype(total[v].dtype) for v in total.data_vars}
+        )
     return total
 
 
