@@ -984,3 +984,34 @@ def test_world_direct_reader_is_the_odc_stac_load_bit_for_bit(  # noqa: ANN001
     pan = direct["pan"].values
     assert int(direct["clear"].sum()) > 0
     assert (np.isfinite(pan) if reflectance else pan != direct["pan"].attrs["nodata"]).any()
+
+
+def test_a_shift_on_the_grid_moves_a_scene_of_the_other_utm_zone_by_its_own_crs_vector(
+    tmp_path: Path,
+) -> None:
+    """A shift table is measured on the cube's grid; a Landsat scene in the next UTM zone is moved
+    by that displacement carried into its own CRS (turned by the meridian convergence), which is
+    the manifest's own-CRS shift of the scene whose grid-CRS shift it is."""
+    import rustac
+
+    from harmonize.cube import plan_load
+    from harmonize.cube.read import _in_item_crs
+    from harmonize.world import create_world
+    from harmonize.world.presets import preset_config
+
+    cfg = preset_config("two-zones", tiny=True, end="2023-05-12")
+    w = create_world(tmp_path / "world", cfg, progress=False)
+    items = [pystac.Item.from_dict(d) for d in rustac.read_sync(str(w.items_path))["features"]]
+    plan = plan_load(items)
+    scenes = {s.id: s for st in plan.steps for s in st.scenes}
+    checked = 0
+    for entry in w.scenes:
+        if "shift_world" not in entry or entry["id"] not in scenes:
+            continue
+        own = _in_item_crs(scenes[entry["id"]], tuple(entry["shift_world"]), plan)
+        np.testing.assert_allclose(own, entry["shift"], atol=0.05)
+        turned = np.hypot(*np.subtract(entry["shift"], entry["shift_world"]))
+        checked += turned > 0.1  # the conversion is not the identity for these scenes
+    assert checked > 0
+    same_zone = next(s for s in scenes.values() if str(s.crs).lower() == str(plan.geobox.crs).lower())
+    assert _in_item_crs(same_zone, (3.0, -4.0), plan) == (3.0, -4.0)

@@ -12,13 +12,15 @@ the Landsat Collection 2 Level-1 items that carry the 15 m pan band) and returns
 
 It is three named steps, as odc-stac's ``parse_items -> output_geobox -> group -> graph`` and
 stackstac's ``prepare -> to_dask -> to_coords`` are: :func:`plan_load` (metadata only: bands,
-grid, time steps, shifts; :mod:`harmonize.cube.plan`), :func:`read_plan` (one odc-stac load per
-collection, lazy; :mod:`harmonize.cube.read`) and :func:`assemble` (the labelled cube;
-:mod:`harmonize.cube.assemble`), then :func:`to_reflectance`.
+grid, time steps, shifts; :mod:`harmonize.cube.plan`), :func:`read_plan` (lazy: one dask task
+per time step and chunk reads every band, QA and pan through odc-loader's rasterio reader,
+decodes the masks and scales; :mod:`harmonize.cube.direct`, :mod:`harmonize.cube.read`) and
+:func:`assemble` (the labelled cube; :mod:`harmonize.cube.assemble`).
 
 Scale and offset differ per item (the Sentinel-2 processing baseline changed the offset in
-2022), so raw digital numbers are loaded per collection and scaled lazily with a 1-D
-scale/offset along time, not with odc-stac's collection-level scaling. A co-registration shift
+2022), so each time step is scaled with its own scale/offset (recorded as 1-D coordinates
+along time in a raw cube, ``reflectance=False``; :func:`to_reflectance`), not with odc-stac's
+collection-level scaling. A co-registration shift
 is applied by loading the scene on a shifted grid (a GDAL ``vrt://`` path overrides the asset's
 geotransform, :func:`shift_item`), so pixels are resampled once.
 """

@@ -202,9 +202,11 @@ def _read_step_chunk(
     else:
         out += dns
     if task.pan_fill >= 0:  # pan is loaded for this cube
-        if pan is None:
-            pan = np.full(gbox.shape.yx, task.pan_fill, dtype="uint16")
-            out.append(np.full(pan.shape, np.nan, np.float32) if task.scaling is not None else pan)
+        if pan is None:  # no pan scene at this step
+            refl = task.scaling is not None
+            out.append(
+                np.full(gbox.shape.yx, np.nan if refl else task.pan_fill, np.float32 if refl else "uint16")
+            )
         elif task.scaling is not None:
             assert task.pan_scaling is not None
             out.append(_scale(pan, *task.pan_scaling))

@@ -1,9 +1,9 @@
 """The entry point: :func:`load_cube` = plan the read, read, build the graph.
 
 :func:`~harmonize.cube.plan.plan_load` decides from metadata alone which scenes make which
-time step on which grid; :func:`~harmonize.cube.read.read_plan` turns the plan into lazy raw
-arrays (one ``odc.stac.load`` per collection); :func:`~harmonize.cube.assemble.assemble`
-builds the labelled cube, and :func:`~harmonize.cube.reflectance.to_reflectance` scales it.
+time step on which grid; :func:`~harmonize.cube.read.read_plan` turns the plan into lazy
+arrays (one read task per time step and chunk, :mod:`harmonize.cube.direct`, which also scales
+them); :func:`~harmonize.cube.assemble.assemble` builds the labelled cube.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def load_cube(
         ``True``: an unreadable asset raises :class:`~harmonize.errors.AssetReadError` at compute
         time. ``False``: it warns (:class:`AssetReadWarning`, with the href) and loads as NaN.
     progress
-        Passed to ``odc.stac.load`` (it only shows for eager loads; wrap ``.compute()`` in
-        ``dask.diagnostics.ProgressBar`` for the lazy cube).
+        Passed to ``odc.stac.load`` where it reads (surface temperature); the cube is lazy, so
+        wrap ``.compute()`` in ``dask.diagnostics.ProgressBar`` to see its progress.
 
     Returns
     -------

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pystac
 import xarray as xr
+from odc.geo import CRS, geom
 
 from harmonize.bands import PAN
 from harmonize.cube.gdal import Driver, shift_item
@@ -90,10 +91,28 @@ def _prepared(
         for band, key in keys.items():
             d["assets"][key]["href"] = scene.href(band, prov)
         item = pystac.Item.from_dict(d, preserve_dict=False)
-    dx, dy = shift
+    dx, dy = _in_item_crs(scene, shift, plan)
     if dx or dy:
         item = shift_item(item, dx, dy, assets=keys.values())
     return item
+
+
+def _in_item_crs(scene: Scene, shift: tuple[float, float], plan: LoadPlan) -> tuple[float, float]:
+    """A shift measured on the grid (its CRS) as the move of the scene's own geotransform.
+
+    The same vector where the scene is in the grid's CRS; for a scene in another UTM zone the
+    grid's axes are turned by the meridian convergence (~4 degrees at a zone edge), so the shift
+    is the difference of the scene's centre and the centre moved by ``shift``, both carried
+    into the scene's CRS.
+    """
+    dx, dy = shift
+    if not (dx or dy) or scene.crs is None or CRS(scene.crs) == plan.geobox.crs:
+        return float(dx), float(dy)
+    grid = plan.geobox.crs
+    ((x, y),) = scene.footprint.to_crs(grid).centroid.points
+    ((ax, ay),) = geom.point(x, y, grid).to_crs(scene.crs).points
+    ((bx, by),) = geom.point(x + dx, y + dy, grid).to_crs(scene.crs).points
+    return float(bx - ax), float(by - ay)
 
 
 def _load_family(
