@@ -608,6 +608,10 @@ def _gcv_best_groups(
         sel = ok & (lab == g)
         if sel.sum() >= GCV_GROUP_MIN:
             out[g] = best(sel)
+    # Groups are ordered by noise (lmbda_split: True = the noisier pixels): a later group is never
+    # smoothed less than an earlier one. GCV undersmooths series whose errors persist from date to
+    # date (an edge pixel's mixing error): on a cloudy world it chose lambda 1 for edges.
+    out = np.maximum.accumulate(out)
     log.info("select_lmbda: per group %s (pooled %g)", out.tolist(), pooled)
     return out
 
@@ -1034,7 +1038,9 @@ def gap_fill(
         With ``method="whittaker"`` and ``lmbda="gcv"``: a boolean map on the input's spatial
         dims splitting the pixels into two groups (e.g. parcel interiors and edges, whose
         series need different smoothing: an edge pixel's error is larger and steadier), each
-        given its own GCV choice (the pooled one where a group has too few sampled pixels).
+        given its own GCV choice (the pooled one where a group has too few sampled pixels);
+        True marks the noisier group, which is never smoothed less than the other (GCV
+        undersmooths errors that persist from date to date).
         The result's ``gap_fill_lmbda`` coordinate is then the lambda of each pixel
         (``(y, x)``, lazy until computed). Ignored otherwise.
 

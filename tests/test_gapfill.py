@@ -485,8 +485,8 @@ def test_gcv_per_split_gives_each_group_its_own_smoothing():
     y = np.empty((80, ny, nx))
     truth_smooth = 0.5 + 0.3 * np.sin(2 * np.pi * d / 365)
     truth_steps = 0.5 + 0.3 * np.sign(np.sin(2 * np.pi * d / 60))
-    y[:, :, :8] = truth_smooth[:, None, None] + rng.normal(0, 0.1, (80, ny, 8))
-    y[:, :, 8:] = truth_steps[:, None, None] + rng.normal(0, 0.01, (80, ny, 8))
+    y[:, :, 8:] = truth_smooth[:, None, None] + rng.normal(0, 0.1, (80, ny, 8))  # True: noisy
+    y[:, :, :8] = truth_steps[:, None, None] + rng.normal(0, 0.01, (80, ny, 8))
     obs = xr.DataArray(y, dims=("time", "y", "x"), coords={"time": t, "y": np.arange(ny), "x": np.arange(nx)})
     split = xr.DataArray(np.arange(nx)[None, :].repeat(ny, 0) >= 8, dims=("y", "x"))
     for data in (obs, obs.chunk({"y": 8, "x": 8})):
@@ -495,22 +495,26 @@ def test_gcv_per_split_gives_each_group_its_own_smoothing():
         assert isinstance(two.data, dsa.Array) == (data.chunks is not None)
         lam = two["gap_fill_lmbda"].values
         assert lam.shape == (ny, nx) and two.attrs["gap_fill_lmbda"] == "gcv per group"
-        lam_noise, lam_steps = float(lam[0, 0]), float(lam[0, -1])
-        assert np.all(lam[:, :8] == lam_noise) and np.all(lam[:, 8:] == lam_steps)
+        lam_noise, lam_steps = float(lam[0, -1]), float(lam[0, 0])
+        assert np.all(lam[:, 8:] == lam_noise) and np.all(lam[:, :8] == lam_steps)
         assert lam_noise >= 100 * lam_steps and {lam_noise, lam_steps} <= set(GCV_LMBDAS)
         halves = [
             gap_fill(data, method="whittaker", lmbda=v, freq="4D").values for v in (lam_noise, lam_steps)
         ]
-        np.testing.assert_allclose(two.values, np.where(split.values[None], halves[1], halves[0]), atol=1e-6)
+        np.testing.assert_allclose(two.values, np.where(split.values[None], halves[0], halves[1]), atol=1e-6)
         # against truth both halves are closer than with the one pooled lambda
         def err(f, sl, tr):
             return float(np.sqrt(np.mean((f.values[:, :, sl] - tr[:, None, None]) ** 2)))
 
-        assert err(two, slice(0, 8), truth_smooth) <= err(one, slice(0, 8), truth_smooth)
-        assert err(two, slice(8, None), truth_steps) <= err(one, slice(8, None), truth_steps)
-        assert err(two, slice(0, 8), truth_smooth) + err(two, slice(8, None), truth_steps) < 0.95 * (
-            err(one, slice(0, 8), truth_smooth) + err(one, slice(8, None), truth_steps)
+        assert err(two, slice(8, None), truth_smooth) <= err(one, slice(8, None), truth_smooth)
+        assert err(two, slice(0, 8), truth_steps) <= err(one, slice(0, 8), truth_steps)
+        assert err(two, slice(8, None), truth_smooth) + err(two, slice(0, 8), truth_steps) < 0.95 * (
+            err(one, slice(8, None), truth_smooth) + err(one, slice(0, 8), truth_steps)
         )
+    # the True group is the noisier one: never smoothed less than the other (here the steps
+    # would want little smoothing, so they get the noisy half's)
+    flipped = gap_fill(obs, method="whittaker", lmbda="gcv", freq="4D", lmbda_split=~split)
+    assert np.unique(flipped["gap_fill_lmbda"].values).tolist() == [lam_noise]
     with pytest.raises(TimeSeriesError, match="lmbda_split"):
         gap_fill(obs, method="whittaker", lmbda="gcv", lmbda_split=split.astype(int))
     with pytest.raises(TimeSeriesError, match="lmbda_split"):
