@@ -87,6 +87,10 @@ class ClassifyStageConfig(StageConfig):
         blocks in training, seed of the draw.
     classifier
         :class:`harmonize.classify.ClassifierConfig` fields.
+    combine
+        How a fused variant joins its sources' period sums: ``add`` (every clear observation of
+        both in each period's mean) or ``fill`` (Landsat only in the periods where Sentinel-2
+        has no clear look, :func:`harmonize.classify.fill_sums`).
     keep_unregistered
         Use Landsat scenes ingest flagged as not co-registered (off, as in the timeseries stage).
     """
@@ -104,6 +108,7 @@ class ClassifyStageConfig(StageConfig):
     guard: int = Field(8, ge=0)
     split_seed: int = 0
     classifier: dict[str, Any] = Field(default_factory=dict)
+    combine: Literal["add", "fill"] = "add"
     keep_unregistered: bool = False
 
     @model_validator(mode="after")
@@ -131,6 +136,7 @@ def _fingerprint(config: ClassifyStageConfig) -> tuple[str, set[str]]:
             "guard",
             "split_seed",
             "classifier",
+            "combine",
             "keep_unregistered",
         },
     )
@@ -183,11 +189,11 @@ def _write_sums(config: ClassifyStageConfig, ledger: Ledger, source: str, items:
     return time.perf_counter() - tic
 
 
-def _features(ledger: Ledger, variant: str) -> xr.DataArray:
-    from harmonize.classify import add_sums, composite_features
+def _features(ledger: Ledger, variant: str, combine: str = "add") -> xr.DataArray:
+    from harmonize.classify import add_sums, composite_features, fill_sums
 
     parts = [xr.open_zarr(ledger.unit_path(f"sums-{s}.zarr")).load() for s in VARIANTS[variant]]
-    return composite_features(add_sums(*parts))
+    return composite_features((fill_sums if combine == "fill" else add_sums)(*parts))
 
 
 def _labels(config: ClassifyStageConfig, like: xr.DataArray) -> np.ndarray:
@@ -228,7 +234,7 @@ def _train_and_score(
     from pipelines.evaluation.landclasses import class_names
 
     tic = time.perf_counter()
-    feats = _features(ledger, variant)
+    feats = _features(ledger, variant, config.combine)
     labels = _labels(config, feats)
     test, train = _split(config, labels)
     model, fit = train_classifier(feats.values, labels, train, ClassifierConfig(**config.classifier))
@@ -294,7 +300,7 @@ def _write_map(
     if kept:
         feats, proba = kept["feats"], kept["proba"].copy()
     else:
-        feats = _features(ledger, variant)
+        feats = _features(ledger, variant, config.combine)
         proba = predict_proba(model, feats.values)
     nodata = ~np.isfinite(feats.values).any(axis=0)
     proba[:, nodata] = np.nan
