@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harmonize.world.grids import origin_for_zone_boundary, zone_boundary_fraction
+
 __all__ = ["WorldConfig", "S2_MIN_DATE"]
 
 #: Sentinel-2 processing baseline 04.00 (BOA_ADD_OFFSET = -1000) starts here; every simulated
@@ -165,15 +167,13 @@ class WorldConfig(BaseModel):
         return self
 
     def _check_two_zones(self) -> None:
-        from harmonize.world.zones import boundary_fraction, origin_for_boundary
-
         if self.epsg % 100 == 60:
             raise ValueError("two_zones needs a zone east of epsg's; zone 60 has none in this simulator")
         if self.wrs_path < 2:
             raise ValueError("two_zones needs wrs_path >= 2 (the eastern path is wrs_path - 1)")
-        f = boundary_fraction(self)
+        f = zone_boundary_fraction(self.origin, self.size_px, self.epsg)
         if not 0.3 <= f <= 0.8:
-            x0 = origin_for_boundary(self, 0.58)
+            x0 = origin_for_zone_boundary(self.origin, self.size_px, self.epsg, 0.58)
             raise ValueError(
                 f"two_zones: the UTM zone boundary crosses the AOI at {f:.0%} of its width (it must be "
                 f"between 30 % and 80 %); move the origin, e.g. origin=({x0:.0f}, {self.origin[1]:.0f})"

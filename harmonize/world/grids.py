@@ -18,6 +18,7 @@ from affine import Affine
 from pyproj import Transformer
 
 __all__ = [
+    "Geometry",
     "Grid",
     "aoi_grid",
     "domain_grid",
@@ -135,3 +136,47 @@ def landsat_grid(aoi: Grid, res: float = 30.0) -> Grid:
     ny30 = int(math.ceil((y0 - (bottom - 45.0)) / 30.0))
     k = int(round(30.0 / res))
     return Grid(x0, y0, res, ny30 * k, nx30 * k, aoi.epsg)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The grids of a world (of one of its tiles, :mod:`harmonize.world.zones`).
+
+    ``domain`` and ``aoi`` are on the world's own CRS; the sensors' grids may be in another.
+    ``swath``, when set, is the Landsat path's swath edge ``(cx, cy, phi, d)`` in the world's
+    coordinates: pixels with ``(x - cx) cos phi + (y - cy) sin phi > d`` are nodata.
+    ``valid``, when set, is the box ``(left, bottom, right, top)`` in the world's coordinates that
+    the Sentinel-2 tile declares as its footprint: its pixels farther than
+    :data:`harmonize.world.scenes.VALID_PAD_M` outside it are nodata (a tile in another zone is
+    a rotated box).
+    """
+
+    domain: Grid
+    aoi: Grid
+    s2_10: Grid
+    s2_20: Grid
+    l30: Grid
+    l15: Grid
+    swath: tuple[float, float, float, float] | None = None
+    valid: tuple[float, float, float, float] | None = None
+
+
+def zone_boundary_x(origin: tuple[float, float], size_px: int, epsg: int) -> float:
+    """Easting (in ``epsg``) of the boundary with the next zone east, at the AOI's central latitude."""
+    left, bottom, right, top = aoi_grid(origin, size_px, epsg).bounds
+    centre = ((left + right) / 2, (bottom + top) / 2)
+    _, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(*centre)
+    boundary_lon = -180.0 + 6.0 * (epsg % 100)
+    x, _ = Transformer.from_crs(4326, epsg, always_xy=True).transform(boundary_lon, lat)
+    return float(x)
+
+
+def zone_boundary_fraction(origin: tuple[float, float], size_px: int, epsg: int) -> float:
+    """Where the zone boundary crosses the AOI, as a share of its width from the west edge."""
+    left, _, right, _ = aoi_grid(origin, size_px, epsg).bounds
+    return (zone_boundary_x(origin, size_px, epsg) - left) / (right - left)
+
+
+def origin_for_zone_boundary(origin: tuple[float, float], size_px: int, epsg: int, fraction: float) -> float:
+    """An origin easting (on the 20 m lattice) that puts the boundary at ``fraction`` of the width."""
+    return 20.0 * round((zone_boundary_x(origin, size_px, epsg) - fraction * size_px * 10.0) / 20.0)

@@ -27,7 +27,7 @@ from harmonize.world.clouds import (
     wet_season_opacity,
 )
 from harmonize.world.config import WorldConfig
-from harmonize.world.grids import Grid, centres_in
+from harmonize.world.grids import Geometry, Grid, centres_in
 from harmonize.world.sensors import PSF_SIGMA, SCALINGS, add_noise, pan_toa, project, quantise, spectral
 
 __all__ = [
@@ -50,28 +50,6 @@ MASK_BITS = {
     "water": 32,
     "vegetation": 64,
 }
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """The grids of a world (of one of its tiles, :mod:`harmonize.world.zones`).
-
-    ``domain`` and ``aoi`` are on the world's own CRS; the sensors' grids may be in another.
-    ``swath``, when set, is the Landsat path's swath edge ``(cx, cy, phi, d)`` in the world's
-    coordinates: pixels with ``(x - cx) cos phi + (y - cy) sin phi > d`` are nodata.
-    ``valid``, when set, is the box ``(left, bottom, right, top)`` in the world's coordinates that
-    the Sentinel-2 tile declares as its footprint: its pixels farther than
-    :data:`VALID_PAD_M` outside it are nodata (a tile in another zone is a rotated box).
-    """
-
-    domain: Grid
-    aoi: Grid
-    s2_10: Grid
-    s2_20: Grid
-    l30: Grid
-    l15: Grid
-    swath: tuple[float, float, float, float] | None = None
-    valid: tuple[float, float, float, float] | None = None
 
 
 #: How far past its declared footprint a Sentinel-2 tile's pixels still hold data (metres), so

@@ -28,14 +28,17 @@ from pyproj import Transformer
 
 from harmonize.world.grids import (
     DOMAIN_MARGIN_PX,
+    Geometry,
     Grid,
     aoi_grid,
     domain_grid,
     grid_over,
     landsat_grid,
+    origin_for_zone_boundary,
     sentinel2_grid,
+    zone_boundary_fraction,
+    zone_boundary_x,
 )
-from harmonize.world.scenes import Geometry
 
 if TYPE_CHECKING:
     from harmonize.world.config import WorldConfig
@@ -99,32 +102,22 @@ def east_epsg(epsg: int) -> int:
     return epsg + 1
 
 
-def _boundary_lon(epsg: int) -> float:
-    return -180.0 + 6.0 * (epsg % 100)
-
-
 def _aoi(cfg: WorldConfig) -> Grid:
     return aoi_grid(cfg.origin, cfg.size_px, cfg.epsg)
 
 
-def _boundary_x(cfg: WorldConfig) -> float:
-    """Easting (in ``cfg.epsg``) of the zone boundary at the AOI's central latitude."""
-    left, bottom, right, top = _aoi(cfg).bounds
-    centre = ((left + right) / 2, (bottom + top) / 2)
-    _, lat = Transformer.from_crs(cfg.epsg, 4326, always_xy=True).transform(*centre)
-    x, _ = Transformer.from_crs(4326, cfg.epsg, always_xy=True).transform(_boundary_lon(cfg.epsg), lat)
-    return float(x)
-
-
 def boundary_fraction(cfg: WorldConfig) -> float:
     """Where the zone boundary crosses the AOI, as a share of its width from the west edge."""
-    left, _, right, _ = _aoi(cfg).bounds
-    return (_boundary_x(cfg) - left) / (right - left)
+    return zone_boundary_fraction(cfg.origin, cfg.size_px, cfg.epsg)
 
 
 def origin_for_boundary(cfg: WorldConfig, fraction: float) -> float:
     """An origin easting (on the 20 m lattice) that puts the boundary at ``fraction`` of the width."""
-    return 20.0 * round((_boundary_x(cfg) - fraction * cfg.size_px * 10.0) / 20.0)
+    return origin_for_zone_boundary(cfg.origin, cfg.size_px, cfg.epsg, fraction)
+
+
+def _boundary_x(cfg: WorldConfig) -> float:
+    return zone_boundary_x(cfg.origin, cfg.size_px, cfg.epsg)
 
 
 def mgrs_name(epsg: int, x: float, y: float) -> str:
