@@ -77,6 +77,7 @@ __all__ = [
     "ModelSpec",
     "DEFAULT_CHUNK",
     "stripes",
+    "tile_forward",
 ]
 
 log = logging.getLogger(__name__)
@@ -487,9 +488,9 @@ def _forward(
             for _ in range(spec.mc_passes):
                 if autocast is not None:
                     with autocast:
-                        y = _tile_forward(model, x, core).float()
+                        y = tile_forward(model, x, core).float()
                 else:
-                    y = _tile_forward(model, x, core)
+                    y = tile_forward(model, x, core)
                 k += 1
                 if spec.n_samples == 1:  # one sample: its output is the mean (no copy)
                     mean = y
@@ -505,7 +506,7 @@ def _forward(
         return mean.cpu().numpy(), (std.cpu().numpy() if std is not None else None)
 
 
-def _tile_forward(model: Any, x: Any, core: tuple[slice, slice]) -> Any:
+def tile_forward(model: Any, x: Any, core: tuple[slice, slice]) -> Any:
     """The model's output over the tiles' ``core`` (cropped layer by layer where it can)."""
     if _cropped_forward_ok(model):
         return _cropped_forward(model, x, core)

@@ -160,14 +160,14 @@ def test_world_create_takes_a_preset(tmp_path: Path) -> None:
 
 def test_demo_takes_a_world_preset() -> None:
     from pipelines.core.config import read_mapping
-    from pipelines.demo.run import DemoConfig, _world_config
+    from pipelines.demo.run import DemoConfig, world_config
 
     config = DemoConfig(**read_mapping(Path(__file__).parents[1] / "pipelines/configs/demo.yaml"))
     assert config.world_preset == "demo"
-    wcfg = _world_config(size_km=1.28, tiny=False, world={"seed": 2}, preset="cloudy-season")
+    wcfg = world_config(size_km=1.28, tiny=False, world={"seed": 2}, preset="cloudy-season")
     assert wcfg == preset_config("cloudy-season", size_km=1.28, seed=2)
     with pytest.raises(WorldError, match="unknown world preset"):
-        _world_config(size_km=None, tiny=True, world=None, preset="monsoon")
+        world_config(size_km=None, tiny=True, world=None, preset="monsoon")
 
 
 def _rasters_and_truth(root: Path) -> dict[str, bytes]:

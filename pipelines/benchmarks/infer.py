@@ -227,17 +227,17 @@ def _raw_forward(
 ) -> tuple[float, float]:
     """Wall and CPU seconds for the model over ``x`` [7, H, W] in tiles of ``chunk`` (no halo),
     host to host: its own forward (``layers="model"``) or the layer arithmetic super_resolve
-    runs (``"infer"``: :func:`harmonize.infer._tile_forward` over the whole tile)."""
+    runs (``"infer"``: :func:`harmonize.infer.tile_forward` over the whole tile)."""
     import torch
 
-    from harmonize.infer import _tile_forward
+    from harmonize.infer import tile_forward
 
     def forward(xt: Any) -> Any:
         if layers == "model":
             return model(xt)
         if dev.type == "cpu":
             xt = xt.contiguous(memory_format=torch.channels_last)
-        return _tile_forward(model, xt, (slice(0, xt.shape[-2]), slice(0, xt.shape[-1])))
+        return tile_forward(model, xt, (slice(0, xt.shape[-2]), slice(0, xt.shape[-1])))
 
     dev = torch.device(device)
     _, h, w = x.shape

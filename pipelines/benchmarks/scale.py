@@ -62,11 +62,11 @@ def _worlds_below(size_km: float) -> bool:
 def _stage_settings(size_km: float, train_steps: int, train_seconds: float) -> dict[str, Any]:
     """The pairs, train and time-series settings of the demo for a world of ``size_km``, with a
     fixed, short training (``train_steps`` batches, one epoch per 10 batches)."""
-    from pipelines.demo.run import _TINY_PAIRS, DEMO_PAIRS, DEMO_TRAIN
+    from pipelines.demo.run import DEMO_PAIRS, DEMO_TRAIN, TINY_PAIRS
 
     per_epoch = min(10, train_steps)
     epochs = max(1, round(train_steps / per_epoch))
-    pairs = dict(_TINY_PAIRS if _worlds_below(size_km) else DEMO_PAIRS)
+    pairs = dict(TINY_PAIRS if _worlds_below(size_km) else DEMO_PAIRS)
     # a short date range holds few same-day pairs; a week apart still gives patches to train on
     pairs["max_days"] = 8
     train = {
@@ -146,14 +146,14 @@ def _run_stage(spec: dict[str, Any]) -> dict[str, Any]:
     from harmonize.world import create_world, open_world
     from harmonize.world.server import serve
     from pipelines.demo.paths import demo_paths
-    from pipelines.demo.run import _stages_after_ingest, _world_config
+    from pipelines.demo.run import stages_after_ingest, world_config
     from pipelines.stages.ingest import IngestConfig, ingest
 
     paths = demo_paths(Path(spec["root"]))
     common = {"scheduler": spec["scheduler"], "progress": False}
     stage = spec["stage"]
     if stage == "world":
-        cfg = _world_config(size_km=spec["size_km"], tiny=False, world=spec["world"], preset=spec["preset"])
+        cfg = world_config(size_km=spec["size_km"], tiny=False, world=spec["world"], preset=spec["preset"])
         w = create_world(paths["world"], cfg, progress=False, overwrite=True)
         return {"scenes": len(w.scenes)}
     w = open_world(paths["world"])
@@ -162,7 +162,7 @@ def _run_stage(spec: dict[str, Any]) -> dict[str, Any]:
             return ingest(IngestConfig(source=server.url, out=paths["cube"], chunk=256, **common))
     s = spec["settings"]
     later = dict(
-        _stages_after_ingest(
+        stages_after_ingest(
             paths,
             w.truth_path,
             common,

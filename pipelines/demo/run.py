@@ -42,7 +42,17 @@ from pipelines.stages.train import TrainStageConfig, train_stage
 
 log = logging.getLogger("pipelines.demo")  # not __main__ under `python -m`
 
-__all__ = ["DemoConfig", "run_demo", "run_demo_config", "DEMO_PAIRS", "DEMO_TRAIN", "main"]
+__all__ = [
+    "DemoConfig",
+    "run_demo",
+    "run_demo_config",
+    "DEMO_PAIRS",
+    "DEMO_TRAIN",
+    "TINY_PAIRS",
+    "world_config",
+    "stages_after_ingest",
+    "main",
+]
 
 #: Patch settings that give the 5.12 km demo world 16 spatial blocks to split. Same-day pairs
 #: are few in one cloudy year (4 with clear windows in the default world); pairs up to 2 days
@@ -76,7 +86,7 @@ DEMO_TRAIN: dict[str, Any] = {
     "eval_samples": 16,
     "device": "auto",
 }
-_TINY_PAIRS: dict[str, Any] = {
+TINY_PAIRS: dict[str, Any] = {
     "patch_size": 32,
     "stride": 16,
     "block_size": 64,
@@ -214,7 +224,7 @@ def run_demo(
     timer = _Timer()
     t_start = time.perf_counter()
     common = {"scheduler": scheduler, "progress": progress}
-    wcfg = _world_config(size_km=size_km, tiny=tiny, world=world, preset=world_preset)
+    wcfg = world_config(size_km=size_km, tiny=tiny, world=world, preset=world_preset)
 
     with timer("world"):
         w = create_world(paths["world"], wcfg, progress=progress)
@@ -226,11 +236,11 @@ def run_demo(
             reports["ingest"] = ingest(
                 IngestConfig(source=server.url, out=paths["cube"], chunk=256, **common)
             )
-    later = _stages_after_ingest(
+    later = stages_after_ingest(
         paths,
         w.truth_path,
         common,
-        pairs={**(_TINY_PAIRS if tiny else DEMO_PAIRS), **(pairs or {})},
+        pairs={**(TINY_PAIRS if tiny else DEMO_PAIRS), **(pairs or {})},
         train={**DEMO_TRAIN, **(train or {})},
         train_seconds=train_seconds,
         timeseries=dict(timeseries or {}),
@@ -255,7 +265,7 @@ def run_demo(
     return result
 
 
-def _world_config(
+def world_config(
     *, size_km: float | None, tiny: bool, world: dict[str, Any] | None, preset: str | None = None
 ) -> Any:
     """The :class:`harmonize.world.WorldConfig` to simulate: the preset's, full-size or tiny."""
@@ -267,7 +277,7 @@ def _world_config(
     return preset_config(preset, tiny=tiny, **world_fields)
 
 
-def _stages_after_ingest(
+def stages_after_ingest(
     paths: dict[str, Path],
     truth: Path,
     common: dict[str, Any],
