@@ -133,7 +133,7 @@ class DemoConfig(StageConfig):
     pairs: dict[str, Any] = Field(default_factory=dict)
     timeseries: dict[str, Any] = Field(default_factory=dict)
     report: bool = True
-    classify: bool = True
+    classify: bool = False
 
 
 class _Timer:
@@ -178,7 +178,7 @@ def run_demo(
     scheduler: str | None = "threads",
     report: bool = True,
     progress: bool = False,
-    classify: bool = True,
+    classify: bool = False,
 ) -> Path:
     """Simulate a world, serve it, and run every stage on it; return the report (or ``demo.json``).
 
@@ -207,8 +207,8 @@ def run_demo(
     progress
         Show progress bars.
     classify
-        Run the classify stage into ``OUT/classify`` (the crop-type map and its report section;
-        ``False`` leaves it out).
+        Also run the classify stage into ``OUT/classify`` (the crop-type map and its report
+        section).
 
     Returns
     -------
@@ -433,9 +433,9 @@ def run_demo_config(
 @click.option("--train-seconds", type=float, default=180.0, show_default=True, help="Training wall-time cap.")
 @click.option(
     "--classify/--no-classify",
-    default=True,
+    default=False,
     show_default=True,
-    help="Make the crop-type map (the classify stage on the fused series).",
+    help="Also make the crop-type map (the classify stage on the fused series, ~45 CPU s).",
 )
 @click.option("-v", "--verbose", count=True, help="More logging.")
 @reporting
