@@ -175,9 +175,27 @@ def _run_stage(spec: dict[str, Any]) -> dict[str, Any]:
     return later[stage]()
 
 
+def _fresh_dask_threads() -> None:
+    """Forget the thread pools dask's threaded scheduler had in the parent.
+
+    A forked child inherits the pool objects but none of their threads, so the first
+    ``compute`` would wait forever on a queue no thread serves (seen in the full test suite,
+    where earlier tests had used dask's threads before this process forked).
+    """
+    import threading
+
+    import dask.threaded
+
+    dask.threaded.default_pool = None
+    dask.threaded.pools.clear()
+    dask.threaded.pools_lock = threading.Lock()
+    dask.threaded.main_thread = threading.current_thread()
+
+
 def _child(spec: dict[str, Any], conn: Any) -> None:
     """One stage, measured, in a forked process: its figures (or its error) go back on ``conn``."""
     try:
+        _fresh_dask_threads()
         baseline = _rss_mb()
         w0, c0 = time.perf_counter(), _cpu_seconds()
         with _TreeSampler() as tree:
