@@ -466,16 +466,7 @@ def disagreement(
     xarray.DataArray
         float32 ``(y, x)`` named ``"disagreement"``, NaN where nothing could be compared. Lazy.
     """
-    sensors = labels(obs["sensor"].values)
-    is_ref = np.array([reference in s.split("+") for s in sensors])
-    order = np.argsort(np.asarray(obs["time"].values, dtype="datetime64[ns]"), kind="stable")
-    obs = obs.isel(time=order)
-    is_ref = is_ref[order]
-    t = np.asarray(obs["time"].values, dtype="datetime64[ns]")
-    t_obs = to_days(t, t[0])
-    data = obs.drop_vars([c for c, v in obs.coords.items() if "time" in v.dims])
-    if data.chunks is not None:
-        data = data.chunk({"time": -1})
+    data, t_obs, is_ref = _time_sorted_against(obs, reference)
     out = xr.apply_ufunc(
         _disagreement_block,
         data,
@@ -485,6 +476,20 @@ def disagreement(
         kwargs={"t_obs": t_obs, "is_ref": is_ref, "max_gap": as_days(max_gap)},
     )
     return out.rename("disagreement")
+
+
+def _time_sorted_against(obs: xr.DataArray, reference: str) -> tuple[xr.DataArray, np.ndarray, np.ndarray]:
+    """``obs`` sorted by time without its time coordinates and in one time chunk, the days since
+    its first date, and which dates come from the ``reference`` sensor."""
+    sensors = labels(obs["sensor"].values)
+    is_ref = np.array([reference in s.split("+") for s in sensors])
+    order = np.argsort(np.asarray(obs["time"].values, dtype="datetime64[ns]"), kind="stable")
+    obs = obs.isel(time=order)
+    t = np.asarray(obs["time"].values, dtype="datetime64[ns]")
+    data = obs.drop_vars([c for c, v in obs.coords.items() if "time" in v.dims])
+    if data.chunks is not None:
+        data = data.chunk({"time": -1})
+    return data, to_days(t, t[0]), is_ref[order]
 
 
 def _offset_block(
@@ -531,15 +536,7 @@ def sensor_offset(
     """
     if prior < 0:
         raise TimeSeriesError(f"prior must be zero or more, got {prior}.")
-    sensors = labels(obs["sensor"].values)
-    is_ref = np.array([reference in s.split("+") for s in sensors])
-    order = np.argsort(np.asarray(obs["time"].values, dtype="datetime64[ns]"), kind="stable")
-    obs = obs.isel(time=order)
-    is_ref = is_ref[order]
-    t = np.asarray(obs["time"].values, dtype="datetime64[ns]")
-    data = obs.drop_vars([c for c, v in obs.coords.items() if "time" in v.dims])
-    if data.chunks is not None:
-        data = data.chunk({"time": -1})
+    data, t_obs, is_ref = _time_sorted_against(obs, reference)
     out = xr.apply_ufunc(
         _offset_block,
         data,
@@ -547,7 +544,7 @@ def sensor_offset(
         dask="parallelized",
         output_dtypes=[np.float32],
         kwargs={
-            "t_obs": to_days(t, t[0]),
+            "t_obs": t_obs,
             "is_ref": is_ref,
             "max_gap": as_days(max_gap),
             "prior": max(float(prior), 1e-9),
