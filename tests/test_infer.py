@@ -27,14 +27,14 @@ EPSG = 32633
 torch.set_num_threads(1)
 
 
-def random_model(seed: int = 0, **overrides) -> torch.nn.Module:
-    """The tiny preset with fixed-seed random weights, including a non-zero head (the preset's
+def random_model(seed: int = 0, preset: str = "tiny", **overrides) -> torch.nn.Module:
+    """A preset (tiny unless named) with fixed-seed random weights, including a non-zero head (the preset's
     zero head would make the model the identity, which any tiling reproduces trivially).
 
     Kaiming-normal convolutions keep the signal from fading with depth, so pixels up to the
     receptive radius (26 px for tiny) really influence the output and a short halo shows."""
     torch.manual_seed(seed)
-    model = build_model("tiny", **overrides)
+    model = build_model(preset, **overrides)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):
@@ -344,18 +344,7 @@ def test_cropped_forward_equals_the_whole_tile_forward_for_any_halo(preset, over
     """Each layer computed only where the core needs it gives the whole-tile forward's core, for
     halos at, below and far below the receptive field and sizes off the pooling grid: the
     windows stop at the tile's edge exactly where the whole-tile forward zero-pads."""
-    torch.manual_seed(1)
-    model = build_model(preset, **overrides)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight)
-                if m.bias is not None:
-                    m.bias.normal_(0.0, 0.1)
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    model.eval()
+    model = random_model(1, preset, **overrides)
     assert infer._cropped_forward_ok(model)
     folded = infer._fold_batchnorm(pickle.loads(pickle.dumps(model)))
     for h, w, halo in [(160, 144, model.receptive_halo), (75, 130, 8), (64, 72, 0)]:
