@@ -319,7 +319,9 @@ def _fold_batchnorm(model: Any) -> Any:
                 and bn.running_mean is not None
             ):
                 block[i] = fuse_conv_bn_eval(conv, bn)
-                block[i + 1] = torch.nn.Identity()
+                # in eval mode like the rest: a fresh module is in training mode, and a model
+                # with any training module other than dropout runs its own whole-tile forward
+                block[i + 1] = torch.nn.Identity().eval()
     return model
 
 

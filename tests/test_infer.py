@@ -366,3 +366,14 @@ def test_models_the_cropped_forward_does_not_know_run_their_own_forward():
     assert not infer._cropped_forward_ok(build_model("tiny", lowfreq_constraint=True).eval())
     assert not infer._cropped_forward_ok(build_model("tiny").train())
     assert infer._cropped_forward_ok(build_model("base").enable_mc_dropout())
+
+
+@pytest.mark.parametrize("preset", ["tiny", "base"])
+def test_models_loaded_for_inference_run_the_cropped_forward(tmp_path, preset):
+    """A package loaded for inference (batch norm folded, with or without MC-dropout) takes the
+    cropped path: the identity left where a batch norm was folded is in eval mode too."""
+    save_model_package(random_model(2, preset), tmp_path / "pkg")
+    for mc in (False, True):
+        model = infer.load_cached(tmp_path / "pkg", "cpu", mc_dropout=mc)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # folded
+        assert infer._cropped_forward_ok(model)
