@@ -90,7 +90,12 @@ log = logging.getLogger(__name__)
 #: to this; GPUs get the larger size since their memory holds the activations.
 DEFAULT_CHUNK = {"cpu": 1024, "cuda": 2048}
 
+#: 10 m pixels per 30 m Landsat pixel (as :data:`harmonize.lowfreq.LANDSAT_FACTOR`).
+LANDSAT_FACTOR = 3
+
 Uncertainty = Literal["mc_dropout", "ensemble"] | None
+#: Where the Landsat pixels start: one ``(row, col)``, one per date, or ``None`` for ``(0, 0)``.
+PhaseLike = tuple[int, int] | Any | None
 Precision = Literal["tf32", "bf16", "fp16"] | None
 
 ModelLike = Any  # str | os.PathLike | torch.nn.Module | Sequence of those
@@ -460,11 +465,14 @@ def _tiles(n: int, tile: int) -> list[tuple[int, int]]:
 
 
 def _forward(
-    models: list[Any], batch: np.ndarray, spec: ModelSpec, halo: int = 0
+    models: list[Any], batch: np.ndarray, spec: ModelSpec, halo: int = 0, phase: tuple[int, int] = (0, 0)
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean (and population std when there are several samples) of all members and passes,
-    over the tiles' cores (``halo`` pixels in from every side)."""
+    over the tiles' cores (``halo`` pixels in from every side). ``phase``: where the Landsat
+    30 m pixels start in the tiles (:func:`harmonize.lowfreq.landsat_grid`)."""
     import torch
+
+    from harmonize.lowfreq import landsat_grid
 
     dev = torch.device(spec.device)
     if dev.type == "cuda":
@@ -485,7 +493,7 @@ def _forward(
         if spec.precision in ("bf16", "fp16")
         else None
     )
-    with torch.inference_mode():
+    with torch.inference_mode(), landsat_grid(phase):
         for model in models:
             for _ in range(spec.mc_passes):
                 if autocast is not None:
@@ -525,6 +533,7 @@ def _predict_block(
     with_std: bool,
     invalid: np.ndarray | None = None,
     extra: int = 0,
+    phases: tuple[tuple[int, int], ...] | None = None,
 ) -> np.ndarray:
     """Run the model over one halo-extended block ``[t, c, h + 2 halo, w + 2 halo]``.
 
@@ -533,7 +542,9 @@ def _predict_block(
     computed in tiles of ``tile`` pixels (each with its own ``halo``), batched ``batch_size`` at
     a time. ``block`` holds no NaN (the caller filled invalid pixels). Tiles whose core is all
     ``invalid`` (``[t, h + 2 halo, w + 2 halo]``, e.g. under cloud) are not run and come out NaN;
-    tiles are independent, so the others are unchanged.
+    tiles are independent, so the others are unchanged. ``phases``: per time step, where the
+    Landsat 30 m pixels start in the block (its pixel 0 being the first halo pixel); each tile
+    gets its own, counted from its first pixel.
     """
     t, _, hb, wb = block.shape
     h, w = hb - 2 * halo, wb - 2 * halo
@@ -543,16 +554,18 @@ def _predict_block(
         return out
     models = spec.models()
     # group tiles by shape so each batch is one tensor
-    groups: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    groups: dict[tuple[int, int, tuple[int, int]], list[tuple[int, int, int]]] = {}
     for ti in range(t):
+        pr, pc = phases[ti] if phases is not None else (0, 0)
         for y0, th in _tiles(h, tile):
             for x0, tw in _tiles(w, tile):
                 core = (ti, slice(halo + y0, halo + y0 + th), slice(halo + x0, halo + x0 + tw))
                 if invalid is not None and invalid[core].all():
                     out[ti, :, y0 : y0 + th, x0 : x0 + tw] = np.nan
                     continue
-                groups.setdefault((th, tw), []).append((ti, y0, x0))
-    for (th, tw), where in groups.items():
+                tile_phase = ((pr - y0) % LANDSAT_FACTOR, (pc - x0) % LANDSAT_FACTOR)
+                groups.setdefault((th, tw, tile_phase), []).append((ti, y0, x0))
+    for (th, tw, tile_phase), where in groups.items():
         for i in range(0, len(where), batch_size):
             chunk = where[i : i + batch_size]
             if len(chunk) == 1 and (th + 2 * halo, tw + 2 * halo) == (hb, wb):
@@ -562,7 +575,7 @@ def _predict_block(
                 batch = np.stack(
                     [block[ti, :, y0 : y0 + th + 2 * halo, x0 : x0 + tw + 2 * halo] for ti, y0, x0 in chunk]
                 )
-            mean, std = _forward(models, batch, spec, halo)
+            mean, std = _forward(models, batch, spec, halo, tile_phase)
             for j, (ti, y0, x0) in enumerate(chunk):
                 out[ti, :n_out, y0 : y0 + th, x0 : x0 + tw] = mean[j]
                 if with_std:
@@ -579,9 +592,12 @@ def _predict_bands(
     batch_size: int,
     with_std: bool,
     has_clear: bool,
+    phases: tuple[tuple[int, int], ...] = ((0, 0),),
+    block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
     """One dask task: halo-extended ``[t, y, x]`` blocks of every input band (and ``clear``) ->
-    ``[t, n_out (x2 with std) + 1, h, w]`` of the core, NaN where invalid, validity last."""
+    ``[t, n_out (x2 with std) + 1, h, w]`` of the core, NaN where invalid, validity last.
+    ``phases``: where the Landsat pixels start in the cube, per date of the cube (one for all)."""
     # Every pass over the block is a pass over ~30 MB (a 1024-px chunk): each band is copied
     # once into the model's input, the output is written once in place (validity included),
     # and masks are applied with ``where=`` instead of boolean indexing.
@@ -598,13 +614,24 @@ def _predict_bands(
     if has_clear:  # cloudy pixels stay as observed in the input (module docstring); masked below
         invalid |= ~blocks[-1].astype(bool, copy=False)
     out = _predict_block(
-        x, spec=spec, halo=halo, tile=tile, batch_size=batch_size, with_std=with_std, invalid=invalid, extra=1
+        x, spec=spec, halo=halo, tile=tile, batch_size=batch_size, with_std=with_std, invalid=invalid,
+        extra=1, phases=_block_phases(phases, block_info, first.shape[0], halo),
     )
     h, w = out.shape[-2:]
     core = invalid[:, halo : halo + h, halo : halo + w]
     np.copyto(out[:, :-1], np.float32(np.nan), where=core[:, None])
     np.logical_not(core, out=out[:, -1], casting="unsafe")
     return out
+
+
+def _block_phases(
+    phases: tuple[tuple[int, int], ...], block_info: dict[Any, Any] | None, n_time: int, halo: int
+) -> tuple[tuple[int, int], ...]:
+    """Per time step of a task's block, where the Landsat pixels start in the halo-extended block
+    (its first pixel is ``halo`` before the core's), from the cube's phases and the block's place."""
+    (t0, _), _, (y0, _), (x0, _) = block_info[None]["array-location"] if block_info else ((0, 0),) * 4
+    per_date = [phases[(t0 + i) if len(phases) > 1 else 0] for i in range(n_time)]
+    return tuple(((r - y0 + halo) % LANDSAT_FACTOR, (c - x0 + halo) % LANDSAT_FACTOR) for r, c in per_date)
 
 
 def predict_array(
@@ -617,6 +644,7 @@ def predict_array(
     uncertainty: Uncertainty = None,
     mc_passes: int = 8,
     precision: Precision = None,
+    landsat_phase: PhaseLike = None,
 ) -> np.ndarray:
     """Whole-image inference on an in-memory array: the reference :func:`super_resolve` matches.
 
@@ -632,6 +660,9 @@ def predict_array(
         As in :func:`super_resolve`.
     halo
         Mirror padding on each side (default the model's receptive halo).
+    landsat_phase
+        Where the Landsat 30 m pixels start in ``x`` (one ``(row, col)``, or one per image), as
+        in :func:`super_resolve`.
 
     Returns
     -------
@@ -649,8 +680,10 @@ def predict_array(
         invalid |= ~np.asarray(clear, bool).reshape(arr.shape[0], 1, *arr.shape[-2:])
     padded = np.pad(filled, ((0, 0), (0, 0), (halo, halo), (halo, halo)), mode="symmetric")
     size = max(arr.shape[-2:])
+    phases = _phases(landsat_phase, arr.shape[0])
     out = _predict_block(
-        padded, spec=spec, halo=halo, tile=size, batch_size=1, with_std=uncertainty is not None
+        padded, spec=spec, halo=halo, tile=size, batch_size=1, with_std=uncertainty is not None,
+        phases=_block_phases(phases, None, arr.shape[0], halo),
     )
     out = np.where(invalid, np.float32(np.nan), out)
     return out[0] if single else out
@@ -764,6 +797,7 @@ def super_resolve(
     uncertainty: Uncertainty = None,
     mc_passes: int = 8,
     precision: Precision = None,
+    landsat_phase: PhaseLike = None,
 ) -> xr.Dataset:
     """Harmonize and super-resolve the Landsat dates of a cube into Sentinel-2-like 10 m bands.
 
@@ -802,6 +836,13 @@ def super_resolve(
         whole-image results agree to ~1e-7; measured on an H200). ``"tf32"``: TF32 convolutions
         (faster on Ampere+, seams up to ~5e-4). ``"bf16"`` / ``"fp16"``: autocast (GPU; ~5e-3 /
         ~8e-4 from float32 on random weights).
+    landsat_phase
+        Where the Landsat 30 m pixels start in the cube: ``(row, col)`` in ``0..2``
+        (:func:`harmonize.lowfreq.grid_phase` of the cube's grid and the scenes' 30 m grid, with
+        a co-registration shift), one for every date or a list with one per Landsat date of the
+        cube. Models whose blocks are Landsat pixels (the low-frequency constraint, the
+        Deep-Harmonization pre-interpolation) use it in every tile; others ignore it. Default
+        ``(0, 0)``: the cube's pixel 0 begins a Landsat pixel.
 
     Returns
     -------
@@ -835,6 +876,7 @@ def super_resolve(
             "halo %d < the model's receptive halo %d: chunk borders will show seams", halo, model_halo
         )
     cube = _landsat_input(cube, spec)
+    phases = _phases(landsat_phase, cube.sizes["time"])
     cy, cx = _chunk_plan(cube, spec, chunks, halo, DEFAULT_CHUNK["cuda" if dev.startswith("cuda") else "cpu"])
     overlapped, cy, cx = _overlapped_inputs(cube, spec, cy, cx, halo)
     with_std = uncertainty is not None
@@ -848,6 +890,7 @@ def super_resolve(
         batch_size=int(batch_size),
         with_std=with_std,
         has_clear="clear" in cube.data_vars,
+        phases=phases,
         new_axis=1,
         chunks=(overlapped[0].chunks[0], (len(spec.output_bands) * (2 if with_std else 1) + 1,), cy, cx),
         dtype="float32",
@@ -857,6 +900,21 @@ def super_resolve(
         token="harmonize-super-resolve",
     )
     return _output_dataset(cube, pred, spec, halo, uncertainty)
+
+
+def _phases(landsat_phase: PhaseLike, n_time: int) -> tuple[tuple[int, int], ...]:
+    """``landsat_phase`` as one ``(row, col)`` for all dates or one per date, checked."""
+    if landsat_phase is None:
+        return ((0, 0),)
+    arr = np.asarray(landsat_phase, dtype=int)
+    if arr.shape == (2,):
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) not in (1, n_time):
+        raise HarmonizeError(
+            f"landsat_phase must be one (row, col) or one per Landsat date ({n_time}), got shape "
+            f"{np.shape(landsat_phase)}; compute it with harmonize.lowfreq.grid_phase"
+        )
+    return tuple((int(r) % LANDSAT_FACTOR, int(c) % LANDSAT_FACTOR) for r, c in arr)
 
 
 def _landsat_input(cube: xr.Dataset, spec: ModelSpec) -> xr.Dataset:

@@ -47,7 +47,9 @@ LANDSAT_FACTOR = 3
 _PHASE: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("landsat_phase", default=(0, 0))
 
 
-def grid_phase(geobox: Any, landsat_transform: Any, factor: int = LANDSAT_FACTOR) -> tuple[int, int]:
+def grid_phase(
+    geobox: Any, landsat_transform: Any, factor: int = LANDSAT_FACTOR, shift: tuple[float, float] = (0.0, 0.0)
+) -> tuple[int, int]:
     """Row and column of a fine array where the coarse (Landsat) grid's pixels start.
 
     Parameters
@@ -59,6 +61,9 @@ def grid_phase(geobox: Any, landsat_transform: Any, factor: int = LANDSAT_FACTOR
         affine transform, or a GeoBox; any pixel corner of the grid will do.
     factor
         Fine pixels per coarse pixel (3: 10 m in 30 m).
+    shift
+        ``(dx, dy)`` metres added to the coarse grid's origin (a co-registration shift, as
+        :func:`harmonize.cube.load_cube` applies it to a scene's geotransform).
 
     Returns
     -------
@@ -72,8 +77,8 @@ def grid_phase(geobox: Any, landsat_transform: Any, factor: int = LANDSAT_FACTOR
     step_x, step_y = float(fine.a), float(fine.e)
     if not np.isclose(abs(c[0]), factor * abs(step_x), rtol=1e-6):
         raise ValueError(f"a coarse pixel of {abs(c[0]):g} is not {factor} fine pixels of {abs(step_x):g}")
-    col = round((c[2] - fine.c) / step_x) % factor
-    row = round((c[5] - fine.f) / step_y) % factor
+    col = round((c[2] + float(shift[0]) - fine.c) / step_x) % factor
+    row = round((c[5] + float(shift[1]) - fine.f) / step_y) % factor
     return int(row), int(col)
 
 

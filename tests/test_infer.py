@@ -164,9 +164,9 @@ def test_all_cloudy_tiles_are_not_run_and_the_rest_is_unchanged(model, monkeypat
     tiles = []
     forward = infer._forward
 
-    def counting(models, batch, spec, halo):
+    def counting(models, batch, spec, halo, phase=(0, 0)):
         tiles.append(len(batch))
-        return forward(models, batch, spec, halo)
+        return forward(models, batch, spec, halo, phase)
 
     monkeypatch.setattr(infer, "_forward", counting)
     out = infer.super_resolve(cube, model, chunks=64, device="cpu").compute(scheduler="synchronous")
@@ -377,3 +377,24 @@ def test_models_loaded_for_inference_run_the_cropped_forward(tmp_path, preset):
         model = infer.load_cached(tmp_path / "pkg", "cpu", mc_dropout=mc)
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # folded
         assert infer._cropped_forward_ok(model)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # zarr: fixed-width strings have no v3 spec
+def test_the_stage_finds_each_dates_landsat_grid_with_its_shift(tmp_path):
+    """The infer stage's per-date phases: the 30 m grid an ingested store records, moved by the
+    date's co-registration shift, against the cube's 10 m grid; (0, 0) where no grid is known."""
+    import zarr
+
+    from pipelines.core.native import NATIVE_ATTR
+    from pipelines.stages.infer import InferStageConfig, landsat_phases
+
+    cube = make_cube(30, 30, n_time=3)  # 10 m pixel corners at x 500000, y 4000000
+    cube = cube.assign_coords(shift_x=("time", [0.0, 21.9, 0.0]), shift_y=("time", [0.0, 21.3, 0.0]))
+    ms = {"crs": f"EPSG:{EPSG}", "transform": [30.0, 0.0, 499900.0, 0.0, -30.0, 4000090.0], "shape": [12, 12]}
+    for i in (0, 1):  # scene-2 was stored at 10 m: no grid
+        group = zarr.open_group(str(tmp_path / "cube" / "scenes" / f"landsat_{i}.zarr"), mode="w")
+        group.attrs[NATIVE_ATTR] = {"ms": ms}
+        group.create_array("item_id", data=np.array([f"scene-{i}"]))
+    cfg = InferStageConfig(cube=tmp_path / "cube", model="m", out=tmp_path / "out")
+    # 100 m west and 90 m north: column 2, row 0; shifted 21.9 m east, 21.3 m north: 1, 1
+    assert landsat_phases(cfg, cube, {}) == [(0, 2), (1, 1), (0, 0)]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from harmonize.deep_harmonization import DeepHarmonizationUNet, DHConfig
-from harmonize.errors import ModelError
+from harmonize.errors import HarmonizeError, ModelError
 from harmonize.lowfreq import (
     block_mean,
     current_phase,
@@ -177,3 +177,66 @@ def test_records_written_before_the_constraint_still_load(tmp_path):
     (tmp_path / "pkg" / "mlm.json").write_text(json.dumps(doc))
     loaded, _ = load_model_package(tmp_path / "pkg")
     assert loaded.config == model.config
+
+
+def _offset_cube(x: np.ndarray, chunk: int):
+    """A cube of ``x`` [T, 7, H, W] on a 10 m grid, chunked ``chunk`` (the Landsat grid is not
+    in it: its phase is what the caller passes)."""
+    import dask.array as da
+    import pandas as pd
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    t, _, h, w = x.shape
+    bands = ("blue", "green", "red", "nir", "swir16", "swir22", "pan")
+    ds = xr.Dataset(
+        {b: (("time", "y", "x"), da.from_array(x[:, i], chunks=(1, chunk, chunk)))
+         for i, b in enumerate(bands)},
+        coords={"time": pd.date_range("2024-05-01T10:00", periods=t, freq="8D"),
+                "y": 4_000_000 - 5 - 10 * np.arange(h), "x": 500_000 + 5 + 10 * np.arange(w),
+                "sensor": ("time", ["landsat"] * t)},
+    )
+    return ds.rio.write_crs("EPSG:32633")
+
+
+def test_super_resolve_constrains_each_date_on_its_own_landsat_grid():
+    # chunked inference over a cube whose Landsat pixels start at row 1, column 2 (first date)
+    # and row 2, column 0 (second): with the phases passed, every chunk's output keeps the
+    # bandpass-adjusted input's mean over each true Landsat pixel; without them it does not
+    from harmonize.infer import predict_array, super_resolve
+
+    model = _flat(lowfreq_constraint=True)
+    slope, offset = [0.9, 1.1, 1.0, 0.95, 1.05, 1.0], [0.01, -0.01, 0.0, 0.02, 0.0, -0.005]
+    model.set_normalization(bandpass_slope=slope, bandpass_offset=offset)
+    x = np.random.default_rng(3).uniform(0.0, 0.4, (2, 7, 96, 84)).astype("float32")
+    want = torch.from_numpy(np.asarray(slope, "float32")[:, None, None] * x[:, :6]
+                            + np.asarray(offset, "float32")[:, None, None])
+    phases = [(1, 2), (2, 0)]
+    cube = _offset_cube(x, 48)
+    out = super_resolve(cube, model, chunks=48, landsat_phase=phases, device="cpu")
+    assert len(out["blue"].chunks[1]) > 1 and len(out["blue"].chunks[2]) > 1  # several chunks
+    bands = ["blue", "green", "red", "nir", "swir16", "swir22"]
+    out = out.compute()  # once: each band's .values alone would run the whole graph again
+    got = torch.from_numpy(np.stack([out[b].values for b in bands], axis=1))
+    blind = super_resolve(cube, model, chunks=48, device="cpu").compute()
+    off = torch.from_numpy(np.stack([blind[b].values for b in bands], axis=1))
+    whole = torch.from_numpy(predict_array(x, model, landsat_phase=phases, device="cpu"))
+    for t, phase in enumerate(phases):
+        assert (_landsat_means(got[t], phase) - _landsat_means(want[t], phase)).abs().max() < 1e-5
+        assert (_landsat_means(off[t], phase) - _landsat_means(want[t], phase)).abs().max() > 0.02
+        assert (_landsat_means(whole[t], phase) - _landsat_means(want[t], phase)).abs().max() < 1e-5
+    torch.testing.assert_close(got, whole, atol=1e-5, rtol=0)  # chunks equal the whole image
+    with pytest.raises(HarmonizeError, match="landsat_phase"):
+        super_resolve(cube, model, landsat_phase=[(0, 0)] * 3)
+
+
+def test_grid_phase_carries_a_coregistration_shift():
+    from affine import Affine
+
+    cube = Affine(10.0, 0.0, 400000.0, 0.0, -10.0, 4500000.0)
+    landsat = [30.0, 0.0, 399900.0, 0.0, -30.0, 4500090.0]  # 100 m west, 90 m north: phase (0, 2)
+    assert grid_phase(cube, landsat) == (0, 2)
+    # shifted 23.4 m west and 26.5 m south: corners 123.4 m west (12 px: col 0), 63.5 m north (6 px: row 0)
+    assert grid_phase(cube, landsat, shift=(-23.4, -26.5)) == (0, 0)
+    # 21.9 m east and 21.3 m north: 78.1 m west (8 px: col 1), 111.3 m north (11 px: row 1)
+    assert grid_phase(cube, landsat, shift=(21.9, 21.3)) == (1, 1)

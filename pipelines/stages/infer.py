@@ -54,6 +54,7 @@ __all__ = [
     "infer_stage",
     "DatePlan",
     "landsat_cube",
+    "landsat_phases",
     "plan_dates",
     "weights_checksum",
     "write_batch",
@@ -263,7 +264,78 @@ def _start(ledger: Ledger, plan: DatePlan, checksum: str, model: str | list[str]
     ledger.save()
 
 
-def _super_resolve(config: InferStageConfig, cube: xr.Dataset) -> xr.Dataset:
+def _store_grids(cube_dir: Path) -> dict[str, list[float]]:
+    """The 30 m grid (``proj:transform``) each native-resolution Landsat store was written on,
+    by its item id (stores written at 10 m keep no Landsat grid and are left out)."""
+    import zarr
+
+    from pipelines.core.native import NATIVE_ATTR
+
+    grids: dict[str, list[float]] = {}
+    for store in sorted(Path(cube_dir, "scenes").glob("landsat*")):
+        try:
+            group = zarr.open_group(str(store), mode="r")
+            info = group.attrs.get(NATIVE_ATTR)
+            ids = [str(v) for v in np.asarray(group["item_id"][:]).ravel()]
+        except Exception:  # not a Zarr group or no item ids: nothing to learn from it
+            continue
+        if info and "ms" in info:
+            for i in ids:
+                for part in i.split(","):
+                    grids[part] = list(info["ms"]["transform"])
+    return grids
+
+
+def _item_grid(item: pystac.Item) -> list[float] | None:
+    """A 30 m asset's ``proj:transform`` of a Landsat item (the item's own when it is 30 m)."""
+    holders = [a.extra_fields for a in item.assets.values()] + [item.properties]
+    for h in holders:
+        t = h.get("proj:transform")
+        if t and abs(float(t[0])) == 30.0:
+            return list(t)
+    return None
+
+
+def landsat_phases(
+    config: InferStageConfig, cube: xr.Dataset, items: Mapping[str, pystac.Item]
+) -> list[tuple[int, int]]:
+    """Where each Landsat date's 30 m pixels start in the cube (row, col), for the models whose
+    blocks are Landsat pixels (the low-frequency constraint).
+
+    Parameters
+    ----------
+    config
+        The stage's settings (``source: cube`` reads the 30 m grid from the ingested stores).
+    cube
+        The Landsat dates, with ``item_id`` and, when co-registered, ``shift_x``/``shift_y``.
+    items
+        The searched items by id (``source: search``).
+
+    Returns
+    -------
+    list of (int, int)
+        One :func:`harmonize.lowfreq.grid_phase` per date, its co-registration shift applied;
+        ``(0, 0)`` for a date whose 30 m grid is not known (a store written at 10 m).
+    """
+    import odc.geo.xr  # noqa: F401 - registers .odc
+
+    from harmonize.lowfreq import grid_phase
+
+    grids = _store_grids(Path(config.cube)) if config.source == "cube" else {}
+    geobox = cube.odc.geobox
+    phases = []
+    for i in range(cube.sizes["time"]):
+        first = str(cube["item_id"].values[i]).split(",")[0]
+        grid = grids.get(first) if config.source == "cube" else (
+            _item_grid(items[first]) if first in items else None)
+        shift = tuple(float(cube[c].values[i]) if c in cube.coords else 0.0 for c in ("shift_x", "shift_y"))
+        phases.append(grid_phase(geobox, grid, shift=shift) if grid is not None else (0, 0))
+    return phases
+
+
+def _super_resolve(
+    config: InferStageConfig, cube: xr.Dataset, phases: list[tuple[int, int]] | None = None
+) -> xr.Dataset:
     from harmonize.infer import super_resolve
 
     return super_resolve(
@@ -276,6 +348,7 @@ def _super_resolve(config: InferStageConfig, cube: xr.Dataset) -> xr.Dataset:
         precision=config.precision,
         uncertainty=config.uncertainty,
         mc_passes=config.mc_passes,
+        landsat_phase=phases,
     )
 
 
@@ -427,7 +500,8 @@ def _harmonize(
         # on standard error: standard output carries the stage's JSON report
         ProgressBar(out=sys.stderr) if config.progress else contextlib.nullcontext(),
     ):
-        result = _super_resolve(config, cube.isel(time=plan.todo))
+        todo = cube.isel(time=plan.todo)
+        result = _super_resolve(config, todo, landsat_phases(config, todo, items))
         for start in range(0, len(plan.todo), config.batch):
             positions = range(start, min(start + config.batch, len(plan.todo)))
             done["committed"] += write_batch(result, positions, plan, ledger, config.model)
