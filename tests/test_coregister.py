@@ -365,3 +365,24 @@ def test_threaded_registration_gives_the_sequential_table(cube: xr.Dataset) -> N
     sequential = estimate_shifts(cube, max_days=30, threads=1)
     threaded = estimate_shifts(cube, max_days=30, threads=3)
     pd.testing.assert_frame_equal(sequential, threaded)
+
+
+@pytest.mark.parametrize("shift", [(1.37, -0.62), (0.0, 0.0), (-5.999, 6.2), (2.0, -3.0), (0.1, 0.9)])
+def test_spline_samples_match_scipy(shift) -> None:  # noqa: ANN001
+    """The refinement's shared-weight spline sampling gives map_coordinates' values and central
+    differences at every point, near the edges (where scipy takes over) too."""
+    from harmonize.coregister import pair
+
+    rng = np.random.default_rng(3)
+    coeffs = ndimage.spline_filter(ndimage.gaussian_filter(rng.normal(size=(64, 80)), 2), order=3)
+    rows, cols = np.nonzero(rng.random(coeffs.shape) < 0.3)
+    s = np.asarray(shift)
+
+    def at(dr: float, dc: float) -> np.ndarray:
+        coords = [rows + s[0] + dr, cols + s[1] + dc]
+        return ndimage.map_coordinates(coeffs, coords, order=3, mode="nearest", prefilter=False)
+
+    h = 0.25
+    want = (at(0, 0), (at(h, 0) - at(-h, 0)) / (2 * h), (at(0, h) - at(0, -h)) / (2 * h))
+    for got, ref in zip(pair._samples(coeffs, rows, cols, s), want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
