@@ -10,4 +10,8 @@ export PYTHONPYCACHEPREFIX="$PWD/.venv/pycache"
 bash scripts/setup.sh
 . .venv/bin/activate
 export MPLBACKEND=Agg
-python -m pytest "$@"
+# Two worker processes (pytest-xdist), one per core of the 2-core box the suite is sized for:
+# most tests are single-threaded Python, so one process leaves a core idle. --dist loadfile keeps
+# each file's tests in one worker, so a module's fixtures (worlds, ingested cubes) are built once.
+# HARMONIZE_TEST_WORKERS=0 runs everything in this process (as a plain `python -m pytest` does).
+python -m pytest -n "${HARMONIZE_TEST_WORKERS:-2}" --dist loadfile "$@"
