@@ -154,22 +154,31 @@ def _overlaps(extent: tuple[float, ...] | None, box: tuple[float, ...]) -> bool:
 
 
 def _read_asset(asset: _Asset, gbox: GeoBox, box: Any, driver: Driver, ctx: Any) -> np.ndarray:
-    """One band of the chunk: the step's scenes fused, first with data wins (odc-loader's fuser)."""
+    """One band of the chunk: the step's scenes fused, first with data wins (odc-loader's fuser).
+
+    The first read that covers the whole chunk is the chunk (GDAL's fresh buffer, no fill and
+    copy); the chunk is filled with no data first only when a read covers part of it.
+    """
     fill = asset.cfg.fill_value
-    dst = np.full(gbox.shape.yx, fill if fill is not None else 0, dtype=asset.cfg.dtype)
-    first = True
+    shape, dtype = gbox.shape.yx, np.dtype(asset.cfg.dtype)
+    dst: np.ndarray | None = None
     for src, extent in zip(asset.sources, asset.extents, strict=True):
         if not _overlaps(extent, box):
             continue
         roi, pix = driver.open(src, ctx).read(asset.cfg, gbox)
         if pix.size == 0:
             continue
-        if first or fill is None:  # dst is all fill there: the fuser copies every pixel
+        if dst is None and pix.shape == shape and pix.dtype == dtype and pix.flags.writeable:
+            dst = pix  # the whole chunk from the first scene: what the fuser's copy would hold
+        elif dst is None or fill is None:  # dst is all fill there: the fuser copies every pixel
+            if dst is None:
+                dst = np.full(shape, fill if fill is not None else 0, dtype=dtype)
             dst[roi] = pix
         else:
             part = dst[roi]
             np.copyto(part, pix, where=part == fill)
-        first = False
+    if dst is None:
+        dst = np.full(shape, fill if fill is not None else 0, dtype=dtype)
     return dst
 
 
