@@ -167,8 +167,11 @@ def test_calibration_table_coverage_and_recalibration_on_a_known_spread(one_torc
     assert row["median σ"] == pytest.approx(d, rel=1e-3)
     assert row["±1σ"] == pytest.approx(erf(0.5 / sqrt(2)), abs=0.01)
     assert row["±2σ"] == pytest.approx(erf(1 / sqrt(2)), abs=0.01)
-    assert row["σ scale"] == pytest.approx(2.0, rel=0.03)
-    assert row["±1σ recalibrated"] == pytest.approx(0.683, abs=0.015)
+    # a quantile per band and interval of 768 validation pixels (split-conformal): over 200
+    # draws of this case the ±1σ coverage after it is 68.4 % ± 0.9 (one sd), ±2σ 95.7 % ± 0.3
+    assert row["σ scale ±1σ"] == pytest.approx(2.0, rel=0.05)
+    assert row["σ scale ±2σ"] == pytest.approx(2.0, rel=0.05)
+    assert row["±1σ recalibrated"] == pytest.approx(0.683, abs=0.027)
     assert row["±2σ recalibrated"] == pytest.approx(0.954, abs=0.01)
     # a calibrated spread (truth noise = σ) is left alone
     truth2 = truth.copy(data={b: (x[None, i] + rng.normal(0.0, d, (1, size, size))).astype("float32")

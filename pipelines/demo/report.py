@@ -343,9 +343,11 @@ def _calibration_section(inputs: _Inputs, max_windows: int) -> Section:
     md += [
         f"Fraction of the truth within ±1σ and ±2σ of the mean ({details['windows']} test windows, "
         f"{details['pixels']:,} clear pixels, all bands; nominal 68.3 % and 95.4 %). Where either is off "
-        "by more than 5 points, one σ scale per band is fitted on "
-        f"{details['val_windows']} validation windows (never the test ones) and the test coverage "
-        "measured again. The snapshot ensemble's members are the weights the training run kept "
+        "by more than 5 points, a σ scale per band and interval is fitted on "
+        f"{details['val_windows']} validation windows (never the test ones; split-conformal: the "
+        "quantile of |error| / σ at the nominal coverage, since one scale cannot fix both intervals "
+        "of heavy-tailed errors) and the test coverage measured again. The snapshot ensemble's "
+        "members are the weights the training run kept "
         "(its last epochs and best epoch): near copies of one model, so its spread is a lower bound "
         "on the model's uncertainty.",
         "",

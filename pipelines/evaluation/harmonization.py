@@ -345,8 +345,9 @@ def calibration_table(
     Each method predicts the test windows (and the validation windows) from the windows alone
     (:func:`harmonize.infer.predict_array`, mirror-padded); its coverage on the test windows is
     :func:`harmonize.calibration.coverage`. When ±1σ or ±2σ is off its nominal 68.3 % / 95.4 %
-    by more than ``tolerance``, a σ scale per band is fitted on the validation windows
-    (:func:`harmonize.calibration.fit_scale`) and the test coverage measured again with it.
+    by more than ``tolerance``, a σ scale per band and interval is fitted on the validation
+    windows (:func:`harmonize.calibration.fit_interval_scales`, split-conformal: one factor per
+    band cannot fix both intervals of heavy-tailed errors) and the test coverage measured again.
 
     Parameters
     ----------
@@ -366,11 +367,12 @@ def calibration_table(
     Returns
     -------
     (pandas.DataFrame, dict)
-        One row per method: ``±1σ``, ``±2σ`` (test, as predicted), ``σ scale`` (mean over bands,
-        1 when not recalibrated), ``±1σ recalibrated``, ``±2σ recalibrated``; and the details
+        One row per method: ``±1σ``, ``±2σ`` (test, as predicted), ``σ scale`` (mean over bands
+        and both intervals, 1 when not recalibrated), ``σ scale ±1σ``, ``σ scale ±2σ`` (mean over
+        bands), ``±1σ recalibrated``, ``±2σ recalibrated``; and the details
         (windows, pixels, nominal coverage, per-band figures, scales).
     """
-    from harmonize.calibration import NOMINAL, coverage, fit_scale, needs_recalibration
+    from harmonize.calibration import NOMINAL, coverage, fit_interval_scales, needs_recalibration
 
     patch = index_patch_size(index)
     test = _scored_windows(index, "test", max_windows)
@@ -392,19 +394,21 @@ def calibration_table(
             continue
         cov = coverage(mean[:n], std[:n], t[:n], v[:n])
         rec: dict[str, Any] = {"test": cov, "recalibrated": needs_recalibration(cov, tolerance)}
-        scale = np.ones(mean.shape[1])
+        scale = np.ones((2, mean.shape[1]))
         after = cov
         if rec["recalibrated"] and not v[n:].any():
             rec["recalibrated"] = False
             rec["note"] = "no clear validation pixels to fit a σ scale on"
         if rec["recalibrated"]:
-            scale = fit_scale(mean[n:], std[n:], t[n:], v[n:])
-            after = coverage(mean[:n], std[:n] * scale[None, :, None, None], t[:n], v[:n])
-            rec.update(scale=[float(s) for s in scale], test_after=after)
+            scale = fit_interval_scales(mean[n:], std[n:], t[n:], v[n:])
+            after = coverage(mean[:n], std[:n], t[:n], v[:n], scales=scale)
+            rec.update(scale=scale.tolist(), method="per-band, per-interval split-conformal σ scale",
+                       test_after=after)
         std_v = std[:n][np.broadcast_to(v[:n, None], std[:n].shape)]
         rec["median_std"] = float(np.median(std_v)) if std_v.size else float("nan")
         details["methods"][name] = rec
         rows[name] = {"±1σ": cov["cov1"], "±2σ": cov["cov2"], "median σ": rec["median_std"],
-                      "σ scale": float(np.mean(scale)), "±1σ recalibrated": after["cov1"],
+                      "σ scale": float(np.mean(scale)), "σ scale ±1σ": float(np.mean(scale[0])),
+                      "σ scale ±2σ": float(np.mean(scale[1])), "±1σ recalibrated": after["cov1"],
                       "±2σ recalibrated": after["cov2"]}
     return pd.DataFrame.from_dict(rows, orient="index"), details
