@@ -461,7 +461,7 @@ def test_zarr_cache_round_trip(tmp_path):
     np.testing.assert_array_equal(other[0]["input"].numpy(), plain.load(1)["input"])
 
 
-def test_prefetch_reads_a_batch_per_computation_and_resumes(tmp_path, monkeypatch):
+def test_prefetch_reads_each_pair_once_and_resumes(tmp_path, monkeypatch):
     import harmonize.pairs.dataset as pairs_mod
 
     cube = make_cube(days(0, 16), days(0, 16), 96, 96)
@@ -479,7 +479,11 @@ def test_prefetch_reads_a_batch_per_computation_and_resumes(tmp_path, monkeypatc
     ds.load(0)  # one sample already cached: prefetch does the rest
     calls.clear()
     assert ds.prefetch(batch_size=4) == n - 1
-    assert len(calls) == -(-(n - 1) // 4)  # one computation per batch of 4
+    # a pair's windows (more than 4 of them: never split) are one computation of one block per
+    # array (7 Landsat bands + clear, 6 Sentinel-2 bands + clear), not one per window
+    pairs = index[["landsat_time", "s2_time"]].drop_duplicates()
+    assert len(pairs) >= 2 and index.groupby(["landsat_time", "s2_time"]).size().min() > 4
+    assert calls == [8 + 7] * len(pairs)
     assert ds.prefetch() == 0  # nothing left
     monkeypatch.setattr(pairs_mod.dask, "compute", compute)
     for i in range(n):

@@ -17,6 +17,7 @@ import copy
 import hashlib
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,11 @@ from harmonize.pairs.index import INPUT_BANDS, SPLITS, TARGET_BANDS, Split
 from harmonize.pairs.reference import align_reference
 from harmonize.pairs.sources import acquisition_times, position_map, split_sources
 
-__all__ = ["PairDataset", "cache_pairs"]
+__all__ = ["PairDataset", "cache_pairs", "PREFETCH_TILE"]
+
+#: Side (pixels) of the tiles :meth:`PairDataset.prefetch` reads a pair's windows by: one block
+#: per array, acquisition pair and tile (a few MB), cut into the windows in memory.
+PREFETCH_TILE = 512
 
 
 class PairDataset(Dataset):
@@ -154,10 +159,14 @@ class PairDataset(Dataset):
         return arrays
 
     def prefetch(self, *, batch_size: int = 32, progress: bool = False) -> int:
-        """Compute every sample the cache lacks, ``batch_size`` samples per dask computation.
+        """Compute every sample the cache lacks, reading each source region once.
 
-        One computation per batch instead of one per sample: each computation plans (culls) the
-        cube's whole graph first, which costs more than reading a 64-pixel patch.
+        The samples are grouped by acquisition pair and :data:`PREFETCH_TILE`-pixel tile; each
+        group's windows are read as one block per array (their bounding box, with the sharpening
+        halo on the Sentinel-2 side) and cut out of it in memory (overlapping windows read their
+        pixels once); groups are packed into dask computations of about ``batch_size`` samples
+        (each computation plans the cube's graph first; a group is never split). The samples
+        are those of :meth:`load`, bit for bit.
 
         Returns
         -------
@@ -168,16 +177,70 @@ class PairDataset(Dataset):
         if cache is None:
             return 0
         todo = [i for i in range(len(self)) if not cache.has(i)]
-        for start in tqdm(
-            range(0, len(todo), batch_size), desc="reading pairs", disable=not progress, unit="batch"
-        ):
-            batch = todo[start : start + batch_size]
-            lazy = [self._lazy_parts(i) for i in batch]
-            flat = [p for parts, _ in lazy for p in parts]
-            done = iter(dask.compute(*flat, scheduler=self._scheduler()))
-            for i, (parts, where) in zip(batch, lazy, strict=True):
-                cache.write(i, self._assemble(i, [np.asarray(next(done)) for _ in parts], where))
+        batches = _batches(self._groups(todo), batch_size)
+        # assembling (sharpening) is numpy that releases the GIL: a thread per core
+        with ThreadPoolExecutor(max_workers=max(1, len(os.sched_getaffinity(0)))) as pool:
+            for batch in tqdm(batches, desc="reading pairs", disable=not progress, unit="batch"):
+                plans = [self._group_plan(g) for g in batch]
+                flat = [p for _, lazy in plans for p in lazy]
+                done = iter(dask.compute(*flat, scheduler=self._scheduler()))
+                for group, (boxes, lazy) in zip(batch, plans, strict=True):
+                    blocks = [np.asarray(next(done)) for _ in lazy]
+                    samples = pool.map(lambda i, b=blocks, x=boxes: self._assemble(i, *self._cut(i, b, x)),
+                                       group)
+                    for i, arrays in zip(group, samples, strict=True):
+                        cache.write(i, arrays)
         return len(todo)
+
+    def _groups(self, todo: Sequence[int]) -> list[list[int]]:
+        """``todo`` grouped by acquisitions (Landsat, Sentinel-2, reference) and tile."""
+        rpos = self._rpos if self._reference is not None else np.zeros(len(self), np.int64)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in todo:
+            key = (int(self._lpos[i]), int(self._spos[i]), int(rpos[i]),
+                   int(self._y0[i]) // PREFETCH_TILE, int(self._x0[i]) // PREFETCH_TILE)
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
+    def _group_plan(self, group: list[int]) -> tuple[list[tuple[slice, slice]], list[Any]]:
+        """The read boxes of a group (Landsat, Sentinel-2 with halo, reference) and the lazy
+        block of each array, in :meth:`_lazy_parts` order."""
+        wheres = [self._read_windows(i) for i in group]
+        boxes = [_union([w[k] for w in wheres]) for k in range(3)]
+        i = group[0]
+        lt, st = int(self._lpos[i]), int(self._spos[i])
+        lazy = [_window(a, lt, *boxes[0]) for a in self._ldata] + [
+            _window(a, st, *boxes[1]) for a in (*self._sdata, *self._gdata)
+        ]
+        if self._reference is not None:
+            lazy += [_window(a, int(self._rpos[i]), *boxes[2]) for a in self._rdata]
+        return boxes, lazy
+
+    def _read_windows(self, i: int) -> tuple[tuple[slice, slice], ...]:
+        """Sample ``i``'s Landsat, Sentinel-2 (with the sharpening halo) and reference windows."""
+        y0, x0, n = int(self._y0[i]), int(self._x0[i]), int(self._size[i])
+        ys, xs = slice(y0, y0 + n), slice(x0, x0 + n)
+        sys_, sxs = ys, xs
+        if self._sharpen is not None:  # read the Sentinel-2 side with the sharpening halo
+            h, (sny, snx) = self._sharpen["halo"], self._sharpen["shape"]
+            sys_ = slice(max(0, y0 - h), min(sny, y0 + n + h))
+            sxs = slice(max(0, x0 - h), min(snx, x0 + n + h))
+        oy, ox = self._roff if self._reference is not None else (0, 0)
+        return (ys, xs), (sys_, sxs), (slice(y0 + oy, y0 + oy + n), slice(x0 + ox, x0 + ox + n))
+
+    def _cut(self, i: int, blocks: list[np.ndarray], boxes: list[tuple[slice, slice]]
+             ) -> tuple[list[np.ndarray], tuple[slice, slice]]:
+        """Sample ``i``'s window arrays cut from its group's blocks (as :meth:`_lazy_parts` reads
+        them), and the Sentinel-2 read window."""
+        wins = self._read_windows(i)
+        sources = [0] * len(self._ldata) + [1] * (len(self._sdata) + len(self._gdata))
+        sources += [2] * (len(blocks) - len(sources))
+        parts = []
+        for block, k in zip(blocks, sources, strict=True):
+            (ys, xs), (by, bx) = wins[k], boxes[k]
+            rows = slice(ys.start - by.start, ys.stop - by.start)
+            parts.append(block[rows, xs.start - bx.start : xs.stop - bx.start])
+        return parts, wins[1]
 
     def _scheduler(self) -> str:
         if self.scheduler is not None:
@@ -186,20 +249,12 @@ class PairDataset(Dataset):
 
     def _lazy_parts(self, i: int) -> tuple[list[Any], tuple[slice, slice]]:
         """The (lazy) window arrays sample ``i`` needs, and the Sentinel-2 read window."""
-        y0, x0, n = int(self._y0[i]), int(self._x0[i]), int(self._size[i])
-        ys, xs = slice(y0, y0 + n), slice(x0, x0 + n)
+        (ys, xs), (sys_, sxs), (tys, txs) = self._read_windows(i)
         lt, st = int(self._lpos[i]), int(self._spos[i])
-        sys_, sxs = ys, xs
-        if self._sharpen is not None:  # read the Sentinel-2 side with the sharpening halo
-            h, (sny, snx) = self._sharpen["halo"], self._sharpen["shape"]
-            sys_ = slice(max(0, y0 - h), min(sny, y0 + n + h))
-            sxs = slice(max(0, x0 - h), min(snx, x0 + n + h))
         parts = [_window(a, lt, ys, xs) for a in self._ldata] + [
             _window(a, st, sys_, sxs) for a in (*self._sdata, *self._gdata)
         ]
         if self._reference is not None:
-            oy, ox = self._roff
-            tys, txs = slice(y0 + oy, y0 + oy + n), slice(x0 + ox, x0 + ox + n)
             parts += [_window(a, int(self._rpos[i]), tys, txs) for a in self._rdata]
         return parts, (sys_, sxs)
 
@@ -314,6 +369,25 @@ def _sharpen_plan(s2: xr.Dataset, target_bands: Sequence[str]) -> dict[str, Any]
         "shape": (s2.sizes["y"], s2.sizes["x"]),
         "settings": {"window": DEFAULT_WINDOW, "eps": DEFAULT_EPS},
     }
+
+
+def _union(windows: Sequence[tuple[slice, slice]]) -> tuple[slice, slice]:
+    """The bounding box of ``(rows, cols)`` windows."""
+    return (slice(min(w[0].start for w in windows), max(w[0].stop for w in windows)),
+            slice(min(w[1].start for w in windows), max(w[1].stop for w in windows)))
+
+
+def _batches(groups: list[list[int]], size: int) -> list[list[list[int]]]:
+    """Consecutive groups packed into batches of about ``size`` samples (a group is never split)."""
+    out: list[list[list[int]]] = []
+    count = size
+    for g in groups:
+        if count + len(g) > size:
+            out.append([])
+            count = 0
+        out[-1].append(g)
+        count += len(g)
+    return out
 
 
 def _tyx(da: xr.DataArray) -> Any:
