@@ -24,13 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def cube(tiny_world, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny world ingested (co-registered stores, 64-px chunks)."""
-    from pipelines.stages.ingest import IngestConfig, ingest
-
-    out = tmp_path_factory.mktemp("stages") / "cube"
-    ingest(IngestConfig(source=str(tiny_world.root), out=out, scheduler="threads", chunk=64))
-    return out
+def cube(tiny_cube: Path) -> Path:
+    """The tiny world ingested (co-registered stores, 64-px chunks; conftest's, shared by the run)."""
+    return tiny_cube
 
 
 @pytest.fixture(scope="module")
