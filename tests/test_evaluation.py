@@ -14,13 +14,12 @@ from harmonize.errors import CRSMismatchError
 GEOBOX = GeoBox.from_bbox((500000, 4000000, 500050, 4000040), crs="EPSG:32633", resolution=10)  # 4 x 5
 
 
-def test_observation_error_table_against_known_errors(tmp_path):
+def test_observation_error_table_against_known_errors(tiny_world):
     """Observations that are the truth score 0; a sensor offset by +0.05 NDVI scores 0.05."""
     from harmonize.indices import ndvi
-    from harmonize.world import WorldConfig, create_world
     from pipelines.evaluation.timeseries import observation_error_table
 
-    truth = create_world(tmp_path / "w", WorldConfig.tiny()).truth
+    truth = tiny_world.truth
     tn = ndvi(truth).astype("float32")
     t = tn["time"].values
     s2 = tn.isel(time=slice(0, None, 2)).assign_coords(sensor=("time", ["sentinel-2"] * len(t[::2])))
