@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harmonize.bands import REFLECTANCE_BANDS
 from harmonize.errors import CRSMismatchError
-from harmonize.gapfill import TimeSeriesError, as_days, gap_fill, interpolate_linear, to_days
+from harmonize.gapfill import TimeSeriesError, as_days, gap_fill, to_days
 from harmonize.indices import ndvi
 
 __all__ = [
@@ -294,6 +294,38 @@ def _local_std(block: np.ndarray, size: int) -> np.ndarray:
     return np.where(n > 0, np.sqrt(np.maximum(var, 0.0)), np.nan).astype(np.float32)
 
 
+def _nanmedian_last(block: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN (NaN where all are), as ``numpy.nanmedian`` gives it.
+
+    Sorting puts NaN last, so the middle of each row's finite values is found by index: an
+    order of magnitude faster than ``numpy.nanmedian`` on many short series, which goes
+    through masked arrays.
+    """
+    a = np.asarray(block, np.float32)
+    if a.shape[-1] == 0:
+        return np.full(a.shape[:-1], np.nan, np.float32)
+    srt = np.sort(a, axis=-1)
+    cnt = np.isfinite(a).sum(axis=-1)
+    lo = np.maximum((cnt - 1) // 2, 0)[..., None]
+    hi = np.maximum(cnt // 2, 0)[..., None]
+    mid = (np.take_along_axis(srt, lo, -1) + np.take_along_axis(srt, hi, -1))[..., 0] / np.float32(2)
+    return np.where(cnt > 0, mid, np.nan).astype(np.float32)
+
+
+def _composite_std(comp: xr.DataArray, window: int) -> xr.DataArray:
+    """:func:`_local_std` of a ``(y, x)`` composite, lazily with a halo when it is chunked."""
+    comp = comp.astype(np.float32)
+    if comp.chunks is None:
+        het = comp.copy(data=_local_std(comp.values, window))
+    else:
+        arr = comp.data.map_overlap(
+            _local_std, depth=window // 2, boundary="nearest", size=window, dtype=np.float32
+        )
+        het = comp.copy(data=arr)
+    het.attrs = {"long_name": f"local std of the median composite, {window}x{window} window"}
+    return het.rename("heterogeneity")
+
+
 def heterogeneity(obs: xr.DataArray, *, window: int = 3) -> xr.DataArray:
     """Spatial heterogeneity of a scene at a coarser sensor's scale.
 
@@ -322,17 +354,10 @@ def heterogeneity(obs: xr.DataArray, *, window: int = 3) -> xr.DataArray:
     data = obs.drop_vars(drop)
     if data.chunks is not None:
         data = data.chunk({"time": -1})
-    comp = data.median("time", skipna=True).astype(np.float32)
-    depth = window // 2
-    if comp.chunks is None:
-        out = _local_std(comp.values, window)
-        het = comp.copy(data=out)
-    else:
-        arr = comp.data.map_overlap(
-            _local_std, depth=depth, boundary="nearest", size=window, dtype=np.float32
-        )
-        het = comp.copy(data=arr)
-    het.attrs = {"long_name": f"local std of the median composite, {window}x{window} window"}
+    comp = xr.apply_ufunc(
+        _nanmedian_last, data, input_core_dims=[["time"]], dask="parallelized", output_dtypes=[np.float32]
+    )
+    het = _composite_std(comp, window)
     return het.rename("heterogeneity")
 
 
@@ -400,43 +425,121 @@ def observation_weights(
         )
     if het is None:
         het = heterogeneity(obs.isel(time=np.flatnonzero(is_ref)), window=window)
-    het = het.drop_vars([c for c in het.coords if c not in het.dims])
-    other = (1.0 / (1.0 + (het / scale) ** 2)).fillna(1.0)
+    dis = None
     if disagreement_scale is not None:
         if disagreement_scale <= 0:
             raise TimeSeriesError(f"disagreement_scale must be positive, got {disagreement_scale}.")
         dis = disagreement(obs, reference=reference)
-        other = other * (1.0 / (1.0 + (dis / disagreement_scale) ** 2)).fillna(1.0)
-    other = other.astype(np.float32)
-    ref = xr.DataArray(is_ref, dims=("time",), coords={"time": obs["time"]})
-    weights = xr.where(ref, np.float32(1.0), other).astype(np.float32)
-    weights = weights.transpose("time", *[d for d in obs.dims if d != "time"])
-    weights = weights.assign_coords({c: v for c, v in obs.coords.items() if "time" in v.dims})
+    weights = _weights_from_maps(obs, is_ref, het, scale, dis, disagreement_scale)
     weights.attrs = {
         "reference": reference,
         "window": window,
         "scale": scale,
         "disagreement_scale": "none" if disagreement_scale is None else disagreement_scale,
     }
+    return weights
+
+
+def _weights_from_maps(
+    obs: xr.DataArray,
+    is_ref: np.ndarray,
+    het: xr.DataArray,
+    scale: float,
+    dis: xr.DataArray | None,
+    disagreement_scale: float | None,
+) -> xr.DataArray:
+    """:func:`observation_weights` from its ``(y, x)`` maps: 1 on ``is_ref`` dates, else the
+    heterogeneity factor times the disagreement factor (``dis=None``: none)."""
+    het = het.drop_vars([c for c in het.coords if c not in het.dims])
+    other = (1.0 / (1.0 + (het / scale) ** 2)).fillna(1.0)
+    if dis is not None and disagreement_scale is not None:
+        dis = dis.drop_vars([c for c in dis.coords if c not in dis.dims])
+        other = other * (1.0 / (1.0 + (dis / disagreement_scale) ** 2)).fillna(1.0)
+    other = other.astype(np.float32)
+    ref = xr.DataArray(is_ref, dims=("time",), coords={"time": obs["time"]})
+    weights = xr.where(ref, np.float32(1.0), other).astype(np.float32)
+    weights = weights.transpose("time", *[d for d in obs.dims if d != "time"])
+    weights = weights.assign_coords({c: v for c, v in obs.coords.items() if "time" in v.dims})
     return weights.rename("weight")
+
+
+def _reference_at(ref: np.ndarray, t_ref: np.ndarray, t_q: np.ndarray, max_gap: float) -> np.ndarray:
+    """The reference series ``ref`` ``(T_ref, n)`` interpolated linearly to the sorted times
+    ``t_q``, ``(T_q, n)``: :func:`harmonize.gapfill.interpolate_linear`'s rule (the nearest
+    observation before and after, held beyond the ends, NaN across gaps over ``max_gap``).
+
+    The last observation at or before each query time (and the first at or after) is carried
+    along by one pass over the reference dates each way, a vector operation over all ``n``
+    series per date: much faster than bracketing every series by accumulating indices.
+    """
+    n = ref.shape[1]
+    valid = np.isfinite(ref)
+    kp = np.searchsorted(t_ref, t_q, side="right") - 1
+    kn = np.searchsorted(t_ref, t_q, side="left")
+    yp, tp = np.empty((t_q.size, n)), np.empty((t_q.size, n))
+    yn, tn = np.empty((t_q.size, n)), np.empty((t_q.size, n))
+    v, t = np.full(n, np.nan), np.full(n, np.nan)
+    j = 0
+    for q in range(t_q.size):
+        while j <= kp[q]:
+            np.copyto(v, ref[j], where=valid[j])
+            np.copyto(t, t_ref[j], where=valid[j])
+            j += 1
+        yp[q], tp[q] = v, t
+    v, t = np.full(n, np.nan), np.full(n, np.nan)
+    j = t_ref.size - 1
+    for q in range(t_q.size - 1, -1, -1):
+        while j >= kn[q]:
+            np.copyto(v, ref[j], where=valid[j])
+            np.copyto(t, t_ref[j], where=valid[j])
+            j -= 1
+        yn[q], tn[q] = v, t
+    tq = t_q[:, None]
+    has_p, has_n = np.isfinite(tp), np.isfinite(tn)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        span = tn - tp
+        w = np.where(span > 0, (tq - tp) / np.where(span > 0, span, 1.0), 0.0)
+        out = np.where(has_p & ~has_n, yp, yp + w * (yn - yp))
+        out = np.where(~has_p & has_n, yn, out)
+        ok = (has_p & has_n & (span <= max_gap)) | (~has_p & has_n & (tn - tq <= max_gap / 2))
+        ok |= has_p & ~has_n & (tq - tp <= max_gap / 2)
+    return np.where(ok, out, np.nan)
+
+
+def _reference_differences(
+    block: np.ndarray, t_obs: np.ndarray, is_ref: np.ndarray, max_gap: float
+) -> np.ndarray:
+    """``(T_other, n)`` differences of the non-reference observations of ``block`` (``(..., time)``)
+    from the reference series interpolated to their times (NaN where not comparable)."""
+    y = np.asarray(block, np.float64).reshape(-1, block.shape[-1]).T  # (time, n)
+    order = np.argsort(t_obs[~is_ref], kind="stable")
+    t_q = t_obs[~is_ref][order]
+    d = np.empty((t_q.size, y.shape[1]))
+    d[order] = y[~is_ref][order] - _reference_at(y[is_ref], t_obs[is_ref], t_q, max_gap)
+    return d
+
+
+def _rms(d: np.ndarray) -> np.ndarray:
+    """Root mean square over axis 0 of the finite values (NaN where none)."""
+    ok = np.isfinite(d)
+    n = ok.sum(axis=0)
+    sq = np.where(ok, d * d, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.sqrt(sq / np.maximum(n, 1)), np.nan)
+
+
+def _shrunk_mean(d: np.ndarray, prior: float) -> np.ndarray:
+    """``sum(d) / (n + prior)`` over axis 0 of the finite values."""
+    ok = np.isfinite(d)
+    return np.where(ok, d, 0.0).sum(axis=0) / (ok.sum(axis=0) + prior)
 
 
 def _disagreement_block(
     block: np.ndarray, *, t_obs: np.ndarray, is_ref: np.ndarray, max_gap: float
 ) -> np.ndarray:
     """RMS over non-reference observations of (observation - reference interpolated to its time)."""
-    lead = block.shape[:-1]
-    y = block.reshape(-1, block.shape[-1]).astype(np.float64)
-    ref_y = y[:, is_ref]
-    t_ref, t_other = t_obs[is_ref], t_obs[~is_ref]
-    interp = interpolate_linear(ref_y, np.isfinite(ref_y), t_ref, t_other, max_gap=max_gap)
-    d = y[:, ~is_ref] - interp
-    ok = np.isfinite(d)
-    n = ok.sum(axis=1)
-    sq = np.where(ok, d * d, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(n > 0, np.sqrt(sq / np.maximum(n, 1)), np.nan)
-    return out.reshape(lead).astype(np.float32)
+    d = _reference_differences(block, t_obs, is_ref, max_gap)
+    return _rms(d).reshape(block.shape[:-1]).astype(np.float32)
 
 
 def disagreement(
@@ -496,14 +599,31 @@ def _offset_block(
     block: np.ndarray, *, t_obs: np.ndarray, is_ref: np.ndarray, max_gap: float, prior: float
 ) -> np.ndarray:
     """Shrunk mean over non-reference observations of (observation - reference interpolated)."""
-    lead = block.shape[:-1]
-    y = block.reshape(-1, block.shape[-1]).astype(np.float64)
-    ref_y = y[:, is_ref]
-    interp = interpolate_linear(ref_y, np.isfinite(ref_y), t_obs[is_ref], t_obs[~is_ref], max_gap=max_gap)
-    d = y[:, ~is_ref] - interp
-    ok = np.isfinite(d)
-    out = np.where(ok, d, 0.0).sum(axis=1) / (ok.sum(axis=1) + prior)
-    return out.reshape(lead).astype(np.float32)
+    d = _reference_differences(block, t_obs, is_ref, max_gap)
+    return _shrunk_mean(d, prior).reshape(block.shape[:-1]).astype(np.float32)
+
+
+def _maps_block(
+    block: np.ndarray,
+    *,
+    t_obs: np.ndarray,
+    is_ref: np.ndarray,
+    max_gap: float,
+    prior: float,
+    corrected: bool,
+    median: bool,
+) -> np.ndarray:
+    """``(..., 3)``: the shrunk offset, the disagreement (left once the offset is subtracted if
+    ``corrected``) and the median of the reference observations (NaN unless ``median``), from
+    one pass over ``block``."""
+    d = _reference_differences(block, t_obs, is_ref, max_gap)
+    off = _shrunk_mean(d, prior)
+    out = np.full((off.size, 3), np.nan, np.float32)
+    out[:, 0] = off
+    out[:, 1] = _rms(d - off[None, :] if corrected else d)
+    if median:
+        out[:, 2] = _nanmedian_last(np.asarray(block)[..., is_ref].reshape(off.size, -1))
+    return out.reshape(*block.shape[:-1], 3)
 
 
 def sensor_offset(
@@ -717,37 +837,78 @@ def fill_inputs(
         ``obs`` with the other sensors' :func:`sensor_offset` subtracted (fused series with
         ``correct_offset``), :func:`observation_weights` (fused series with ``weights``, else
         ``None``) and the boolean ``lmbda_split`` map, True where the scene is heterogeneous
-        at 30 m (``lmbda_by_edges`` with a GCV Whittaker fill, else ``None``). All lazy.
+        at 30 m (``lmbda_by_edges`` with a GCV Whittaker fill, else ``None``). Lazy, but for
+        a dask-backed ``obs`` the per-pixel maps they derive from (offset, disagreement,
+        heterogeneity: ``(y, x)`` float32 each) are computed when this is called, in one pass
+        over ``obs``, and kept in memory, so that the fill does not compute them again for
+        every use.
     """
     cfg = config or TimeSeriesConfig()
     sensors = labels(obs["sensor"].values) if "sensor" in obs.coords else np.array([], str)
     parts = {p for s in sensors for p in s.split("+")}
     fused = len(parts) > 1 and S2 in parts
     split_on = cfg.lmbda_by_edges and cfg.method == "whittaker" and cfg.lmbda == "gcv"
-    if het is None and (split_on or (fused and cfg.weights)):
-        ref = obs
-        if fused:
-            is_ref = np.array([S2 in s.split("+") for s in sensors])
-            ref = obs.isel(time=np.flatnonzero(is_ref))
-        het = heterogeneity(ref, window=cfg.weight_window)
-    if fused and cfg.correct_offset:
-        is_other = xr.DataArray([S2 not in s.split("+") for s in sensors], dims=("time",))
-        offset = sensor_offset(obs, prior=cfg.offset_prior)
-        corrected = obs - xr.where(is_other, offset, np.float32(0.0))
+    is_ref = np.array([S2 in s.split("+") for s in sensors])
+    offset = dis = None
+    if fused and (cfg.correct_offset or (cfg.weights and cfg.disagreement_scale)):
+        offset, dis, het = _pixel_maps(obs, cfg, het)
+    elif het is None and (split_on or (fused and cfg.weights)):
+        het = heterogeneity(obs.isel(time=np.flatnonzero(is_ref)) if fused else obs, window=cfg.weight_window)
+        if het.chunks is not None:
+            het = het.persist()
+    if offset is not None and cfg.correct_offset:
+        is_other = xr.DataArray(~is_ref, dims=("time",))
+        corrected = obs - xr.where(is_other, offset.drop_vars(list(offset.coords)), np.float32(0.0))
         obs = corrected.astype(np.float32).transpose(*obs.dims).assign_attrs(obs.attrs).rename(obs.name)
     weights = None
     if fused and cfg.weights:
-        weights = observation_weights(
-            obs,
+        weights = _weights_from_maps(
+            obs, is_ref, het, cfg.weight_scale, dis, cfg.disagreement_scale or None
+        ).assign_attrs(
+            reference=S2,
             window=cfg.weight_window,
             scale=cfg.weight_scale,
-            disagreement_scale=cfg.disagreement_scale or None,
-            het=het,
+            disagreement_scale=cfg.disagreement_scale or "none",
         )
     split = None
     if split_on and het is not None:
         split = ~(het.drop_vars([c for c in het.coords if c not in het.dims]) < cfg.weight_scale)
     return obs, weights, split
+
+
+def _pixel_maps(
+    obs: xr.DataArray, cfg: TimeSeriesConfig, het: xr.DataArray | None
+) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+    """The offset (:func:`sensor_offset`), the disagreement left once it is corrected
+    (:func:`disagreement` of the corrected series) and, unless given, the :func:`heterogeneity`
+    of Sentinel-2, from one pass over ``obs``; on a dask-backed ``obs`` computed now and kept
+    in memory (three ``(y, x)`` float32 maps), so that the weights, the GCV sample and the fill
+    that all use them do not compute them again, block by block, each for itself."""
+    data, t_obs, is_ref = _time_sorted_against(obs, S2)
+    maps = xr.apply_ufunc(
+        _maps_block,
+        data,
+        input_core_dims=[["time"]],
+        output_core_dims=[["map"]],
+        dask="parallelized",
+        output_dtypes=[np.float32],
+        dask_gufunc_kwargs={"output_sizes": {"map": 3}},
+        kwargs={
+            "t_obs": t_obs,
+            "is_ref": is_ref,
+            "max_gap": as_days("20D"),
+            "prior": max(float(cfg.offset_prior), 1e-9),
+            "corrected": cfg.correct_offset,
+            "median": het is None,
+        },
+    )
+    if maps.chunks is not None:
+        maps = maps.persist()
+    offset = maps.isel(map=0, drop=True).rename("offset")
+    dis = maps.isel(map=1, drop=True).rename("disagreement")
+    if het is None:
+        het = _composite_std(maps.isel(map=2, drop=True), cfg.weight_window)
+    return offset, dis, het
 
 
 def fill_ndvi(obs: xr.DataArray, config: TimeSeriesConfig | None = None, **overrides: Any) -> xr.DataArray:

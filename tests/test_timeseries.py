@@ -421,3 +421,34 @@ def test_sensor_offset_removes_a_landsat_bias_before_filling():
     assert biased > 0.02 and fixed < 0.5 * biased, (biased, fixed)
     with pytest.raises(TimeSeriesError, match="prior"):
         sensor_offset(obs, prior=-1)
+
+
+def test_fill_inputs_maps_in_one_pass_equal_the_separate_measures():
+    """fill_inputs measures offset, disagreement and heterogeneity in one kernel (kept in memory
+    for a dask input); each equals the public function it stands for, and the median kernel
+    equals numpy's nanmedian (odd, even and empty series)."""
+    from harmonize.timeseries import _nanmedian_last, fill_inputs, sensor_offset
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(40, 9)).astype(np.float32)
+    a[rng.random(a.shape) < 0.4] = np.nan
+    a[3] = np.nan
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanmedian(a, axis=-1)
+    np.testing.assert_allclose(_nanmedian_last(a), expected, rtol=1e-6, equal_nan=True)
+
+    obs, _ = _edge_scene(n_s2=30, n_l8=12, seed=7)
+    obs = obs + xr.where(xr.DataArray(obs["sensor"].values == "landsat", dims="time"), 0.03, 0.0)
+    obs = obs.astype(np.float32).chunk({"time": -1, "y": 3, "x": 6})
+    cfg = TimeSeriesConfig(weight_scale=0.02, lmbda_by_edges=True)
+    values, weights, split = fill_inputs(obs, cfg)
+    assert isinstance(values.data, dsa.Array) and isinstance(weights.data, dsa.Array)
+    is_l8 = obs["sensor"].values == "landsat"
+    off = sensor_offset(obs, prior=cfg.offset_prior).compute()
+    corrected = obs - xr.where(xr.DataArray(is_l8, dims="time"), off, 0.0)
+    np.testing.assert_allclose(values.values, corrected.transpose(*obs.dims).values, atol=1e-6)
+    s2 = obs.isel(time=np.flatnonzero(~is_l8))
+    het = heterogeneity(s2).compute()
+    want = observation_weights(corrected.astype(np.float32), het=het).compute()
+    np.testing.assert_allclose(weights.values, want.values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(split.values, ~(het.values < cfg.weight_scale))
