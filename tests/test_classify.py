@@ -192,6 +192,28 @@ def test_composites_are_means_of_clear_observations_with_gaps_filled() -> None:
     assert list(edge) == [1.0, 1.0, 2.0, 3.0, 3.0]
 
 
+def test_ndvi_composites_are_means_of_the_ndvi_of_clear_observations() -> None:
+    from harmonize.classify import composite_features, ndvi_observations
+
+    times = pd.to_datetime(["2023-01-05", "2023-01-20", "2023-02-02", "2023-03-09"])
+    red = np.array([0.1, 0.2, 0.1, 0.05], np.float32)[:, None, None] * np.ones((4, 2, 2), np.float32)
+    nir = np.array([0.3, 0.2, 0.5, 0.45], np.float32)[:, None, None] * np.ones((4, 2, 2), np.float32)
+    clear = np.ones((4, 2, 2), bool)
+    clear[1, 0, 0] = False  # the second January look is cloudy at (0, 0)
+    coords = {"time": times, "y": [1, 0], "x": [0, 1]}
+    dims = ("time", "y", "x")
+    cube = xr.Dataset({"red": (dims, red), "nir": (dims, nir), "clear": (dims, clear)}, coords=coords)
+    obs = ndvi_observations(cube)
+    assert np.isnan(obs["ndvi"].values[1, 0, 0])
+    ndvi = (nir - red) / (nir + red)
+    feats = composite_features(period_sums(obs, period_edges("2023-01-01", "2023-03-31"), bands=("ndvi",)))
+    assert list(feats["feature"].values[:3]) == ["ndvi_2023-01-01", "ndvi_2023-02-01", "ndvi_2023-03-01"]
+    assert feats.sel(feature="ndvi_2023-01-01").values[0, 0] == pytest.approx(ndvi[0, 0, 0])
+    assert feats.sel(feature="ndvi_2023-01-01").values[1, 1] == pytest.approx(ndvi[:2, 1, 1].mean())
+    assert feats.sel(feature="ndvi_2023-03-01").values[0, 1] == pytest.approx(ndvi[3, 0, 1])
+    assert feats.sizes["feature"] == 3 + 6  # three months of NDVI and the phenology
+
+
 def test_scores_of_a_known_confusion() -> None:
     truth = np.array([1, 1, 1, 1, 2, 2, 5, 5, 5, 5])
     pred = np.array([1, 1, 1, 2, 2, 2, 5, 5, 1, 1])

@@ -26,6 +26,7 @@ _EXPORTS = {
     "add_sums": "features",
     "fill_sums": "features",
     "composite_features": "features",
+    "ndvi_observations": "features",
     "PHENOLOGY_FEATURES": "features",
     "ClassifierConfig": "model",
     "UNetClassifier": "model",

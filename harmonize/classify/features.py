@@ -26,6 +26,7 @@ __all__ = [
     "add_sums",
     "fill_sums",
     "composite_features",
+    "ndvi_observations",
     "PHENOLOGY_FEATURES",
 ]
 
@@ -88,6 +89,29 @@ def period_sums(
     out["count"] = xr.concat(counts, dim="period", coords="minimal", compat="override")
     ds = xr.Dataset(out).assign_coords(period=edges[:-1].values)
     return ds.drop_vars([c for c in ds.coords if c not in ("period", "y", "x", "spatial_ref")])
+
+
+def ndvi_observations(cube: xr.Dataset) -> xr.Dataset:
+    """NDVI of every clear observation of ``cube`` (NaN elsewhere), lazy, as ``ndvi``.
+
+    Parameters
+    ----------
+    cube
+        ``(time, y, x)`` with ``red``, ``nir`` and optionally a boolean ``clear``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ndvi`` in ``[-1, 1]``, what :func:`period_sums` takes with ``bands=("ndvi",)``.
+    """
+    missing = [b for b in ("red", "nir") if b not in cube.data_vars]
+    if missing:
+        raise HarmonizeError(f"the cube lacks bands {missing} for the classifier's NDVI")
+    red, nir = cube["red"].astype(np.float32), cube["nir"].astype(np.float32)
+    ndvi = ((nir - red) / (nir + red)).clip(-1, 1)
+    if "clear" in cube.data_vars:
+        ndvi = ndvi.where(cube["clear"].astype(bool))
+    return ndvi.astype(np.float32).to_dataset(name="ndvi")
 
 
 def _valid(cube: xr.Dataset, bands: Sequence[str]) -> xr.DataArray:
