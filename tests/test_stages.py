@@ -45,7 +45,12 @@ def _report(result) -> dict:
     return json.loads(result.stdout)
 
 
-def test_infer_from_the_cube_is_incremental_and_redoes_dates_of_a_changed_model(cube, identity, tmp_path):
+def test_infer_from_the_cube_is_incremental_and_redoes_dates_of_a_changed_model(
+    tiny_world, cube, identity, tmp_path
+):
+    """``harmonize run infer.yaml`` from the cube: the identity where clear, NaN elsewhere; the
+    same dates as ``harmonize infer`` searching the catalog; a no-op re-run; a changed model
+    redoes every date. (One test: each infer run of every Landsat date costs seconds.)"""
     from pipelines.cli import main
 
     out = tmp_path / "harmonized"
@@ -62,6 +67,7 @@ def test_infer_from_the_cube_is_incremental_and_redoes_dates_of_a_changed_model(
     assert clear.any() and not clear.all()
     np.testing.assert_allclose(hz["red"].values[clear], landsat["red"].values[clear], atol=1e-6)
     assert np.isnan(hz["red"].values[~clear]).all()
+    _check_harmonize_infer_searches_the_same_dates(tiny_world, identity, first, out, tmp_path / "searched")
 
     dry = _report(runner.invoke(main, ["run", str(config), "--dry-run", "scheduler=threads"]))
     assert dry["dry_run"] and dry["new"] == [] and len(Ledger(out, "infer").runs()) == 1
@@ -77,25 +83,25 @@ def test_infer_from_the_cube_is_incremental_and_redoes_dates_of_a_changed_model(
     assert Ledger(out, "infer").meta["model"] == str(other)
 
 
-def test_cube_and_search_sources_give_the_same_dates(tiny_world, cube, identity, tmp_path):
-    from pipelines.stages.infer import InferStageConfig, infer_stage
+def _check_harmonize_infer_searches_the_same_dates(world, identity: Path, from_cube: dict, cube_out: Path,
+                                                   out: Path) -> None:
+    """``harmonize infer`` searching the world's catalog writes the dates the cube source wrote."""
+    from pipelines.cli import main
 
-    common = dict(model=str(identity), device="cpu", scheduler="threads")
-    from_cube = infer_stage(InferStageConfig(source="cube", cube=cube, out=tmp_path / "a", **common))
-    searched = infer_stage(
-        InferStageConfig(
-            source="search",
-            catalog=str(tiny_world.items_path),
-            bbox=tiny_world.bbox,
-            out=tmp_path / "b",
-            **common,
-        )
-    )
-    assert from_cube["dates"] == searched["dates"] > 0
-    assert sorted(from_cube["committed"]) == sorted(searched["committed"])
-    a, b = Ledger(tmp_path / "a", "infer"), Ledger(tmp_path / "b", "infer")
+    bbox = ",".join(str(v) for v in world.bbox)
+    args = ["infer", str(identity), "--source", str(world.items_path), "--bbox", bbox]
+    args += ["--out", str(out), "--device", "cpu", "--format", "zarr"]
+    report = _report(CliRunner().invoke(main, args))
+    assert report["source"] == "search" and report["items_found"] > report["dates"] > 0
+    assert len(report["committed"]) == report["dates"] and report["cogs"] == []
+    assert not (out / "cogs").exists()
+    assert open_harmonized(out).sizes["time"] == report["dates"]
+    # the same dates as from the cube
+    assert from_cube["dates"] == report["dates"]
+    assert sorted(from_cube["committed"]) == sorted(report["committed"])
+    a, b = Ledger(cube_out, "infer"), Ledger(out, "infer")
     assert a.items() == b.items() and a.items()
-    times = [open_harmonized(tmp_path / d)["time"].values for d in ("a", "b")]
+    times = [open_harmonized(d)["time"].values for d in (cube_out, out)]
     np.testing.assert_array_equal(*times)
 
 
@@ -142,19 +148,6 @@ def test_python_m_stage_runs_the_pairs_stage(cube, tmp_path):
     report = json.loads(done.stdout)
     assert report["stage"] == "pairs" and sum(report["windows"].values()) > 0
     assert Path(report["index"]).is_file() and report["pair_config"]["patch_size"] == 32
-
-
-def test_harmonize_infer_searches_and_writes_the_dates(tiny_world, identity, tmp_path):
-    from pipelines.cli import main
-
-    bbox = ",".join(str(v) for v in tiny_world.bbox)
-    args = ["infer", str(identity), "--source", str(tiny_world.items_path), "--bbox", bbox]
-    args += ["--out", str(tmp_path / "out"), "--device", "cpu", "--format", "zarr"]
-    report = _report(CliRunner().invoke(main, args))
-    assert report["source"] == "search" and report["items_found"] > report["dates"] > 0
-    assert len(report["committed"]) == report["dates"] and report["cogs"] == []
-    assert not (tmp_path / "out" / "cogs").exists()
-    assert open_harmonized(tmp_path / "out").sizes["time"] == report["dates"]
 
 
 def test_timeseries_leaves_unregistered_landsat_dates_out(caplog) -> None:
