@@ -171,6 +171,18 @@ def test_stop_training_from_a_callback_exports_the_first_k_epochs(tmp_path):
     assert len(resumed.history) == 4 and resumed.history[:2] == stopped.history
 
 
+def test_threads_apply_while_training_and_are_restored(tmp_path):
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    seen = []
+    result = fit(_cfg(epochs=1, threads=wanted), _data(8, 0), _data(4, 1), out_dir=tmp_path / "t",
+                 progress=False, callbacks=[lambda row: seen.append(torch.get_num_threads())])
+    assert seen == [wanted] and torch.get_num_threads() == before
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["val_loss"])
+    with pytest.raises(ValueError):
+        _cfg(threads=0)
+
+
 def test_early_stopping_stops_and_resume_after_stop_is_a_no_op(tmp_path):
     cfg = _cfg(epochs=10, patience=1, min_delta=1.0)  # nothing can improve by a whole unit
     train, val = _data(8, 0), _data(4, 1)

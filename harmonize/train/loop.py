@@ -207,10 +207,14 @@ def fit(
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
     dist = from_environment(cfg.device)
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     try:
         return _fit(cfg, dist, train_dataset, val_dataset, Path(out_dir), resume, model, callbacks,
                     progress, dataset_summary)
     finally:
+        torch.set_num_threads(threads)
         if dist is not None:
             dist.close()
 
