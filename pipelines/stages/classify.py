@@ -108,9 +108,10 @@ class ClassifyStageConfig(StageConfig):
         Use Landsat scenes ingest flagged as not co-registered (off, as in the timeseries stage).
     features
         ``ndvi``: period NDVI + phenology (18 features a year of months); ``bands``: also the six
-        reflectance bands' period means (90). On the demo and cloudy-season worlds NDVI alone
-        scored as well or better (held-out OA, S2 only: 0.985 vs 0.973 and 0.961 vs 0.971) and
-        reads three arrays of each scene instead of seven.
+        reflectance bands' period means (90). Held-out OA, S2 only, NDVI vs bands: demo world
+        0.985 vs 0.973 (two seeds each), cloudy-season 0.961 (two seeds) vs 0.966 (one): about
+        the same, for three arrays of each scene read instead of seven (or none, with
+        ``timeseries``) and a fifth of the features.
     timeseries
         The time-series stage's output folder: with ``features: ndvi`` its
         ``observations.zarr`` gives the NDVI of Sentinel-2 and harmonized Landsat.
