@@ -11,6 +11,7 @@ test that must write into one copies it first, see :func:`tiny_demo`).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def _built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Pat
     path = root / name
     with FileLock(str(root / f"{name}.lock")):
         if not (root / f"{name}.done").exists():
+            shutil.rmtree(path, ignore_errors=True)  # what a build that failed in another worker left
             build(path)
             (root / f"{name}.done").touch()
     return path
