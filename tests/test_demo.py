@@ -28,6 +28,14 @@ def test_demo_on_a_tiny_world_produces_every_output(tmp_path):
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings["stages"]) >= {"world", "ingest", "pairs", "train", "infer", "timeseries"}
     cube, hz, ts = demo.open_cube(out), demo.open_harmonized(out), demo.open_timeseries(out)
+    # opened once while the ledger stays: a copy of the same lazy cube; reopened when it changes
+    again = demo.open_cube(out)
+    assert again is not cube and again["red"].data is cube["red"].data
+    ledger = out / "cube" / "ledger.json"
+    ledger.write_text(ledger.read_text() + " ")
+    reopened = demo.open_cube(out)
+    assert reopened["red"].data is not cube["red"].data and reopened.sizes == cube.sizes
+    assert (reopened["time"].values == cube["time"].values).all()
     n_landsat = int((cube["sensor"] == "landsat").sum())
     assert hz.sizes["time"] == n_landsat and hz.odc.geobox == cube.odc.geobox
     assert {"ndvi", "observations", "sos", "peak_ndvi"} <= set(ts.data_vars)

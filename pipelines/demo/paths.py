@@ -7,6 +7,7 @@ this layout, so neither needs the other to find a product.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 
@@ -34,14 +35,33 @@ def demo_paths(out: str | Path) -> dict[str, Path]:
     }
 
 
+#: Products opened already: (reader, folder) -> (its ledger's mtime and size, the lazy dataset).
+_OPENED: dict[tuple[str, Path], tuple[tuple[int, int], xr.Dataset]] = {}
+
+
+def _memo(reader: Any, folder: Path) -> xr.Dataset:
+    """``reader(folder)``, opened once while the folder's ledger stays the same (opening a
+    cube builds a view of every scene: seconds, and the report, its map and the LST section
+    each ask); a shallow copy, so a caller's changes stay its own."""
+    ledger = folder / "ledger.json"
+    if not ledger.exists():
+        return reader(folder)
+    st = ledger.stat()
+    stamp, key = (st.st_mtime_ns, st.st_size), (reader.__name__, folder.absolute())
+    hit = _OPENED.get(key)
+    if hit is None or hit[0] != stamp:
+        hit = _OPENED[key] = (stamp, reader(folder))
+    return hit[1].copy(deep=False)
+
+
 def open_cube(out: str | Path) -> xr.Dataset:
     """The demo's ingested, co-registered cube (both sensors), lazy."""
-    return stores.open_cube(demo_paths(out)["cube"])
+    return _memo(stores.open_cube, demo_paths(out)["cube"])
 
 
 def open_harmonized(out: str | Path) -> xr.Dataset:
     """The demo's harmonized Landsat dates (the model's output), lazy."""
-    return stores.open_harmonized(demo_paths(out)["harmonized"])
+    return _memo(stores.open_harmonized, demo_paths(out)["harmonized"])
 
 
 def open_timeseries(out: str | Path) -> xr.Dataset:
