@@ -193,7 +193,8 @@ def test_serve_forever_stops_cleanly_on_ctrl_c(world: tuple[Path, list[dict[str,
         assert url.startswith("http://127.0.0.1:"), proc.stderr.read() if proc.stderr else ""
         assert len(_post_search(url, {"limit": 100})["features"]) == len(world[1])
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 0
+        # a clean exit (code 0) is the check; 15 s timed out once on a box at load 10 (xdist run)
+        assert proc.wait(timeout=60) == 0
         assert not _port_open(int(url.rsplit(":", 1)[1]))
     finally:
         if proc.poll() is None:
