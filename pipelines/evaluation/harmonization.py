@@ -321,10 +321,19 @@ def _spread(
     member: Mapping[str, Any], x: np.ndarray, valid: np.ndarray, halo: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and ``<band>_std`` of one uncertainty method on the windows ``x``."""
+    import torch
+
     from harmonize.infer import predict_array
 
-    y = predict_array(x, member["model"], clear=valid, uncertainty=member["uncertainty"],
-                      mc_passes=int(member.get("mc_passes", 8)), device="cpu", halo=halo)
+    # one torch thread: on windows of ~100 px a second one spins (demo: 5 CPU s on one thread,
+    # 16-18 on two, same figures)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        y = predict_array(x, member["model"], clear=valid, uncertainty=member["uncertainty"],
+                          mc_passes=int(member.get("mc_passes", 8)), device="cpu", halo=halo)
+    finally:
+        torch.set_num_threads(threads)
     n = y.shape[1] // 2
     return y[:, :n], y[:, n:]
 
