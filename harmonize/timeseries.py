@@ -743,7 +743,7 @@ class TimeSeriesConfig(BaseModel):
         20 m nir, an error no filling in time removes. On by default: on the demo world it
         lowers the gap-filled NDVI RMSE over all pixels from 0.063 to 0.048 (Sentinel-2 alone)
         and, fused, to below Sentinel-2 alone sharpened. Reads blue and green too; about
-        0.35 s of CPU per 512² scene. ``False`` keeps the measured 20 m nir in every
+        0.3 s of CPU per 512² scene. ``False`` keeps the measured 20 m nir in every
         observation.
     lmbda_by_edges
         With ``method="whittaker"`` and ``lmbda="gcv"``, choose one lambda for pixels that are
