@@ -23,14 +23,24 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
+have_uv() {
+  [ "${HARMONIZE_NO_UV:-}" = "" ] && { python -c "import uv" 2>/dev/null || python -m pip install --quiet uv 2>&1 | quiet; } \
+    && python -c "import uv" 2>/dev/null
+}
+torch_spec="torch==${HARMONIZE_TORCH_VERSION:-2.13.0}"
 if ! python -c "import torch" 2>/dev/null; then
-  # --no-compile: byte-compiling torch's thousands of modules is most of pip's time here
-  python -m pip install --quiet --no-compile "torch==${HARMONIZE_TORCH_VERSION:-2.13.0}" 2>&1 | quiet
+  # uv unpacks the torch wheel ~3x faster than pip (6 s against 16 s here). It does not read
+  # pip's configuration, so pip's find-links (where the local CPU build lies) is passed on.
+  # pip's fallback: --no-compile, byte-compiling torch's thousands of modules is most of its time.
+  links=$(python -m pip config get global.find-links 2>/dev/null || true)
+  if ! { have_uv && python -m uv pip install --quiet --python "$(command -v python)" \
+          ${links:+--find-links "$links"} "$torch_spec"; }; then
+    python -m pip install --quiet --no-compile "$torch_spec" 2>&1 | quiet
+  fi
 fi
 target="."
 [ -n "$EXTRAS" ] && target=".[${EXTRAS}]"
-if [ "${HARMONIZE_NO_UV:-}" = "" ] && { python -c "import uv" 2>/dev/null || python -m pip install --quiet uv 2>&1 | quiet; } \
-    && python -c "import uv" 2>/dev/null \
+if have_uv \
     && python -m uv pip install --quiet --python "$(command -v python)" -e "$target"; then
   :
 else
