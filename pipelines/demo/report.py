@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -711,8 +712,9 @@ def write_report(
     model_dir: str | Path | None = None,
     timings: dict[str, float] | None = None,
     timeseries: dict[str, Any] | None = None,
-    pixel_step: int = 4,
+    pixel_step: int = 6,
     max_windows: int = 64,
+    before_linked: Callable[[], Any] | None = None,
 ) -> Path:
     """Write the demo report into ``OUT/report``.
 
@@ -732,9 +734,14 @@ def write_report(
         The time-series stage's settings (:class:`harmonize.timeseries.TimeSeriesConfig` fields),
         so the fused series is scored as the product makes it; default ``OUT/demo.json``'s.
     pixel_step
-        Spatial subsampling of the per-pixel time-series evaluation.
+        Spatial subsampling of the per-pixel time-series evaluation (every 6th pixel in y and
+        x: 7,225 pixels of the 5.12 km world, the fused/plain ratio within 0.02 of every 4th's
+        at two thirds of the CPU).
     max_windows
         Cap on held-out windows scored in the harmonization table.
+    before_linked
+        Called before the sections other stages write (crop map, LST, interactive map) are
+        read: the demo runs the classify stage beside the scoring and waits for it here.
 
     Returns
     -------
@@ -774,6 +781,8 @@ def write_report(
         body += lines
         metrics.update(numbers)
     metrics["summary"] = _summary(metrics)
+    if before_linked is not None:
+        before_linked()
     md = _introduction(inputs) + _summary_lines(metrics["summary"]) + body + _linked_sections(out)
     metrics["report_seconds"] = time.perf_counter() - t0
     html_path = _write_pages(rep, md, metrics)

@@ -22,6 +22,7 @@ import os
 import resource
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,7 +142,7 @@ class _Timer:
     """Wall and CPU seconds (this process and its finished children) of each stage."""
 
     def __init__(self) -> None:
-        self.stages: dict[str, dict[str, float]] = {}
+        self.stages: dict[str, dict[str, Any]] = {}
 
     @staticmethod
     def _cpu() -> float:
@@ -158,10 +159,16 @@ class _Timer:
         self.stages[name] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
         log.info("demo: %s done in %.1f s (CPU %.1f s)", name, wall, cpu)
 
+    def beside(self, name: str, wall: float) -> None:
+        """Record a stage that ran beside the report (inside its wall and CPU seconds)."""
+        self.stages[name] = {"wall_s": round(wall, 2), "beside": "report"}
+        log.info("demo: %s done in %.1f s beside the report", name, wall)
+
     def total(self) -> dict[str, float]:
+        own = [s for s in self.stages.values() if "beside" not in s]
         return {
-            "wall_s": round(sum(s["wall_s"] for s in self.stages.values()), 2),
-            "cpu_s": round(sum(s["cpu_s"] for s in self.stages.values()), 2),
+            "wall_s": round(sum(s["wall_s"] for s in own), 2),
+            "cpu_s": round(sum(s["cpu_s"] for s in own), 2),
         }
 
 
@@ -247,15 +254,19 @@ def run_demo(
         timeseries=dict(timeseries or {}),
         classify=classify,
     )
+    beside = [(n, s) for n, s in later if report and n in BESIDE_REPORT]
     for name, run_stage in later:
-        with timer(name):
-            reports[name] = run_stage()
+        if (name, run_stage) not in beside:
+            with timer(name):
+                reports[name] = run_stage()
     _write_demo_json(paths, w, wcfg, reports, timeseries=dict(timeseries or {}))
 
     result = paths["demo"]
     if report:
-        with timer("report"):
-            result = Path(write_report(root, w))
+        with timer("report"), ThreadPoolExecutor(1, thread_name_prefix="beside-report") as pool:
+            done = pool.submit(_run_beside, beside, reports, timer)
+            result = Path(write_report(root, w, before_linked=done.result))
+        _write_demo_json(paths, w, wcfg, reports, timeseries=dict(timeseries or {}))
     timings = _write_timings(paths, timer, time.perf_counter() - t_start, scheduler)
     log.info(
         "demo: finished in %.1f s wall (%.1f s CPU); %s",
@@ -264,6 +275,24 @@ def run_demo(
         result,
     )
     return result
+
+
+#: Stages whose products only the report's last sections read. With the report on they run on
+#: a thread beside its scoring: the classify stage trains on one torch thread and the report's
+#: first sections leave the second core mostly idle, so together they take ~10 s less wall.
+BESIDE_REPORT = ("classify",)
+
+
+def _run_beside(
+    stages: list[tuple[str, Callable[[], dict[str, Any]]]], reports: dict[str, Any], timer: _Timer
+) -> None:
+    """Run ``stages`` in order (on the report's side thread), each one's wall seconds recorded
+    as a part of the report stage's time (its CPU is counted in the report's)."""
+    for name, run_stage in stages:
+        log.info("demo: %s (beside the report) ...", name)
+        t0 = time.perf_counter()
+        reports[name] = run_stage()
+        timer.beside(name, time.perf_counter() - t0)
 
 
 def world_config(
