@@ -198,7 +198,7 @@ def _model_name(model_dir: Path | None) -> str:
     return f"UNet ({preset})" if preset else "UNet"
 
 
-def _harmonization_section(inputs: _Inputs, rep: Path, max_windows: int) -> Section:
+def _harmonization_section(inputs: _Inputs, rep: Path, max_windows: int, fitted: Any = None) -> Section:
     """Every method against truth on the held-out test blocks, and the before/after figure."""
     log.info("report: scoring harmonization on held-out blocks")
     model_name = _model_name(inputs.model_dir)
@@ -207,6 +207,7 @@ def _harmonization_section(inputs: _Inputs, rep: Path, max_windows: int) -> Sect
         inputs.pair_index,
         inputs.truth,
         {model_name: inputs.harmonized},
+        fitted=fitted,
         max_windows=max_windows,
         opensr=True,
         landsat_phase=inputs.landsat_phase,
@@ -715,6 +716,7 @@ def write_report(
     pixel_step: int = 6,
     max_windows: int = 64,
     before_linked: Callable[[], Any] | None = None,
+    fitted: Any = None,
 ) -> Path:
     """Write the demo report into ``OUT/report``.
 
@@ -742,6 +744,10 @@ def write_report(
     before_linked
         Called before the sections other stages write (crop map, LST, interactive map) are
         read: the demo runs the classify stage beside the scoring and waits for it here.
+    fitted
+        The fitted linear bandpass baseline
+        (:func:`pipelines.evaluation.harmonization.fit_on_training_blocks`), when it was fitted
+        beforehand (the demo fits it beside training); by default fitted here.
 
     Returns
     -------
@@ -763,7 +769,7 @@ def write_report(
         timeseries=timeseries,
     )
     sections = [
-        _harmonization_section(inputs, rep, max_windows),
+        _harmonization_section(inputs, rep, max_windows, fitted),
         _guarded(_calibration_section, inputs, max_windows),
         _coregistration_section(inputs),
     ]

@@ -29,6 +29,7 @@ __all__ = [
     "test_windows",
     "train_block_mask",
     "harmonization_table",
+    "fit_on_training_blocks",
     "OPENSR_COLUMNS",
     "window_phases",
     "calibration_table",
@@ -151,8 +152,29 @@ def _scored_windows(index: pd.DataFrame, split: str, max_windows: int | None) ->
     return windows
 
 
-def _fit_on_training_blocks(cube: xr.Dataset, index: pd.DataFrame, patch: int) -> LinearAdjustment:
-    """A linear bandpass fitted on same-day pairs inside the training blocks only."""
+def fit_on_training_blocks(
+    cube: xr.Dataset, index: pd.DataFrame, patch: int | None = None
+) -> LinearAdjustment:
+    """A linear bandpass fitted on same-day pairs inside the training blocks only.
+
+    The baseline :func:`harmonization_table` scores (``fitted``); fitting it reads every
+    same-day pair of whole scenes, the table's largest single cost, so a caller with an idle
+    core can fit it beforehand.
+
+    Parameters
+    ----------
+    cube
+        The co-registered cube with both sensors.
+    index
+        The pair index with its ``split`` column.
+    patch
+        The index's patch size (default: read from the index).
+
+    Returns
+    -------
+    harmonize.bandpass.LinearAdjustment
+    """
+    patch = index_patch_size(index) if patch is None else patch
     shape = (cube.sizes["y"], cube.sizes["x"])
     train_mask = xr.DataArray(train_block_mask(index, shape, patch), dims=("y", "x"))
     masked = cube.assign(clear=cube["clear"] & train_mask)
@@ -275,7 +297,7 @@ def harmonization_table(
     patch = index_patch_size(index)
     landsat = sensor_part(cube, "landsat")
     if fitted is None:
-        fitted = _fit_on_training_blocks(cube, index, patch)
+        fitted = fit_on_training_blocks(cube, index, patch)
     methods = {**_baselines(cube, landsat, fitted), **predictions}
     tr = truth_on_grid(truth, cube)
     preds, truths, valid = _stack_windows(methods, tr, windows, patch, landsat["clear"])
