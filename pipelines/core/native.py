@@ -14,6 +14,7 @@ the cube it saw when Landsat was stored at 10 m.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "native_unit",
     "is_native",
     "ten_metre_view",
+    "stored_landsat_grids",
 ]
 
 #: Attribute of a native-resolution store: the 10 m grid and chunk of its view.
@@ -165,3 +167,35 @@ def ten_metre_view(ds: xr.Dataset) -> xr.Dataset:
     out = xr.Dataset(variables).assign_coords(time_coords)
     out.attrs = {k: v for k, v in ds.attrs.items() if k != NATIVE_ATTR}
     return out
+
+
+def stored_landsat_grids(cube_dir: str | Path) -> dict[str, list[float]]:
+    """The 30 m grid (``proj:transform``) each native-resolution Landsat store of an ingested
+    cube folder was written on, by item id, in the stores' order (stores written at 10 m keep
+    no Landsat grid and are left out).
+
+    Parameters
+    ----------
+    cube_dir
+        The ingest stage's output folder (its ``scenes/`` stores).
+
+    Returns
+    -------
+    dict of str to list of float
+        Item id (each of a same-day mosaic's) to the six ``proj:transform`` values.
+    """
+    import zarr
+
+    grids: dict[str, list[float]] = {}
+    for store in sorted(Path(cube_dir, "scenes").glob("landsat*")):
+        try:
+            group = zarr.open_group(str(store), mode="r")
+            info = group.attrs.get(NATIVE_ATTR)
+            ids = [str(v) for v in np.asarray(group["item_id"][:]).ravel()]
+        except Exception:  # not a Zarr group or no item ids: nothing to learn from it
+            continue
+        if info and "ms" in info:
+            for i in ids:
+                for part in i.split(","):
+                    grids[part] = list(info["ms"]["transform"])
+    return grids

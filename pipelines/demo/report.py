@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from harmonize.bandpass import LinearAdjustment
 from harmonize.bands import REFLECTANCE_BANDS
 from harmonize.indices import ndvi
 from harmonize.plot import plot_clear_observations, plot_ndvi_maps, plot_ndvi_timeseries
@@ -158,20 +159,11 @@ def _gather_inputs(
 
 def _landsat_phase(cube_dir: Path, cube: xr.Dataset) -> tuple[int, int]:
     """Where the 30 m grid Landsat was stored on starts in the cube (``(0, 0)`` without one)."""
-    import zarr
-
-    from harmonize.grid import geobox_from_dict
     from harmonize.lowfreq import grid_phase
-    from pipelines.core.native import NATIVE_ATTR
+    from pipelines.core.native import stored_landsat_grids
 
-    for store in sorted(Path(cube_dir, "scenes").glob("landsat*")):
-        try:
-            info = zarr.open_group(str(store), mode="r").attrs.get(NATIVE_ATTR)
-        except Exception:  # not a Zarr group: look at the next one
-            continue
-        if info and "ms" in info:
-            return grid_phase(cube.odc.geobox, geobox_from_dict(info["ms"]))
-    return (0, 0)
+    grids = stored_landsat_grids(cube_dir)
+    return grid_phase(cube.odc.geobox, next(iter(grids.values()))) if grids else (0, 0)
 
 
 def _introduction(inputs: _Inputs) -> list[str]:
@@ -198,7 +190,9 @@ def _model_name(model_dir: Path | None) -> str:
     return f"UNet ({preset})" if preset else "UNet"
 
 
-def _harmonization_section(inputs: _Inputs, rep: Path, max_windows: int, fitted: Any = None) -> Section:
+def _harmonization_section(
+    inputs: _Inputs, rep: Path, max_windows: int, fitted: LinearAdjustment | None = None
+) -> Section:
     """Every method against truth on the held-out test blocks, and the before/after figure."""
     log.info("report: scoring harmonization on held-out blocks")
     model_name = _model_name(inputs.model_dir)
@@ -716,7 +710,7 @@ def write_report(
     pixel_step: int = 6,
     max_windows: int = 64,
     before_linked: Callable[[], Any] | None = None,
-    fitted: Any = None,
+    fitted: LinearAdjustment | None = None,
 ) -> Path:
     """Write the demo report into ``OUT/report``.
 

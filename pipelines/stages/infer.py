@@ -45,6 +45,7 @@ from pydantic import Field, model_validator
 from pipelines.core.cli import stage_main
 from pipelines.core.config import StageConfig
 from pipelines.core.ledger import Ledger, file_checksum
+from pipelines.core.native import stored_landsat_grids
 from pipelines.core.stores import INFER, exact_time_encoding, open_cube
 
 log = logging.getLogger(__name__)
@@ -281,28 +282,6 @@ def _start(ledger: Ledger, plan: DatePlan, checksum: str, model: str | list[str]
     ledger.save()
 
 
-def _store_grids(cube_dir: Path) -> dict[str, list[float]]:
-    """The 30 m grid (``proj:transform``) each native-resolution Landsat store was written on,
-    by its item id (stores written at 10 m keep no Landsat grid and are left out)."""
-    import zarr
-
-    from pipelines.core.native import NATIVE_ATTR
-
-    grids: dict[str, list[float]] = {}
-    for store in sorted(Path(cube_dir, "scenes").glob("landsat*")):
-        try:
-            group = zarr.open_group(str(store), mode="r")
-            info = group.attrs.get(NATIVE_ATTR)
-            ids = [str(v) for v in np.asarray(group["item_id"][:]).ravel()]
-        except Exception:  # not a Zarr group or no item ids: nothing to learn from it
-            continue
-        if info and "ms" in info:
-            for i in ids:
-                for part in i.split(","):
-                    grids[part] = list(info["ms"]["transform"])
-    return grids
-
-
 def _item_grid(item: pystac.Item) -> list[float] | None:
     """A 30 m asset's ``proj:transform`` of a Landsat item (the item's own when it is 30 m)."""
     holders = [a.extra_fields for a in item.assets.values()] + [item.properties]
@@ -338,7 +317,7 @@ def landsat_phases(
 
     from harmonize.lowfreq import grid_phase
 
-    grids = _store_grids(Path(config.cube)) if config.source == "cube" else {}
+    grids = stored_landsat_grids(Path(config.cube)) if config.source == "cube" else {}
     geobox = cube.odc.geobox
     phases = []
     for i in range(cube.sizes["time"]):
