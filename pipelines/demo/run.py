@@ -32,9 +32,11 @@ from pydantic import Field
 from pipelines.core.cli import reporting, setup_logging
 from pipelines.core.config import StageConfig
 from pipelines.core.ledger import atomic_write_text
+from pipelines.core.stores import read_index
 from pipelines.demo.classification import classify_demo
-from pipelines.demo.paths import demo_paths
+from pipelines.demo.paths import demo_paths, open_cube
 from pipelines.demo.report import write_report
+from pipelines.evaluation.harmonization import fit_on_training_blocks
 from pipelines.stages.infer import InferStageConfig, infer_stage
 from pipelines.stages.ingest import IngestConfig, ingest
 from pipelines.stages.pairs import PairsStageConfig, pairs_stage
@@ -262,7 +264,7 @@ def run_demo(
     with ThreadPoolExecutor(1, thread_name_prefix="beside") as pool:
         baseline = None
         for name, run_stage in later:
-            if (name, run_stage) in beside:
+            if report and name in BESIDE_REPORT:
                 continue
             with timer(name):
                 reports[name] = run_stage()
@@ -294,10 +296,6 @@ BESIDE_REPORT = ("classify",)
 def _report_baseline(root: Path) -> Any:
     """The report's fitted linear bandpass baseline, fitted on the pairs' training blocks
     (beside training, which keeps one core busy; its CPU counts in the train stage's)."""
-    from pipelines.core.stores import read_index
-    from pipelines.demo.paths import open_cube
-    from pipelines.evaluation.harmonization import fit_on_training_blocks
-
     log.info("demo: fitting the report's linear bandpass baseline beside training ...")
     return fit_on_training_blocks(open_cube(root), read_index(demo_paths(root)["pairs"]))
 
