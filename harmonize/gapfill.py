@@ -561,12 +561,37 @@ def _gcv_best(
     if not ok.any():
         log.warning("select_lmbda: no sampled pixel has 4 observed days; keeping lmbda=1000")
         return 1000.0
-    big_m = m[ok].sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gcv = big_m * rss[ok].sum(axis=0) / (big_m - trace[ok].sum(axis=0)) ** 2
-    best = float(lmbdas[int(np.nanargmin(gcv))])
+    gcv = _pooled_gcv(rss, trace, m, ok)
+    best = _least(gcv, lmbdas)
     log.info("select_lmbda: GCV %s -> lmbda=%g", np.round(gcv, 8).tolist(), best)
     return best
+
+
+def _pooled_gcv(rss: np.ndarray, trace: np.ndarray, m: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """Pooled GCV per candidate, ``M * sum(rss) / (M - sum(trace))^2`` over the pixels ``sel``,
+    +inf where the fit spends as many degrees of freedom as there are effective observations
+    (``M <= sum(trace)``).
+
+    ``M`` counts observations by Kish's effective number, which adds little for an observation
+    of small weight, while the trace counts every observed day the fit can follow: with little
+    smoothing, a pixel seen on few dates by a trusted sensor and on many by a down-weighted
+    one (a cloudy season's field edge) has a trace above its effective count. The denominator
+    then passes through zero and comes back positive, and the formula's value at the smallest
+    lambdas is meaningless but small: on a cloudy world it chose lambda 1 for field edges.
+    """
+    big_m = m[sel].sum()
+    resid = big_m - trace[sel].sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gcv = big_m * rss[sel].sum(axis=0) / resid**2
+    return np.where(resid > 0, gcv, np.inf)
+
+
+def _least(gcv: np.ndarray, lmbdas: Sequence[float]) -> float:
+    """The candidate of least GCV; the largest candidate when none has a finite value."""
+    finite = np.isfinite(gcv)
+    if not finite.any():
+        return float(max(lmbdas))
+    return float(lmbdas[int(np.argmin(np.where(finite, gcv, np.inf)))])
 
 
 #: Fewest sampled pixels (with 4 observed days) a group needs for a lambda of its own.
@@ -594,10 +619,7 @@ def _gcv_best_groups(
     ok = m >= 4
 
     def best(sel: np.ndarray) -> float:
-        big_m = m[sel].sum()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            gcv = big_m * rss[sel].sum(axis=0) / (big_m - trace[sel].sum(axis=0)) ** 2
-        return float(lmbdas[int(np.nanargmin(gcv))])
+        return _least(_pooled_gcv(rss, trace, m, sel), lmbdas)
 
     if not ok.any():
         log.warning("select_lmbda: no sampled pixel has 4 observed days; keeping lmbda=1000")

@@ -427,6 +427,37 @@ def test_gcv_is_not_lowered_by_observations_weighted_near_zero():
     assert select_lmbda(both) <= alone
 
 
+def test_gcv_does_not_choose_a_fit_with_more_freedom_than_observations():
+    """A pixel seen on 6 dates by a trusted sensor and on 40 by one weighted 0.05 (a cloudy
+    season's field edge): with little smoothing the fit follows every observed day, its trace
+    exceeds the effective number of observations, and GCV's denominator turned positive again
+    (it chose lambda 1, the roughest fit). Such candidates are not eligible."""
+    from harmonize.gapfill import GCV_LMBDAS, select_lmbda
+
+    rng = np.random.default_rng(3)
+    t_a = ORIGIN + pd.to_timedelta(np.linspace(0, 360, 6).round(), "D")
+    t_b = ORIGIN + pd.to_timedelta(np.setdiff1d(np.linspace(1, 359, 40).round(), days(t_a)), "D")
+    signal = lambda d: 0.5 + 0.3 * np.sin(2 * np.pi * d / 365.0)  # noqa: E731
+    parts = [
+        cube(signal(days(tt))[:, None, None] + rng.normal(0, 0.03, (tt.size, *GEOBOX.shape)), tt, sensor=s)
+        for tt, s in ((t_a, "sentinel-2"), (t_b, "landsat"))
+    ]
+    both = xr.concat(parts, dim="time").sortby("time")
+    faint = xr.where(both["sensor"] == "landsat", 0.05, 1.0).broadcast_like(both)
+    lam = select_lmbda(both, weights=faint)
+    assert lam >= 100 and lam in GCV_LMBDAS
+    # and the choice is the better one against the signal
+    def err(v):
+        f = gap_fill(both, method="whittaker", lmbda=v, weights=faint, freq="5D", max_gap=1000)
+        return float(np.sqrt(np.nanmean((f.values - signal(days(f["time"].values))[:, None, None]) ** 2)))
+
+    assert err(lam) < err(min(GCV_LMBDAS))
+    # the per-group choice runs the same rule
+    split = xr.DataArray(np.arange(GEOBOX.shape[1])[None, :].repeat(GEOBOX.shape[0], 0) >= 3, dims=("y", "x"))
+    grouped = gap_fill(both, method="whittaker", lmbda="gcv", weights=faint, lmbda_split=split)
+    assert np.all(grouped["gap_fill_lmbda"].values >= 100)
+
+
 def test_gcv_picks_little_smoothing_for_signal_and_much_for_noise():
     from harmonize.gapfill import GCV_LMBDAS, select_lmbda
 
