@@ -156,3 +156,53 @@ def _check_summary(out: Path, metrics: dict) -> None:
     assert (out / "report" / "map.html").stat().st_size > 0 and "href='map.html'" in (
         out / "report" / "report.html"
     ).read_text()
+
+
+def test_demo_with_the_report_runs_classify_and_the_baseline_beside(tiny_demo, tmp_path, monkeypatch):
+    """``run_demo(report=True)``: the report's fitted linear baseline is fitted on the side
+    thread while training runs (the report does not fit it again, and it is the serial fit),
+    the classify stage runs beside the report (timings.json says so, its section is in the
+    report), and the report has every section."""
+    import shutil
+    import threading
+
+    from pipelines import demo
+    from pipelines.core.stores import read_index
+    from pipelines.demo import run
+    from pipelines.evaluation import harmonization
+
+    out = Path(shutil.copytree(tiny_demo, tmp_path / "demo"))
+    threads: dict[str, list[str]] = {"baseline": [], "classify": [], "report fit": []}
+
+    def spy(name, fn):
+        def call(*args, **kwargs):
+            threads[name].append(threading.current_thread().name)
+            return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(run, "fit_on_training_blocks", spy("baseline", run.fit_on_training_blocks))
+    monkeypatch.setattr(run, "classify_demo", spy("classify", run.classify_demo))
+    monkeypatch.setattr(
+        harmonization, "fit_on_training_blocks", spy("report fit", harmonization.fit_on_training_blocks)
+    )
+    # other training settings than the fixture's: the model is trained again, beside the fit
+    train = {"epochs": 2, "max_batches_per_epoch": 2, "lr": 2e-3}
+    result = demo.run_demo(out, tiny=True, train=train, train_seconds=30, report=True)
+
+    assert result == out / "report" / "report.html" and result.stat().st_size > 0
+    stages = json.loads((out / "demo.json").read_text())["stages"]
+    assert not stages["train"]["up_to_date"] and stages["classify"]["up_to_date"] is False
+    assert [t.startswith("beside") for t in threads["baseline"] + threads["classify"]] == [True, True]
+    assert threads["report fit"] == []  # the report used the baseline fitted beside training
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    serial = harmonization.fit_on_training_blocks(demo.open_cube(out), read_index(out / "pairs"))
+    assert metrics["harmonization"]["fitted_linear"] == json.loads(json.dumps(serial.to_dict()))
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["stages"]["classify"].get("beside") == "report"
+    assert "cpu_s" not in timings["stages"]["classify"] and timings["stages"]["report"]["cpu_s"] > 0
+    own = [s["wall_s"] for n, s in timings["stages"].items() if n != "classify"]
+    assert timings["total"]["wall_s"] == pytest.approx(sum(own), abs=0.02)
+    md = (out / "report" / "report.md").read_text()
+    for heading in ("## Harmonization against truth", "## Crop-type map", "## Gap-filled NDVI against truth",
+                    "## Co-registration against the injected shifts"):
+        assert heading in md, heading
