@@ -440,7 +440,7 @@ def test_fill_inputs_maps_in_one_pass_equal_the_separate_measures():
     obs, _ = _edge_scene(n_s2=30, n_l8=12, seed=7)
     obs = obs + xr.where(xr.DataArray(obs["sensor"].values == "landsat", dims="time"), 0.03, 0.0)
     obs = obs.astype(np.float32).chunk({"time": -1, "y": 3, "x": 6})
-    cfg = TimeSeriesConfig(weight_scale=0.02, lmbda_by_edges=True)
+    cfg = TimeSeriesConfig(weight_scale=0.02, lmbda_by_edges=True, disagreement_scale=0.03)
     values, weights, split = fill_inputs(obs, cfg)
     assert isinstance(values.data, dsa.Array) and isinstance(weights.data, dsa.Array)
     is_l8 = obs["sensor"].values == "landsat"
