@@ -18,13 +18,24 @@ unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX="$PWD/.venv/pycache"
 EXTRAS=${1-test,bench}
 PY=${PYTHON:-python3}
+BASE_PY=$(command -v "$PY")  # the interpreter itself, not the venv's once it is activated
 quiet() { grep -v -e "^WARNING: Location" -e "is ignored: it is neither" || true; }
 if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+  # Without pip: seeding pip (ensurepip) is ~7 CPU s here; uv installs it below in well under 1 s.
+  "$PY" -m venv --without-pip .venv
 fi
 . .venv/bin/activate
+ensure_pip() {
+  python -m pip --version >/dev/null 2>&1 || python -m ensurepip --upgrade >/dev/null
+}
+install_uv() {
+  # The interpreter's own pip installs uv into the new venv (pip >= 22.3 has --python), else
+  # the venv gets pip first.
+  "$BASE_PY" -m pip --python "$(command -v python)" install --quiet uv 2>&1 | quiet
+  python -c "import uv" 2>/dev/null || { ensure_pip && python -m pip install --quiet uv 2>&1 | quiet; }
+}
 have_uv() {
-  [ "${HARMONIZE_NO_UV:-}" = "" ] && { python -c "import uv" 2>/dev/null || python -m pip install --quiet uv 2>&1 | quiet; } \
+  [ "${HARMONIZE_NO_UV:-}" = "" ] && { python -c "import uv" 2>/dev/null || install_uv; } \
     && python -c "import uv" 2>/dev/null
 }
 torch_spec="torch==${HARMONIZE_TORCH_VERSION:-2.13.0}"
@@ -32,19 +43,19 @@ if ! python -c "import torch" 2>/dev/null; then
   # uv unpacks the torch wheel ~3x faster than pip (6 s against 16 s here). It does not read
   # pip's configuration, so pip's find-links (where the local CPU build lies) is passed on.
   # pip's fallback: --no-compile, byte-compiling torch's thousands of modules is most of its time.
-  links=$(python -m pip config get global.find-links 2>/dev/null || true)
+  links=$("$BASE_PY" -m pip config get global.find-links 2>/dev/null || true)
   if ! { have_uv && python -m uv pip install --quiet --python "$(command -v python)" \
           ${links:+--find-links "$links"} "$torch_spec"; }; then
-    python -m pip install --quiet --no-compile "$torch_spec" 2>&1 | quiet
+    ensure_pip && python -m pip install --quiet --no-compile "$torch_spec" 2>&1 | quiet
   fi
 fi
 target="."
 [ -n "$EXTRAS" ] && target=".[${EXTRAS}]"
 if have_uv \
-    && python -m uv pip install --quiet --python "$(command -v python)" -e "$target"; then
-  :
+    && python -m uv pip install --quiet --python "$(command -v python)" -e "$target" pip; then
+  :  # pip too, so that `pip install ...` in the activated venv installs into it, as users expect
 else
-  python -m pip install --quiet -e "$target" 2>&1 | quiet
+  ensure_pip && python -m pip install --quiet -e "$target" 2>&1 | quiet
 fi
 # Headless Chromium for the interactive map's browser test (tests/test_webmap.py), where it can
 # be installed: as root with apt (CI's clean machine); elsewhere the test says why it skips.
