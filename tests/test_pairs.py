@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -491,6 +492,30 @@ def test_prefetch_reads_each_pair_once_and_resumes(tmp_path, monkeypatch):
         for k in ("input", "target", "valid"):
             np.testing.assert_array_equal(a[k], b[k])
     assert PairDataset(cube, index, augment=False).prefetch() == 0  # no cache: nothing to fill
+
+
+def test_in_memory_cache_serves_the_stored_samples_without_the_store(tmp_path):
+    cube = make_cube(days(0, 16), days(0, 16), 96, 96)
+    config = PairConfig(
+        patch_size=32, stride=32, block_size=32, train_fraction=1, val_fraction=0, test_fraction=0
+    )
+    index = build_pair_index(cube, config)
+    stored = PairDataset(cube, index, augment=False, cache=tmp_path / "a.zarr")
+    held = PairDataset(cube, index, augment=False, cache=tmp_path / "b.zarr", in_memory=True)
+    assert held.prefetch() == len(held) and stored.prefetch() == len(stored)
+    # a dataset opened on a filled store keeps what it reads
+    reread = PairDataset(cube, index, augment=False, cache=tmp_path / "a.zarr", in_memory=True)
+    first = [reread.load(i) for i in range(len(reread))]
+    for p in ("a.zarr", "b.zarr"):  # later reads never touch a store: gone, they still serve
+        shutil.rmtree(tmp_path / p)
+    for i in range(len(held)):
+        want = PairDataset(cube, index, augment=False).load(i)
+        for got in (held.load(i), reread.load(i), first[i]):
+            for k in ("input", "target", "valid"):
+                assert got[k].dtype == want[k].dtype
+                np.testing.assert_array_equal(got[k], want[k])
+    held.load(0)["input"][:] = -1.0  # a caller's changes stay its own
+    assert (held.load(0)["input"] != -1.0).any()
 
 
 def test_cache_and_workers(tmp_path):

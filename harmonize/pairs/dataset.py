@@ -75,6 +75,9 @@ class PairDataset(Dataset):
         Sharpen the target's 20 m bands with :func:`harmonize.sharpen.sharpen_block` (each patch
         is read with a halo, so it equals the patch of the sharpened cube). ``None``: the
         index's ``attrs["config"]["sharpen_target"]`` (false for an index without it).
+    in_memory
+        With ``cache``: also keep each cached sample in memory once written or read, so later
+        epochs skip the store (the same arrays; for sets that fit in memory).
     """
 
     def __init__(
@@ -90,8 +93,10 @@ class PairDataset(Dataset):
         target_bands: Sequence[str] = TARGET_BANDS,
         scheduler: str | None = None,
         sharpen_target: bool | None = None,
+        in_memory: bool = False,
     ) -> None:
         rows = _split_rows(index, split)
+        self.in_memory = bool(in_memory)
         self.split = split
         self.augment = (split == "train") if augment is None else bool(augment)
         self.input_bands = tuple(input_bands)
@@ -341,7 +346,9 @@ class PairDataset(Dataset):
             }
             if self._reference is not None:
                 shapes["reference"] = (len(self.target_bands), size, size)
-            self._cache = PatchCache(self.cache_path, len(self), shapes, self._fingerprint())
+            self._cache = PatchCache(
+                self.cache_path, len(self), shapes, self._fingerprint(), memory=self.in_memory
+            )
         return self._cache
 
     def __getstate__(self) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class TrainStageConfig(StageConfig):
     max_train_windows, max_val_windows
         Train / validate on at most this many windows (a seeded sample). Patches are computed
         from the cube on first use and cached, so a smaller set makes later epochs cheap.
+    memory_mb
+        With ``cache``: keep the patches in memory as well (later epochs skip the store) when
+        the train and validation patches take at most this many MB (the demo's: ~70).
     truth
         A reference store (Zarr, reflectance bands on ``time, y, x`` of the cube's grid or one
         containing it; a simulated world's ``truth.zarr``): validation samples then carry it and
@@ -75,6 +78,7 @@ class TrainStageConfig(StageConfig):
     cache: bool = True
     max_train_windows: int | None = Field(None, ge=1)
     max_val_windows: int | None = Field(None, ge=1)
+    memory_mb: float = Field(1024.0, ge=0)
     truth: Path | None = None
 
 
@@ -194,12 +198,21 @@ def _datasets(config: TrainStageConfig, train_cfg: Any) -> tuple[Any, Any | None
     # a changed index makes the cached patches stale; PairDataset rebuilds a cache whose
     # fingerprint differs, so the folder can stay
     train_rows = _sample(index[index["split"] == "train"], config.max_train_windows, train_cfg.seed)
-    train = PairDataset(cube, train_rows, "train", cache=None if cache is None else cache / "train.zarr")
-    val = None
     val_rows = _sample(index[index["split"] == "val"], config.max_val_windows, train_cfg.seed)
+    # every epoch reads every patch again: from memory when they fit, not the store
+    in_memory = _patch_mb(train_rows, val_rows, reference is not None) <= config.memory_mb
+    train = PairDataset(
+        cube, train_rows, "train", cache=None if cache is None else cache / "train.zarr", in_memory=in_memory
+    )
+    val = None
     if len(val_rows):
         val = PairDataset(
-            cube, val_rows, "val", reference=reference, cache=None if cache is None else cache / "val.zarr"
+            cube,
+            val_rows,
+            "val",
+            reference=reference,
+            cache=None if cache is None else cache / "val.zarr",
+            in_memory=in_memory,
         )
     if cache is not None:  # read every patch up front, a batch per dask computation
         for ds in (train, val):
@@ -212,6 +225,17 @@ def _datasets(config: TrainStageConfig, train_cfg: Any) -> tuple[Any, Any | None
         "pair_config": index.attrs.get("config"),
     }
     return train, val, summary
+
+
+def _patch_mb(train_rows: Any, val_rows: Any, reference: bool) -> float:
+    """MB the cached train and validation patches take (float32: input, target, valid and the
+    validation reference)."""
+    from harmonize.pairs import INPUT_BANDS, TARGET_BANDS
+
+    pixels = (train_rows["patch_size"] ** 2).sum(), (val_rows["patch_size"] ** 2).sum()
+    per_pixel = len(INPUT_BANDS) + len(TARGET_BANDS) + 1
+    val_per_pixel = per_pixel + (len(TARGET_BANDS) if reference else 0)
+    return float(4 * (pixels[0] * per_pixel + pixels[1] * val_per_pixel) / 1e6)
 
 
 def _time_budget(max_seconds: float | None, epochs: int) -> Callable[[dict[str, float]], None]:
