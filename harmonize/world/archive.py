@@ -24,9 +24,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import multiprocessing
 import shutil
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -402,6 +404,65 @@ def _prepare_root(root: Path, cfg: WorldConfig, overwrite: bool) -> World | None
     return None
 
 
+#: Scenes times domain pixels from which a world is simulated on worker processes: the COG writes
+#: hold the GIL, so threads simulate one scene at a time; a process each costs ~2 s to start,
+#: more than a tiny world takes.
+_PROCESS_WORK = 10_000_000
+
+
+class _DateSimulator:
+    """Simulates every scene of one date: its truth surface and temperature, then the scenes'
+    COGs, items and manifest entries (in a worker process or thread; the outputs depend only on
+    the date, not on where or in which order dates run)."""
+
+    def __init__(self, builder: _Builder, land: Landscape, water: np.ndarray) -> None:
+        self.builder, self.land, self.water = builder, land, water
+        m, aoi = _margin_px(builder.geo), builder.geo.aoi
+        self.sl = (slice(m, m + aoi.ny), slice(m, m + aoi.nx))
+
+    def __call__(
+        self, d: dt.date, scenes: list[Scene]
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[list[dict[str, Any]], dict[str, Any], np.ndarray]]]:
+        """The truth reflectance and temperature of ``d`` on the AOI, and each scene's outputs."""
+        surface = self.land.reflectance(d)
+        temperature = thermal.surface_temperature(self.land, d, self.builder.cfg.seed)
+        done = [self.builder.scene(s, surface, self.water, temperature) for s in scenes]
+        sl = self.sl
+        return np.ascontiguousarray(surface[:, sl[0], sl[1]]), np.ascontiguousarray(temperature[sl]), done
+
+
+_WORKER: dict[str, _DateSimulator] = {}  # the simulator of a worker process (set by _start_worker)
+
+
+def _start_worker(root: Path, cfg: WorldConfig, land: Landscape, water: np.ndarray) -> None:
+    _WORKER["simulate"] = _DateSimulator(_Builder(root, cfg), land, water)
+
+
+def _simulate_in_worker(
+    d: dt.date, scenes: list[Scene]
+) -> tuple[np.ndarray, np.ndarray, list[tuple[list[dict[str, Any]], dict[str, Any], np.ndarray]]]:
+    return _WORKER["simulate"](d, scenes)
+
+
+@contextmanager
+def _date_pool(
+    builder: _Builder, land: Landscape, water: np.ndarray, workers: int, processes: bool
+) -> Iterator[tuple[Executor, Callable[..., Any]]]:
+    """An executor and the function simulating one date on it: ``workers`` spawned processes
+    (each given the landscape once), or threads."""
+    if not processes:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            yield pool, _DateSimulator(builder, land, water)
+        return
+    # fork: no re-import of the caller's script (spawn would run an unguarded one again); the
+    # workers only simulate scenes and write COGs, none of the parent's threads' work
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    args = (builder.root, builder.cfg, land, water)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=args) as pool:
+        yield pool, _simulate_in_worker
+
+
 def _scene_batches(
     builder: _Builder,
     land: Landscape,
@@ -410,33 +471,32 @@ def _scene_batches(
     out: _Simulated,
     bar: Any,
     workers: int,
-) -> Iterator[tuple[list[dt.date], np.ndarray, dict]]:
+) -> Iterator[tuple[list[dt.date], np.ndarray, dict, np.ndarray]]:
     """Simulate and write the scenes, ``_TIME_CHUNK`` dates at a time, into ``out``.
 
     Yields each batch's dates, its truth reflectance on the AOI, the sensors seen on each date and
-    the truth land surface temperature on the AOI, for :func:`_write_truth`.
+    the truth land surface temperature on the AOI, for :func:`_write_truth`. Each date is one
+    task (on worker processes for a large world: :data:`_PROCESS_WORK`); the dates of the next
+    batch are simulated while the caller writes this one's truth.
     """
     aoi = builder.geo.aoi
-    m = _margin_px(builder.geo)
-    sl = (slice(m, m + aoi.ny), slice(m, m + aoi.nx))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i in range(0, len(out.dates), _TIME_CHUNK):
-            chunk = out.dates[i : i + _TIME_CHUNK]
+    chunks = [out.dates[i : i + _TIME_CHUNK] for i in range(0, len(out.dates), _TIME_CHUNK)]
+    processes = workers > 1 and len(out.scenes) * land.landcover.size >= _PROCESS_WORK
+    with _date_pool(builder, land, water, max(1, workers), processes) as (pool, simulate):
+
+        def submit(k: int) -> list[Future]:
+            return [pool.submit(simulate, d, by_date[d]) for d in chunks[k]] if k < len(chunks) else []
+
+        ahead = submit(0)
+        for k, chunk in enumerate(chunks):
+            futures, ahead = ahead, submit(k + 1)
             refl = np.empty((len(chunk), len(REFLECTANCE_BANDS), aoi.ny, aoi.nx), np.float32)
             lst = np.empty((len(chunk), aoi.ny, aoi.nx), np.float32)
-            futures = []
-            for j, d in enumerate(chunk):
-                surface = land.reflectance(d)
-                temperature = thermal.surface_temperature(land, d, builder.cfg.seed)
-                refl[j] = surface[:, sl[0], sl[1]]
-                lst[j] = temperature[sl]
-                futures += [
-                    (s, pool.submit(builder.scene, s, surface, water, temperature)) for s in by_date[d]
-                ]
-            for s, f in futures:
-                its, entry, raw = f.result()
-                out.items[s.id], out.entries[s.id], out.masks[s.id] = its, entry, raw
-                bar.update(1)
+            for j, (d, f) in enumerate(zip(chunk, futures, strict=True)):
+                refl[j], lst[j], done = f.result()
+                for s, (its, entry, raw) in zip(by_date[d], done, strict=True):
+                    out.items[s.id], out.entries[s.id], out.masks[s.id] = its, entry, raw
+                    bar.update(1)
             yield chunk, refl, {d: {s.sensor for s in by_date[d]} for d in chunk}, lst
 
 
@@ -532,7 +592,8 @@ def create_world(
     overwrite
         Replace whatever ``out_dir`` holds (a different world, or a half-written one).
     workers
-        Threads simulating and writing scenes of the same batch of dates.
+        Dates simulated at once: worker processes for a large world (the demo's), threads for
+        a small one; the files do not depend on it.
 
     Returns
     -------
