@@ -33,12 +33,19 @@ the ledger of all units, so a killed run leaves the last commit complete and res
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import os
+import shutil
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Literal
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -91,6 +98,9 @@ class IngestConfig(StageConfig):
     batch
         Units computed together before being committed (one by one as folders, as one commit
         in a repository).
+    processes
+        Worker processes writing the stores side by side when the stage runs on the local
+        ``threads`` scheduler (the stores are the same; ``0`` writes them in this process).
     native
         Store Landsat at its native resolution (30 m bands and ``clear``, 15 m pan, on grids
         nesting in the 10 m grid, unshifted, with the shift recorded; see
@@ -118,6 +128,7 @@ class IngestConfig(StageConfig):
     max_days: float = Field(60.0, ge=0)
     batch: int = Field(8, ge=1)
     native: bool = True
+    processes: int = Field(2, ge=0)
     store: Literal["zarr", "icechunk"] = "zarr"
     repo: str | None = None
 
@@ -248,14 +259,17 @@ def _ingest_new(
     }
     s2 = [s for s in todo if s.sensor == "sentinel-2"]
     landsat = [s for s in todo if s.sensor == "landsat"]
-    committed = _write_steps(config, ledger, load_cube(s2, REFLECTANCE_BANDS, **load)) if s2 else []
-    if landsat:
-        bands = (*REFLECTANCE_BANDS, PAN) if any(s.pan is not None for s in landsat) else REFLECTANCE_BANDS
-        if config.native:
-            committed += _write_steps(config, ledger, _native_landsat(config, ledger, landsat, load))
-        else:
+    with _writers(config) as pool:
+        committed: list[str] = []
+        if s2:
+            committed = _write_steps(config, ledger, load_cube(s2, REFLECTANCE_BANDS, **load), pool)
+        if landsat and config.native:
+            committed += _write_steps(config, ledger, _native_landsat(config, ledger, landsat, load), pool)
+        elif landsat:
             table = _shift_table(config, ledger, landsat, load) if config.coregister else None
-            committed += _write_steps(config, ledger, load_cube(landsat, bands, shifts=table, **load))
+            pan = any(s.pan is not None for s in landsat)
+            bands = (*REFLECTANCE_BANDS, PAN) if pan else REFLECTANCE_BANDS
+            committed += _write_steps(config, ledger, load_cube(landsat, bands, shifts=table, **load), pool)
     return committed
 
 
@@ -386,31 +400,108 @@ def _step_unit(ledger: Ledger, step: xr.Dataset) -> tuple[str, Path, list[str], 
     return name, tmp, step_item_ids(step), info, exact_time_encoding(step.assign_attrs(harmonize_stage=STAGE))
 
 
-def _write_steps(config: IngestConfig, ledger: Ledger, cube: xr.Dataset) -> list[str]:
+Unit = tuple[str, Path, list[str], dict[str, Any], xr.Dataset]
+
+
+def _write_steps(
+    config: IngestConfig, ledger: Ledger, cube: xr.Dataset, pool: Executor | None = None
+) -> list[str]:
     """Write every time step of ``cube`` as a store, ``batch`` at a time in one computation,
-    committing each with its Level-2 and Level-1 item ids (in a repository: one commit a batch)."""
+    committing each with its Level-2 and Level-1 item ids (in a repository: one commit a batch).
+    With a ``pool`` of worker processes (:func:`_writers`) batches are written side by side
+    there and committed here, in order, as each finishes."""
     from harmonize.io import write_zarr_batch
 
+    n = cube.sizes["time"]
+    batches = [
+        [_step_unit(ledger, cube.isel(time=[i])) for i in range(start, min(start + config.batch, n))]
+        for start in range(0, n, config.batch)
+    ]
+    if pool is not None and ledger.repo is None:
+        return _write_in_pool(ledger, batches, pool)
     committed: list[str] = []
-    for start in range(0, cube.sizes["time"], config.batch):
-        units = [
-            _step_unit(ledger, cube.isel(time=[i]))
-            for i in range(start, min(start + config.batch, cube.sizes["time"]))
-        ]
+    for units in batches:
         if ledger.repo is not None:
             committed += _commit_to_repo(ledger, units)
             continue
         write_zarr_batch([u[4] for u in units], [u[1] for u in units], stripes=False)
-        for name, tmp, unit_items, info, _ in units:
-            ledger.commit(name, tmp, unit_items, **info)
-            committed.append(name)
-            log.info("committed %s (%s)", name, ", ".join(unit_items))
+        committed += _commit(ledger, units)
     return committed
 
 
-def _commit_to_repo(
-    ledger: Ledger, units: Sequence[tuple[str, Path, list[str], dict[str, Any], xr.Dataset]]
-) -> list[str]:
+def _commit(ledger: Ledger, units: Sequence[Unit]) -> list[str]:
+    """Move written stores into place and record them in the ledger, one by one."""
+    for name, tmp, unit_items, info, _ in units:
+        ledger.commit(name, tmp, unit_items, **info)
+        log.info("committed %s (%s)", name, ", ".join(unit_items))
+    return [u[0] for u in units]
+
+
+def _write_batch(datasets: list[xr.Dataset], paths: list[Path]) -> None:
+    """One batch of stores written in a worker process (its own dask scheduler: one thread)."""
+    import dask
+
+    from harmonize.io import write_zarr_batch
+
+    with dask.config.set(scheduler="synchronous"):
+        write_zarr_batch(datasets, paths, stripes=False)
+
+
+def _write_in_pool(ledger: Ledger, batches: Sequence[Sequence[Unit]], pool: Executor) -> list[str]:
+    """Write ``batches`` on the worker processes of ``pool``, a few queued ahead, and commit each
+    in order once written. On an error no later batch is committed and their temporary stores
+    are removed (a killed run leaves them to :meth:`Ledger.clean`)."""
+    ahead = 2 * max(1, getattr(pool, "_max_workers", 2))
+    queued: deque[tuple[Sequence[Unit], Future]] = deque()
+    committed: list[str] = []
+    todo = iter(batches)
+    try:
+        while True:
+            for units in todo:
+                future = pool.submit(_write_batch, [u[4] for u in units], [u[1] for u in units])
+                queued.append((units, future))
+                if len(queued) >= ahead:
+                    break
+            if not queued:
+                return committed
+            units, done = queued.popleft()
+            done.result()
+            committed += _commit(ledger, units)
+    except BaseException:
+        for _, future in queued:
+            future.cancel()
+        wait([f for _, f in queued])
+        for units, _ in queued:
+            for u in units:
+                shutil.rmtree(u[1], ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def _writers(config: IngestConfig) -> Iterator[Executor | None]:
+    """Worker processes writing the stores (``processes`` of them) when the stage computes on
+    local threads: a store's Zarr metadata and chunk writes hold the GIL most of the time, so
+    threads write about one store at a time. ``None`` otherwise (a distributed scheduler, a
+    repository, ``processes: 0``, no fork on this system)."""
+    if (
+        config.processes < 1
+        or config.store != "zarr"
+        or dask.config.get("scheduler", None) != "threads"
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        yield None
+        return
+    # fork now, before this run starts threads reading or writing (GDAL's, dask's, Zarr's locks
+    # are free); the workers live until the stage ends
+    pool = ProcessPoolExecutor(config.processes, mp_context=multiprocessing.get_context("fork"))
+    try:
+        wait([pool.submit(os.getpid) for _ in range(config.processes)])
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _commit_to_repo(ledger: Ledger, units: Sequence[Unit]) -> list[str]:
     """Commit a batch of time steps to the ledger's cube repository in one transaction."""
     from pipelines.core.cubestore import RepoUnit
 
