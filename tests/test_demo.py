@@ -173,12 +173,25 @@ def test_demo_with_the_report_runs_classify_and_the_baseline_beside(tiny_demo, t
 
     out = Path(shutil.copytree(tiny_demo, tmp_path / "demo"))
     threads: dict[str, list[str]] = {"baseline": [], "classify": [], "report fit": []}
+    training = threading.Event()
+    during_training = []
 
     def spy(name, fn):
         def call(*args, **kwargs):
             threads[name].append(threading.current_thread().name)
+            during_training.append((name, training.is_set()))
             return fn(*args, **kwargs)
         return call
+
+    def train_stage(*args, **kwargs):
+        training.set()
+        try:
+            return stage(*args, **kwargs)
+        finally:
+            training.clear()
+
+    stage = run.train_stage
+    monkeypatch.setattr(run, "train_stage", train_stage)
 
     monkeypatch.setattr(run, "fit_on_training_blocks", spy("baseline", run.fit_on_training_blocks))
     monkeypatch.setattr(run, "classify_demo", spy("classify", run.classify_demo))
@@ -194,6 +207,7 @@ def test_demo_with_the_report_runs_classify_and_the_baseline_beside(tiny_demo, t
     assert not stages["train"]["up_to_date"] and stages["classify"]["up_to_date"] is False
     assert [t.startswith("beside") for t in threads["baseline"] + threads["classify"]] == [True, True]
     assert threads["report fit"] == []  # the report used the baseline fitted beside training
+    assert ("baseline", True) in during_training  # started by an epoch's end, training went on
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     serial = harmonization.fit_on_training_blocks(demo.open_cube(out), read_index(out / "pairs"))
     assert metrics["harmonization"]["fitted_linear"] == json.loads(json.dumps(serial.to_dict()))

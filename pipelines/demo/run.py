@@ -21,7 +21,7 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -258,23 +258,24 @@ def run_demo(
         timeseries=dict(timeseries or {}),
         classify=classify,
         stage_plots=not report,  # the report draws the same three figures
+        train_callbacks=[lambda row: _start_baseline(side, root)] if report else [],
     )
     beside = [(n, s) for n, s in later if report and n in BESIDE_REPORT]
     result = paths["demo"]
     with ThreadPoolExecutor(1, thread_name_prefix="beside") as pool:
-        baseline = None
+        side: dict[str, Any] = {"pool": pool}
         for name, run_stage in later:
             if report and name in BESIDE_REPORT:
                 continue
             with timer(name):
                 reports[name] = run_stage()
-            if report and name == "pairs":  # training takes one core: the report's baseline the other
-                baseline = pool.submit(_report_baseline, root)
+            if report and name == "train":  # up to date: no epoch started it
+                _start_baseline(side, root)
         _write_demo_json(paths, w, wcfg, reports, timeseries=dict(timeseries or {}))
         if report:
             with timer("report"):
                 done = pool.submit(_run_beside, beside, reports, timer)
-                fitted = baseline.result() if baseline is not None else None
+                fitted = side["baseline"].result() if "baseline" in side else None
                 result = Path(write_report(root, w, fitted=fitted, before_linked=done.result))
             _write_demo_json(paths, w, wcfg, reports, timeseries=dict(timeseries or {}))
     timings = _write_timings(paths, timer, time.perf_counter() - t_start, scheduler)
@@ -291,6 +292,14 @@ def run_demo(
 #: a thread beside its scoring: the classify stage trains on one torch thread and the report's
 #: first sections leave the second core mostly idle, so together they take ~10 s less wall.
 BESIDE_REPORT = ("classify",)
+
+
+def _start_baseline(side: dict[str, Any], root: Path) -> None:
+    """Fit the report's baseline on the side thread (``side["pool"]``), once: from the end of
+    training's first epoch, when one torch thread leaves a core idle (the patch reading before
+    it keeps both busy)."""
+    if "baseline" not in side:
+        side["baseline"] = side["pool"].submit(_report_baseline, root)
 
 
 def _report_baseline(root: Path) -> Any:
@@ -335,11 +344,13 @@ def stages_after_ingest(
     timeseries: dict[str, Any],
     classify: bool = False,
     stage_plots: bool = True,
+    train_callbacks: Sequence[Callable[[dict[str, float]], None]] = (),
 ) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     """The pairs, train, infer and time-series stages on the demo's folders, in order, each
     ready to run (its config is built when it runs, after the stage before has written).
     ``stage_plots=False`` leaves out the time-series stage's figures (~5 s; the demo's report
-    draws the same NDVI series, maps and clear-observation counts)."""
+    draws the same NDVI series, maps and clear-observation counts). ``train_callbacks`` are
+    called after each training epoch (:func:`harmonize.train.fit`'s ``callbacks``)."""
 
     def pairs_step() -> dict[str, Any]:
         return pairs_stage(PairsStageConfig(cube=paths["cube"], out=paths["pairs"], pairs=pairs, **common))
@@ -356,7 +367,8 @@ def stages_after_ingest(
                 max_val_windows=32,
                 truth=truth,
                 **common,
-            )
+            ),
+            callbacks=train_callbacks,
         )
 
     def infer_step() -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,7 +93,11 @@ def _sample(rows: Any, n: int | None, seed: int) -> Any:
 
 
 def train_stage(
-    config: TrainStageConfig, *, dry_run: bool = False, scheduler: str | None = None
+    config: TrainStageConfig,
+    *,
+    dry_run: bool = False,
+    scheduler: str | None = None,
+    callbacks: Sequence[Callable[[dict[str, float]], None]] = (),
 ) -> dict[str, Any]:
     """Train (or keep) the model for the pairs in ``config.pairs``.
 
@@ -106,6 +110,9 @@ def train_stage(
     scheduler
         dask scheduler for reading the patches (default ``config.scheduler``; a distributed
         address falls back to ``"threads"``: torch trains in this process).
+    callbacks
+        More :func:`harmonize.train.fit` callbacks, called with each epoch's row (the demo
+        starts work for the idle core from the first one).
 
     Returns
     -------
@@ -143,7 +150,7 @@ def train_stage(
                 train,
                 val,
                 out_dir=config.out,
-                callbacks=[_time_budget(config.max_seconds, train_cfg.epochs)],
+                callbacks=[_time_budget(config.max_seconds, train_cfg.epochs), *callbacks],
                 progress=config.progress,
                 dataset_summary=summary,
             )
