@@ -631,8 +631,9 @@ def _gcv_best_groups(
         if sel.sum() >= GCV_GROUP_MIN:
             out[g] = best(sel)
     # Groups are ordered by noise (lmbda_split: True = the noisier pixels): a later group is never
-    # smoothed less than an earlier one. GCV undersmooths series whose errors persist from date to
-    # date (an edge pixel's mixing error): on a cloudy world it chose lambda 1 for edges.
+    # smoothed less than an earlier one, a guard (GCV undersmooths errors that persist from date to
+    # date). The lambda 1 a cloudy world once got for its edges came from _pooled_gcv's denominator
+    # passing through zero; with that excluded the guard binds on neither world measured.
     out = np.maximum.accumulate(out)
     log.info("select_lmbda: per group %s (pooled %g)", out.tolist(), pooled)
     return out
