@@ -367,6 +367,14 @@ def test_threaded_registration_gives_the_sequential_table(cube: xr.Dataset) -> N
     pd.testing.assert_frame_equal(sequential, threaded)
 
 
+def test_rows_handed_over_batch_by_batch_make_the_table(cube: xr.Dataset, table: pd.DataFrame) -> None:
+    batches: list[pd.DataFrame] = []
+    got = estimate_shifts(cube, max_days=30, on_rows=batches.append)
+    pd.testing.assert_frame_equal(got, table)
+    assert batches and sum(len(b) for b in batches) == len(table)
+    pd.testing.assert_frame_equal(pd.concat(batches), table, check_dtype=False)
+
+
 @pytest.mark.parametrize("shift", [(1.37, -0.62), (0.0, 0.0), (-5.999, 6.2), (2.0, -3.0), (0.1, 0.9)])
 def test_spline_samples_match_scipy(shift) -> None:  # noqa: ANN001
     """The refinement's shared-weight spline sampling gives map_coordinates' values and central

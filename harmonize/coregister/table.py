@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -440,10 +440,20 @@ class _Registration:
         return row
 
 
+def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows).set_index("time")[list(SHIFT_COLUMNS)]
+
+
 def _register_all(
-    mov_idx: np.ndarray, reg: _Registration, reader: _SceneReader, threads: int | None, progress: bool
+    mov_idx: np.ndarray,
+    reg: _Registration,
+    reader: _SceneReader,
+    threads: int | None,
+    progress: bool,
+    on_rows: Callable[[pd.DataFrame], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of every moving scene, in order, registered on a few threads a batch at a time.
+    """Rows of every moving scene, in order, registered on a few threads a batch at a time
+    (each batch's rows handed to ``on_rows`` as soon as they are measured).
 
     Scenes are independent (the filters and solvers release the GIL), and the rows come back in
     order, so the table is the same as a sequential run's.
@@ -465,6 +475,8 @@ def _register_all(
                 rows.append(row)
                 if bar is not None:
                     bar.update()
+            if on_rows is not None:
+                on_rows(_table(rows[-len(part) :]))
             # Release the references no later scene uses (scenes come in time order).
             reader.keep({j for i in mov_idx[k + batch :] for j in reg.references_of(int(i))})
     if bar is not None:
@@ -493,6 +505,7 @@ def estimate_shifts(
     max_size: int | None = 2048,
     threads: int | None = None,
     progress: bool = False,
+    on_rows: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """Measure each Landsat scene's misregistration against the nearest clear Sentinel-2 scenes.
 
@@ -549,6 +562,9 @@ def estimate_shifts(
         Scenes registered at once (default: the machine's cores); the table does not depend on it.
     progress
         Show a tqdm bar over Landsat scenes.
+    on_rows
+        Called with the table of each batch of scenes (a few at a time, in time order) as soon
+        as they are measured, so a caller can use their shifts while later scenes are measured.
 
     Returns
     -------
@@ -595,5 +611,4 @@ def estimate_shifts(
     )
     reader = _SceneReader(cube, ref_cube, ref_idx, bands, clear)
     registration = _Registration(cube, ref_cube, ref_idx, reader, settings)
-    rows = _register_all(mov_idx, registration, reader, threads, progress)
-    return pd.DataFrame(rows).set_index("time")[list(SHIFT_COLUMNS)]
+    return _table(_register_all(mov_idx, registration, reader, threads, progress, on_rows))

@@ -40,7 +40,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Literal
@@ -263,7 +263,9 @@ def _ingest_new(
         committed: list[str] = []
         if s2:
             committed = _write_steps(config, ledger, load_cube(s2, REFLECTANCE_BANDS, **load), pool)
-        if landsat and config.native:
+        if landsat and config.native and config.coregister and pool is not None and ledger.repo is None:
+            committed += _native_landsat_streamed(config, ledger, landsat, load, pool)
+        elif landsat and config.native:
             committed += _write_steps(config, ledger, _native_landsat(config, ledger, landsat, load), pool)
         elif landsat:
             table = _shift_table(config, ledger, landsat, load) if config.coregister else None
@@ -279,16 +281,12 @@ def _origin(scene: Scene) -> tuple[float, float] | None:
     return (float(t[2]), float(t[5])) if t is not None and len(t) >= 6 else None
 
 
-def _native_landsat(
-    config: IngestConfig, ledger: Ledger, landsat: Sequence[Scene], load: dict[str, Any]
-) -> xr.Dataset:
-    """The Landsat scenes on the 30 m and 15 m grids nesting in the 10 m one, loaded unshifted;
-    their shifts recorded, with the verdicts, for the stores' 10 m view to apply.
-
-    The shifts are measured on the scenes read at 10 m as before (on the 10 m view of the 30 m
-    load they came out 0.88 m RMSE from the demo world's truth instead of 0.24 m: one more
-    resampling blurs the edges the registration uses)."""
-    from pipelines.core.native import native_grids, native_unit
+def _native_cubes(
+    config: IngestConfig, landsat: Sequence[Scene], load: dict[str, Any]
+) -> tuple[xr.Dataset, xr.Dataset | None]:
+    """The Landsat scenes' bands and masks on the 30 m grid and pan on the 15 m grid nesting in
+    the 10 m one (see :func:`_native_landsat`), lazy and unshifted."""
+    from pipelines.core.native import native_grids
 
     pans = [s.pan for s in landsat if s.pan is not None]
     g30, g15 = native_grids(load["geobox"], _origin(landsat[0]), _origin(pans[0]) if pans else None)
@@ -300,6 +298,53 @@ def _native_landsat(
     pan = None
     if pans:
         pan = load_cube(landsat, [PAN], geobox=g15, masks=(), chunks=chunks, **opts)
+    return ms, pan
+
+
+def _native_landsat_streamed(
+    config: IngestConfig, ledger: Ledger, landsat: Sequence[Scene], load: dict[str, Any], pool: Executor
+) -> list[str]:
+    """:func:`_native_landsat` and its stores written on ``pool`` while the shifts are measured:
+    each batch of scenes goes to the writers as soon as its shifts are known (a scene's shift
+    depends only on the scene and its references), committed in time order as before."""
+    from pipelines.core.native import native_unit
+
+    ms, pan = _native_cubes(config, landsat, load)
+    first_ids = [str(v).split(",")[0] for v in ms["item_id"].values]
+    sent: set[int] = set()
+
+    with _PoolWriter(ledger, pool) as writer:
+
+        def write(table: pd.DataFrame) -> None:
+            known = {i for r in table.itertuples() for i in str(r.item_id).split(",")}
+            steps = [k for k, i in enumerate(first_ids) if i in known and k not in sent]
+            if not steps:
+                return
+            sent.update(steps)
+            part = _with_shifts(ms.isel(time=steps), table)
+            part_pan = pan.isel(time=steps) if pan is not None else None
+            cube = native_unit(part, part_pan, load["geobox"], config.chunk)
+            for start in range(0, len(steps), config.batch):
+                n = min(config.batch, len(steps) - start)
+                writer.submit([_step_unit(ledger, cube.isel(time=[start + i])) for i in range(n)])
+
+        table = _shift_table(config, ledger, landsat, load, on_rows=write)
+        write(table)  # the scenes no batch handed over (none when nothing could be measured)
+        return writer.finish()
+
+
+def _native_landsat(
+    config: IngestConfig, ledger: Ledger, landsat: Sequence[Scene], load: dict[str, Any]
+) -> xr.Dataset:
+    """The Landsat scenes on the 30 m and 15 m grids nesting in the 10 m one, loaded unshifted;
+    their shifts recorded, with the verdicts, for the stores' 10 m view to apply.
+
+    The shifts are measured on the scenes read at 10 m as before (on the 10 m view of the 30 m
+    load they came out 0.88 m RMSE from the demo world's truth instead of 0.24 m: one more
+    resampling blurs the edges the registration uses)."""
+    from pipelines.core.native import native_unit
+
+    ms, pan = _native_cubes(config, landsat, load)
     if config.coregister:
         ms = _with_shifts(ms, _shift_table(config, ledger, landsat, load))
     return native_unit(ms, pan, load["geobox"], config.chunk)
@@ -323,7 +368,11 @@ def _with_shifts(cube: xr.Dataset, table: pd.DataFrame) -> xr.Dataset:
 
 
 def _shift_table(
-    config: IngestConfig, ledger: Ledger, landsat: Sequence[Scene], load: dict[str, Any]
+    config: IngestConfig,
+    ledger: Ledger,
+    landsat: Sequence[Scene],
+    load: dict[str, Any],
+    on_rows: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """The shift table of the new Landsat scenes (every scene flagged with no reference near them).
 
@@ -344,8 +393,9 @@ def _shift_table(
     if not refs:
         return _unmeasured_table(landsat, f"no Sentinel-2 scene within {config.max_days:g} days")
     probe = load_cube(landsat, list(DEFAULT_BANDS), **load)
+    refs_cube = open_committed(ledger, sorted(refs))
     table = estimate_shifts(
-        probe, open_committed(ledger, sorted(refs)), max_days=config.max_days, progress=config.progress
+        probe, refs_cube, max_days=config.max_days, progress=config.progress, on_rows=on_rows
     )
     ok = table[~table["flagged"]]
     log.info(
@@ -449,32 +499,57 @@ def _write_batch(datasets: list[xr.Dataset], paths: list[Path]) -> None:
 
 def _write_in_pool(ledger: Ledger, batches: Sequence[Sequence[Unit]], pool: Executor) -> list[str]:
     """Write ``batches`` on the worker processes of ``pool``, a few queued ahead, and commit each
-    in order once written. On an error no later batch is committed and their temporary stores
-    are removed (a killed run leaves them to :meth:`Ledger.clean`)."""
-    ahead = 2 * max(1, getattr(pool, "_max_workers", 2))
-    queued: deque[tuple[Sequence[Unit], Future]] = deque()
-    committed: list[str] = []
-    todo = iter(batches)
-    try:
-        while True:
-            for units in todo:
-                future = pool.submit(_write_batch, [u[4] for u in units], [u[1] for u in units])
-                queued.append((units, future))
-                if len(queued) >= ahead:
-                    break
-            if not queued:
-                return committed
-            units, done = queued.popleft()
-            done.result()
-            committed += _commit(ledger, units)
-    except BaseException:
-        for _, future in queued:
+    in order once written (see :class:`_PoolWriter`)."""
+    with _PoolWriter(ledger, pool) as writer:
+        for units in batches:
+            writer.submit(units, ahead=2 * max(1, getattr(pool, "_max_workers", 2)))
+        return writer.finish()
+
+
+class _PoolWriter:
+    """Batches of stores written on worker processes, committed here in the order submitted,
+    each as soon as it and every batch before it are written. On an error no later batch is
+    committed and their temporary stores are removed (a killed run leaves them to
+    :meth:`Ledger.clean`)."""
+
+    def __init__(self, ledger: Ledger, pool: Executor) -> None:
+        self.ledger, self.pool = ledger, pool
+        self.queued: deque[tuple[Sequence[Unit], Future]] = deque()
+        self.committed: list[str] = []
+
+    def submit(self, units: Sequence[Unit], ahead: int | None = None) -> None:
+        """Queue one batch; with ``ahead``, first wait until fewer than that are queued."""
+        while ahead is not None and len(self.queued) >= ahead:
+            self._commit(block=True)
+        future = self.pool.submit(_write_batch, [u[4] for u in units], [u[1] for u in units])
+        self.queued.append((units, future))
+        self._commit(block=False)
+
+    def _commit(self, block: bool) -> None:
+        while self.queued and (block or self.queued[0][1].done()):
+            units, future = self.queued.popleft()
+            future.result()
+            self.committed += _commit(self.ledger, units)
+            block = False
+
+    def finish(self) -> list[str]:
+        """Commit every queued batch (waiting for them); the names committed."""
+        while self.queued:
+            self._commit(block=True)
+        return self.committed
+
+    def __enter__(self) -> _PoolWriter:
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if kind is None:
+            return
+        for _, future in self.queued:
             future.cancel()
-        wait([f for _, f in queued])
-        for units, _ in queued:
+        wait([f for _, f in self.queued])
+        for units, _ in self.queued:
             for u in units:
                 shutil.rmtree(u[1], ignore_errors=True)
-        raise
 
 
 @contextlib.contextmanager
