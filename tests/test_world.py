@@ -332,6 +332,26 @@ def test_same_config_gives_byte_identical_archives(tmp_path: Path) -> None:
     assert any("truth.zarr" in k for k in differ) and any(k.endswith("B04.tif") for k in differ)
 
 
+def test_worker_processes_write_the_files_the_threads_write(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A large world's dates are simulated on forked worker processes, a small one's on
+    threads: the same world comes out byte for byte either way (the tiny world forced onto
+    the processes)."""
+    import harmonize.world.archive as archive
+
+    cfg = WorldConfig.tiny(size_km=0.64, end="2023-05-12")
+    root = tmp_path / "w"
+    create_world(root, cfg, progress=False)
+    threads = _checksums(root)
+    pools = []
+    real = archive._date_pool
+    monkeypatch.setattr(archive, "_date_pool", lambda *a: (pools.append(a[-1]), real(*a))[1])
+    create_world(root, cfg, progress=False, overwrite=True)
+    monkeypatch.setattr(archive, "_PROCESS_WORK", 0)
+    create_world(root, cfg, progress=False, overwrite=True)
+    assert pools == [False, True]  # threads, then worker processes
+    assert _checksums(root) == threads
+
+
 def test_existing_worlds_are_reused_or_refused(tiny_world: World, tmp_path: Path) -> None:
     again = create_world(tiny_world.root, tiny_world.config, progress=False)
     assert again.root == tiny_world.root and again.manifest == tiny_world.manifest
