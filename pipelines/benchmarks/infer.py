@@ -91,7 +91,9 @@ class InferOptions:
     torch_threads
         torch intra-op threads on CPU.
     repeat
-        Timed repetitions, raw and chunked alternating (the best of each counts).
+        Timed repetitions, raw and chunked alternating (the best of each counts). On a shared
+        machine two were too few: one run at load 2-3 on 2 cores gave a wall ratio of 0.67 for
+        the tiny preset, the next with four 1.05 (CPU 0.96 and 0.98).
     """
 
     models: str = "tiny,base"
@@ -108,7 +110,7 @@ class InferOptions:
     precision: str | None = None
     workers: int | None = None
     torch_threads: int | None = None
-    repeat: int = 2
+    repeat: int = 4
 
 
 def _random_model(preset: str) -> Any:
@@ -504,11 +506,13 @@ def infer_benchmark(**options: Any) -> dict[str, Any]:
     -------
     dict
         The device and settings, one ``throughput`` entry per model preset and one ``memory``
-        entry per scene size (see the module docstring).
+        entry per scene size (see the module docstring), and the machine's one-minute load
+        average before and after (``load_average_1min``).
     """
     import torch
 
     device, workers, opts = _setup(InferOptions(**options))
+    load_before = os.getloadavg()[0]  # a shared machine's load: the figures' context
     result: dict[str, Any] = {
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
@@ -523,6 +527,7 @@ def infer_benchmark(**options: Any) -> dict[str, Any]:
     for preset in [m for m in opts.memory_model.split(",") if m]:
         for size in [int(s) for s in opts.memory_sizes.split(",") if s]:
             result["memory"].append(_memory(size, replace(opts, memory_model=preset)))
+    result["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
 
 
@@ -587,7 +592,7 @@ def infer_benchmark(**options: Any) -> dict[str, Any]:
 @click.option(
     "--repeat",
     type=int,
-    default=2,
+    default=4,
     show_default=True,
     help="Timed repetitions, raw and chunked alternating (the best of each counts).",
 )
