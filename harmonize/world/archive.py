@@ -21,6 +21,7 @@ The scene's ``landsat-c2l1`` pan item shares the shift. Sentinel-2 scenes are no
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -28,7 +29,6 @@ import multiprocessing
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -435,6 +435,11 @@ _WORKER: dict[str, _DateSimulator] = {}  # the simulator of a worker process (se
 
 
 def _start_worker(root: Path, cfg: WorldConfig, land: Landscape, water: np.ndarray) -> None:
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):  # Linux: die with the parent (PR_SET_PDEATHSIG)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
     _WORKER["simulate"] = _DateSimulator(_Builder(root, cfg), land, water)
 
 
@@ -444,7 +449,7 @@ def _simulate_in_worker(
     return _WORKER["simulate"](d, scenes)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _date_pool(
     builder: _Builder, land: Landscape, water: np.ndarray, workers: int, processes: bool
 ) -> Iterator[tuple[Executor, Callable[..., Any]]]:

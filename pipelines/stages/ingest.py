@@ -552,6 +552,16 @@ class _PoolWriter:
                 shutil.rmtree(u[1], ignore_errors=True)
 
 
+def _exit_with_parent() -> None:
+    """In a writer process: ask Linux to kill it when the stage's process dies (a killed run
+    leaves no writer behind; its temporary store is for :meth:`Ledger.clean`)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def _writers(config: IngestConfig) -> Iterator[Executor | None]:
     """Worker processes writing the stores (``processes`` of them) when the stage computes on
@@ -568,7 +578,8 @@ def _writers(config: IngestConfig) -> Iterator[Executor | None]:
         return
     # fork now, before this run starts threads reading or writing (GDAL's, dask's, Zarr's locks
     # are free); the workers live until the stage ends
-    pool = ProcessPoolExecutor(config.processes, mp_context=multiprocessing.get_context("fork"))
+    ctx = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(config.processes, mp_context=ctx, initializer=_exit_with_parent)
     try:
         wait([pool.submit(os.getpid) for _ in range(config.processes)])
         yield pool
