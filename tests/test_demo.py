@@ -166,13 +166,16 @@ def test_demo_with_the_report_runs_classify_and_the_baseline_beside(tiny_demo, t
     import shutil
     import threading
 
+    from harmonize.world import open_world
     from pipelines import demo
     from pipelines.core.stores import read_index
     from pipelines.demo import run
     from pipelines.evaluation import harmonization
 
     out = Path(shutil.copytree(tiny_demo, tmp_path / "demo"))
-    threads: dict[str, list[str]] = {"baseline": [], "classify": [], "report fit": []}
+    threads: dict[str, list[str]] = {
+        "baseline": [], "classify": [], "report fit": [], "prepared": [], "report windows": []
+    }
     training = threading.Event()
     during_training = []
 
@@ -192,6 +195,9 @@ def test_demo_with_the_report_runs_classify_and_the_baseline_beside(tiny_demo, t
 
     stage = run.train_stage
     monkeypatch.setattr(run, "train_stage", train_stage)
+    monkeypatch.setattr(run, "prepare_report", spy("prepared", run.prepare_report))
+    for name in ("calibration_windows", "baseline_windows"):  # the report's own reads, if it made them
+        monkeypatch.setattr(harmonization, name, spy("report windows", getattr(harmonization, name)))
 
     monkeypatch.setattr(run, "fit_on_training_blocks", spy("baseline", run.fit_on_training_blocks))
     monkeypatch.setattr(run, "classify_demo", spy("classify", run.classify_demo))
@@ -207,6 +213,8 @@ def test_demo_with_the_report_runs_classify_and_the_baseline_beside(tiny_demo, t
     assert not stages["train"]["up_to_date"] and stages["classify"]["up_to_date"] is False
     assert [t.startswith("beside") for t in threads["baseline"] + threads["classify"]] == [True, True]
     assert threads["report fit"] == []  # the report used the baseline fitted beside training
+    # and the windows its harmonization and calibration tables score, read beside training too
+    assert [t.startswith("beside") for t in threads["prepared"]] == [True] and threads["report windows"] == []
     assert ("baseline", True) in during_training  # started by an epoch's end, training went on
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     serial = harmonization.fit_on_training_blocks(demo.open_cube(out), read_index(out / "pairs"))
@@ -218,5 +226,16 @@ def test_demo_with_the_report_runs_classify_and_the_baseline_beside(tiny_demo, t
     assert timings["total"]["wall_s"] == pytest.approx(sum(own), abs=0.02)
     md = (out / "report" / "report.md").read_text()
     for heading in ("## Harmonization against truth", "## Crop-type map", "## Gap-filled NDVI against truth",
-                    "## Co-registration against the injected shifts"):
+                    "## Co-registration against the injected shifts", "## Calibrated uncertainty",
+                    "## What Landsat adds"):
         assert heading in md, heading
+    _check_summary(out, metrics)  # co-registration recounted from the manifest, clear-observation gain
+    # the harmonization table from the windows read beside training is the one read here, serially
+    harm = metrics["harmonization"]
+    model = next(k for k in harm["table"] if k.startswith("UNet"))
+    table, _ = harmonization.harmonization_table(
+        demo.open_cube(out), read_index(out / "pairs"), open_world(out / "world").truth,
+        {model: demo.open_harmonized(out)}, fitted=serial, opensr=True,
+        landsat_phase=tuple(harm["landsat_phase"]),
+    )
+    pd.testing.assert_frame_equal(pd.DataFrame.from_dict(harm["table"], orient="index"), table)

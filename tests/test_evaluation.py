@@ -177,6 +177,17 @@ def test_calibration_table_coverage_and_recalibration_on_a_known_spread(one_torc
                               for i, b in enumerate(bands)})
     table2, details2 = calibration_table(cube, index, truth2, members, halo=8)
     assert not details2["methods"]["pair"]["recalibrated"] and table2.loc["pair", "σ scale"] == 1.0
+    # the windows read beforehand (as the demo does while training) give the same table; read
+    # for other settings, they are not used
+    from pipelines.evaluation.harmonization import calibration_windows
+
+    ahead = calibration_windows(cube, index, truth, max_windows=64, val_windows=32)
+    assert ahead["n_test"] == 6 and len(ahead["x"]) == 9
+    for given in (ahead, {**ahead, "x": ahead["x"] * 0, "val_windows": 5}):
+        again, _ = calibration_table(cube, index, truth, members, halo=8, inputs=given)
+        pd.testing.assert_frame_equal(again, table)
+    used, _ = calibration_table(cube, index, truth, members, halo=8, inputs={**ahead, "x": ahead["x"] * 0})
+    assert used.loc["pair", "±1σ"] != table.loc["pair", "±1σ"]  # the windows given are the ones scored
 
 
 def test_window_phases_follow_the_landsat_grid():

@@ -45,7 +45,13 @@ from pipelines.demo.figures import comparison_figure, largest_fields
 from pipelines.demo.markdown import markdown_table, markdown_to_html
 from pipelines.demo.paths import demo_paths, open_cube, open_harmonized
 from pipelines.evaluation.coregistration import USABLE_CLEAR, coregistration_summary, coregistration_table
-from pipelines.evaluation.harmonization import OPENSR_COLUMNS, calibration_table, harmonization_table
+from pipelines.evaluation.harmonization import (
+    OPENSR_COLUMNS,
+    baseline_windows,
+    calibration_table,
+    calibration_windows,
+    harmonization_table,
+)
 from pipelines.evaluation.timeseries import (
     COMBINATIONS,
     FUSED,
@@ -62,7 +68,7 @@ from pipelines.evaluation.truth import sensor_part, truth_on_grid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "prepare_report"]
 
 #: A section's Markdown lines and the numbers it adds to ``metrics.json``.
 Section = tuple[list[str], dict[str, Any]]
@@ -191,7 +197,11 @@ def _model_name(model_dir: Path | None) -> str:
 
 
 def _harmonization_section(
-    inputs: _Inputs, rep: Path, max_windows: int, fitted: LinearAdjustment | None = None
+    inputs: _Inputs,
+    rep: Path,
+    max_windows: int,
+    fitted: LinearAdjustment | None = None,
+    baselines: dict[str, Any] | None = None,
 ) -> Section:
     """Every method against truth on the held-out test blocks, and the before/after figure."""
     log.info("report: scoring harmonization on held-out blocks")
@@ -205,6 +215,7 @@ def _harmonization_section(
         max_windows=max_windows,
         opensr=True,
         landsat_phase=inputs.landsat_phase,
+        baselines=baselines,
     )
     main_cols = ["PSNR", "SSIM", "SAM (deg)", "NRMSE", "NDVI r"]
     per_band = table[[f"PSNR {b}" for b in REFLECTANCE_BANDS]].rename(columns=lambda c: c[5:])
@@ -322,7 +333,7 @@ def _uncertainty_methods(model_dir: Path | None) -> tuple[dict[str, dict[str, An
     return methods, notes
 
 
-def _calibration_section(inputs: _Inputs, max_windows: int) -> Section:
+def _calibration_section(inputs: _Inputs, max_windows: int, windows: dict[str, Any] | None = None) -> Section:
     """Coverage of ±1σ / ±2σ against truth on the test blocks, before and after recalibration."""
     log.info("report: calibrating the model's uncertainty")
     methods, notes = _uncertainty_methods(inputs.model_dir)
@@ -332,7 +343,8 @@ def _calibration_section(inputs: _Inputs, max_windows: int) -> Section:
         return md, {"calibration": {"methods": {}, "notes": notes}}
     # the windows with a 16-pixel mirror halo, 16 validation windows: a few seconds on 2 CPUs
     table, details = calibration_table(inputs.cube, inputs.pair_index, inputs.truth, methods,
-                                       max_windows=max_windows, val_windows=16, halo=16)
+                                       max_windows=max_windows, val_windows=CALIBRATION_VAL_WINDOWS,
+                                       halo=16, inputs=windows)
     shown = table.copy()
     for c in [c for c in shown.columns if c.startswith("±")]:
         shown[c] = shown[c].map("{:.1%}".format)
@@ -511,9 +523,10 @@ def _gapfill_section(series: _Series, pixel_step: int, method: str) -> Section:
     return md, numbers
 
 
-def _landsat_section(series: _Series) -> Section:
-    """What Landsat adds: clear observations per year, same-day NDVI agreement."""
-    gain_obs = clear_observation_gain(series.s2, series.landsat)
+def _landsat_section(series: _Series, gain_obs: dict[str, Any] | None = None) -> Section:
+    """What Landsat adds: clear observations per year (``gain_obs``: computed beforehand),
+    same-day NDVI agreement."""
+    gain_obs = clear_observation_gain(series.s2, series.landsat) if gain_obs is None else gain_obs
     agree = same_day_ndvi_agreement(series.s2, series.landsat, series.harmonized)
     md = [
         "## What Landsat adds",
@@ -530,9 +543,11 @@ def _landsat_section(series: _Series) -> Section:
     return md, {"clear_observations": gain_obs, "same_day_ndvi": agree}
 
 
-def _coregistration_section(inputs: _Inputs) -> Section:
-    """Every Landsat scene's applied shift against the one the simulator injected."""
-    table = coregistration_table(inputs.cube, inputs.world.scene, inputs.truth)
+def _coregistration_section(inputs: _Inputs, table: pd.DataFrame | None = None) -> Section:
+    """Every Landsat scene's applied shift against the one the simulator injected (``table``:
+    :func:`~pipelines.evaluation.coregistration.coregistration_table`, made beforehand)."""
+    if table is None:
+        table = coregistration_table(inputs.cube, inputs.world.scene, inputs.truth)
     summary = coregistration_summary(table)
     usable = table["clear_land"] >= USABLE_CLEAR
     shown = table.assign(usable=usable).reset_index()
@@ -697,6 +712,44 @@ def _write_pages(rep: Path, md: list[str], metrics: dict[str, Any]) -> Path:
     return html_path
 
 
+#: Validation windows the calibration section recalibrates on.
+CALIBRATION_VAL_WINDOWS = 16
+
+
+def prepare_report(out: str | Path, world: Any, fitted: LinearAdjustment, *, max_windows: int = 64
+                   ) -> dict[str, Any]:
+    """The report's parts that need no model, for ``write_report(prepared=...)``: the
+    baselines' and the calibration's windows (with their truth), the co-registration table and
+    the clear observations Landsat adds. The demo computes them on its side thread while
+    training leaves a core idle (~7 CPU s on the demo world); the report is the same.
+
+    Parameters
+    ----------
+    out
+        The demo folder (cube and pair index written).
+    world
+        The simulated :class:`harmonize.world.World`.
+    fitted
+        The fitted linear bandpass baseline
+        (:func:`pipelines.evaluation.harmonization.fit_on_training_blocks`).
+    max_windows
+        As in :func:`write_report`.
+    """
+    paths = demo_paths(out)
+    cube, index, truth = open_cube(out), read_index(paths["pairs"]), world.truth
+    landsat = _registered(sensor_part(cube, "landsat"), cube)
+    return {
+        "cube": paths["cube"].absolute(),
+        "max_windows": max_windows,
+        "baselines": baseline_windows(cube, index, truth, fitted, max_windows=max_windows),
+        "calibration": calibration_windows(
+            cube, index, truth, max_windows=max_windows, val_windows=CALIBRATION_VAL_WINDOWS
+        ),
+        "coregistration": coregistration_table(cube, world.scene, truth),
+        "clear_observations": clear_observation_gain(sensor_part(cube, "sentinel-2"), landsat),
+    }
+
+
 def write_report(
     out: str | Path,
     world: Any = None,
@@ -711,6 +764,7 @@ def write_report(
     max_windows: int = 64,
     before_linked: Callable[[], Any] | None = None,
     fitted: LinearAdjustment | None = None,
+    prepared: dict[str, Any] | None = None,
 ) -> Path:
     """Write the demo report into ``OUT/report``.
 
@@ -742,6 +796,9 @@ def write_report(
         The fitted linear bandpass baseline
         (:func:`pipelines.evaluation.harmonization.fit_on_training_blocks`), when it was fitted
         beforehand (the demo fits it beside training); by default fitted here.
+    prepared
+        The parts :func:`prepare_report` made beforehand from this folder (used only when the
+        cube and pair index are read from ``out`` too, and for the same ``max_windows``).
 
     Returns
     -------
@@ -762,15 +819,20 @@ def write_report(
         timings=timings,
         timeseries=timeseries,
     )
+    pre = prepared or {}
+    if cube is not None or pair_index is not None or pre.get("max_windows") != max_windows or (
+        pre.get("cube") != demo_paths(out)["cube"].absolute()
+    ):
+        pre = {}  # made from other inputs
     sections = [
-        _harmonization_section(inputs, rep, max_windows, fitted),
-        _guarded(_calibration_section, inputs, max_windows),
-        _coregistration_section(inputs),
+        _harmonization_section(inputs, rep, max_windows, fitted, pre.get("baselines")),
+        _guarded(_calibration_section, inputs, max_windows, pre.get("calibration")),
+        _coregistration_section(inputs, pre.get("coregistration")),
     ]
     series = _score_series(inputs, pixel_step)
     sections += [
         _gapfill_section(series, pixel_step, inputs.timeseries.method),
-        _landsat_section(series),
+        _landsat_section(series, pre.get("clear_observations")),
         (_figures_section(series, inputs.truth, rep, pixel_step), {}),
         (_training_section(inputs.model_dir, rep), {}),
         _timings_section(inputs.timings),

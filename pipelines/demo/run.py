@@ -35,7 +35,7 @@ from pipelines.core.ledger import atomic_write_text
 from pipelines.core.stores import read_index
 from pipelines.demo.classification import classify_demo
 from pipelines.demo.paths import demo_paths, open_cube
-from pipelines.demo.report import write_report
+from pipelines.demo.report import prepare_report, write_report
 from pipelines.evaluation.harmonization import fit_on_training_blocks
 from pipelines.stages.infer import InferStageConfig, infer_stage
 from pipelines.stages.ingest import IngestConfig, ingest
@@ -258,7 +258,7 @@ def run_demo(
         timeseries=dict(timeseries or {}),
         classify=classify,
         stage_plots=not report,  # the report draws the same three figures
-        train_callbacks=[lambda row: _start_baseline(side, root)] if report else [],
+        train_callbacks=[lambda row: _start_side_work(side, root, w)] if report else [],
     )
     beside = [(n, s) for n, s in later if report and n in BESIDE_REPORT]
     result = paths["demo"]
@@ -270,13 +270,16 @@ def run_demo(
             with timer(name):
                 reports[name] = run_stage()
             if report and name == "train":  # up to date: no epoch started it
-                _start_baseline(side, root)
+                _start_side_work(side, root, w)
         _write_demo_json(paths, w, wcfg, reports, timeseries=dict(timeseries or {}))
         if report:
             with timer("report"):
                 done = pool.submit(_run_beside, beside, reports, timer)
                 fitted = side["baseline"].result() if "baseline" in side else None
-                result = Path(write_report(root, w, fitted=fitted, before_linked=done.result))
+                prepared = side["prepared"].result() if "prepared" in side else None
+                result = Path(
+                    write_report(root, w, fitted=fitted, prepared=prepared, before_linked=done.result)
+                )
             _write_demo_json(paths, w, wcfg, reports, timeseries=dict(timeseries or {}))
     timings = _write_timings(paths, timer, time.perf_counter() - t_start, scheduler)
     log.info(
@@ -294,12 +297,25 @@ def run_demo(
 BESIDE_REPORT = ("classify",)
 
 
-def _start_baseline(side: dict[str, Any], root: Path) -> None:
-    """Fit the report's baseline on the side thread (``side["pool"]``), once: from the end of
-    training's first epoch, when one torch thread leaves a core idle (the patch reading before
-    it keeps both busy)."""
+def _start_side_work(side: dict[str, Any], root: Path, world: Any) -> None:
+    """Fit the report's baseline and make its parts that need no model
+    (:func:`pipelines.demo.report.prepare_report`) on the side thread (``side["pool"]``), once:
+    from the end of training's first epoch, when one torch thread leaves a core idle (the
+    patch reading before it keeps both busy)."""
     if "baseline" not in side:
         side["baseline"] = side["pool"].submit(_report_baseline, root)
+        side["prepared"] = side["pool"].submit(_report_parts, root, world, side["baseline"])
+
+
+def _report_parts(root: Path, world: Any, baseline: Any) -> dict[str, Any] | None:
+    """:func:`pipelines.demo.report.prepare_report` with the fitted ``baseline`` (a future);
+    ``None`` when it fails (the report then makes those parts itself)."""
+    try:
+        return prepare_report(root, world, baseline.result())
+    except Exception as exc:  # an optimisation must not cost the report
+        log.warning("demo: the report's model-free parts were not made beside training (%s: %s)",
+                    type(exc).__name__, exc)
+        return None
 
 
 def _report_baseline(root: Path) -> Any:

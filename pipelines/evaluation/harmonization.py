@@ -33,6 +33,8 @@ __all__ = [
     "OPENSR_COLUMNS",
     "window_phases",
     "calibration_table",
+    "baseline_windows",
+    "calibration_windows",
 ]
 
 #: The opensr-test style columns :func:`harmonization_table` adds with ``opensr=True``.
@@ -111,12 +113,13 @@ def train_block_mask(index: pd.DataFrame, shape: tuple[int, int], patch: int | N
 
 def _stack_windows(
     arrays: Mapping[str, xr.Dataset],
-    truth: xr.Dataset,
+    truth: xr.Dataset | None,
     windows: pd.DataFrame,
     patch: int,
-    landsat_clear: xr.DataArray,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Every method's windows, the truth's and Landsat's clear mask, as ``[window, band, y, x]``."""
+    landsat_clear: xr.DataArray | None,
+) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
+    """Every method's windows, the truth's and Landsat's clear mask, as ``[window, band, y, x]``
+    (``None`` for the truth and the mask without ``truth`` / ``landsat_clear``)."""
     import dask
 
     # every window of every array lazily first, then one computation: each computation plans
@@ -126,9 +129,11 @@ def _stack_windows(
     for r in windows.itertuples():
         ys, xs = slice(int(r.y0), int(r.y0) + patch), slice(int(r.x0), int(r.x0) + patch)
         lt = np.datetime64(pd.Timestamp(r.landsat_time).to_datetime64(), "ns")
-        t_truth = truth.sel(time=calendar_day(r.s2_time))[list(REFLECTANCE_BANDS)].isel(y=ys, x=xs)
-        truths.append([t_truth[b].data for b in REFLECTANCE_BANDS])
-        valids.append(landsat_clear.sel(time=lt).isel(y=ys, x=xs).data)
+        if truth is not None:
+            t_truth = truth.sel(time=calendar_day(r.s2_time))[list(REFLECTANCE_BANDS)].isel(y=ys, x=xs)
+            truths.append([t_truth[b].data for b in REFLECTANCE_BANDS])
+        if landsat_clear is not None:
+            valids.append(landsat_clear.sel(time=lt).isel(y=ys, x=xs).data)
         for name, ds in arrays.items():
             sel = ds.sel(time=lt).isel(y=ys, x=xs)
             lazy[name].append([sel[b].data for b in REFLECTANCE_BANDS])
@@ -138,8 +143,45 @@ def _stack_windows(
         k: np.stack([np.stack([np.asarray(b, np.float32) for b in w]) for w in v])
         for k, v in zip(names, per_name, strict=True)
     }
-    truth_arr = np.stack([np.stack([np.asarray(b) for b in w]) for w in truths])
-    return preds, truth_arr, np.stack([np.asarray(v, bool) for v in valids])
+    truth_arr = None if truth is None else np.stack([np.stack([np.asarray(b) for b in w]) for w in truths])
+    valid = np.stack([np.asarray(v, bool) for v in valids]) if landsat_clear is not None else None
+    return preds, truth_arr, valid
+
+
+def baseline_windows(
+    cube: xr.Dataset,
+    index: pd.DataFrame,
+    truth: xr.Dataset,
+    fitted: LinearAdjustment,
+    *,
+    split: str = "test",
+    max_windows: int | None = 64,
+) -> dict[str, Any]:
+    """The baselines' windows, the truth's and Landsat's clear mask, read ahead of the model's
+    (``baselines=`` of :func:`harmonization_table`; no model needed: the demo reads them while
+    training runs).
+
+    Parameters
+    ----------
+    cube, index, truth, split, max_windows
+        As in :func:`harmonization_table`.
+    fitted
+        The fitted linear adjustment (:func:`fit_on_training_blocks`).
+
+    Returns
+    -------
+    dict
+        ``preds`` (method -> ``[window, band, y, x]``), ``truth``, ``valid``, ``fitted``,
+        ``split`` and ``max_windows``.
+    """
+    windows = _scored_windows(index, split, max_windows)
+    landsat = sensor_part(cube, "landsat")
+    preds, truths, valid = _stack_windows(
+        _baselines(cube, landsat, fitted), truth_on_grid(truth, cube), windows, index_patch_size(index),
+        landsat["clear"],
+    )
+    return {"preds": preds, "truth": truths, "valid": valid, "fitted": fitted, "split": split,
+            "max_windows": max_windows}
 
 
 def _scored_windows(index: pd.DataFrame, split: str, max_windows: int | None) -> pd.DataFrame:
@@ -256,6 +298,7 @@ def harmonization_table(
     opensr: bool = False,
     landsat_phase: tuple[int, int] = (0, 0),
     shift_images: int | None = 12,
+    baselines: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score each way of making Landsat Sentinel-2-like against truth on held-out windows.
 
@@ -286,6 +329,9 @@ def harmonization_table(
         30 m blocks of the consistency are those pixels.
     shift_images
         Windows the residual shift is measured on (evenly spread; None: all).
+    baselines
+        The baselines' windows read beforehand (:func:`baseline_windows` with the same
+        ``split`` and ``max_windows``; its ``fitted`` is used): only ``predictions`` are read here.
 
     Returns
     -------
@@ -296,11 +342,18 @@ def harmonization_table(
     windows = _scored_windows(index, split, max_windows)
     patch = index_patch_size(index)
     landsat = sensor_part(cube, "landsat")
-    if fitted is None:
-        fitted = fit_on_training_blocks(cube, index, patch)
-    methods = {**_baselines(cube, landsat, fitted), **predictions}
-    tr = truth_on_grid(truth, cube)
-    preds, truths, valid = _stack_windows(methods, tr, windows, patch, landsat["clear"])
+    if baselines is not None and (baselines["split"], baselines["max_windows"]) == (split, max_windows):
+        fitted = baselines["fitted"]
+        stacked, _, _ = _stack_windows(predictions, None, windows, patch, None)
+        preds = {**baselines["preds"], **stacked}
+        truths, valid = baselines["truth"], baselines["valid"]
+        methods = dict.fromkeys(preds)
+    else:
+        if fitted is None:
+            fitted = fit_on_training_blocks(cube, index, patch)
+        methods = {**_baselines(cube, landsat, fitted), **predictions}
+        tr = truth_on_grid(truth, cube)
+        preds, truths, valid = _stack_windows(methods, tr, windows, patch, landsat["clear"])
     rows = {name: _table_row(evaluate(p, truths, valid)) for name, p in preds.items()}
     if opensr:
         names = list(methods)
@@ -360,6 +413,42 @@ def _spread(
     return y[:, :n], y[:, n:]
 
 
+def calibration_windows(
+    cube: xr.Dataset,
+    index: pd.DataFrame,
+    truth: xr.Dataset,
+    *,
+    max_windows: int | None = 64,
+    val_windows: int | None = 32,
+) -> dict[str, Any]:
+    """The model inputs, truth and clear masks of :func:`calibration_table`'s test windows and
+    then its validation windows (no model needed: the demo reads them while training runs).
+
+    Parameters
+    ----------
+    cube, index, truth, max_windows, val_windows
+        As in :func:`calibration_table`.
+
+    Returns
+    -------
+    dict
+        ``x`` (Landsat bands and pan, ``[window, band, y, x]``), ``truth``, ``valid`` (clear,
+        finite truth), ``n_test`` (the first windows are the test ones), ``max_windows``,
+        ``val_windows``.
+    """
+    patch = index_patch_size(index)
+    test = _scored_windows(index, "test", max_windows)
+    val = test_windows(index, "val")
+    if val_windows and len(val) > val_windows:
+        val = val.iloc[np.linspace(0, len(val) - 1, val_windows).round().astype(int)]
+    bands = tuple(REFLECTANCE_BANDS) + (("pan",) if "pan" in cube else ())
+    both = pd.concat([test, val], ignore_index=True)
+    x, t, v = _window_inputs(cube, truth_on_grid(truth, cube), both, patch, bands)
+    v &= np.isfinite(t).all(axis=1)
+    return {"x": x, "truth": t, "valid": v, "n_test": len(test), "max_windows": max_windows,
+            "val_windows": val_windows}
+
+
 def calibration_table(
     cube: xr.Dataset,
     index: pd.DataFrame,
@@ -370,6 +459,7 @@ def calibration_table(
     val_windows: int | None = 32,
     tolerance: float = 0.05,
     halo: int | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Coverage of ±1σ and ±2σ against truth for each uncertainty method, recalibrated when off.
 
@@ -394,6 +484,9 @@ def calibration_table(
     halo
         Mirror padding of each window (default the model's receptive halo; less is cheaper and
         changes only the windows' edges, alike on validation and test windows).
+    inputs
+        The windows read beforehand (:func:`calibration_windows` with the same ``max_windows``
+        and ``val_windows``).
 
     Returns
     -------
@@ -405,18 +498,10 @@ def calibration_table(
     """
     from harmonize.calibration import NOMINAL, coverage, fit_interval_scales, needs_recalibration
 
-    patch = index_patch_size(index)
-    test = _scored_windows(index, "test", max_windows)
-    val = test_windows(index, "val")
-    if val_windows and len(val) > val_windows:
-        val = val.iloc[np.linspace(0, len(val) - 1, val_windows).round().astype(int)]
-    bands = tuple(REFLECTANCE_BANDS) + (("pan",) if "pan" in cube else ())
-    tr = truth_on_grid(truth, cube)
-    both = pd.concat([test, val], ignore_index=True)
-    x, t, v = _window_inputs(cube, tr, both, patch, bands)
-    v &= np.isfinite(t).all(axis=1)
-    n = len(test)
-    rows, details = {}, {"windows": n, "val_windows": len(val), "pixels": int(v[:n].sum()), "halo": halo,
+    if inputs is None or (inputs["max_windows"], inputs["val_windows"]) != (max_windows, val_windows):
+        inputs = calibration_windows(cube, index, truth, max_windows=max_windows, val_windows=val_windows)
+    x, t, v, n = inputs["x"], inputs["truth"], inputs["valid"], inputs["n_test"]
+    rows, details = {}, {"windows": n, "val_windows": len(v) - n, "pixels": int(v[:n].sum()), "halo": halo,
                          "nominal": {f"±{k}σ": NOMINAL[k] for k in (1, 2)}, "methods": {}}
     for name, member in methods.items():
         mean, std = _spread(member, x, v, halo)
