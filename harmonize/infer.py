@@ -384,15 +384,47 @@ def _cropped_forward_ok(model: Any) -> bool:
     return isinstance(pool, torch.nn.MaxPool2d) and pooled_by_2
 
 
+def _block(
+    block: Any, z: Any, held: tuple[_Span, _Span], want: tuple[_Span, _Span], size: tuple[int, int]
+) -> Any:
+    """A UNet block (two 3x3 convolutions with what follows each) over ``z``, which holds the
+    window ``held`` of a level ``size`` pixels large, computed only over the window ``want``.
+
+    Each convolution runs unpadded on what it is given, so the output is ``want`` itself and
+    holds nothing to crop (a cropped view costs a copy before the next convolution or pooling);
+    where a window meets the tile's edge, one pixel of zeros stands in for the whole-tile
+    forward's own zero padding."""
+    import torch
+    import torch.nn.functional as F
+
+    convs = [m for m in block if isinstance(m, torch.nn.Conv2d)]
+    cur = held
+    for layer in block:
+        if not isinstance(layer, torch.nn.Conv2d):
+            z = layer(z)
+            continue
+        later = len(convs) - 1 - convs.index(layer)
+        out = tuple(s.grow(later, n) for s, n in zip(want, size, strict=True))
+        (top, bottom), (left, right) = (
+            (c.start - o.start + 1, o.stop + 1 - c.stop) for c, o in zip(cur, out, strict=True)
+        )
+        if top or bottom or left or right:
+            z = F.pad(z, (left, right, top, bottom))
+        z = F.conv2d(z, layer.weight, layer.bias, groups=layer.groups)
+        cur = out
+    return z
+
+
 def _cropped_forward(model: Any, x: Any, core: tuple[slice, slice]) -> Any:
     """``model(x)[..., core[0], core[1]]``, computing every layer only where the core needs it.
 
     A tile's halo is there for the encoder's deep levels: the decoder's full-resolution layers,
     the most costly, need only a couple of pixels around the core, and its coarse layers a few
     more. So each block runs on its input cropped to the window its consumers need (the deep
-    path, the skip connection) plus its own two-pixel reach, and its output is cropped to that
-    window; a window that reaches the tile's edge stops there, where the whole-tile forward's
-    zero padding is the same. Crops keep the pooling grid (even starts at every level). The
+    path, the skip connection) plus its own two-pixel reach, and computes that window only
+    (:func:`_block`: unpadded convolutions, whose output needs no crop and no copy); a window
+    that reaches the tile's edge stops there, with the zeros the whole-tile forward pads with.
+    Crops keep the pooling grid (even starts at every level). The
     1x1 convolution of a bilinear up-sampling runs before it, on the coarse grid (the two
     commute: bilinear weights sum to one). Equal to the whole-tile forward to float rounding.
     """
@@ -434,7 +466,7 @@ def _cropped_forward(model: Any, x: Any, core: tuple[slice, slice]) -> Any:
     z = (z - model.input_mean[:, None, None]) / model.input_std[:, None, None]
     skips = []
     for k, enc in enumerate(model.encoders):
-        z = crop(enc(z), enc_out[k], enc_in[k])
+        z = _block(enc, z, enc_in[k], enc_out[k], sizes[k])
         if k < depth - 1:
             skips.append(crop(z, dec_in[k], enc_out[k]))
             z = model.pool(crop(z, tuple(_Span(2 * s.start, 2 * s.stop) for s in enc_in[k + 1]), enc_out[k]))
@@ -448,7 +480,7 @@ def _cropped_forward(model: Any, x: Any, core: tuple[slice, slice]) -> Any:
             z = up(z)
         fine = tuple(_Span(2 * s.start, 2 * s.stop) for s in coarse)
         z = crop(z, dec_in[k], fine)
-        z = crop(dec(torch.cat([z, skips.pop()], dim=1)), dec_out[k], dec_in[k])
+        z = _block(dec, torch.cat([z, skips.pop()], dim=1), dec_in[k], dec_out[k], sizes[k])
         z = model.dropout(z)
     z = model.head(z).float()
     out = model.output_offset[:, None, None] + model.output_scale[:, None, None] * z
