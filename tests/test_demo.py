@@ -159,10 +159,10 @@ def _check_summary(out: Path, metrics: dict) -> None:
 
 
 def test_demo_with_the_report_runs_classify_and_the_baseline_beside(tiny_demo, tmp_path, monkeypatch):
-    """``run_demo(report=True)``: the report's fitted linear baseline is fitted on the side
-    thread while training runs (the report does not fit it again, and it is the serial fit),
-    the classify stage runs beside the report (timings.json says so, its section is in the
-    report), and the report has every section."""
+    """``run_demo(report=True)``: the report's fitted linear baseline and its parts that need no
+    model are made in a side process while training runs (the report makes none of them
+    again, and they are what a serial run gives), the classify stage runs beside the report
+    (timings.json says so, its section is in the report), and the report has every section."""
     import shutil
     import threading
 
@@ -173,16 +173,12 @@ def test_demo_with_the_report_runs_classify_and_the_baseline_beside(tiny_demo, t
     from pipelines.evaluation import harmonization
 
     out = Path(shutil.copytree(tiny_demo, tmp_path / "demo"))
-    threads: dict[str, list[str]] = {
-        "baseline": [], "classify": [], "report fit": [], "prepared": [], "report windows": []
-    }
+    calls: dict[str, list[tuple[str, bool]]] = {"side work": [], "classify": [], "in this process": []}
     training = threading.Event()
-    during_training = []
 
     def spy(name, fn):
         def call(*args, **kwargs):
-            threads[name].append(threading.current_thread().name)
-            during_training.append((name, training.is_set()))
+            calls[name].append((threading.current_thread().name, training.is_set()))
             return fn(*args, **kwargs)
         return call
 
@@ -195,27 +191,23 @@ def test_demo_with_the_report_runs_classify_and_the_baseline_beside(tiny_demo, t
 
     stage = run.train_stage
     monkeypatch.setattr(run, "train_stage", train_stage)
-    monkeypatch.setattr(run, "prepare_report", spy("prepared", run.prepare_report))
-    for name in ("calibration_windows", "baseline_windows"):  # the report's own reads, if it made them
-        monkeypatch.setattr(harmonization, name, spy("report windows", getattr(harmonization, name)))
-
-    monkeypatch.setattr(run, "fit_on_training_blocks", spy("baseline", run.fit_on_training_blocks))
+    monkeypatch.setattr(run, "_start_side_work", spy("side work", run._start_side_work))
     monkeypatch.setattr(run, "classify_demo", spy("classify", run.classify_demo))
-    monkeypatch.setattr(
-        harmonization, "fit_on_training_blocks", spy("report fit", harmonization.fit_on_training_blocks)
-    )
-    # other training settings than the fixture's: the model is trained again, beside the fit
+    # the fit and the windows' reads, were this process (the report, say) to make them
+    monkeypatch.setattr(run, "fit_on_training_blocks", spy("in this process", run.fit_on_training_blocks))
+    for name in ("calibration_windows", "baseline_windows", "fit_on_training_blocks"):
+        monkeypatch.setattr(harmonization, name, spy("in this process", getattr(harmonization, name)))
+    # other training settings than the fixture's: the model is trained again, beside the side work
     train = {"epochs": 2, "max_batches_per_epoch": 2, "lr": 2e-3}
     result = demo.run_demo(out, tiny=True, train=train, train_seconds=30, report=True)
 
     assert result == out / "report" / "report.html" and result.stat().st_size > 0
     stages = json.loads((out / "demo.json").read_text())["stages"]
     assert not stages["train"]["up_to_date"] and stages["classify"]["up_to_date"] is False
-    assert [t.startswith("beside") for t in threads["baseline"] + threads["classify"]] == [True, True]
-    assert threads["report fit"] == []  # the report used the baseline fitted beside training
-    # and the windows its harmonization and calibration tables score, read beside training too
-    assert [t.startswith("beside") for t in threads["prepared"]] == [True] and threads["report windows"] == []
-    assert ("baseline", True) in during_training  # started by an epoch's end, training went on
+    # started at an epoch's end (training went on), and again after it (a no-op)
+    assert calls["side work"][0] == ("MainThread", True) and len(calls["side work"]) >= 2
+    assert calls["in this process"] == []  # the side process made them, the report none again
+    assert [name.startswith("beside") for name, _ in calls["classify"]] == [True]
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     serial = harmonization.fit_on_training_blocks(demo.open_cube(out), read_index(out / "pairs"))
     assert metrics["harmonization"]["fitted_linear"] == json.loads(json.dumps(serial.to_dict()))

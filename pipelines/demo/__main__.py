@@ -2,4 +2,5 @@
 
 from pipelines.demo.run import main
 
-main()
+if __name__ == "__main__":  # a spawned helper process imports this module too: it must not run the demo
+    main()

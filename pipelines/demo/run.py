@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -258,25 +259,26 @@ def run_demo(
         timeseries=dict(timeseries or {}),
         classify=classify,
         stage_plots=not report,  # the report draws the same three figures
-        train_callbacks=[lambda row: _start_side_work(side, root, w)] if report else [],
+        train_callbacks=[lambda row: _start_side_work(side, root)] if report else [],
     )
     beside = [(n, s) for n, s in later if report and n in BESIDE_REPORT]
     result = paths["demo"]
-    with ThreadPoolExecutor(1, thread_name_prefix="beside") as pool:
-        side: dict[str, Any] = {"pool": pool}
+    spawn = multiprocessing.get_context("spawn")  # the process starts at the first submit
+    with ThreadPoolExecutor(1, thread_name_prefix="beside") as pool, ProcessPoolExecutor(1, spawn) as procs:
+        side: dict[str, Any] = {"procs": procs}
         for name, run_stage in later:
             if report and name in BESIDE_REPORT:
                 continue
             with timer(name):
                 reports[name] = run_stage()
             if report and name == "train":  # up to date: no epoch started it
-                _start_side_work(side, root, w)
+                _start_side_work(side, root)
         _write_demo_json(paths, w, wcfg, reports, timeseries=dict(timeseries or {}))
         if report:
             with timer("report"):
                 done = pool.submit(_run_beside, beside, reports, timer)
-                fitted = side["baseline"].result() if "baseline" in side else None
-                prepared = side["prepared"].result() if "prepared" in side else None
+                fitted, prepared = side["work"].result() if "work" in side else (None, None)
+                procs.shutdown()  # reaped here: its CPU seconds count in the report's
                 result = Path(
                     write_report(root, w, fitted=fitted, prepared=prepared, before_linked=done.result)
                 )
@@ -297,32 +299,30 @@ def run_demo(
 BESIDE_REPORT = ("classify",)
 
 
-def _start_side_work(side: dict[str, Any], root: Path, world: Any) -> None:
-    """Fit the report's baseline and make its parts that need no model
-    (:func:`pipelines.demo.report.prepare_report`) on the side thread (``side["pool"]``), once:
-    from the end of training's first epoch, when one torch thread leaves a core idle (the
-    patch reading before it keeps both busy)."""
-    if "baseline" not in side:
-        side["baseline"] = side["pool"].submit(_report_baseline, root)
-        side["prepared"] = side["pool"].submit(_report_parts, root, world, side["baseline"])
+def _start_side_work(side: dict[str, Any], root: Path) -> None:
+    """Fit the report's baseline and make its parts that need no model (:func:`_side_work`) in
+    the side process (``side["procs"]``), once: from the end of training's first epoch, when
+    one torch thread leaves a core idle (the patch reading before it keeps both busy). A
+    process, not a thread: that work is mostly Python (dask graphs, xarray selections), and on
+    a thread it held the interpreter lock the training loop needs between every torch op
+    (epochs 2-3x slower while it ran)."""
+    if "work" not in side:
+        side["work"] = side["procs"].submit(_side_work, root)
 
 
-def _report_parts(root: Path, world: Any, baseline: Any) -> dict[str, Any] | None:
-    """:func:`pipelines.demo.report.prepare_report` with the fitted ``baseline`` (a future);
-    ``None`` when it fails (the report then makes those parts itself)."""
+def _side_work(root: Path) -> tuple[Any, dict[str, Any] | None]:
+    """The report's fitted linear bandpass baseline, fitted on the pairs' training blocks, and
+    :func:`pipelines.demo.report.prepare_report` with it (``None`` when that fails: the report
+    then makes those parts itself)."""
+    from harmonize.world import open_world
+
+    fitted = fit_on_training_blocks(open_cube(root), read_index(demo_paths(root)["pairs"]))
     try:
-        return prepare_report(root, world, baseline.result())
+        return fitted, prepare_report(root, open_world(demo_paths(root)["world"]), fitted)
     except Exception as exc:  # an optimisation must not cost the report
         log.warning("demo: the report's model-free parts were not made beside training (%s: %s)",
                     type(exc).__name__, exc)
-        return None
-
-
-def _report_baseline(root: Path) -> Any:
-    """The report's fitted linear bandpass baseline, fitted on the pairs' training blocks
-    (beside training, which keeps one core busy; its CPU counts in the train stage's)."""
-    log.info("demo: fitting the report's linear bandpass baseline beside training ...")
-    return fit_on_training_blocks(open_cube(root), read_index(demo_paths(root)["pairs"]))
+        return fitted, None
 
 
 def _run_beside(
