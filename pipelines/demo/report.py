@@ -720,7 +720,7 @@ def prepare_report(out: str | Path, world: Any, fitted: LinearAdjustment, *, max
                    ) -> dict[str, Any]:
     """The report's parts that need no model, for ``write_report(prepared=...)``: the
     baselines' and the calibration's windows (with their truth), the co-registration table and
-    the clear observations Landsat adds. The demo computes them on its side thread while
+    the clear observations Landsat adds. The demo computes them in its side process while
     training leaves a core idle (~7 CPU s on the demo world); the report is the same.
 
     Parameters
