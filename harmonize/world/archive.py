@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -453,7 +454,7 @@ def _simulate_in_worker(
 def _date_pool(
     builder: _Builder, land: Landscape, water: np.ndarray, workers: int, processes: bool
 ) -> Iterator[tuple[Executor, Callable[..., Any]]]:
-    """An executor and the function simulating one date on it: ``workers`` spawned processes
+    """An executor and the function simulating one date on it: ``workers`` forked processes
     (each given the landscape once), or threads."""
     if not processes:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -461,8 +462,7 @@ def _date_pool(
         return
     # fork: no re-import of the caller's script (spawn would run an unguarded one again); the
     # workers only simulate scenes and write COGs, none of the parent's threads' work
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
+    ctx = multiprocessing.get_context("fork")
     args = (builder.root, builder.cfg, land, water)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=args) as pool:
         yield pool, _simulate_in_worker
@@ -486,7 +486,13 @@ def _scene_batches(
     """
     aoi = builder.geo.aoi
     chunks = [out.dates[i : i + _TIME_CHUNK] for i in range(0, len(out.dates), _TIME_CHUNK)]
-    processes = workers > 1 and len(out.scenes) * land.landcover.size >= _PROCESS_WORK
+    # processes only where fork is safe (Linux): macOS lists fork but its system libraries are not
+    # fork-safe, and spawn would re-run a caller's unguarded script
+    processes = (
+        workers > 1
+        and sys.platform.startswith("linux")
+        and len(out.scenes) * land.landcover.size >= _PROCESS_WORK
+    )
     with _date_pool(builder, land, water, max(1, workers), processes) as (pool, simulate):
 
         def submit(k: int) -> list[Future]:

@@ -38,6 +38,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -567,12 +568,12 @@ def _writers(config: IngestConfig) -> Iterator[Executor | None]:
     """Worker processes writing the stores (``processes`` of them) when the stage computes on
     local threads: a store's Zarr metadata and chunk writes hold the GIL most of the time, so
     threads write about one store at a time. ``None`` otherwise (a distributed scheduler, a
-    repository, ``processes: 0``, no fork on this system)."""
+    repository, ``processes: 0``, a system other than Linux)."""
     if (
         config.processes < 1
         or config.store != "zarr"
         or dask.config.get("scheduler", None) != "threads"
-        or "fork" not in multiprocessing.get_all_start_methods()
+        or not sys.platform.startswith("linux")  # fork is safe there; macOS's system libraries are not
     ):
         yield None
         return
