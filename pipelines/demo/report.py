@@ -490,7 +490,8 @@ def _gapfill_section(series: _Series, pixel_step: int, method: str) -> Section:
         "",
         "Landsat observations are weighted by how far their 30 m view can be trusted "
         "(`harmonize.timeseries.observation_weights`: heterogeneity of the 10 m scene within a "
-        "Landsat pixel, disagreement with Sentinel-2), and Whittaker's smoothing is chosen per "
+        "Landsat pixel, after each pixel's Landsat offset from Sentinel-2 is corrected), and "
+        "Whittaker's smoothing is chosen per "
         "input by generalized cross-validation"
         + (f" ({chosen})." if any(v is not None for v in lmbdas.values()) else "."),
         "",
